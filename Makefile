@@ -1,0 +1,58 @@
+# Thin wrapper over CMake: the commands of the README and CI.
+#   make demo    the main job, on the embedded SQLite default
+#   make test    everything: deps, build, the C, Lua and Python tests (ctest)
+#   make bench   the benchmarks of ../shared/bench/WORKLOAD.md
+#   make asan    the test suite built with ASan+UBSan
+#   make valgrind  the C tests under valgrind
+BUILD ?= build
+PYTHON ?= /usr/bin/python3
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+DEB_PACKAGES = cmake make gcc pkg-config libsqlite3-dev libcurl4-openssl-dev libcjson-dev \
+	liblua5.4-dev lua5.4 python3-dev python3-pytest libssl-dev valgrind nginx wrk
+
+.PHONY: all deps build test demo bench asan valgrind install clean
+
+all: build
+
+# Installs the Debian packages that are missing (needs root and apt).
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(PYTHON) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	@./examples/demo.sh $(BUILD)
+
+bench: build
+	@./bench/run.sh $(BUILD)
+
+asan: deps
+	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DESG_SANITIZE=ON -DESG_BUILD_BENCH=OFF" test
+
+# Every C test under valgrind; fails on any error or definite leak.
+valgrind: build
+	@fail=0; for t in $(BUILD)/tests/test_*; do \
+	  [ -x "$$t" ] || continue; \
+	  echo "valgrind $$t"; \
+	  ESG_TEST_TMP=$(BUILD)/tests/tmp valgrind -q --error-exitcode=99 --leak-check=full \
+	    --errors-for-leak-kinds=definite "$$t" >/dev/null 2>$(BUILD)/valgrind.log || { cat $(BUILD)/valgrind.log; fail=1; }; \
+	done; exit $$fail
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,421 @@
+/*
+ * W1: idempotent consume (../shared/bench/WORKLOAD.md).
+ *
+ *   bench_w1 [N [REPS]]      N events (default 100000), REPS repetitions (default 3)
+ *
+ * Environment: ESG_BENCH_N, ESG_BENCH_REPS (used when the argument is absent),
+ * ESG_BENCH_DIR (where the database files go; default $TMPDIR or /tmp),
+ * ESG_BENCH_ONLY (run only the approach with this label, for profiling).
+ *
+ * Four approaches, each on a fresh database file: two raw SQLite baselines
+ * (raw-tx2, raw-batch1000) and libesg (esg-durable, esg-grouped). Every
+ * repetition runs all four, in an order rotated per repetition, so machine
+ * noise hits all of them alike. Each prints `RUN` lines per repetition and, at
+ * the end, one `RESULT` line per figure (the median over the repetitions) and
+ * the `RATIO` lines of the targets. Exits non-zero when a pass miscounts
+ * (pass 1 must see N new events, pass 2 N duplicates) or anything fails.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "esg.h"
+
+#define LEASE_MS 30000
+#define TTL_MS 3600000
+#define BATCH 1000
+#define GROUP_MS 1000
+#define GROUP_MAX 1000
+
+/* The events, generated before any clock starts: one buffer, offsets into it. */
+typedef struct events {
+  size_t n;
+  char *buf;
+  size_t *off, *len;
+} events;
+
+/* What one timed pass counted. */
+typedef struct pass_count {
+  size_t fresh, dups;
+} pass_count;
+
+typedef struct approach approach;
+struct approach {
+  const char *label;
+  /* open a fresh store at path; returns an opaque context or NULL */
+  void *(*open)(const char *path);
+  int (*pass)(void *ctx, const events *ev, pass_count *c);
+  void (*close)(void *ctx);
+};
+
+static volatile uint64_t handler_sink; /* keeps the trivial handler from being optimised away */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int make_events(events *ev, size_t n) {
+  ev->n = n;
+  ev->buf = malloc(n * 200 + 1);
+  ev->off = malloc(n * sizeof *ev->off);
+  ev->len = malloc(n * sizeof *ev->len);
+  if (!ev->buf || !ev->off || !ev->len) return -1;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    int w = snprintf(ev->buf + at, 201,
+                     "{\"id\":\"evt-%zu\",\"type\":\"thing-updated\",\"timestamp\":%lld,"
+                     "\"partitionKey\":\"thing-%zu\",\"thing\":{\"id\":\"thing-%zu\",\"name\":\"name-%zu\","
+                     "\"price\":%zu}}",
+                     i, 1700000000000LL + (long long)i, i % 1000, i % 1000, i, i);
+    if (w < 0 || w > 200) return -1;
+    ev->off[i] = at;
+    ev->len[i] = (size_t)w;
+    at += (size_t)w + 1; /* keep the NUL: handy, and not part of the event's bytes */
+  }
+  return 0;
+}
+
+static void free_events(events *ev) {
+  free(ev->buf);
+  free(ev->off);
+  free(ev->len);
+}
+
+/* ------------------------------------------------------------ raw SQLite -- */
+
+typedef struct raw_ctx {
+  sqlite3 *db;
+  sqlite3_stmt *ins, *upd, *begin, *commit;
+  EVP_MD *md;
+  int batch; /* events per explicit transaction; 0 = every statement autocommits */
+} raw_ctx;
+
+static void raw_close(void *p) {
+  raw_ctx *r = p;
+  if (!r) return;
+  sqlite3_finalize(r->ins);
+  sqlite3_finalize(r->upd);
+  sqlite3_finalize(r->begin);
+  sqlite3_finalize(r->commit);
+  sqlite3_close_v2(r->db);
+  EVP_MD_free(r->md);
+  free(r);
+}
+
+static void *raw_open(const char *path, int batch) {
+  raw_ctx *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->batch = batch;
+  r->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+  if (!r->md) goto fail;
+  if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+      SQLITE_OK)
+    goto fail;
+  sqlite3_busy_timeout(r->db, 5000);
+  if (sqlite3_exec(r->db,
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                   "CREATE TABLE claims (id TEXT PRIMARY KEY, hash BLOB, status INTEGER, expires INTEGER);",
+                   NULL, NULL, NULL) != SQLITE_OK)
+    goto fail;
+  static const char *const sql[4] = {
+      "INSERT INTO claims (id, hash, status, expires) VALUES (?1, ?2, 0, ?3) ON CONFLICT(id) DO NOTHING",
+      "UPDATE claims SET status = 1, expires = ?2 WHERE id = ?1",
+      "BEGIN",
+      "COMMIT",
+  };
+  sqlite3_stmt **st[4] = {&r->ins, &r->upd, &r->begin, &r->commit};
+  for (int i = 0; i < 4; i++)
+    if (sqlite3_prepare_v3(r->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, st[i], NULL) != SQLITE_OK) goto fail;
+  return r;
+fail:
+  fprintf(stderr, "bench_w1: raw open %s: %s\n", path, r->db ? sqlite3_errmsg(r->db) : "failed");
+  raw_close(r);
+  return NULL;
+}
+
+static void *raw_open_tx2(const char *path) { return raw_open(path, 0); }
+static void *raw_open_batch(const char *path) { return raw_open(path, BATCH); }
+
+static int step_done(raw_ctx *r, sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE) return 0;
+  fprintf(stderr, "bench_w1: raw: %s\n", sqlite3_errmsg(r->db));
+  return -1;
+}
+
+static int raw_pass(void *p, const events *ev, pass_count *c) {
+  raw_ctx *r = p;
+  for (size_t i = 0; i < ev->n; i++) {
+    if (r->batch && i % (size_t)r->batch == 0 && step_done(r, r->begin) != 0) return -1;
+    const char *json = ev->buf + ev->off[i];
+    size_t len = ev->len[i];
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    cJSON *id = root ? cJSON_GetObjectItemCaseSensitive(root, "id") : NULL;
+    if (!cJSON_IsString(id)) {
+      fprintf(stderr, "bench_w1: raw: event %zu: bad JSON or id\n", i);
+      cJSON_Delete(root);
+      return -1;
+    }
+    unsigned char hash[32];
+    unsigned int hn = 0;
+    if (!EVP_Digest(json, len, hash, &hn, r->md, NULL) || hn != 32) {
+      cJSON_Delete(root);
+      return -1;
+    }
+    int64_t now = wall_ms();
+    sqlite3_bind_text(r->ins, 1, id->valuestring, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(r->ins, 2, hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(r->ins, 3, now + TTL_MS);
+    if (step_done(r, r->ins) != 0) {
+      cJSON_Delete(root);
+      return -1;
+    }
+    if (sqlite3_changes(r->db) == 1) {
+      c->fresh++;
+      handler_sink += (uint64_t)len; /* the trivial handler */
+      sqlite3_bind_text(r->upd, 1, id->valuestring, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(r->upd, 2, wall_ms() + TTL_MS);
+      if (step_done(r, r->upd) != 0) {
+        cJSON_Delete(root);
+        return -1;
+      }
+    } else {
+      c->dups++;
+    }
+    cJSON_Delete(root);
+    if (r->batch && (i % (size_t)r->batch == (size_t)r->batch - 1 || i + 1 == ev->n) &&
+        step_done(r, r->commit) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- libesg -- */
+
+static void *esg_open_mode(const char *path, int grouped) {
+  esg_store_opts o;
+  memset(&o, 0, sizeof o);
+  if (grouped) {
+    o.group_commit_ms = GROUP_MS;
+    o.group_commit_max = GROUP_MAX;
+  }
+  esg_store *s = NULL;
+  int rc = esg_store_open(&s, path, &o);
+  if (rc != ESG_OK) {
+    fprintf(stderr, "bench_w1: esg_store_open %s: %s: %s\n", path, esg_status_name(rc), esg_errmsg(NULL));
+    return NULL;
+  }
+  return s;
+}
+
+static void *esg_open_durable(const char *path) { return esg_open_mode(path, 0); }
+static void *esg_open_grouped(const char *path) { return esg_open_mode(path, 1); }
+static void esg_close(void *p) { esg_store_close(p); }
+
+static int esg_pass(void *p, const events *ev, pass_count *c) {
+  esg_store *s = p;
+  for (size_t i = 0; i < ev->n; i++) {
+    esg_event *e = NULL;
+    int rc = esg_event_parse(ev->buf + ev->off[i], ev->len[i], &e);
+    if (rc != ESG_OK) {
+      fprintf(stderr, "bench_w1: event %zu: %s: %s\n", i, esg_status_name(rc), esg_errmsg(NULL));
+      return -1;
+    }
+    const char *id = esg_event_id(e);
+    esg_claim_info info;
+    rc = esg_claim(s, id, esg_event_hash(e), 32, LEASE_MS, TTL_MS, &info);
+    if (rc == ESG_NEW) {
+      c->fresh++;
+      handler_sink += (uint64_t)ev->len[i]; /* the trivial handler */
+      rc = esg_complete(s, id, info.token, "ok", 2);
+    } else if (rc == ESG_DUPLICATE) {
+      c->dups++;
+      rc = ESG_OK;
+    }
+    esg_event_free(e);
+    if (rc != ESG_OK) {
+      fprintf(stderr, "bench_w1: event %zu: %s: %s\n", i, esg_status_name(rc), esg_errmsg(s));
+      return -1;
+    }
+  }
+  int rc = esg_store_flush(s); /* inside the timed region: the group's last commit counts */
+  if (rc != ESG_OK) {
+    fprintf(stderr, "bench_w1: esg_store_flush: %s: %s\n", esg_status_name(rc), esg_errmsg(s));
+    return -1;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------ main -- */
+
+static const approach approaches[] = {
+    {"raw-tx2", raw_open_tx2, raw_pass, raw_close},
+    {"raw-batch1000", raw_open_batch, raw_pass, raw_close},
+    {"esg-durable", esg_open_durable, esg_pass, esg_close},
+    {"esg-grouped", esg_open_grouped, esg_pass, esg_close},
+};
+#define NAPPROACH ((int)(sizeof approaches / sizeof approaches[0]))
+
+static void remove_db(const char *path) {
+  static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
+  char p[4096];
+  for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+    int w = snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+    if (w < 0 || (size_t)w >= sizeof p) continue;
+    if (unlink(p) != 0 && errno != ENOENT) fprintf(stderr, "bench_w1: unlink %s: %s\n", p, strerror(errno));
+  }
+}
+
+/* Runs both passes of one approach on a fresh file; eps[0..1] get the rates. */
+static int run_one(const approach *a, const events *ev, const char *dir, int rep, double eps[2]) {
+  char path[4096];
+  int w = snprintf(path, sizeof path, "%s/w1-%s.db", dir, a->label);
+  if (w < 0 || (size_t)w >= sizeof path) {
+    fprintf(stderr, "bench_w1: path too long\n");
+    return -1;
+  }
+  remove_db(path);
+  void *ctx = a->open(path);
+  if (!ctx) return -1;
+  int bad = 0;
+  for (int pass = 1; pass <= 2 && !bad; pass++) {
+    pass_count c = {0, 0};
+    double t0 = now_s();
+    int rc = a->pass(ctx, ev, &c);
+    double dt = now_s() - t0;
+    if (rc != 0) {
+      bad = 1;
+      break;
+    }
+    size_t want_new = pass == 1 ? ev->n : 0;
+    if (c.fresh != want_new || c.fresh + c.dups != ev->n) {
+      fprintf(stderr, "bench_w1: %s pass %d: %zu new and %zu duplicates, expected %zu new and %zu duplicates\n",
+              a->label, pass, c.fresh, c.dups, want_new, ev->n - want_new);
+      bad = 1;
+      break;
+    }
+    eps[pass - 1] = (double)ev->n / dt;
+    printf("RUN rep=%d label=%s pass=%d n=%zu eps=%.0f secs=%.3f\n", rep, a->label, pass, ev->n,
+           eps[pass - 1], dt);
+    fflush(stdout);
+  }
+  a->close(ctx);
+  remove_db(path);
+  return bad ? -1 : 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(const double *v, int n) {
+  double *t = malloc((size_t)n * sizeof *t);
+  if (!t) return 0;
+  memcpy(t, v, (size_t)n * sizeof *t);
+  qsort(t, (size_t)n, sizeof *t, cmp_double);
+  double m = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+  free(t);
+  return m;
+}
+
+static int find(const char *label) {
+  for (int i = 0; i < NAPPROACH; i++)
+    if (strcmp(approaches[i].label, label) == 0) return i;
+  return -1;
+}
+
+static void ratio(double med[][2], const char *num, const char *den, int pass, double target) {
+  int a = find(num), b = find(den);
+  if (a < 0 || b < 0 || med[a][pass - 1] <= 0 || med[b][pass - 1] <= 0) return;
+  double r = med[a][pass - 1] / med[b][pass - 1];
+  printf("RATIO %s/%s pass=%d = %.2f (target >= %.1f)%s\n", num, den, pass, r, target,
+         r >= target ? "" : " MISSED");
+}
+
+static long arg_or_env(int argc, char **argv, int i, const char *env, long def) {
+  const char *v = argc > i ? argv[i] : getenv(env);
+  if (!v || !*v) return def;
+  char *end = NULL;
+  long x = strtol(v, &end, 10);
+  if (*end || x <= 0) {
+    fprintf(stderr, "bench_w1: bad value \"%s\" (usage: bench_w1 [N [REPS]])\n", v);
+    exit(2);
+  }
+  return x;
+}
+
+int main(int argc, char **argv) {
+  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000);
+  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3);
+  const char *only = getenv("ESG_BENCH_ONLY");
+  if (only && *only && find(only) < 0) {
+    fprintf(stderr, "bench_w1: ESG_BENCH_ONLY=%s is not an approach\n", only);
+    return 2;
+  }
+  const char *base = getenv("ESG_BENCH_DIR");
+  if (!base || !*base) base = getenv("TMPDIR");
+  if (!base || !*base) base = "/tmp";
+  char dir[4096];
+  int w = snprintf(dir, sizeof dir, "%s/esg-bench-w1-XXXXXX", base);
+  if (w < 0 || (size_t)w >= sizeof dir || !mkdtemp(dir)) {
+    fprintf(stderr, "bench_w1: mkdtemp %s: %s\n", dir, strerror(errno));
+    return 1;
+  }
+
+  events ev;
+  if (make_events(&ev, n) != 0) {
+    fprintf(stderr, "bench_w1: out of memory generating %zu events\n", n);
+    return 1;
+  }
+  printf("# W1 idempotent consume: n=%zu reps=%d dir=%s sqlite=%s libesg=%s\n", n, reps, dir,
+         sqlite3_libversion(), esg_version());
+  fflush(stdout);
+
+  double (*eps)[NAPPROACH][2] = calloc((size_t)reps, sizeof *eps);
+  int failed = eps ? 0 : 1;
+  for (int rep = 0; rep < reps && !failed; rep++) {
+    for (int k = 0; k < NAPPROACH && !failed; k++) {
+      int i = (k + rep) % NAPPROACH; /* rotate the order so no approach always runs first */
+      if (only && *only && strcmp(approaches[i].label, only) != 0) continue;
+      if (run_one(&approaches[i], &ev, dir, rep + 1, eps[rep][i]) != 0) failed = 1;
+    }
+  }
+
+  if (!failed) {
+    double med[NAPPROACH][2];
+    double v[reps];
+    for (int i = 0; i < NAPPROACH; i++) {
+      for (int pass = 0; pass < 2; pass++) {
+        for (int rep = 0; rep < reps; rep++) v[rep] = eps[rep][i][pass];
+        med[i][pass] = median(v, reps);
+        if (med[i][pass] > 0)
+          printf("RESULT label=%s pass=%d n=%zu eps=%.0f\n", approaches[i].label, pass + 1, n, med[i][pass]);
+      }
+    }
+    ratio(med, "esg-durable", "raw-tx2", 1, 0.9);
+    ratio(med, "esg-grouped", "raw-batch1000", 1, 0.8);
+    ratio(med, "esg-durable", "raw-tx2", 2, 1.0);
+  }
+  printf("# handler sink %llu\n", (unsigned long long)handler_sink);
+
+  free(eps);
+  free_events(&ev);
+  if (rmdir(dir) != 0) fprintf(stderr, "bench_w1: rmdir %s: %s\n", dir, strerror(errno));
+  if (failed) fprintf(stderr, "bench_w1: FAILED\n");
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,94 @@
+/*
+ * Status codes, error text, version and the clock: what every part of libesg shares.
+ */
+#ifndef ESG_COMMON_H
+#define ESG_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "esg/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(ESG_STATIC)
+#define ESG_API
+#elif defined(ESG_BUILDING)
+#define ESG_API __attribute__((visibility("default")))
+#else
+#define ESG_API
+#endif
+
+/*
+ * The one list of status codes: X(NAME, value, text).
+ * Zero is success, positive values are normal outcomes a caller branches on
+ * (they are never errors), negative values are errors.
+ */
+#define ESG_STATUS_MAP(X)                                                          \
+  X(OK, 0, "ok")                                                                   \
+  X(NEW, 1, "new: the claim is now owned by the caller")                           \
+  X(DUPLICATE, 2, "duplicate: already done; the stored result is returned")        \
+  X(BUSY, 3, "busy: in progress by another owner whose lease has not run out")     \
+  X(STALE, 4, "stale: not newer than the stored version")                          \
+  X(NOT_FOUND, 5, "not found")                                                     \
+  X(EINVAL, -1, "invalid argument")                                                \
+  X(ENOMEM, -2, "out of memory")                                                   \
+  X(EMISMATCH, -3, "key already used with a different payload")                    \
+  X(ETOKEN, -4, "stale token: the claim is no longer owned by this token")         \
+  X(EEVENT, -5, "invalid event envelope")                                          \
+  X(EJSON, -6, "invalid JSON")                                                     \
+  X(ESTORE, -7, "storage error")                                                   \
+  X(ELOCKED, -8, "store locked by another process beyond the busy timeout")        \
+  X(ESCHEMA, -9, "store schema is newer than this library")                        \
+  X(ESTATE, -10, "call not valid in the current state")                            \
+  X(ETOOBIG, -11, "input larger than the limit")                                   \
+  X(ETIMEDOUT, -12, "timed out")                                                   \
+  X(EIO, -13, "input/output error")                                                \
+  X(ECALLBACK, -14, "a callback reported failure")                                  \
+  X(ESIGNATURE, -15, "signature verification failed")
+
+/** Status codes; see ESG_STATUS_MAP. */
+typedef enum esg_status {
+#define ESG__ENUM(name, value, text) ESG_##name = value,
+  ESG_STATUS_MAP(ESG__ENUM)
+#undef ESG__ENUM
+} esg_status;
+
+/** Static text describing a status code ("unknown status" for others). Never NULL. */
+ESG_API const char *esg_strerror(int status);
+
+/** The code's name without prefix, e.g. "DUPLICATE" or "EMISMATCH". Never NULL. */
+ESG_API const char *esg_status_name(int status);
+
+/**
+ * Detail text for the last failing call on a handle (any libesg handle: a store,
+ * an event...). With NULL, the calling thread's last error from a call that has
+ * no handle (or whose handle could not be created). Owned by the library, valid
+ * until the next call on that handle (or, for NULL, on this thread). Never NULL:
+ * "" when there was no error.
+ */
+ESG_API const char *esg_errmsg(const void *handle);
+
+/** The run-time version string, e.g. "0.1.0"; compare with ESG_VERSION_STRING. */
+ESG_API const char *esg_version(void);
+
+/** The run-time version as ESG_VERSION_NUMBER, so a binding can check it matches. */
+ESG_API int esg_version_number(void);
+
+/**
+ * The clock: returns now in epoch milliseconds. Every time-dependent part of
+ * libesg reads time through one, so tests can move time without sleeping.
+ */
+typedef int64_t (*esg_clock_fn)(void *ud);
+
+/** The real clock (CLOCK_REALTIME in ms). */
+ESG_API int64_t esg_clock_real(void *ud);
+
+/** Frees memory that libesg handed to the caller (documented per function). NULL is fine. */
+ESG_API void esg_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

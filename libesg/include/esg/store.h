@@ -1,0 +1,200 @@
+/*
+ * The store: one database behind a backend (SQLite is the embedded default),
+ * and the micro event store built on it: claims, the event log, entities.
+ *
+ * One store handle per thread. Many processes on one host may open the same file;
+ * claims stay atomic across all of them.
+ */
+#ifndef ESG_STORE_H
+#define ESG_STORE_H
+
+#include "esg/common.h"
+#include "esg/event.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct esg_store esg_store;
+
+/** Durability of a commit; see docs/concepts.md "Durability". */
+typedef enum esg_durability {
+  ESG_DURABILITY_NORMAL = 0, /* WAL + synchronous=NORMAL: survives a process crash;
+                                a power loss may lose the last commits */
+  ESG_DURABILITY_FULL = 1    /* WAL + synchronous=FULL: survives power loss too */
+} esg_durability;
+
+/** Options for esg_store_open. A zeroed struct (or NULL) means the defaults. */
+typedef struct esg_store_opts {
+  esg_durability durability;
+  int busy_timeout_ms;       /* wait for another process's lock; 0 = 5000 */
+  esg_clock_fn clock;        /* NULL = esg_clock_real */
+  void *clock_ud;
+  /* Group commit: when group_commit_ms > 0, writes accumulate in one open
+     transaction that is committed once it is group_commit_ms old (checked at each
+     call), after group_commit_max writes (0 = 1000), on esg_store_flush or on
+     close. A crash loses at most the uncommitted group: claims taken or completed
+     in it are as if never made, so their events are processed again (at least
+     once, never lost). Other processes wait for the group's lock meanwhile. */
+  int group_commit_ms;
+  int group_commit_max;
+} esg_store_opts;
+
+/**
+ * Opens (creating if needed) the store at path, or a private in-memory store for
+ * ":memory:". Applies pending schema migrations. On success *out is the handle.
+ * On failure *out is NULL, the code is returned and the detail is in
+ * esg_errmsg(NULL) (ESG_ESCHEMA if the file was written by a newer libesg).
+ * Blocks on file I/O and, up to the busy timeout, on other processes' locks.
+ */
+ESG_API int esg_store_open(esg_store **out, const char *path, const esg_store_opts *opts);
+
+/** Commits any open group, then closes the store. NULL is fine. */
+ESG_API void esg_store_close(esg_store *s);
+
+/** Now, as the store's clock reads it (epoch ms). */
+ESG_API int64_t esg_store_now(esg_store *s);
+
+/** The backend's name ("sqlite"). */
+ESG_API const char *esg_store_backend(const esg_store *s);
+
+/** The schema version of the open store. */
+ESG_API int esg_store_schema_version(esg_store *s);
+
+/**
+ * Batches: every call between esg_store_begin and esg_store_commit runs in one
+ * transaction, durable only at commit; esg_store_rollback undoes them all.
+ * Nesting is an error (ESG_ESTATE). An open group commit is flushed first.
+ */
+ESG_API int esg_store_begin(esg_store *s);
+ESG_API int esg_store_commit(esg_store *s);
+ESG_API int esg_store_rollback(esg_store *s);
+
+/** Commits the open group-commit transaction now, if any. ESG_OK when nothing is open. */
+ESG_API int esg_store_flush(esg_store *s);
+
+/* ---------------------------------------------------------------- claims -- */
+
+/** Largest key, in bytes, for claims, events, entities. */
+#define ESG_KEY_MAX 1024
+/** Largest payload hash for a claim, in bytes. */
+#define ESG_HASH_MAX 64
+
+/** What a claim call reports. Strings and result point into the store: valid until the next call on it. */
+typedef struct esg_claim_info {
+  int64_t token;        /* fencing token: pass to complete/release (when ESG_NEW) */
+  int attempts;         /* 1 on the first claim, raised at each lease takeover */
+  int64_t lease_until;  /* when the in-progress lease runs out */
+  int64_t expires;      /* when the record stops counting */
+  const void *result;   /* ESG_DUPLICATE: the stored result (may be NULL) */
+  size_t result_len;
+} esg_claim_info;
+
+/**
+ * Claims key for the caller. hash[0..hash_len) identifies the payload (e.g. the
+ * SHA-256 of the event; hash_len 0 disables the mismatch check); lease_ms is how
+ * long the caller may work before another may take over; ttl_ms how long the
+ * record counts (from the claim, then from completion). Returns:
+ *   ESG_NEW        the caller owns the key: out->token, out->attempts;
+ *   ESG_DUPLICATE  already completed: out->result holds the stored result;
+ *   ESG_BUSY       another owner's lease is running: out->lease_until says until when;
+ *   ESG_EMISMATCH  the key was used with another payload hash (an error);
+ *   or another error. Atomic across threads and processes sharing the store.
+ * out may be NULL. Blocks on the store (up to the busy timeout).
+ */
+ESG_API int esg_claim(esg_store *s, const char *key, const void *hash, size_t hash_len,
+                      int64_t lease_ms, int64_t ttl_ms, esg_claim_info *out);
+
+/**
+ * Like esg_claim, but while the answer is ESG_BUSY polls until the holder
+ * completes, releases or loses its lease, or wait_ms passes (then ESG_BUSY).
+ * Sleeps between polls (real time, up to 50 ms each).
+ */
+ESG_API int esg_claim_wait(esg_store *s, const char *key, const void *hash, size_t hash_len,
+                           int64_t lease_ms, int64_t ttl_ms, int64_t wait_ms, esg_claim_info *out);
+
+/**
+ * Completes the claim held with token, storing result[0..len) (may be NULL/0)
+ * to be returned to later duplicates. The record counts for its ttl from now.
+ * ESG_OK, or ESG_ETOKEN if token no longer owns key (lease taken over, released,
+ * completed or expired): then nothing is written.
+ */
+ESG_API int esg_complete(esg_store *s, const char *key, int64_t token, const void *result, size_t len);
+
+/** Deletes the in-progress claim held with token so the work can be retried. ESG_OK or ESG_ETOKEN. */
+ESG_API int esg_release(esg_store *s, const char *key, int64_t token);
+
+/** Extends the lease of the claim held with token to now + lease_ms. ESG_OK or ESG_ETOKEN. */
+ESG_API int esg_claim_extend(esg_store *s, const char *key, int64_t token, int64_t lease_ms);
+
+/** Deletes expired claim records; *n (if not NULL) gets how many. */
+ESG_API int esg_claims_purge(esg_store *s, int64_t *n);
+
+/* ------------------------------------------------------------- event log -- */
+
+/** A stored event as handed to callbacks; pointers valid only during the callback. */
+typedef struct esg_stored_event {
+  const char *id;
+  const char *type;
+  int64_t timestamp;
+  const char *corr_key;   /* correlation key it was stored under */
+  const char *json;       /* the envelope */
+  size_t json_len;
+  int64_t expires;        /* 0 = never */
+} esg_stored_event;
+
+/** Called once per event; return 0 to go on, non-zero to stop (the call then returns ESG_ECALLBACK). */
+typedef int (*esg_event_cb)(void *ud, const esg_stored_event *ev);
+
+/**
+ * Stores ev once under correlation key corr_key (NULL = the event's
+ * partitionKey, or its id if it has none), to expire ttl_ms from now (0 = never).
+ * ESG_OK when stored, ESG_DUPLICATE when an event with this id is already stored
+ * (nothing is written).
+ */
+ESG_API int esg_event_put(esg_store *s, const esg_event *ev, const char *corr_key, int64_t ttl_ms);
+
+/** Calls cb for each unexpired event stored under corr_key, in (timestamp, id) order. */
+ESG_API int esg_events_by_key(esg_store *s, const char *corr_key, esg_event_cb cb, void *ud);
+
+/** Looks up one unexpired event by id: ESG_OK (cb called once) or ESG_NOT_FOUND. */
+ESG_API int esg_event_get(esg_store *s, const char *id, esg_event_cb cb, void *ud);
+
+/**
+ * Deletes expired events. If cb is not NULL it is called first for each, with an
+ * `<type>-expired` event built by the library: id UUIDv5(ESG_UUID_NS_EVENT,
+ * "<id>/expired") (stable across retries), type "<type>-expired", timestamp its
+ * expiry, the same partitionKey, and the original envelope under "expired". An
+ * event whose callback fails is kept for the next purge. *n gets how many were
+ * deleted.
+ */
+ESG_API int esg_events_purge(esg_store *s, esg_event_cb cb, void *ud, int64_t *n);
+
+/* -------------------------------------------------------------- entities -- */
+
+/** An entity as stored; doc points into the store, valid until the next call. */
+typedef struct esg_entity {
+  int64_t version;
+  int deleted;        /* 1 for a tombstone (doc is NULL) */
+  const char *doc;
+  size_t doc_len;
+} esg_entity;
+
+/**
+ * Inverse optimistic lock: stores doc (a JSON object) as key's state at version
+ * only if version is greater than the stored one (tombstones included).
+ * ESG_OK when applied, ESG_STALE when not (a normal outcome), ESG_EJSON for a doc
+ * that is not a JSON object (nothing written).
+ */
+ESG_API int esg_entity_upsert(esg_store *s, const char *key, int64_t version, const char *doc, size_t len);
+
+/** Reads key: ESG_OK (out filled; out->deleted for a tombstone) or ESG_NOT_FOUND. */
+ESG_API int esg_entity_get(esg_store *s, const char *key, esg_entity *out);
+
+/** Deletes key at version, leaving a tombstone so an older update cannot revive it. ESG_OK or ESG_STALE. */
+ESG_API int esg_entity_delete(esg_store *s, const char *key, int64_t version);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

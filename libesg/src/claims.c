@@ -1,0 +1,169 @@
+/*
+ * Claims: the idempotent-consumer contract of DESIGN.md. The common cases take
+ * one statement each (a read answers duplicates and busy keys without writing; an
+ * insert that loses no race makes a new claim); only takeovers of expired leases
+ * or records take the slow path, re-deciding inside a write transaction.
+ */
+#include <string.h>
+#include "backend.h"
+
+static int check_args(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms,
+                      int64_t ttl_ms) {
+  int rc = esg__check_key(&s->err, "claim key", key);
+  if (rc != ESG_OK) return rc;
+  if (hash_len > ESG_HASH_MAX)
+    return esg__fail(&s->err, ESG_EINVAL, "payload hash is %zu bytes; the limit is %d", hash_len, ESG_HASH_MAX);
+  if (hash_len && !hash) return esg__fail(&s->err, ESG_EINVAL, "payload hash is NULL with length %zu", hash_len);
+  if (lease_ms <= 0) return esg__fail(&s->err, ESG_EINVAL, "lease must be positive (got %lld ms)", (long long)lease_ms);
+  if (ttl_ms <= 0) return esg__fail(&s->err, ESG_EINVAL, "ttl must be positive (got %lld ms)", (long long)ttl_ms);
+  return ESG_OK;
+}
+
+static void report(esg_claim_info *out, const esg__claim_row *row) {
+  if (!out) return;
+  out->token = row->token;
+  out->attempts = row->attempts;
+  out->lease_until = row->lease_until;
+  out->expires = row->expires;
+  out->result = row->done ? row->result : NULL;
+  out->result_len = row->done ? row->result_len : 0;
+}
+
+/* What an unexpired record means for a new claimer; -1 when the lease ran out (take over). */
+static int judge(esg_store *s, const char *key, const esg__claim_row *row, const void *hash, size_t hash_len,
+                 int64_t now) {
+  if (hash_len && row->hash_len && (row->hash_len != hash_len || memcmp(row->hash, hash, hash_len) != 0))
+    return esg__fail(&s->err, ESG_EMISMATCH, "claim key \"%s\" was first used with a different payload", key);
+  if (row->done) return ESG_DUPLICATE;
+  if (row->lease_until > now) return ESG_BUSY;
+  return -1;
+}
+
+static esg__claim_row fresh(esg_store *s, const void *hash, size_t hash_len, int64_t lease_ms, int64_t ttl_ms,
+                            int64_t now, int attempts) {
+  esg__claim_row r = {0};
+  r.hash = hash;
+  r.hash_len = hash_len;
+  r.token = esg__token(s);
+  r.attempts = attempts;
+  r.lease_until = now + lease_ms;
+  r.expires = now + ttl_ms;
+  r.ttl = ttl_ms;
+  return r;
+}
+
+/* Takes the key over inside a write transaction, re-reading it first: another process may have moved. */
+static int slow_claim(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms,
+                      int64_t ttl_ms, esg_claim_info *out) {
+  bool own;
+  int rc = esg__unit_begin(s, true, &own);
+  if (rc != ESG_OK) return rc;
+  int64_t now = s->clock(s->clock_ud);
+  esg__claim_row row;
+  int attempts = 1;
+  rc = s->be->claim_get(s, key, &row);
+  if (rc == ESG_OK && row.expires > now) {
+    rc = judge(s, key, &row, hash, hash_len, now);
+    if (rc >= 0 || rc == ESG_EMISMATCH) {
+      report(out, &row);
+      return esg__unit_end(s, own, rc);
+    }
+    attempts = row.attempts + 1; /* the owner's lease ran out: take over */
+  } else if (rc < 0 && rc != ESG_NOT_FOUND) {
+    return esg__unit_end(s, own, rc);
+  }
+  row = fresh(s, hash, hash_len, lease_ms, ttl_ms, now, attempts);
+  rc = s->be->claim_replace(s, key, &row);
+  if (rc == ESG_OK) {
+    report(out, &row);
+    rc = ESG_NEW;
+  }
+  return esg__unit_end(s, own, rc);
+}
+
+int esg_claim(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms, int64_t ttl_ms,
+              esg_claim_info *out) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = check_args(s, key, hash, hash_len, lease_ms, ttl_ms);
+  if (rc != ESG_OK) return rc;
+  if (out) memset(out, 0, sizeof *out);
+  int64_t now = s->clock(s->clock_ud);
+  esg__claim_row row;
+  rc = s->be->claim_get(s, key, &row);
+  if (rc == ESG_OK && row.expires > now) {
+    rc = judge(s, key, &row, hash, hash_len, now);
+    if (rc >= 0 || rc == ESG_EMISMATCH) {
+      report(out, &row);
+      return rc;
+    }
+  } else if (rc == ESG_NOT_FOUND) {
+    bool own;
+    if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+    row = fresh(s, hash, hash_len, lease_ms, ttl_ms, now, 1);
+    rc = s->be->claim_insert(s, key, &row);
+    if (rc == ESG_OK) {
+      report(out, &row);
+      rc = ESG_NEW;
+    }
+    rc = esg__unit_end(s, own, rc);
+    if (rc != ESG_DUPLICATE) return rc; /* DUPLICATE here: another claimer inserted first */
+  } else if (rc < 0) {
+    return rc;
+  }
+  return slow_claim(s, key, hash, hash_len, lease_ms, ttl_ms, out);
+}
+
+int esg_claim_wait(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms,
+                   int64_t ttl_ms, int64_t wait_ms, esg_claim_info *out) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  if (wait_ms < 0) return esg__fail(&s->err, ESG_EINVAL, "wait must not be negative");
+  /* Count waited time in real time: the injectable clock may stand still in tests. */
+  int64_t deadline = esg_clock_real(NULL) + wait_ms;
+  int pause = 1;
+  for (;;) {
+    int rc = esg_claim(s, key, hash, hash_len, lease_ms, ttl_ms, out);
+    int64_t left = deadline - esg_clock_real(NULL);
+    if (rc != ESG_BUSY || left <= 0) return rc;
+    /* our own open group would hold the lock the holder needs to finish */
+    if ((rc = esg_store_flush(s)) != ESG_OK) return rc;
+    esg__sleep_ms((int)(left < pause ? left : pause));
+    if (pause < 50) pause *= 2;
+  }
+}
+
+static int by_token(esg_store *s, const char *key, int64_t token, int which, const void *result, size_t len,
+                    int64_t lease_ms) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__check_key(&s->err, "claim key", key);
+  if (rc != ESG_OK) return rc;
+  if (which == 2 && lease_ms <= 0) return esg__fail(&s->err, ESG_EINVAL, "lease must be positive");
+  bool own;
+  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+  int64_t now = s->clock(s->clock_ud);
+  if (which == 0) rc = s->be->claim_complete(s, key, token, result, len, now);
+  else if (which == 1) rc = s->be->claim_release(s, key, token, now);
+  else rc = s->be->claim_extend(s, key, token, now + lease_ms, now);
+  if (rc == ESG_ETOKEN)
+    esg__fail(&s->err, rc, "token %lld no longer owns claim \"%s\" (taken over, released, completed or expired)",
+              (long long)token, key);
+  return esg__unit_end(s, own, rc);
+}
+
+int esg_complete(esg_store *s, const char *key, int64_t token, const void *result, size_t len) {
+  if (s && len && !result) return esg__fail(&s->err, ESG_EINVAL, "result is NULL with length %zu", len);
+  return by_token(s, key, token, 0, result, len, 0);
+}
+
+int esg_release(esg_store *s, const char *key, int64_t token) { return by_token(s, key, token, 1, NULL, 0, 0); }
+
+int esg_claim_extend(esg_store *s, const char *key, int64_t token, int64_t lease_ms) {
+  return by_token(s, key, token, 2, NULL, 0, lease_ms);
+}
+
+int esg_claims_purge(esg_store *s, int64_t *n) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  bool own;
+  int rc = esg__unit_begin(s, false, &own);
+  if (rc != ESG_OK) return rc;
+  return esg__unit_end(s, own, s->be->claims_purge(s, s->clock(s->clock_ud), n));
+}

@@ -1,0 +1,109 @@
+/*
+ * The event envelope: parse, validate with errors that name the field, and keep
+ * the bytes and their SHA-256 so claims can detect a changed payload.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+struct esg_event {
+  cJSON *root;
+  const char *id, *type, *pkey;
+  int64_t ts;
+  size_t len;
+  uint8_t hash[32];
+  char json[]; /* the bytes as parsed, NUL-terminated */
+};
+
+/* The largest integer a double holds exactly: timestamps beyond it lost precision in parsing. */
+#define ESG__MAX_EXACT 9007199254740992.0
+
+static int field_string(cJSON *root, const char *name, bool required, const char **out) {
+  cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+  *out = NULL;
+  if (!v) {
+    if (required) return esg__fail(NULL, ESG_EEVENT, "event field \"%s\" is missing", name);
+    return ESG_OK;
+  }
+  if (!cJSON_IsString(v))
+    return esg__fail(NULL, ESG_EEVENT, "event field \"%s\" must be a string", name);
+  if (required && v->valuestring[0] == '\0')
+    return esg__fail(NULL, ESG_EEVENT, "event field \"%s\" is empty", name);
+  if (strlen(v->valuestring) > ESG_KEY_MAX)
+    return esg__fail(NULL, ESG_ETOOBIG, "event field \"%s\" is longer than %d bytes", name, ESG_KEY_MAX);
+  *out = v->valuestring;
+  return ESG_OK;
+}
+
+static int validate(esg_event *ev) {
+  cJSON *root = ev->root;
+  if (!cJSON_IsObject(root)) return esg__fail(NULL, ESG_EEVENT, "event must be a JSON object");
+  int rc;
+  if ((rc = field_string(root, "id", true, &ev->id)) != ESG_OK) return rc;
+  if ((rc = field_string(root, "type", true, &ev->type)) != ESG_OK) return rc;
+  if ((rc = field_string(root, "partitionKey", false, &ev->pkey)) != ESG_OK) return rc;
+  cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "timestamp");
+  if (!ts) return esg__fail(NULL, ESG_EEVENT, "event field \"timestamp\" is missing");
+  double d = ts->valuedouble;
+  if (!cJSON_IsNumber(ts) || d != floor(d) || fabs(d) > ESG__MAX_EXACT)
+    return esg__fail(NULL, ESG_EEVENT, "event field \"timestamp\" must be an integer (epoch milliseconds)");
+  ev->ts = (int64_t)d;
+  cJSON *tags = cJSON_GetObjectItemCaseSensitive(root, "tags");
+  if (tags && !cJSON_IsObject(tags))
+    return esg__fail(NULL, ESG_EEVENT, "event field \"tags\" must be an object");
+  return ESG_OK;
+}
+
+int esg_event_parse(const char *json, size_t len, esg_event **out) {
+  if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
+  *out = NULL;
+  if (!json) return esg__fail(NULL, ESG_EINVAL, "event is NULL");
+  if (len > ESG_EVENT_MAX_BYTES)
+    return esg__fail(NULL, ESG_ETOOBIG, "event is %zu bytes; the limit is %d", len, ESG_EVENT_MAX_BYTES);
+  esg_event *ev = malloc(sizeof *ev + len + 1);
+  if (!ev) return esg__fail(NULL, ESG_ENOMEM, "out of memory for a %zu byte event", len);
+  memcpy(ev->json, json, len);
+  ev->json[len] = '\0';
+  ev->len = len;
+  const char *end = NULL;
+  ev->root = cJSON_ParseWithLengthOpts(ev->json, len, &end, 0);
+  if (ev->root && end) { /* only white space may follow the value */
+    while (end < ev->json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end != ev->json + len) {
+      cJSON_Delete(ev->root);
+      ev->root = NULL;
+    }
+  }
+  if (!ev->root) {
+    size_t at = end && end >= ev->json ? (size_t)(end - ev->json) : 0;
+    free(ev);
+    return esg__fail(NULL, ESG_EJSON, "event is not valid JSON (near byte %zu)", at);
+  }
+  int rc = validate(ev);
+  if (rc != ESG_OK) {
+    esg_event_free(ev);
+    return rc;
+  }
+  esg_sha256(ev->json, len, ev->hash);
+  *out = ev;
+  return ESG_OK;
+}
+
+void esg_event_free(esg_event *ev) {
+  if (!ev) return;
+  cJSON_Delete(ev->root);
+  free(ev);
+}
+
+const char *esg_event_id(const esg_event *ev) { return ev->id; }
+const char *esg_event_type(const esg_event *ev) { return ev->type; }
+int64_t esg_event_timestamp(const esg_event *ev) { return ev->ts; }
+const char *esg_event_partition_key(const esg_event *ev) { return ev->pkey; }
+const uint8_t *esg_event_hash(const esg_event *ev) { return ev->hash; }
+
+const char *esg_event_json(const esg_event *ev, size_t *len) {
+  if (len) *len = ev->len;
+  return ev->json;
+}

@@ -1,0 +1,119 @@
+/*
+ * The event log: each event stored once per id under a correlation key, read
+ * back in (timestamp, id) order, and purged on expiry with a `<type>-expired`
+ * event handed to the caller to emit.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "backend.h"
+
+int esg_event_put(esg_store *s, const esg_event *ev, const char *corr_key, int64_t ttl_ms) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  if (!ev) return esg__fail(&s->err, ESG_EINVAL, "event is NULL");
+  if (ttl_ms < 0) return esg__fail(&s->err, ESG_EINVAL, "ttl must not be negative (0 = never expires)");
+  if (!corr_key) corr_key = esg_event_partition_key(ev) ? esg_event_partition_key(ev) : esg_event_id(ev);
+  int rc = esg__check_key(&s->err, "correlation key", corr_key);
+  if (rc != ESG_OK) return rc;
+  int64_t now = s->clock(s->clock_ud);
+  esg_stored_event row = {0};
+  row.id = esg_event_id(ev);
+  row.type = esg_event_type(ev);
+  row.timestamp = esg_event_timestamp(ev);
+  row.corr_key = corr_key;
+  row.json = esg_event_json(ev, &row.json_len);
+  row.expires = ttl_ms ? now + ttl_ms : 0;
+  bool own;
+  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+  return esg__unit_end(s, own, s->be->event_insert(s, &row, now));
+}
+
+int esg_events_by_key(esg_store *s, const char *corr_key, esg_event_cb cb, void *ud) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
+  int rc = esg__check_key(&s->err, "correlation key", corr_key);
+  if (rc != ESG_OK) return rc;
+  return s->be->events_by_key(s, corr_key, s->clock(s->clock_ud), cb, ud);
+}
+
+int esg_event_get(esg_store *s, const char *id, esg_event_cb cb, void *ud) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
+  int rc = esg__check_key(&s->err, "event id", id);
+  if (rc != ESG_OK) return rc;
+  return s->be->event_get(s, id, s->clock(s->clock_ud), cb, ud);
+}
+
+typedef struct purge_ctx {
+  esg_store *s;
+  esg_event_cb cb;
+  void *ud;
+  int64_t deleted;
+  int rc;
+} purge_ctx;
+
+/* Builds the `<type>-expired` event for ev; NULL when out of memory. Free with cJSON_free. */
+static char *expired_event(const esg_stored_event *ev, char *id_out) {
+  char name[ESG_KEY_MAX + 16];
+  int n = snprintf(name, sizeof name, "%s/expired", ev->id);
+  if (esg_uuid5(ESG_UUID_NS_EVENT, name, (size_t)n, id_out) != ESG_OK) return NULL;
+  char type[ESG_KEY_MAX + 16];
+  snprintf(type, sizeof type, "%s-expired", ev->type);
+  cJSON *orig = cJSON_ParseWithLength(ev->json, ev->json_len);
+  cJSON *out = cJSON_CreateObject();
+  char *text = NULL;
+  if (orig && out && cJSON_AddStringToObject(out, "id", id_out) && cJSON_AddStringToObject(out, "type", type) &&
+      cJSON_AddNumberToObject(out, "timestamp", (double)ev->expires)) {
+    cJSON *pk = cJSON_GetObjectItemCaseSensitive(orig, "partitionKey");
+    if (!cJSON_IsString(pk) || cJSON_AddStringToObject(out, "partitionKey", pk->valuestring)) {
+      cJSON_AddItemToObject(out, "expired", orig);
+      orig = NULL;
+      text = cJSON_PrintUnformatted(out);
+    }
+  }
+  cJSON_Delete(orig);
+  cJSON_Delete(out);
+  return text;
+}
+
+static int purge_one(void *ud, const esg_stored_event *ev) {
+  purge_ctx *p = ud;
+  if (p->cb) {
+    char id[37];
+    char *json = expired_event(ev, id);
+    if (!json) {
+      p->rc = esg__fail(&p->s->err, ESG_ENOMEM, "out of memory building the expired event for \"%s\"", ev->id);
+      return 1;
+    }
+    char type[ESG_KEY_MAX + 16];
+    snprintf(type, sizeof type, "%s-expired", ev->type);
+    esg_stored_event x = *ev;
+    x.id = id;
+    x.type = type;
+    x.timestamp = ev->expires;
+    x.json = json;
+    x.json_len = strlen(json);
+    x.expires = 0;
+    int keep = p->cb(p->ud, &x);
+    cJSON_free(json);
+    if (keep) return 0; /* the caller could not emit it: keep the event for the next purge */
+  }
+  bool own;
+  int rc = esg__unit_begin(p->s, false, &own);
+  if (rc == ESG_OK) rc = esg__unit_end(p->s, own, p->s->be->event_delete(p->s, ev->id));
+  if (rc != ESG_OK) {
+    p->rc = rc;
+    return 1;
+  }
+  p->deleted++;
+  return 0;
+}
+
+int esg_events_purge(esg_store *s, esg_event_cb cb, void *ud, int64_t *n) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  purge_ctx p = {s, cb, ud, 0, ESG_OK};
+  int rc = s->be->events_expired(s, s->clock(s->clock_ud), purge_one, &p);
+  if (n) *n = p.deleted;
+  return p.rc != ESG_OK ? p.rc : rc;
+}

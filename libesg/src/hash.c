@@ -1,0 +1,128 @@
+/*
+ * Hashes and deterministic ids: SHA-256 (payload and content hashes), canonical
+ * JSON for content hashes that ignore key order, UUID v5 for replay-stable ids.
+ */
+#include <cjson/cJSON.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* Fetching the digest once saves OpenSSL 3's per-call algorithm lookup on the hot path. */
+static EVP_MD *md_sha256, *md_sha1;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_fetch(void) {
+  md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+  md_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+}
+
+static void digest(const EVP_MD *md, const void *data, size_t len, uint8_t *out) {
+  unsigned int n = 0;
+  EVP_Digest(data, len, out, &n, md, NULL);
+}
+
+void esg_sha256(const void *data, size_t len, uint8_t out[32]) {
+  pthread_once(&md_once, md_fetch);
+  digest(md_sha256, data, len, out);
+}
+
+void esg_hex(const void *data, size_t len, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  const uint8_t *p = data;
+  for (size_t i = 0; i < len; i++) {
+    out[2 * i] = digits[p[i] >> 4];
+    out[2 * i + 1] = digits[p[i] & 15];
+  }
+  out[2 * len] = '\0';
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
+}
+
+/* Sorts every object's members by key, in place, so printing gives one form per document. */
+static int canonicalise(cJSON *item) {
+  if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+    size_t n = 0;
+    for (cJSON *c = item->child; c; c = c->next) {
+      n++;
+      if (canonicalise(c) != ESG_OK) return ESG_ENOMEM;
+    }
+    if (cJSON_IsObject(item) && n > 1) {
+      cJSON **v = malloc(n * sizeof *v);
+      if (!v) return ESG_ENOMEM;
+      size_t i = 0;
+      for (cJSON *c = item->child; c; c = c->next) v[i++] = c;
+      qsort(v, n, sizeof *v, by_name);
+      for (i = 0; i < n; i++) {
+        v[i]->prev = i ? v[i - 1] : v[n - 1]; /* cJSON: the head's prev is the tail */
+        v[i]->next = i + 1 < n ? v[i + 1] : NULL;
+      }
+      item->child = v[0];
+      free(v);
+    }
+  }
+  return ESG_OK;
+}
+
+int esg_content_hash(const char *json, size_t len, char out[65]) {
+  if (!json || !out) return esg__fail(NULL, ESG_EINVAL, "json or out is NULL");
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  if (!root) return esg__fail(NULL, ESG_EJSON, "content is not valid JSON");
+  int rc = canonicalise(root);
+  char *text = rc == ESG_OK ? cJSON_PrintUnformatted(root) : NULL;
+  cJSON_Delete(root);
+  if (!text) return esg__fail(NULL, ESG_ENOMEM, "out of memory hashing content");
+  uint8_t h[32];
+  esg_sha256(text, strlen(text), h);
+  cJSON_free(text);
+  esg_hex(h, 32, out);
+  return ESG_OK;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static int uuid_parse(const char *s, uint8_t out[16]) {
+  if (!s || strlen(s) != 36) return -1;
+  int j = 0;
+  for (int i = 0; i < 36;) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i++] != '-') return -1;
+      continue;
+    }
+    int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+    if (hi < 0 || lo < 0) return -1;
+    out[j++] = (uint8_t)(hi << 4 | lo);
+    i += 2;
+  }
+  return 0;
+}
+
+int esg_uuid5(const char *ns, const char *name, size_t len, char out[37]) {
+  uint8_t nsb[16];
+  if (uuid_parse(ns, nsb) != 0) return esg__fail(NULL, ESG_EINVAL, "namespace \"%s\" is not a UUID", ns ? ns : "(null)");
+  if (!name || !out) return esg__fail(NULL, ESG_EINVAL, "name or out is NULL");
+  pthread_once(&md_once, md_fetch);
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  uint8_t h[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!ctx || !EVP_DigestInit_ex(ctx, md_sha1, NULL) || !EVP_DigestUpdate(ctx, nsb, 16) ||
+      !EVP_DigestUpdate(ctx, name, len) || !EVP_DigestFinal_ex(ctx, h, &n)) {
+    EVP_MD_CTX_free(ctx);
+    return esg__fail(NULL, ESG_ENOMEM, "SHA-1 failed");
+  }
+  EVP_MD_CTX_free(ctx);
+  h[6] = (uint8_t)((h[6] & 0x0f) | 0x50); /* version 5 */
+  h[8] = (uint8_t)((h[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+  char hex[33];
+  esg_hex(h, 16, hex);
+  snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+  return ESG_OK;
+}

@@ -1,0 +1,67 @@
+/*
+ * What the parts of libesg share internally: the error slot every handle starts
+ * with, the store's layout, and small helpers. Nothing here is public.
+ */
+#ifndef ESG_INTERNAL_H
+#define ESG_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include "esg.h"
+
+/* Every handle starts with this, so esg_errmsg can read any handle's text. */
+typedef struct esg__err {
+  char msg[512];
+} esg__err;
+
+/* Records a formatted detail text on handle err (NULL: the thread's slot) and returns code. */
+int esg__fail(esg__err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The thread-local slot for calls without a handle. */
+esg__err *esg__tls_err(void);
+
+/* Checks a key: non-NULL, non-empty, at most ESG_KEY_MAX bytes. */
+int esg__check_key(esg__err *err, const char *what, const char *key);
+
+/* A growable byte buffer owned by its holder. */
+typedef struct esg__buf {
+  char *data;
+  size_t len, cap;
+} esg__buf;
+int esg__buf_set(esg__buf *b, const void *data, size_t len); /* copies, NUL-terminates */
+void esg__buf_free(esg__buf *b);
+
+struct esg__backend;
+
+struct esg_store {
+  esg__err err;                 /* first: see esg__err */
+  const struct esg__backend *be;
+  void *db;                     /* the backend's connection state */
+  esg_clock_fn clock;
+  void *clock_ud;
+  int group_ms, group_max;      /* group commit settings; group_ms 0 = off */
+  bool batch;                   /* inside esg_store_begin .. commit */
+  bool group_open;              /* a group-commit transaction is open */
+  int group_n;                  /* writes in the open group */
+  int64_t group_started;
+  uint64_t rng;                 /* xorshift state for fencing tokens */
+  esg__buf result, doc;         /* memory behind pointers handed to callers */
+};
+
+/*
+ * A unit of writes. esg__unit_begin makes sure the writes that follow run
+ * atomically: inside a batch or an open group nothing more is needed; in
+ * group mode it opens the group; otherwise, when need_tx, it begins a
+ * transaction (*own = true) that esg__unit_end commits (rc >= 0) or rolls back.
+ * esg__unit_end also counts the unit into the group and commits it when due.
+ */
+int esg__unit_begin(esg_store *s, bool need_tx, bool *own);
+int esg__unit_end(esg_store *s, bool own, int rc);
+
+/* A fresh random fencing token (never 0). */
+int64_t esg__token(esg_store *s);
+
+/* Sleeps ms of real time. */
+void esg__sleep_ms(int ms);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * Shared by the SQLite backend's files: the connection state, the prepared
+ * statement cache and error mapping. One file per feature holds that feature's SQL.
+ */
+#ifndef ESG_SQLITE_INT_H
+#define ESG_SQLITE_INT_H
+
+#include <sqlite3.h>
+#include "backend.h"
+
+#define ESG__STMT_SLOTS 128
+
+typedef struct esg__sq {
+  sqlite3 *db;
+  struct {
+    const char *sql; /* keyed by the address of a static SQL string */
+    sqlite3_stmt *stmt;
+  } cache[ESG__STMT_SLOTS];
+} esg__sq;
+
+/* The connection of store s. */
+#define ESG__DB(s) (((esg__sq *)(s)->db)->db)
+
+/* The prepared statement for sql (a static string), reset and unbound, or NULL (error recorded). */
+sqlite3_stmt *esg__sq_stmt(esg_store *s, const char *sql);
+
+/* Records SQLite's error for rc (as returned by a call) and returns the esg code. */
+int esg__sq_fail(esg_store *s, int rc, const char *what);
+
+/* Runs a statement that returns no rows; SQLITE_DONE -> ESG_OK. */
+int esg__sq_exec(esg_store *s, sqlite3_stmt *st, const char *what);
+
+/* Binds text/blob, tolerating NULL for an empty blob. */
+void esg__sq_bind_text(sqlite3_stmt *st, int i, const char *v);
+void esg__sq_bind_blob(sqlite3_stmt *st, int i, const void *v, size_t len);
+
+/* Each feature's operations, in its own file. */
+int esg__sq_claim_get(esg_store *s, const char *key, esg__claim_row *row);
+int esg__sq_claim_insert(esg_store *s, const char *key, const esg__claim_row *row);
+int esg__sq_claim_replace(esg_store *s, const char *key, const esg__claim_row *row);
+int esg__sq_claim_complete(esg_store *s, const char *key, int64_t token, const void *result, size_t len, int64_t now);
+int esg__sq_claim_release(esg_store *s, const char *key, int64_t token, int64_t now);
+int esg__sq_claim_extend(esg_store *s, const char *key, int64_t token, int64_t lease_until, int64_t now);
+int esg__sq_claims_purge(esg_store *s, int64_t now, int64_t *n);
+
+int esg__sq_event_insert(esg_store *s, const esg_stored_event *ev, int64_t now);
+int esg__sq_events_by_key(esg_store *s, const char *corr_key, int64_t now, esg_event_cb cb, void *ud);
+int esg__sq_event_get(esg_store *s, const char *id, int64_t now, esg_event_cb cb, void *ud);
+int esg__sq_events_expired(esg_store *s, int64_t now, esg_event_cb cb, void *ud);
+int esg__sq_event_delete(esg_store *s, const char *id);
+
+int esg__sq_entity_get(esg_store *s, const char *key, esg_entity *out);
+int esg__sq_entity_put_if_newer(esg_store *s, const char *key, int64_t version, const char *doc, size_t len);
+
+#endif
