@@ -1,0 +1,294 @@
+/* The store: opening, schema, the event log, entities, batches and group commit. */
+#include <sqlite3.h>
+#include <stdlib.h>
+#include "testutil.h"
+
+static esg_event *ev(const char *id, const char *type, long long ts, const char *pk) {
+  char j[512];
+  if (pk)
+    snprintf(j, sizeof j, "{\"id\":\"%s\",\"type\":\"%s\",\"timestamp\":%lld,\"partitionKey\":\"%s\"}", id, type, ts, pk);
+  else
+    snprintf(j, sizeof j, "{\"id\":\"%s\",\"type\":\"%s\",\"timestamp\":%lld}", id, type, ts);
+  esg_event *e = NULL;
+  if (esg_event_parse(j, strlen(j), &e) != ESG_OK) abort();
+  return e;
+}
+
+typedef struct {
+  int n;
+  char ids[16][64];
+  char json[16][512];
+  int64_t ts[16];
+  int stop_at; /* return non-zero at this index (-1: never) */
+} collect_t;
+
+static int collect(void *ud, const esg_stored_event *e) {
+  collect_t *c = ud;
+  if (c->n == c->stop_at) return 1;
+  if (c->n < 16) {
+    snprintf(c->ids[c->n], 64, "%s", e->id);
+    snprintf(c->json[c->n], 512, "%s", e->json);
+    c->ts[c->n] = e->timestamp;
+  }
+  c->n++;
+  return 0;
+}
+
+static void test_open(void) {
+  esg_store *s = (esg_store *)1;
+  CHECK_RC(ESG_EINVAL, esg_store_open(&s, NULL, NULL));
+  CHECK(s == NULL);
+  CHECK_RC(ESG_EINVAL, esg_store_open(&s, "", NULL));
+  CHECK_RC(ESG_EINVAL, esg_store_open(NULL, "x.db", NULL));
+  CHECK_RC(ESG_ESTORE, esg_store_open(&s, "/nonexistent-dir/x.db", NULL));
+  CHECK_CONTAINS(esg_errmsg(NULL), "/nonexistent-dir/x.db");
+  esg_store_opts o = {0};
+  o.durability = 7;
+  CHECK_RC(ESG_EINVAL, esg_store_open(&s, tu_path("o.db"), &o));
+  CHECK_CONTAINS(esg_errmsg(NULL), "durability");
+  o.durability = ESG_DURABILITY_FULL;
+  o.group_commit_ms = -1;
+  CHECK_RC(ESG_EINVAL, esg_store_open(&s, tu_path("o.db"), &o));
+  o.group_commit_ms = 0;
+  CHECK_RC(ESG_OK, esg_store_open(&s, tu_path("o.db"), &o));
+  CHECK_STR(esg_store_backend(s), "sqlite");
+  CHECK(esg_store_schema_version(s) >= 1);
+  CHECK(esg_store_now(s) > 1600000000000LL); /* the real clock by default */
+  esg_store_close(s);
+  esg_store_close(NULL);
+  /* in memory */
+  CHECK_RC(ESG_OK, esg_store_open(&s, ":memory:", NULL));
+  CHECK_RC(ESG_NEW, esg_claim(s, "k", NULL, 0, 1000, 1000, NULL));
+  esg_store_close(s);
+  /* a file that is not a database */
+  const char *junk = tu_path("junk.db");
+  FILE *f = fopen(junk, "w");
+  fputs("this is not a database, not at all, no no no no no no no no no no no no no", f);
+  fclose(f);
+  CHECK_RC(ESG_ESTORE, esg_store_open(&s, junk, NULL));
+  CHECK_CONTAINS(esg_errmsg(NULL), "not a database");
+}
+
+static void test_schema_newer(void) {
+  const char *path = tu_path("newer.db");
+  int64_t now = 1;
+  esg_store *s = tu_open(path, &now);
+  int v = esg_store_schema_version(s);
+  esg_store_close(s);
+  /* reopening keeps the version and the data path works */
+  s = tu_open(path, &now);
+  CHECK(esg_store_schema_version(s) == v);
+  esg_store_close(s);
+  sqlite3 *db;
+  sqlite3_open(path, &db);
+  sqlite3_exec(db, "PRAGMA user_version=999", NULL, NULL, NULL);
+  sqlite3_close(db);
+  CHECK_RC(ESG_ESCHEMA, esg_store_open(&s, path, NULL));
+  CHECK(s == NULL);
+  CHECK_CONTAINS(esg_errmsg(NULL), "999");
+}
+
+static void test_event_log(void) {
+  int64_t now = 1000;
+  esg_store *s = tu_open(tu_path("log.db"), &now);
+  esg_event *a = ev("a", "t", 30, "k"), *b = ev("b", "t", 10, "k"), *c = ev("c", "t", 10, "k");
+  esg_event *d = ev("d", "u", 5, "other"), *e = ev("e", "t", 1, NULL);
+  CHECK_RC(ESG_OK, esg_event_put(s, a, NULL, 0));
+  CHECK_RC(ESG_OK, esg_event_put(s, c, NULL, 0));
+  CHECK_RC(ESG_OK, esg_event_put(s, b, NULL, 5000));
+  CHECK_RC(ESG_OK, esg_event_put(s, d, NULL, 0));
+  CHECK_RC(ESG_OK, esg_event_put(s, e, NULL, 0));
+  CHECK_RC(ESG_DUPLICATE, esg_event_put(s, a, NULL, 0));
+  CHECK_RC(ESG_DUPLICATE, esg_event_put(s, a, "elsewhere", 0)); /* once per id, whatever the key */
+  collect_t got = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_events_by_key(s, "k", collect, &got));
+  CHECK(got.n == 3);
+  CHECK_STR(got.ids[0], "b"); /* (timestamp, id) order */
+  CHECK_STR(got.ids[1], "c");
+  CHECK_STR(got.ids[2], "a");
+  CHECK_CONTAINS(got.json[2], "\"id\":\"a\"");
+  collect_t none = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_events_by_key(s, "elsewhere", collect, &none));
+  CHECK(none.n == 0);
+  collect_t byid = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_events_by_key(s, "e", collect, &byid)); /* no partitionKey: the id */
+  CHECK(byid.n == 1);
+  collect_t one = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_event_get(s, "d", collect, &one));
+  CHECK(one.n == 1 && one.ts[0] == 5);
+  CHECK_RC(ESG_NOT_FOUND, esg_event_get(s, "zz", collect, &one));
+  /* a callback can stop the walk */
+  collect_t stop = {.stop_at = 1};
+  CHECK_RC(ESG_ECALLBACK, esg_events_by_key(s, "k", collect, &stop));
+  /* b expires: gone from queries, purge hands out b-expired, then it may be stored again */
+  now += 5000;
+  collect_t after = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_events_by_key(s, "k", collect, &after));
+  CHECK(after.n == 2);
+  CHECK_RC(ESG_NOT_FOUND, esg_event_get(s, "b", collect, &after));
+  /* a failing emitter keeps the event for the next purge */
+  collect_t refuse = {.stop_at = 0};
+  int64_t n = -1;
+  CHECK_RC(ESG_OK, esg_events_purge(s, collect, &refuse, &n));
+  CHECK(n == 0);
+  collect_t expired = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_events_purge(s, collect, &expired, &n));
+  CHECK(n == 1 && expired.n == 1);
+  CHECK_CONTAINS(expired.json[0], "\"type\":\"t-expired\"");
+  CHECK_CONTAINS(expired.json[0], "\"partitionKey\":\"k\"");
+  CHECK_CONTAINS(expired.json[0], "\"expired\":{\"id\":\"b\"");
+  CHECK(expired.ts[0] == 6000);
+  /* the expired event's id is deterministic */
+  char id[37];
+  CHECK_RC(ESG_OK, esg_uuid5(ESG_UUID_NS_EVENT, "b/expired", 9, id));
+  CHECK_STR(expired.ids[0], id);
+  CHECK_RC(ESG_OK, esg_events_purge(s, NULL, NULL, &n));
+  CHECK(n == 0);
+  CHECK_RC(ESG_OK, esg_event_put(s, b, NULL, 0));
+  /* an expired but unpurged event does not block its id either */
+  esg_event *f = ev("f", "t", 1, "k");
+  CHECK_RC(ESG_OK, esg_event_put(s, f, NULL, 10));
+  now += 10;
+  CHECK_RC(ESG_OK, esg_event_put(s, f, NULL, 0));
+  /* bad input */
+  CHECK_RC(ESG_EINVAL, esg_event_put(s, NULL, NULL, 0));
+  CHECK_RC(ESG_EINVAL, esg_event_put(s, a, "", 0));
+  CHECK_RC(ESG_EINVAL, esg_event_put(s, a, NULL, -1));
+  CHECK_RC(ESG_EINVAL, esg_events_by_key(s, "k", NULL, NULL));
+  CHECK_RC(ESG_EINVAL, esg_events_by_key(s, NULL, collect, &got));
+  CHECK_RC(ESG_EINVAL, esg_event_put(NULL, a, NULL, 0));
+  esg_event_free(a), esg_event_free(b), esg_event_free(c), esg_event_free(d), esg_event_free(e), esg_event_free(f);
+  esg_store_close(s);
+}
+
+static void test_entities(void) {
+  int64_t now = 1000;
+  esg_store *s = tu_open(tu_path("ent.db"), &now);
+  esg_entity en;
+  CHECK_RC(ESG_NOT_FOUND, esg_entity_get(s, "t1", &en));
+  CHECK_RC(ESG_OK, esg_entity_upsert(s, "t1", 5, "{\"v\":5}", 7));
+  CHECK_RC(ESG_STALE, esg_entity_upsert(s, "t1", 5, "{\"v\":55}", 8)); /* equal is stale */
+  CHECK_RC(ESG_STALE, esg_entity_upsert(s, "t1", 4, "{\"v\":4}", 7));
+  CHECK_RC(ESG_OK, esg_entity_get(s, "t1", &en));
+  CHECK(en.version == 5 && !en.deleted && en.doc_len == 7 && memcmp(en.doc, "{\"v\":5}", 7) == 0);
+  CHECK_RC(ESG_OK, esg_entity_upsert(s, "t1", 9, "{\"v\":9}", 7));
+  /* delete leaves a tombstone: an older update cannot revive the entity */
+  CHECK_RC(ESG_STALE, esg_entity_delete(s, "t1", 8));
+  CHECK_RC(ESG_OK, esg_entity_delete(s, "t1", 10));
+  CHECK_RC(ESG_OK, esg_entity_get(s, "t1", &en));
+  CHECK(en.deleted && en.version == 10 && en.doc == NULL);
+  CHECK_RC(ESG_STALE, esg_entity_upsert(s, "t1", 9, "{\"v\":9}", 7));
+  CHECK_RC(ESG_STALE, esg_entity_delete(s, "t1", 10));
+  CHECK_RC(ESG_OK, esg_entity_upsert(s, "t1", 11, "{\"v\":11}", 8)); /* a newer write may */
+  CHECK_RC(ESG_OK, esg_entity_get(s, "t1", &en));
+  CHECK(!en.deleted && en.version == 11);
+  /* deleting an unknown key records the tombstone too */
+  CHECK_RC(ESG_OK, esg_entity_delete(s, "ghost", 3));
+  CHECK_RC(ESG_STALE, esg_entity_upsert(s, "ghost", 2, "{}", 2));
+  /* bad documents write nothing */
+  CHECK_RC(ESG_EJSON, esg_entity_upsert(s, "t2", 1, "[1]", 3));
+  CHECK_CONTAINS(esg_errmsg(s), "not a JSON object");
+  CHECK_RC(ESG_EJSON, esg_entity_upsert(s, "t2", 1, "{oops", 5));
+  CHECK_RC(ESG_EINVAL, esg_entity_upsert(s, "t2", 1, NULL, 0));
+  CHECK_RC(ESG_EINVAL, esg_entity_upsert(s, "", 1, "{}", 2));
+  CHECK_RC(ESG_NOT_FOUND, esg_entity_get(s, "t2", &en));
+  CHECK_RC(ESG_EINVAL, esg_entity_get(s, "t2", NULL));
+  esg_store_close(s);
+}
+
+static void test_batch(void) {
+  int64_t now = 1000;
+  const char *path = tu_path("batch.db");
+  esg_store *s = tu_open(path, &now), *other = tu_open(path, &now);
+  CHECK_RC(ESG_ESTATE, esg_store_commit(s));
+  CHECK_RC(ESG_ESTATE, esg_store_rollback(s));
+  CHECK_RC(ESG_OK, esg_store_begin(s));
+  CHECK_RC(ESG_ESTATE, esg_store_begin(s));
+  for (int i = 0; i < 100; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i);
+    CHECK_RC(ESG_NEW, esg_claim(s, k, NULL, 0, 1000, 60000, NULL));
+  }
+  CHECK_RC(ESG_OK, esg_store_rollback(s));
+  CHECK_RC(ESG_NEW, esg_claim(other, "k5", NULL, 0, 1000, 60000, NULL)); /* rolled back: nothing stayed */
+  CHECK_RC(ESG_OK, esg_store_begin(s));
+  esg_claim_info c;
+  CHECK_RC(ESG_NEW, esg_claim(s, "b1", NULL, 0, 1000, 60000, &c));
+  CHECK_RC(ESG_OK, esg_complete(s, "b1", c.token, "r", 1));
+  CHECK_RC(ESG_OK, esg_entity_upsert(s, "e", 1, "{}", 2));
+  CHECK_RC(ESG_OK, esg_store_commit(s));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(other, "b1", NULL, 0, 1000, 60000, NULL));
+  esg_store_close(other);
+  /* closing with a batch open rolls it back */
+  CHECK_RC(ESG_OK, esg_store_begin(s));
+  CHECK_RC(ESG_NEW, esg_claim(s, "lost", NULL, 0, 1000, 60000, NULL));
+  esg_store_close(s);
+  s = tu_open(path, &now);
+  CHECK_RC(ESG_NEW, esg_claim(s, "lost", NULL, 0, 1000, 60000, NULL));
+  esg_store_close(s);
+}
+
+static void test_group_commit(void) {
+  int64_t now = 1000;
+  const char *path = tu_path("group.db");
+  esg_store_opts o = {0};
+  o.clock = tu_clock;
+  o.clock_ud = &now;
+  o.group_commit_ms = 100;
+  o.group_commit_max = 10;
+  o.busy_timeout_ms = 50;
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  esg_store *other = tu_open(path, &now);
+  esg_store_opts quick = {0};
+  quick.busy_timeout_ms = 20;
+  quick.clock = tu_clock;
+  quick.clock_ud = &now;
+  esg_claim_info c;
+  CHECK_RC(ESG_NEW, esg_claim(s, "g1", NULL, 0, 1000, 60000, &c));
+  CHECK_RC(ESG_OK, esg_complete(s, "g1", c.token, NULL, 0));
+  /* the group is not committed yet: other handles cannot see it, and wait on its lock */
+  esg_entity en;
+  CHECK_RC(ESG_NOT_FOUND, esg_entity_get(other, "nothing", &en));
+  esg_store *third = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&third, path, &quick));
+  CHECK_RC(ESG_ELOCKED, esg_claim(third, "g1", NULL, 0, 1000, 60000, NULL));
+  CHECK_CONTAINS(esg_errmsg(third), "locked");
+  /* the window passes: the next write commits the group */
+  now += 100;
+  CHECK_RC(ESG_NEW, esg_claim(s, "g2", NULL, 0, 1000, 60000, NULL));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(third, "g1", NULL, 0, 1000, 60000, NULL));
+  CHECK_RC(ESG_BUSY, esg_claim(third, "g2", NULL, 0, 1000, 60000, NULL));
+  /* the count limit commits too */
+  for (int i = 0; i < 10; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "n%d", i);
+    CHECK_RC(ESG_NEW, esg_claim(s, k, NULL, 0, 1000, 60000, NULL));
+  }
+  CHECK_RC(ESG_BUSY, esg_claim(third, "n9", NULL, 0, 1000, 60000, NULL));
+  /* flush commits what is open; close commits too */
+  CHECK_RC(ESG_NEW, esg_claim(s, "f1", NULL, 0, 1000, 60000, NULL));
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  CHECK_RC(ESG_BUSY, esg_claim(third, "f1", NULL, 0, 1000, 60000, NULL));
+  CHECK_RC(ESG_NEW, esg_claim(s, "c1", NULL, 0, 1000, 60000, NULL));
+  esg_store_close(s);
+  CHECK_RC(ESG_BUSY, esg_claim(third, "c1", NULL, 0, 1000, 60000, NULL));
+  /* duplicates are answered without opening a group */
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "g1", NULL, 0, 1000, 60000, NULL));
+  CHECK_RC(ESG_NEW, esg_claim(third, "free", NULL, 0, 1000, 60000, NULL));
+  esg_store_close(s);
+  esg_store_close(third);
+  esg_store_close(other);
+}
+
+int main(void) {
+  RUN(test_open);
+  RUN(test_schema_newer);
+  RUN(test_event_log);
+  RUN(test_entities);
+  RUN(test_batch);
+  RUN(test_group_commit);
+  return tu_done();
+}
