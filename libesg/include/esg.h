@@ -17,5 +17,9 @@
 #include "esg/event.h"
 #include "esg/store.h"
 #include "esg/webhook.h"
+#include "esg/cache.h"
+#include "esg/latch.h"
+#include "esg/resync.h"
+#include "esg/egress.h"
 
 #endif

@@ -55,6 +55,18 @@ typedef struct esg__backend {
   /* entities; doc NULL writes a tombstone */
   int (*entity_get)(esg_store *s, const char *key, esg_entity *out);       /* OK | NOT_FOUND */
   int (*entity_put_if_newer)(esg_store *s, const char *key, int64_t version, const char *doc, size_t len); /* OK | STALE */
+
+  /* faults */
+  int (*fault_insert)(esg_store *s, const esg_fault *f, int64_t *id);
+  int (*faults_each)(esg_store *s, int64_t only_id, esg_fault_cb cb, void *ud, int *count); /* only_id 0 = all */
+  int (*fault_delete)(esg_store *s, int64_t id);                             /* OK | NOT_FOUND */
+  int (*faults_purge)(esg_store *s, int64_t before, int64_t *n);
+
+  /* Later features keep their operations in their own tables of functions,
+     declared in their own *_be.h, so each can grow without touching this one. */
+  const struct esg__cache_ops *cache;
+  const struct esg__latch_ops *latch;
+  const struct esg__resync_ops *resync;
 } esg__backend;
 
 extern const esg__backend esg__sqlite_backend;

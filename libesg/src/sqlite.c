@@ -25,6 +25,10 @@ static const char *const migrations[] = {
     "CREATE INDEX esg_events_expires ON esg_events(expires) WHERE expires != 0;"
     "CREATE TABLE esg_entities ("
     "  key TEXT PRIMARY KEY, version INTEGER NOT NULL, deleted INTEGER NOT NULL, doc TEXT) WITHOUT ROWID;",
+    esg__sq_faults_schema, /* 2 */
+    esg__sq_cache_schema,  /* 3 */
+    esg__sq_latch_schema,  /* 4 */
+    esg__sq_resync_schema, /* 5 */
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -187,4 +191,11 @@ const esg__backend esg__sqlite_backend = {
     .event_delete = esg__sq_event_delete,
     .entity_get = esg__sq_entity_get,
     .entity_put_if_newer = esg__sq_entity_put_if_newer,
+    .fault_insert = esg__sq_fault_insert,
+    .faults_each = esg__sq_faults_each,
+    .fault_delete = esg__sq_fault_delete,
+    .faults_purge = esg__sq_faults_purge,
+    .cache = &esg__sq_cache_ops,
+    .latch = &esg__sq_latch_ops,
+    .resync = &esg__sq_resync_ops,
 };

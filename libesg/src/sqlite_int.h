@@ -52,4 +52,18 @@ int esg__sq_event_delete(esg_store *s, const char *id);
 int esg__sq_entity_get(esg_store *s, const char *key, esg_entity *out);
 int esg__sq_entity_put_if_newer(esg_store *s, const char *key, int64_t version, const char *doc, size_t len);
 
+int esg__sq_fault_insert(esg_store *s, const esg_fault *f, int64_t *id);
+int esg__sq_faults_each(esg_store *s, int64_t only_id, esg_fault_cb cb, void *ud, int *count);
+int esg__sq_fault_delete(esg_store *s, int64_t id);
+int esg__sq_faults_purge(esg_store *s, int64_t before, int64_t *n);
+
+/* Schema steps kept beside each feature's SQL; sqlite.c lists them in order. */
+extern const char esg__sq_faults_schema[];
+extern const char esg__sq_cache_schema[];
+extern const char esg__sq_latch_schema[];
+extern const char esg__sq_resync_schema[];
+extern const struct esg__cache_ops esg__sq_cache_ops;
+extern const struct esg__latch_ops esg__sq_latch_ops;
+extern const struct esg__resync_ops esg__sq_resync_ops;
+
 #endif

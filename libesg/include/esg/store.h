@@ -194,6 +194,44 @@ ESG_API int esg_entity_get(esg_store *s, const char *key, esg_entity *out);
 /** Deletes key at version, leaving a tombstone so an older update cannot revive it. ESG_OK or ESG_STALE. */
 ESG_API int esg_entity_delete(esg_store *s, const char *key, int64_t version);
 
+/* ---------------------------------------------------------------- faults -- */
+
+/**
+ * A fault record: an event that could not be handled (delivery exhausted or
+ * refused, a script error...). Strings point into the store or the caller's
+ * memory; in callbacks they are valid only during the call.
+ */
+typedef struct esg_fault {
+  int64_t id;               /* assigned by esg_fault_record, increasing */
+  const char *event_id;     /* the event's id (required) */
+  const char *stage;        /* where it failed, e.g. "deliver", "transform" (required) */
+  const char *error;        /* what went wrong (required) */
+  int http_status;          /* the last HTTP status, 0 if none */
+  int attempts;             /* how many attempts were made */
+  int64_t first_attempt;    /* epoch ms; 0 = now */
+  int64_t last_attempt;     /* epoch ms; 0 = now */
+  const char *event;        /* the event's JSON so it can be resubmitted (may be NULL) */
+  size_t event_len;
+} esg_fault;
+
+/** Called once per fault; return 0 to go on, non-zero to stop (the call then returns ESG_ECALLBACK). */
+typedef int (*esg_fault_cb)(void *ud, const esg_fault *f);
+
+/** Records a fault; *id (if not NULL) gets its id. ESG_EINVAL names a missing field; nothing is written then. */
+ESG_API int esg_fault_record(esg_store *s, const esg_fault *f, int64_t *id);
+
+/** Calls cb for each fault in id order (oldest first). */
+ESG_API int esg_faults_list(esg_store *s, esg_fault_cb cb, void *ud);
+
+/** Calls cb for fault id: ESG_OK or ESG_NOT_FOUND. */
+ESG_API int esg_fault_get(esg_store *s, int64_t id, esg_fault_cb cb, void *ud);
+
+/** Deletes fault id (e.g. once resubmitted and delivered): ESG_OK or ESG_NOT_FOUND. */
+ESG_API int esg_fault_delete(esg_store *s, int64_t id);
+
+/** Deletes every fault whose last attempt is older than before_ms (epoch ms; INT64_MAX = all); *n gets how many. */
+ESG_API int esg_faults_purge(esg_store *s, int64_t before_ms, int64_t *n);
+
 #ifdef __cplusplus
 }
 #endif
