@@ -1,7 +1,7 @@
 /*
  * Claims: the idempotent-consumer contract of DESIGN.md. The common cases take
  * one statement each (a read answers duplicates and busy keys without writing; an
- * insert that loses no race makes a new claim); only takeovers of expired leases
+ * insert that finds no row makes a new claim); only takeovers of expired leases
  * or records take the slow path, re-deciding inside a write transaction.
  */
 #include <string.h>
@@ -81,6 +81,28 @@ static int slow_claim(esg_store *s, const char *key, const void *hash, size_t ha
   return esg__unit_end(s, own, rc);
 }
 
+/* One conflict-checked insert: ESG_NEW, ESG_DUPLICATE when the key exists (in any state), or an error. */
+static int try_insert(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms,
+                      int64_t ttl_ms, int64_t now, esg_claim_info *out) {
+  bool own;
+  int rc = esg__unit_begin(s, false, &own);
+  if (rc != ESG_OK) return rc;
+  esg__claim_row row = fresh(s, hash, hash_len, lease_ms, ttl_ms, now, 1);
+  rc = s->be->claim_insert(s, key, &row);
+  if (rc == ESG_OK) {
+    report(out, &row);
+    rc = ESG_NEW;
+  }
+  return esg__unit_end(s, own, rc);
+}
+
+/*
+ * Which statement goes first is a guess from the previous claim on this handle:
+ * streams come in runs of new events or of redeliveries, so after a new key the
+ * insert is tried first (one statement when it is new again), and after a
+ * duplicate the read is (answered without taking the write lock). A wrong guess
+ * costs one extra statement, never a wrong answer.
+ */
 int esg_claim(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms, int64_t ttl_ms,
               esg_claim_info *out) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
@@ -88,28 +110,33 @@ int esg_claim(esg_store *s, const char *key, const void *hash, size_t hash_len, 
   if (rc != ESG_OK) return rc;
   if (out) memset(out, 0, sizeof *out);
   int64_t now = s->clock(s->clock_ud);
+  bool inserted = false;
+  /* (in group mode, a read never opens a group: only insert first into a group already open) */
+  if (!s->expect_seen && (s->group_ms == 0 || s->group_open || s->batch)) {
+    rc = try_insert(s, key, hash, hash_len, lease_ms, ttl_ms, now, out);
+    if (rc != ESG_DUPLICATE) return rc;
+    inserted = true;
+  }
   esg__claim_row row;
   rc = s->be->claim_get(s, key, &row);
   if (rc == ESG_OK && row.expires > now) {
     rc = judge(s, key, &row, hash, hash_len, now);
     if (rc >= 0 || rc == ESG_EMISMATCH) {
+      s->expect_seen = true;
       report(out, &row);
       return rc;
     }
-  } else if (rc == ESG_NOT_FOUND) {
-    bool own;
-    if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
-    row = fresh(s, hash, hash_len, lease_ms, ttl_ms, now, 1);
-    rc = s->be->claim_insert(s, key, &row);
-    if (rc == ESG_OK) {
-      report(out, &row);
-      rc = ESG_NEW;
+  } else if (rc == ESG_NOT_FOUND && !inserted) {
+    rc = try_insert(s, key, hash, hash_len, lease_ms, ttl_ms, now, out);
+    if (rc != ESG_DUPLICATE) {
+      s->expect_seen = false;
+      return rc;
     }
-    rc = esg__unit_end(s, own, rc);
-    if (rc != ESG_DUPLICATE) return rc; /* DUPLICATE here: another claimer inserted first */
-  } else if (rc < 0) {
+  } else if (rc < 0 && rc != ESG_NOT_FOUND) {
     return rc;
   }
+  /* an expired record, a lease that ran out, or a lost race: decide again under the write lock */
+  s->expect_seen = false;
   return slow_claim(s, key, hash, hash_len, lease_ms, ttl_ms, out);
 }
 

@@ -44,6 +44,7 @@ struct esg_store {
   bool group_open;              /* a group-commit transaction is open */
   int group_n;                  /* writes in the open group */
   int64_t group_started;
+  bool expect_seen;             /* the last claim found its key: try the read first (claims.c) */
   uint64_t rng;                 /* xorshift state for fencing tokens */
   esg__buf result, doc;         /* memory behind pointers handed to callers */
 };

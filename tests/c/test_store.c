@@ -283,7 +283,54 @@ static void test_group_commit(void) {
   esg_store_close(other);
 }
 
+/* The rule: an order is complete once it was both paid and shipped. */
+static int paid_and_shipped(void *ud, const esg_stored_event *evs, size_t n) {
+  (void)ud;
+  int paid = 0, shipped = 0;
+  for (size_t i = 0; i < n; i++) {
+    paid |= strcmp(evs[i].type, "paid") == 0;
+    shipped |= strcmp(evs[i].type, "shipped") == 0;
+  }
+  return paid && shipped;
+}
+
+static int failing_rule(void *ud, const esg_stored_event *evs, size_t n) {
+  (void)ud, (void)evs, (void)n;
+  return -1;
+}
+
+static void test_correlate(void) {
+  int64_t now = 1000;
+  esg_store *s = tu_open(tu_path("corr.db"), &now);
+  esg_event *p = ev("p1", "paid", 10, "order-1"), *sh = ev("s1", "shipped", 20, "order-1");
+  collect_t emitted = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_event_put(s, p, NULL, 0));
+  CHECK_RC(ESG_NOT_FOUND, esg_correlate(s, "order-1", "order-done", paid_and_shipped, NULL, 0, collect, &emitted));
+  CHECK(emitted.n == 0);
+  CHECK_RC(ESG_OK, esg_event_put(s, sh, NULL, 0));
+  CHECK_RC(ESG_OK, esg_correlate(s, "order-1", "order-done", paid_and_shipped, NULL, 0, collect, &emitted));
+  CHECK(emitted.n == 1);
+  CHECK_STR(emitted.ids[0], "order-1.order-done");
+  CHECK_CONTAINS(emitted.json[0], "\"triggers\":[\"p1\",\"s1\"]");
+  CHECK(emitted.ts[0] == 20);
+  /* evaluating again (a replay, another host) never emits twice */
+  CHECK_RC(ESG_DUPLICATE, esg_correlate(s, "order-1", "order-done", paid_and_shipped, NULL, 0, collect, &emitted));
+  CHECK(emitted.n == 1);
+  /* the higher-order event is in the log under the key */
+  collect_t got = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_event_get(s, "order-1.order-done", collect, &got));
+  CHECK(got.n == 1);
+  CHECK_RC(ESG_ECALLBACK, esg_correlate(s, "order-1", "x", failing_rule, NULL, 0, NULL, NULL));
+  CHECK_RC(ESG_EINVAL, esg_correlate(s, "order-1", "", paid_and_shipped, NULL, 0, NULL, NULL));
+  CHECK_RC(ESG_EINVAL, esg_correlate(s, "order-1", "r", NULL, NULL, 0, NULL, NULL));
+  CHECK_RC(ESG_NOT_FOUND, esg_correlate(s, "order-2", "order-done", paid_and_shipped, NULL, 0, NULL, NULL));
+  esg_event_free(p);
+  esg_event_free(sh);
+  esg_store_close(s);
+}
+
 int main(void) {
+  RUN(test_correlate);
   RUN(test_open);
   RUN(test_schema_newer);
   RUN(test_event_log);

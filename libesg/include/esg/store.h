@@ -170,6 +170,25 @@ ESG_API int esg_event_get(esg_store *s, const char *id, esg_event_cb cb, void *u
  */
 ESG_API int esg_events_purge(esg_store *s, esg_event_cb cb, void *ud, int64_t *n);
 
+/**
+ * A correlation rule's predicate over the unexpired events of one key, given in
+ * (timestamp, id) order: return 1 when the rule matches, 0 when not, negative to
+ * fail the evaluation (ESG_ECALLBACK).
+ */
+typedef int (*esg_rule_fn)(void *ud, const esg_stored_event *events, size_t n);
+
+/**
+ * Evaluates rule over the events stored under corr_key. When it matches, the
+ * higher-order event {"id":"<corr_key>.<rule>","type":"<rule>","timestamp":<newest
+ * event's>,"partitionKey":"<corr_key>","triggers":[ids...]} is put into the event
+ * log under corr_key (ttl_ms as esg_event_put) and, only the first time, handed to
+ * emit (may be NULL). Its deterministic id makes the rule fire once per key however
+ * often it is evaluated. Returns ESG_OK (fired now), ESG_DUPLICATE (fired before),
+ * ESG_NOT_FOUND (did not match), or an error.
+ */
+ESG_API int esg_correlate(esg_store *s, const char *corr_key, const char *rule, esg_rule_fn pred, void *pred_ud,
+                          int64_t ttl_ms, esg_event_cb emit, void *emit_ud);
+
 /* -------------------------------------------------------------- entities -- */
 
 /** An entity as stored; doc points into the store, valid until the next call. */
