@@ -1,0 +1,288 @@
+/*
+ * The esg command: Lua 5.4 embedded with the esg module and its pure-Lua parts
+ * preloaded (the command line itself is lua/esg/cli.lua).
+ *
+ * The host adds what a sandboxed gateway needs and plain Lua lacks, as the
+ * module esg.host (removed from reach once the sandbox is on):
+ *   - a memory limit: the state's allocator counts bytes and refuses to grow
+ *     past the limit, so a runaway script gets "not enough memory" (after an
+ *     emergency collection), which the runner turns into a fault;
+ *   - an instruction budget: a count hook raises "instruction budget exceeded"
+ *     once the armed budget is spent, so a runaway loop becomes a fault too;
+ *   - isatty and a monotonic clock for the progress line, and the C-API W1 loop
+ *     the benchmark compares the Lua gateway against.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include "esg.h"
+#include "lesg.h"
+#include "lesg_embedded.h"
+
+#define HOOK_EVERY 1000
+
+typedef struct host_limits {
+  size_t used, peak, limit; /* bytes; limit 0 = none */
+  lua_Integer budget;       /* instructions per arming; 0 = off */
+  lua_Integer spent;
+} host_limits;
+
+static host_limits g_limits;
+
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  host_limits *lm = ud;
+  size_t old = ptr ? osize : 0; /* without ptr, osize tells the kind of object */
+  if (nsize == 0) {
+    free(ptr);
+    lm->used -= old;
+    return NULL;
+  }
+  if (lm->limit && nsize > old && lm->used - old + nsize > lm->limit) return NULL;
+  void *p = realloc(ptr, nsize);
+  if (!p) return NULL;
+  lm->used = lm->used - old + nsize;
+  if (lm->used > lm->peak) lm->peak = lm->used;
+  return p;
+}
+
+/*
+ * Counts instructions against the armed budget. Once it is spent the hook
+ * raises at every instruction of the thread it runs on, so a script that
+ * catches the error (pcall, coroutines) cannot go on: each protected level
+ * unwinds at its next instruction, up to host.pcall, which is C and disarms.
+ */
+static void count_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  int every = lua_gethookcount(L);
+  if (!g_limits.budget) {
+    if (every != HOOK_EVERY) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    return;
+  }
+  g_limits.spent += every;
+  if (g_limits.spent > g_limits.budget) {
+    if (every != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+    luaL_where(L, 0);
+    lua_pushfstring(L, "instruction budget exceeded (%I instructions)", (LUAI_UACINT)g_limits.budget);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
+}
+
+/* host.budget(n): arms a budget of n instructions from now (nil or 0: off). Returns the instructions spent before. */
+static int h_budget(lua_State *L) {
+  lua_Integer n = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, n >= 0, 1, "budget must be >= 0");
+  lua_pushinteger(L, g_limits.spent);
+  g_limits.budget = n;
+  g_limits.spent = 0;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  return 1;
+}
+
+#define ERR_MT "esg.host.error"
+
+/* Message handler: wraps a string error with its traceback ({msg, traceback}, marked). */
+static int traceback_handler(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING) return 1;
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  luaL_traceback(L, L, lua_tostring(L, 1), 1);
+  lua_rawseti(L, -2, 2);
+  luaL_setmetatable(L, ERR_MT);
+  return 1;
+}
+
+/*
+ * host.pcall(budget, f, ...) -> true, f's results | false, error, traceback.
+ * Calls f under an instruction budget (0 = none), disarmed before any Lua code
+ * of the caller runs again. traceback is nil for memory errors and non-string errors.
+ */
+static int h_pcall(lua_State *L) {
+  lua_Integer budget = luaL_checkinteger(L, 1);
+  luaL_checkany(L, 2);
+  int base = 2;
+  lua_pushcfunction(L, traceback_handler);
+  lua_replace(L, 1); /* the handler replaces the budget */
+  g_limits.budget = budget;
+  g_limits.spent = 0;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  int rc = lua_pcall(L, lua_gettop(L) - base, LUA_MULTRET, 1);
+  g_limits.budget = 0;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  if (rc == LUA_OK) {
+    lua_pushboolean(L, 1);
+    lua_replace(L, 1);
+    return lua_gettop(L);
+  }
+  lua_pushboolean(L, 0);
+  lua_replace(L, 1);
+  lua_settop(L, 2); /* false, error object */
+  if (lua_type(L, 2) == LUA_TTABLE && lua_getmetatable(L, 2)) {
+    luaL_getmetatable(L, ERR_MT);
+    int ours = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (ours) {
+      lua_rawgeti(L, 2, 1);
+      lua_rawgeti(L, 2, 2);
+      lua_remove(L, 2);
+      return 3;
+    }
+  }
+  return 2;
+}
+
+/* host.memory() -> used, peak, limit (bytes; limit 0 = none). */
+static int h_memory(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)g_limits.used);
+  lua_pushinteger(L, (lua_Integer)g_limits.peak);
+  lua_pushinteger(L, (lua_Integer)g_limits.limit);
+  return 3;
+}
+
+/* host.memory_limit(bytes): sets the limit (0 = none), counted from the whole state. */
+static int h_memory_limit(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0, 1, "limit must be >= 0");
+  g_limits.limit = (size_t)n;
+  return 0;
+}
+
+static int h_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+static double mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* host.monotonic() -> seconds from an arbitrary origin (for elapsed times). */
+static int h_monotonic(lua_State *L) {
+  lua_pushnumber(L, mono());
+  return 1;
+}
+
+/*
+ * host.w1_c(path, lines [, group_commit_s]) -> seconds of pass 1, seconds of pass 2.
+ * WORKLOAD.md W1 on the C API directly (parse, claim id with the SHA-256 of the
+ * bytes, ttl 3600 s, complete), over the strings of the list `lines`, on a fresh
+ * store at path: the baseline the Lua gateway is measured against in the same run.
+ */
+static int h_w1_c(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Number group = luaL_optnumber(L, 3, 0);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+  esg_store_opts o;
+  memset(&o, 0, sizeof o);
+  o.group_commit_ms = (int)(group * 1000);
+  esg_store *s;
+  int rc = esg_store_open(&s, path, &o);
+  if (rc != ESG_OK) return luaL_error(L, "w1_c: %s", esg_errmsg(NULL));
+  for (int pass = 1; pass <= 2; pass++) {
+    double t0 = mono();
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, 2, i);
+      size_t len;
+      const char *line = lua_tolstring(L, -1, &len);
+      esg_event *ev;
+      rc = line ? esg_event_parse(line, len, &ev) : ESG_EINVAL;
+      lua_pop(L, 1);
+      if (rc != ESG_OK) break;
+      esg_claim_info ci;
+      rc = esg_claim(s, esg_event_id(ev), esg_event_hash(ev), 32, 30000, 3600000, &ci);
+      if (rc == ESG_NEW) rc = esg_complete(s, esg_event_id(ev), ci.token, NULL, 0);
+      esg_event_free(ev);
+      if (rc < 0) break;
+    }
+    if (rc >= 0) rc = esg_store_flush(s);
+    lua_pushnumber(L, mono() - t0);
+    if (rc < 0) {
+      lua_pushfstring(L, "w1_c: %s", esg_errmsg(s));
+      esg_store_close(s);
+      return lua_error(L);
+    }
+  }
+  esg_store_close(s);
+  return 2;
+}
+
+static int luaopen_esg_host(lua_State *L) {
+  static const luaL_Reg fns[] = {{"budget", h_budget},       {"memory", h_memory},
+                                 {"memory_limit", h_memory_limit}, {"isatty", h_isatty},
+                                 {"monotonic", h_monotonic}, {"w1_c", h_w1_c},
+                                 {"pcall", h_pcall},
+                                 {NULL, NULL}};
+  luaL_newmetatable(L, ERR_MT);
+  lua_pop(L, 1);
+  luaL_newlib(L, fns);
+  return 1;
+}
+
+/* package.preload loader of an embedded module; upvalue 1: its index in lesg_embedded. */
+static int load_embedded(lua_State *L) {
+  const struct lesg_embedded *m = &lesg_embedded[lua_tointeger(L, lua_upvalueindex(1))];
+  char chunk[128];
+  snprintf(chunk, sizeof chunk, "@[esg]/%s.lua", m->name);
+  if (luaL_loadbufferx(L, (const char *)m->src, m->len, chunk, "t") != LUA_OK) return lua_error(L);
+  lua_pushstring(L, m->name);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+static int pmain(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = lua_touserdata(L, 2);
+  luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_esg);
+  lua_setfield(L, -2, "esg");
+  lua_pushcfunction(L, luaopen_esg_host);
+  lua_setfield(L, -2, "esg.host");
+  for (int i = 0; lesg_embedded[i].name; i++) {
+    lua_pushinteger(L, i);
+    lua_pushcclosure(L, load_embedded, 1);
+    lua_setfield(L, -2, lesg_embedded[i].name);
+  }
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "esg.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "main");
+  lua_createtable(L, argc, 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  lua_State *L = lua_newstate(host_alloc, &g_limits);
+  if (!L) {
+    fprintf(stderr, "esg: cannot create the Lua state\n");
+    return 2;
+  }
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  lua_pushcfunction(L, pmain);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  int status = 2;
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "esg: %s\n", msg ? msg : "(error object is not a string)");
+  } else {
+    status = (int)luaL_optinteger(L, -1, 0);
+  }
+  fflush(stdout);
+  lua_close(L);
+  return status;
+}

@@ -1,0 +1,470 @@
+--[[
+esg.cli: the `esg` command (the C host in bindings/lua/esg_cli.c calls main(arg)).
+Exit status: 0 done, 1 faults recorded (run) / not genuine (webhook verify) /
+not found, 2 usage or setup error. See docs/gateway.md.
+]]
+local esg = require "esg"
+local gateway = require "esg.gateway"
+local sandbox = require "esg.sandbox"
+local ok_host, host = pcall(require, "esg.host")
+if not ok_host then host = nil end
+
+local json = esg.json
+local io_open, io_stdout, io_stderr, io_read = io.open, io.stdout, io.stderr, io.read
+local os_getenv, fmt = os.getenv, string.format
+
+local M = {}
+
+local USAGE = {
+  main = [[
+usage: esg <command> [options]
+
+commands:
+  run SCRIPT.lua      run a gateway script over JSON lines (the main job)
+  faults list|show|purge   the fault records of a store
+  events [KEY]        events stored under a correlation key
+  stats               what a store holds and the last runs
+  webhook sign|verify|secret   Standard Webhooks signatures
+  lua SCRIPT.lua [ARGS]   run a trusted Lua script with the esg module (no sandbox)
+
+options: --version, --help; `esg help COMMAND` or `esg COMMAND --help` for more.
+Store commands take --db PATH (default: $ESG_DB).]],
+  run = [[
+usage: esg run SCRIPT.lua [-i FILE] [-o FILE] [--db PATH] [options]
+
+Runs the pipeline the script returns: source -> filter -> idempotence -> latch
+-> enrich -> transform -> sink, one JSON line (event envelope) at a time.
+  -i, --input FILE     read events from FILE ("-" = stdin; default: the script's
+                       source, else stdin)
+  -o, --output FILE    append the sink's JSON lines to FILE instead of stdout
+  --db PATH            the store (default: SCRIPT with .db for .lua, next to it)
+  --durability full    fsync each commit (default: normal)
+  --group-commit S     commit claims in groups at most S seconds old (default 0: each)
+  --budget N           instructions per event (default 10000000, 0 = none)
+  --memory MB          memory limit of the Lua state (default 256, 0 = none)
+  --fault-ttl S        fault records expire after S seconds (default: never)
+  --allow-io           scripts may write files and open stores
+  --allow-exec         scripts may run programs (os.execute, io.popen, os.exit)
+  --allow-native       scripts may load C modules and binary chunks
+  -q, --quiet          no summary;  --no-progress  no progress line
+Summary on stderr; exit 0 when no fault was recorded, 1 otherwise, 2 on setup errors.]],
+  faults = [[
+usage: esg faults list [--json] [--db PATH]
+       esg faults show ID [--db PATH]
+       esg faults purge [--db PATH]
+
+Fault records are events of type "esg.fault" under the correlation key
+"esg.faults". purge hides every fault recorded so far from list and deletes
+expired records (see --fault-ttl of esg run).]],
+  events = [[
+usage: esg events [KEY] [--json] [--db PATH]
+
+Lists the unexpired events stored under the correlation key KEY, oldest first.
+Without KEY: how many events the well-known keys hold (esg.runs, esg.faults).]],
+  stats = [[
+usage: esg stats [--json] [--db PATH]
+
+The store's backend, schema, size, open faults, the number of runs and the last run.]],
+  webhook = [[
+usage: esg webhook sign --secret S --id ID [--timestamp T] [FILE]
+       esg webhook verify --secret S [--secret S2 ...] --id ID --timestamp T
+                          --signature SIG [--tolerance S] [--now T] [FILE]
+       esg webhook secret
+
+The payload is read from FILE (default stdin), byte for byte. Timestamps are
+epoch seconds. sign prints the three headers; verify exits 0 when genuine and
+fresh, 1 otherwise (the reason on stderr); secret prints a new whsec_ secret.]],
+  lua = [[
+usage: esg lua SCRIPT.lua [ARGS...]
+
+Runs a trusted Lua script with esg, esg.gateway and esg.host available, no
+sandbox (like lua5.4). The script gets its arguments in `arg` and `...`.]],
+}
+
+local function say(...) io_stderr:write(...) end
+
+local function usage_error(cmd, msg)
+  say("esg", cmd and (" " .. cmd) or "", ": ", msg, "\n")
+  say("try 'esg ", cmd and (cmd .. " ") or "", "--help'\n")
+  return 2
+end
+
+-- Parses args[from..] into flags and positionals. spec: name -> "flag" | "value" | "list"; aliases.
+local function parse(args, from, spec, aliases)
+  local opts, pos = {}, {}
+  local i = from
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      for j = i + 1, #args do pos[#pos + 1] = args[j] end
+      break
+    end
+    if a:sub(1, 1) == "-" and a ~= "-" then
+      local name, val = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:gsub("^%-%-?", "")
+      name = aliases and aliases[name] or name
+      local kind = spec[name]
+      if not kind then return nil, "unknown option " .. a end
+      if kind == "flag" then
+        if val then return nil, "option " .. a .. " takes no value" end
+        opts[name] = true
+      else
+        if not val then
+          i = i + 1
+          val = args[i]
+          if val == nil then return nil, "option " .. a .. " needs a value" end
+        end
+        if kind == "list" then
+          opts[name] = opts[name] or {}
+          table.insert(opts[name], val)
+        else
+          opts[name] = val
+        end
+      end
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, pos
+end
+
+local function number_opt(opts, name, default)
+  local v = opts[name]
+  if v == nil then return default end
+  local n = tonumber(v)
+  if not n or n < 0 then error({ usage = "option --" .. name .. " needs a number >= 0" }) end
+  return n
+end
+
+local function dirname(path)
+  return path:match("^(.*/)") or "./"
+end
+
+local function open_store(path, opts)
+  local store, err = esg.open(path, opts)
+  if not store then say("esg: cannot open the store ", path, ": ", err, "\n") end
+  return store
+end
+
+local function store_path(opts)
+  local p = opts.db or os_getenv("ESG_DB")
+  if not p or p == "" then return nil end
+  return p
+end
+
+-- ------------------------------------------------------------------ run --
+
+local function summary(name, c, faults)
+  local lines = {
+    fmt("%s: %d received in %.3f s", name, c.received, c.elapsed),
+    fmt("  delivered          %8d", c.delivered),
+    fmt("  duplicates         %8d", c.duplicates),
+    fmt("  echoes suppressed  %8d", c.echoes),
+    fmt("  stale              %8d", c.stale),
+    fmt("  faults             %8d", c.faults),
+  }
+  local extra = {}
+  for _, k in ipairs { "filtered", "dropped", "busy" } do
+    if c[k] > 0 then extra[#extra + 1] = fmt("%s %d", k, c[k]) end
+  end
+  if #extra > 0 then lines[#lines + 1] = "  (" .. table.concat(extra, ", ") .. ")" end
+  for i, f in ipairs(faults) do
+    if i > 5 then
+      lines[#lines + 1] = fmt("  ... and %d more: esg faults list", #faults - 5)
+      break
+    end
+    lines[#lines + 1] = fmt("  fault %s: line %s%s, %s: %s", f.id:sub(1, 8), tostring(f.line),
+      f.event_id and (" (" .. f.event_id .. ")") or "", f.stage, (f.error or ""):gsub("\n.*", ""))
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+local function cmd_run(args)
+  local opts, pos = parse(args, 2, {
+    input = "value", output = "value", db = "value", durability = "value", ["group-commit"] = "value",
+    budget = "value", memory = "value", ["fault-ttl"] = "value", ["allow-io"] = "flag",
+    ["allow-exec"] = "flag", ["allow-native"] = "flag", quiet = "flag", ["no-progress"] = "flag",
+    help = "flag",
+  }, { i = "input", o = "output", q = "quiet", h = "help" })
+  if not opts then return usage_error("run", pos) end
+  if opts.help then io_stdout:write(USAGE.run, "\n"); return 0 end
+  if #pos ~= 1 then return usage_error("run", "expected one SCRIPT.lua") end
+  local script = pos[1]
+  local budget = math.floor(number_opt(opts, "budget", 10000000))
+  local memory = number_opt(opts, "memory", 256)
+  local group = number_opt(opts, "group-commit", 0)
+  local fault_ttl = number_opt(opts, "fault-ttl", 0)
+  if opts.durability and opts.durability ~= "normal" and opts.durability ~= "full" then
+    return usage_error("run", "--durability is normal or full")
+  end
+  local f = io_open(script, "r")
+  if not f then return usage_error("run", "cannot read " .. script) end
+  f:close()
+  local db = opts.db or (script:gsub("%.lua$", "") .. ".db")
+  local store = open_store(db, { durability = opts.durability, group_commit = group })
+  if not store then return 2 end
+
+  -- From here on the script's rules hold.
+  sandbox.apply { io = opts["allow-io"], exec = opts["allow-exec"], native = opts["allow-native"] }
+  if host then host.memory_limit(math.floor(memory * 1024 * 1024)) end
+  local chunk, lerr = loadfile(script, "t")
+  local ok, spec
+  if chunk then
+    if host then ok, spec = host.pcall(budget, chunk) else ok, spec = pcall(chunk) end
+    if ok then ok, spec = pcall(gateway.check, spec) end
+  else
+    ok, spec = false, lerr
+  end
+  if not ok then
+    store:close()
+    say("esg run: ", script, ": ", tostring(spec), "\n")
+    return 2
+  end
+  local progress = not opts.quiet and not opts["no-progress"] and host and host.isatty(2)
+  local c, err = gateway.run(spec, {
+    store = store, input = opts.input, output = opts.output, base = dirname(script),
+    script = script, budget = budget, progress = progress, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
+  })
+  store:close()
+  if not c then
+    say("esg run: ", err, "\n")
+    return 2
+  end
+  if not opts.quiet then say(summary(spec.name or script, c, c.faults_list)) end
+  return c.faults > 0 and 1 or 0
+end
+
+-- --------------------------------------------------------------- faults --
+
+local function iso(ms)
+  return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. fmt(".%03dZ", ms % 1000)
+end
+
+local function cmd_faults(args)
+  local opts, pos = parse(args, 2, { db = "value", json = "flag", help = "flag" }, { h = "help" })
+  if not opts then return usage_error("faults", pos) end
+  if opts.help then io_stdout:write(USAGE.faults, "\n"); return 0 end
+  local sub = pos[1] or "list"
+  local path = store_path(opts)
+  if not path then return usage_error("faults", "no store: pass --db PATH (or set ESG_DB)") end
+  if sub ~= "list" and sub ~= "show" and sub ~= "purge" then
+    return usage_error("faults", "unknown subcommand " .. sub)
+  end
+  local store = open_store(path)
+  if not store then return 2 end
+  local rc = 0
+  if sub == "list" then
+    local list, err = gateway.faults(store)
+    if not list then say("esg faults: ", err, "\n"); rc = 2
+    elseif opts.json then
+      for _, r in ipairs(list) do io_stdout:write(json.encode(r), "\n") end
+    else
+      for _, r in ipairs(list) do
+        local fl = r.fault
+        io_stdout:write(fmt("%s  %s  %-11s %-14s %s\n", r.id, iso(r.timestamp), fl.stage,
+          fl.event_id ~= esg.null and fl.event_id or ("line " .. tostring(fl.line)),
+          (tostring(fl.error)):gsub("\n.*", "")))
+      end
+      say(#list, " fault(s)\n")
+    end
+  elseif sub == "show" then
+    local id = pos[2]
+    if not id then store:close(); return usage_error("faults", "show needs a fault ID") end
+    local rec = store:event(id, { decode = true })
+    if not rec or rec.type ~= gateway.FAULT_TYPE then
+      say("esg faults: no fault ", id, "\n")
+      rc = 1
+    else
+      local e = rec.event
+      if opts.json then
+        io_stdout:write(rec.json, "\n")
+      else
+        local fl = e.fault
+        local function field(k, v) if v ~= nil and v ~= esg.null then io_stdout:write(fmt("%-11s %s\n", k, tostring(v))) end end
+        field("id", rec.id)
+        field("time", iso(rec.timestamp))
+        field("stage", fl.stage)
+        field("event", fl.event_id)
+        field("type", fl.event_type)
+        field("source", fl.source)
+        field("line", fl.line)
+        field("script", fl.script)
+        field("run", fl.run)
+        field("error", fl.error)
+        field("raw", e.raw)
+        if fl.traceback and fl.traceback ~= esg.null then io_stdout:write(fl.traceback, "\n") end
+      end
+    end
+  else
+    local n, err = gateway.purge_faults(store)
+    if not n then say("esg faults: ", err, "\n"); rc = 2
+    else io_stdout:write(fmt("purged %d fault(s)\n", n)) end
+  end
+  store:close()
+  return rc
+end
+
+-- --------------------------------------------------------------- events --
+
+local function cmd_events(args)
+  local opts, pos = parse(args, 2, { db = "value", json = "flag", help = "flag" }, { h = "help" })
+  if not opts then return usage_error("events", pos) end
+  if opts.help then io_stdout:write(USAGE.events, "\n"); return 0 end
+  local path = store_path(opts)
+  if not path then return usage_error("events", "no store: pass --db PATH (or set ESG_DB)") end
+  local store = open_store(path)
+  if not store then return 2 end
+  local rc = 0
+  if pos[1] then
+    local list, err = store:events(pos[1])
+    if not list then say("esg events: ", err, "\n"); rc = 2
+    else
+      for _, r in ipairs(list) do
+        if opts.json then io_stdout:write(r.json, "\n")
+        else io_stdout:write(fmt("%s  %-24s %s\n", iso(r.timestamp), r.type, r.id)) end
+      end
+      if not opts.json then say(#list, " event(s) under ", pos[1], "\n") end
+    end
+  else
+    for _, key in ipairs { gateway.RUN_KEY, gateway.FAULT_KEY } do
+      local list = store:events(key) or {}
+      io_stdout:write(fmt("%-12s %d event(s)\n", key, #list))
+    end
+    say("pass a correlation KEY to list its events\n")
+  end
+  store:close()
+  return rc
+end
+
+-- ---------------------------------------------------------------- stats --
+
+local function cmd_stats(args)
+  local opts, pos = parse(args, 2, { db = "value", json = "flag", help = "flag" }, { h = "help" })
+  if not opts then return usage_error("stats", pos) end
+  if opts.help then io_stdout:write(USAGE.stats, "\n"); return 0 end
+  if #pos > 0 then return usage_error("stats", "unexpected argument " .. pos[1]) end
+  local path = store_path(opts)
+  if not path then return usage_error("stats", "no store: pass --db PATH (or set ESG_DB)") end
+  local store = open_store(path)
+  if not store then return 2 end
+  local runs = store:events(gateway.RUN_KEY, { decode = true }) or {}
+  local faults = gateway.faults(store) or {}
+  local size
+  local f = io_open(path, "rb")
+  if f then size = f:seek("end"); f:close() end
+  local totals = {}
+  for _, k in ipairs(gateway.COUNTERS) do totals[k] = 0 end
+  for _, r in ipairs(runs) do
+    for _, k in ipairs(gateway.COUNTERS) do totals[k] = totals[k] + (tonumber(r.event.run[k]) or 0) end
+  end
+  local last = runs[#runs] and runs[#runs].event.run
+  local st = { store = path, backend = store:backend(), schema = store:schema_version(), bytes = size,
+               runs = #runs, open_faults = #faults, totals = totals, last_run = last }
+  store:close()
+  if opts.json then io_stdout:write(json.encode(st), "\n"); return 0 end
+  local w = function(...) io_stdout:write(fmt(...)) end
+  w("store        %s (%s, schema %d, %s bytes)\n", path, st.backend, st.schema, tostring(size or "?"))
+  w("runs         %d\n", #runs)
+  w("open faults  %d\n", #faults)
+  w("totals       received %d, delivered %d, duplicates %d, echoes %d, stale %d, faults %d\n",
+    totals.received, totals.delivered, totals.duplicates, totals.echoes, totals.stale, totals.faults)
+  if last then
+    w("last run     %s at %s: received %d, delivered %d, duplicates %d, faults %d in %.3f s\n",
+      tostring(last.script), iso(last.started), last.received, last.delivered, last.duplicates, last.faults,
+      tonumber(last.elapsed) or 0)
+  end
+  return 0
+end
+
+-- -------------------------------------------------------------- webhook --
+
+local function read_payload(path)
+  if not path or path == "-" then return io_read("a") end
+  local f, err = io_open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function cmd_webhook(args)
+  local opts, pos = parse(args, 2, {
+    secret = "list", id = "value", timestamp = "value", signature = "value", tolerance = "value",
+    now = "value", help = "flag",
+  }, { h = "help" })
+  if not opts then return usage_error("webhook", pos) end
+  if opts.help then io_stdout:write(USAGE.webhook, "\n"); return 0 end
+  local sub = pos[1]
+  if sub == "secret" then
+    io_stdout:write(assert(esg.webhook.secret()), "\n")
+    return 0
+  end
+  if sub ~= "sign" and sub ~= "verify" then return usage_error("webhook", "expected sign, verify or secret") end
+  if not opts.secret then return usage_error("webhook", "--secret is required") end
+  if not opts.id then return usage_error("webhook", "--id is required") end
+  local payload, perr = read_payload(pos[2])
+  if not payload then say("esg webhook: ", perr, "\n"); return 2 end
+  if sub == "sign" then
+    local ts = tonumber(opts.timestamp) or math.floor(esg.now())
+    if math.type(ts) ~= "integer" then return usage_error("webhook", "--timestamp must be integer seconds") end
+    local sig, err = esg.webhook.sign(opts.secret[1], opts.id, ts, payload)
+    if not sig then say("esg webhook: ", err, "\n"); return 2 end
+    io_stdout:write("webhook-id: ", opts.id, "\nwebhook-timestamp: ", ts, "\nwebhook-signature: ", sig, "\n")
+    return 0
+  end
+  if not opts.timestamp or not opts.signature then
+    return usage_error("webhook", "verify needs --timestamp and --signature")
+  end
+  local ok, err = esg.webhook.verify(opts.secret, {
+    ["webhook-id"] = opts.id, ["webhook-timestamp"] = opts.timestamp, ["webhook-signature"] = opts.signature,
+  }, payload, { tolerance = tonumber(opts.tolerance), now = tonumber(opts.now) })
+  if ok then io_stdout:write("genuine\n"); return 0 end
+  say("esg webhook: not genuine: ", err, "\n")
+  return 1
+end
+
+-- ------------------------------------------------------------------ lua --
+
+local function cmd_lua(args)
+  local script = args[2]
+  if not script or script == "--help" or script == "-h" then
+    io_stdout:write(USAGE.lua, "\n")
+    return script and 0 or 2
+  end
+  local chunk, err = loadfile(script)
+  if not chunk then say("esg lua: ", err, "\n"); return 2 end
+  local a = { [0] = script }
+  for i = 3, #args do a[#a + 1] = args[i] end
+  _G.arg = a
+  local ok, res = xpcall(chunk, debug.traceback, table.unpack(a))
+  if not ok then say("esg lua: ", tostring(res), "\n"); return 1 end
+  return math.type(res) == "integer" and res or 0
+end
+
+-- ----------------------------------------------------------------- main --
+
+local COMMANDS = { run = cmd_run, faults = cmd_faults, events = cmd_events, stats = cmd_stats,
+                   webhook = cmd_webhook, lua = cmd_lua }
+
+function M.main(args)
+  local cmd = args[1]
+  if cmd == nil or cmd == "--help" or cmd == "-h" or cmd == "help" then
+    local topic = cmd == "help" and args[2]
+    if topic and not USAGE[topic] then return usage_error(nil, "no command " .. topic) end
+    io_stdout:write(USAGE[topic or "main"], "\n")
+    return cmd == nil and 2 or 0
+  end
+  if cmd == "--version" or cmd == "-v" or cmd == "version" then
+    io_stdout:write(fmt("esg %s (libesg %s, %s)\n", esg._VERSION:match("%S+$"), esg.version, _VERSION))
+    return 0
+  end
+  local fn = COMMANDS[cmd]
+  if not fn then return usage_error(nil, "unknown command " .. cmd) end
+  local ok, rc = pcall(fn, args)
+  if ok then return rc end
+  if type(rc) == "table" and rc.usage then return usage_error(cmd, rc.usage) end
+  error(rc, 0)
+end
+
+return M

@@ -1,0 +1,82 @@
+--[[
+esg.sandbox: what a gateway script may not do, unless the operator allows it.
+
+apply(allow) changes the running state in place, so it covers every chunk and
+module loaded afterwards; the runner captured what it needs before. allow:
+  io     = true   io.open for writing, io.output(file), io.tmpfile, os.remove,
+                  os.rename, os.tmpname, esg.open (opening other stores)  (--allow-io)
+  exec   = true   os.execute, io.popen, os.exit                         (--allow-exec)
+  native = true   C modules (package.loadlib, the cpath searchers) and
+                  binary chunks in load/loadfile/dofile                  (--allow-native)
+Always: the debug library is reduced to debug.traceback (it could lift the
+instruction budget or reach the runner's upvalues), and esg.host (the budget
+and memory controls) is out of reach.
+]]
+local M = {}
+
+local function denied(name, flag)
+  return function()
+    error(name .. ": not allowed in the esg sandbox (run with " .. flag .. " to allow it)", 2)
+  end
+end
+M.denied = denied
+
+function M.apply(allow)
+  allow = allow or {}
+  local esg = require "esg"
+  if not allow.exec then
+    os.execute = denied("os.execute", "--allow-exec")
+    io.popen = denied("io.popen", "--allow-exec")
+    os.exit = denied("os.exit", "--allow-exec")
+  end
+  if not allow.io then
+    local open, output = io.open, io.output
+    io.open = function(path, mode, ...)
+      if mode ~= nil and (type(mode) ~= "string" or mode:find("[wa+]")) then
+        error("io.open for writing: not allowed in the esg sandbox (run with --allow-io to allow it)", 2)
+      end
+      return open(path, mode, ...)
+    end
+    io.output = function(f, ...)
+      if f ~= nil then
+        error("io.output: not allowed in the esg sandbox (run with --allow-io to allow it)", 2)
+      end
+      return output()
+    end
+    io.tmpfile = denied("io.tmpfile", "--allow-io")
+    os.remove = denied("os.remove", "--allow-io")
+    os.rename = denied("os.rename", "--allow-io")
+    os.tmpname = denied("os.tmpname", "--allow-io")
+    esg.open = denied("esg.open", "--allow-io")
+  end
+  if not allow.native then
+    package.loadlib = denied("package.loadlib", "--allow-native")
+    package.cpath = ""
+    local searchers = package.searchers
+    for i = #searchers, 3, -1 do searchers[i] = nil end -- keep preload and Lua files
+    local load_, loadfile_ = load, loadfile
+    load = function(chunk, name, mode, ...)
+      if mode ~= nil and mode ~= "t" and mode ~= "bt" and mode ~= "tb" then
+        error("load: binary chunks are not allowed in the esg sandbox (run with --allow-native)", 2)
+      end
+      if select("#", ...) > 0 then return load_(chunk, name, "t", ...) end
+      return load_(chunk, name, "t")
+    end
+    loadfile = function(filename, mode, ...)
+      if select("#", ...) > 0 then return loadfile_(filename, "t", ...) end
+      return loadfile_(filename, "t")
+    end
+    dofile = function(filename)
+      local f = assert(loadfile_(filename, "t"))
+      return f()
+    end
+  end
+  local dbg = { traceback = debug.traceback }
+  debug = dbg
+  package.loaded.debug = dbg
+  package.loaded["esg.host"] = nil
+  package.preload["esg.host"] = nil
+  package.loaded["esg.sandbox"] = nil
+end
+
+return M
