@@ -1,0 +1,469 @@
+/*
+ * The module esg._esg: multi-phase init, the module state, the exception tree and
+ * the one function that maps a C status code to its exception, and the argument
+ * helpers the other files share. The pure-Python package esg re-exports it all.
+ */
+#include <math.h>
+#include <string.h>
+#include "esgpy.h"
+
+esgpy_state *esgpy_state_of_module(PyObject *module) { return (esgpy_state *)PyModule_GetState(module); }
+
+esgpy_state *esgpy_state_of_type(PyTypeObject *tp) {
+  return (esgpy_state *)PyModule_GetState(PyType_GetModuleByDef(tp, &esgpy_module_def));
+}
+
+/* ------------------------------------------------------------ exceptions -- */
+
+PyObject *esgpy_error_class(esgpy_state *st, int code) {
+  if (code == ESG_BUSY) return st->BusyError;
+  if (code < 0 && code > -ESGPY_MAX_ERRORS && st->errors[-code]) return st->errors[-code];
+  return st->Error;
+}
+
+PyObject *esgpy_raise(esgpy_state *st, int code, const char *msg) {
+  if (code == ESG_ENOMEM && (!msg || !*msg)) return PyErr_NoMemory();
+  PyObject *cls = esgpy_error_class(st, code);
+  const char *text = (msg && *msg) ? msg : esg_strerror(code);
+  PyObject *s = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+  if (!s) return NULL;
+  PyObject *exc = PyObject_CallOneArg(cls, s);
+  if (!exc) {
+    Py_DECREF(s);
+    return NULL;
+  }
+  PyObject *c = PyLong_FromLong(code);
+  PyObject *name = PyUnicode_FromString(esg_status_name(code));
+  if (!c || !name || PyObject_SetAttrString(exc, "code", c) < 0 || PyObject_SetAttrString(exc, "name", name) < 0 ||
+      PyObject_SetAttrString(exc, "errmsg", s) < 0) {
+    Py_XDECREF(c);
+    Py_XDECREF(name);
+    Py_DECREF(s);
+    Py_DECREF(exc);
+    return NULL;
+  }
+  Py_DECREF(c);
+  Py_DECREF(name);
+  Py_DECREF(s);
+  PyErr_SetObject(cls, exc);
+  Py_DECREF(exc);
+  return NULL;
+}
+
+/* ------------------------------------------------------------- arguments -- */
+
+int esgpy_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+               const char *const *kw, int nreq, PyObject **out) {
+  int n = 0;
+  while (kw[n]) n++;
+  if (nargs > n) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n, nargs);
+    return -1;
+  }
+  for (int i = 0; i < n; i++) out[i] = i < nargs ? args[i] : NULL;
+  Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  for (Py_ssize_t k = 0; k < nkw; k++) {
+    PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+    const char *s = PyUnicode_AsUTF8(name);
+    if (!s) return -1;
+    int i = 0;
+    while (i < n && strcmp(kw[i], s) != 0) i++;
+    if (i == n) {
+      PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%s'", fname, s);
+      return -1;
+    }
+    if (out[i]) {
+      PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, s);
+      return -1;
+    }
+    out[i] = args[nargs + k];
+  }
+  for (int i = 0; i < nreq; i++) {
+    if (!out[i]) {
+      PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, kw[i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+const char *esgpy_str(PyObject *obj, const char *what, Py_ssize_t *len) {
+  if (!PyUnicode_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return NULL;
+  }
+  Py_ssize_t n;
+  const char *s = PyUnicode_AsUTF8AndSize(obj, &n);
+  if (!s) return NULL;
+  if ((Py_ssize_t)strlen(s) != n) {
+    PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters", what);
+    return NULL;
+  }
+  if (len) *len = n;
+  return s;
+}
+
+int esgpy_seconds_ms(PyObject *obj, const char *what, int64_t *ms) {
+  if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyLong_Check(obj))) {
+    PyErr_Format(PyExc_TypeError, "%s must be a number of seconds, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  double d = PyFloat_AsDouble(obj);
+  if (d == -1.0 && PyErr_Occurred()) return -1;
+  if (!isfinite(d) || fabs(d) > 9.0e15) {
+    PyErr_Format(PyExc_ValueError, "%s is out of range", what);
+    return -1;
+  }
+  *ms = (int64_t)llround(d * 1000.0);
+  return 0;
+}
+
+int esgpy_int64(PyObject *obj, const char *what, int64_t *out) {
+  if (PyBool_Check(obj) || !PyLong_Check(obj)) {
+    PyErr_Format(PyExc_TypeError, "%s must be int, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  long long v = PyLong_AsLongLong(obj);
+  if (v == -1 && PyErr_Occurred()) return -1;
+  *out = (int64_t)v;
+  return 0;
+}
+
+PyObject *esgpy_ms_seconds(int64_t ms) { return PyFloat_FromDouble((double)ms / 1000.0); }
+
+int esgpy_raw_bytes(PyObject *obj, const char *what, esgpy_bytes *out) {
+  memset(out, 0, sizeof *out);
+  if (PyUnicode_Check(obj)) {
+    out->data = PyUnicode_AsUTF8AndSize(obj, &out->len);
+    if (!out->data) return -1;
+    out->keep = Py_NewRef(obj);
+    return 0;
+  }
+  if (PyObject_CheckBuffer(obj)) {
+    if (PyObject_GetBuffer(obj, &out->view, PyBUF_SIMPLE) < 0) return -1;
+    out->has_view = 1;
+    out->data = out->view.buf;
+    out->len = out->view.len;
+    return 0;
+  }
+  PyErr_Format(PyExc_TypeError, "%s must be bytes or str, not %.100s", what, Py_TYPE(obj)->tp_name);
+  return -1;
+}
+
+int esgpy_json_bytes(esgpy_state *st, PyObject *obj, const char *what, esgpy_bytes *out) {
+  if (PyUnicode_Check(obj) || PyObject_CheckBuffer(obj)) return esgpy_raw_bytes(obj, what, out);
+  memset(out, 0, sizeof *out);
+  PyObject *s = PyObject_CallOneArg(st->json_dumps, obj);
+  if (!s) {
+    if (PyErr_ExceptionMatches(PyExc_ValueError)) { /* NaN, circular: not JSON */
+      PyObject *type, *value, *tb;
+      PyErr_Fetch(&type, &value, &tb);
+      PyObject *text = value ? PyObject_Str(value) : NULL;
+      const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
+      char buf[300];
+      snprintf(buf, sizeof buf, "%s cannot be serialised as JSON: %s", what, t ? t : "?");
+      PyErr_Clear();
+      Py_XDECREF(text);
+      Py_XDECREF(type);
+      Py_XDECREF(value);
+      Py_XDECREF(tb);
+      esgpy_raise(st, ESG_EJSON, buf);
+    }
+    return -1;
+  }
+  out->data = PyUnicode_AsUTF8AndSize(s, &out->len);
+  if (!out->data) {
+    Py_DECREF(s);
+    return -1;
+  }
+  out->keep = s;
+  return 0;
+}
+
+void esgpy_bytes_release(esgpy_bytes *b) {
+  if (b->has_view) PyBuffer_Release(&b->view);
+  b->has_view = 0;
+  Py_CLEAR(b->keep);
+}
+
+/* ------------------------------------------------------ small functions -- */
+
+static PyObject *m_strerror(PyObject *module, PyObject *arg) {
+  (void)module;
+  int64_t code;
+  if (esgpy_int64(arg, "code", &code) < 0) return NULL;
+  return PyUnicode_FromString(esg_strerror((int)code));
+}
+
+static PyObject *m_status_name(PyObject *module, PyObject *arg) {
+  (void)module;
+  int64_t code;
+  if (esgpy_int64(arg, "code", &code) < 0) return NULL;
+  return PyUnicode_FromString(esg_status_name((int)code));
+}
+
+static PyObject *m_error_class(PyObject *module, PyObject *arg) {
+  int64_t code;
+  if (esgpy_int64(arg, "code", &code) < 0) return NULL;
+  return Py_NewRef(esgpy_error_class(esgpy_state_of_module(module), (int)code));
+}
+
+static PyMethodDef module_methods[] = {
+    {"parse_event", (PyCFunction)esgpy_parse_event, METH_O,
+     "parse_event(event) -> Event\n\nParses and validates an envelope given as bytes, str, dict or Event.\n"
+     "Raises EventError naming the bad field, JSONError for text that is not JSON,\n"
+     "TooBigError beyond 1 MiB, TypeError for other types."},
+    {"sha256", (PyCFunction)esgpy_sha256, METH_O, "sha256(data) -> bytes\n\nThe 32-byte SHA-256 of bytes or str (UTF-8)."},
+    {"content_hash", (PyCFunction)esgpy_content_hash, METH_O,
+     "content_hash(doc) -> str\n\nThe canonical content hash (64 hex chars) of a JSON document given as\n"
+     "bytes, str or a JSON-able value: SHA-256 of its canonical form (keys sorted,\n"
+     "no insignificant white space). Raises JSONError for invalid JSON text."},
+    {"content_digest", (PyCFunction)esgpy_content_digest, METH_O,
+     "content_digest(doc) -> bytes\n\nLike content_hash, but the 32 raw bytes."},
+    {"uuid5", (PyCFunction)(void (*)(void))esgpy_uuid5, METH_FASTCALL | METH_KEYWORDS,
+     "uuid5(name, namespace=UUID_NS_EVENT) -> str\n\nA deterministic UUID version 5 of name (str or bytes)."},
+    {"strerror", (PyCFunction)m_strerror, METH_O, "strerror(code) -> str\n\nThe text of a libesg status code."},
+    {"status_name", (PyCFunction)m_status_name, METH_O,
+     "status_name(code) -> str\n\nThe name of a libesg status code, e.g. 'EMISMATCH'."},
+    {"error_class", (PyCFunction)m_error_class, METH_O,
+     "error_class(code) -> type\n\nThe esg.Error subclass raised for a libesg status code."},
+    {"webhook_sign", (PyCFunction)(void (*)(void))esgpy_webhook_sign, METH_FASTCALL | METH_KEYWORDS,
+     "webhook_sign(secret, msg_id, timestamp, payload) -> str\n\n"
+     "Standard Webhooks v1 signature 'v1,<base64>' of payload (bytes or str) sent as\n"
+     "msg_id at timestamp (epoch seconds, int). secret: 'whsec_<base64>' or raw text."},
+    {"webhook_verify", (PyCFunction)(void (*)(void))esgpy_webhook_verify, METH_FASTCALL | METH_KEYWORDS,
+     "webhook_verify(secrets, msg_id, timestamp, signature, payload, *, now=None, tolerance=300) -> None\n\n"
+     "Verifies a received webhook from its header values and raw body. secrets: one\n"
+     "secret or a list (rotation). Returns None when genuine and fresh; raises\n"
+     "TimeoutError (esg's) when the timestamp is outside tolerance seconds of now\n"
+     "(default: the real clock) and InvalidArgumentError when no signature matches\n"
+     "or the input is malformed. The C error text says which."},
+    {"webhook_secret", (PyCFunction)esgpy_webhook_secret, METH_NOARGS,
+     "webhook_secret() -> str\n\nA new random secret 'whsec_<base64 of 32 random bytes>'."},
+    {NULL, NULL, 0, NULL}};
+
+/* ------------------------------------------------------------------ init -- */
+
+/*
+ * Class names and extra built-in bases for the codes whose name does not simply
+ * become "<Name>Error" (EMISMATCH -> MismatchError); codes added to the C list
+ * later get the simple name and the C text as their doc.
+ */
+enum { EXTRA_NONE, EXTRA_VALUE, EXTRA_MEMORY, EXTRA_TIMEOUT, EXTRA_OS };
+static const struct {
+  const char *code, *cls;
+  int extra;
+  const char *doc;
+} error_names[] = {
+    {"EINVAL", "InvalidArgumentError", EXTRA_VALUE, "A bad argument value (also a ValueError)."},
+    {"ENOMEM", "NoMemoryError", EXTRA_MEMORY, "libesg ran out of memory (also a MemoryError)."},
+    {"EMISMATCH", NULL, EXTRA_NONE, "The claim key was first used with a different payload."},
+    {"ETOKEN", NULL, EXTRA_NONE,
+     "The fencing token no longer owns the claim (taken over, released, completed or expired)."},
+    {"EEVENT", NULL, EXTRA_VALUE, "An invalid event envelope; the message names the field (also a ValueError)."},
+    {"EJSON", "JSONError", EXTRA_VALUE, "Invalid JSON (also a ValueError)."},
+    {"ESTORE", NULL, EXTRA_NONE, "The storage backend failed."},
+    {"ELOCKED", NULL, EXTRA_NONE, "The store stayed locked by another process beyond the busy timeout."},
+    {"ESCHEMA", NULL, EXTRA_NONE, "The store file was written by a newer libesg."},
+    {"ESTATE", NULL, EXTRA_NONE,
+     "A call not valid in the current state: a closed object, a nested batch, re-entrant use."},
+    {"ETOOBIG", "TooBigError", EXTRA_VALUE, "Input larger than the limit (also a ValueError)."},
+    {"ETIMEDOUT", "TimeoutError", EXTRA_TIMEOUT, "Timed out (also the built-in TimeoutError)."},
+    {"EIO", "InputOutputError", EXTRA_OS, "An input/output error (also an OSError)."},
+    {"ECALLBACK", NULL, EXTRA_NONE, "A callback reported failure."},
+    {"ESIGNATURE", NULL, EXTRA_NONE, "A webhook signature did not verify (forged, tampered, or an unknown secret)."},
+};
+
+static int add_exception(PyObject *m, PyObject **slot, const char *name, const char *doc, PyObject *base,
+                         PyObject *extra) {
+  char full[80];
+  snprintf(full, sizeof full, "esg.%s", name);
+  PyObject *bases = extra ? PyTuple_Pack(2, base, extra) : PyTuple_Pack(1, base);
+  if (!bases) return -1;
+  *slot = PyErr_NewExceptionWithDoc(full, doc, bases, NULL);
+  Py_DECREF(bases);
+  if (!*slot) return -1;
+  return PyModule_AddObjectRef(m, name, *slot);
+}
+
+/* The class for one negative code of ESG_STATUS_MAP. */
+static int add_error_code(PyObject *m, esgpy_state *st, const char *code, int value, const char *text) {
+  if (value >= 0 || value <= -ESGPY_MAX_ERRORS) return 0;
+  char name[64];
+  const char *doc = text;
+  int extra = EXTRA_NONE;
+  size_t i, n = strlen(code);
+  /* default: EMISMATCH -> MismatchError */
+  snprintf(name, sizeof name, "%c", code[1]);
+  for (i = 2; i < n && i < 40; i++) name[i - 1] = (char)(code[i] | 0x20);
+  snprintf(name + (i - 1), sizeof name - (i - 1), "Error");
+  for (i = 0; i < sizeof error_names / sizeof error_names[0]; i++) {
+    if (strcmp(error_names[i].code, code) == 0) {
+      if (error_names[i].cls) snprintf(name, sizeof name, "%s", error_names[i].cls);
+      doc = error_names[i].doc;
+      extra = error_names[i].extra;
+    }
+  }
+  PyObject *x = extra == EXTRA_VALUE     ? PyExc_ValueError
+                : extra == EXTRA_MEMORY  ? PyExc_MemoryError
+                : extra == EXTRA_TIMEOUT ? PyExc_TimeoutError
+                : extra == EXTRA_OS      ? PyExc_OSError
+                                         : NULL;
+  return add_exception(m, &st->errors[-value], name, doc, st->Error, x);
+}
+
+static int module_exec(PyObject *m) {
+  esgpy_state *st = esgpy_state_of_module(m);
+  if (esg_version_number() / 10000 != ESG_VERSION_NUMBER / 10000) {
+    PyErr_Format(PyExc_ImportError, "esg._esg was built for libesg %s but runs with %s", ESG_VERSION_STRING,
+                 esg_version());
+    return -1;
+  }
+  if (add_exception(m, &st->Error, "Error",
+                    "Base class of every libesg error. Attributes: code (the C status code),\n"
+                    "name (e.g. 'EMISMATCH') and errmsg (the C library's detail text).",
+                    PyExc_Exception, NULL) < 0)
+    return -1;
+#define ESGPY__ADD(name, value, text) \
+  if (add_error_code(m, st, #name, value, text) < 0) return -1;
+  ESG_STATUS_MAP(ESGPY__ADD)
+#undef ESGPY__ADD
+  if (add_exception(m, &st->BusyError, "BusyError",
+                    "Raised by @idempotent when another owner holds the key and its lease is running\n"
+                    "(claim() itself returns status 'busy' instead).",
+                    st->Error, NULL) < 0)
+    return -1;
+
+  PyObject *json = PyImport_ImportModule("json");
+  if (!json) return -1;
+  st->json_loads = PyObject_GetAttrString(json, "loads");
+  PyObject *dumps = PyObject_GetAttrString(json, "dumps");
+  Py_DECREF(json);
+  if (!st->json_loads || !dumps) {
+    Py_XDECREF(dumps);
+    return -1;
+  }
+  PyObject *functools = PyImport_ImportModule("functools");
+  PyObject *partial = functools ? PyObject_GetAttrString(functools, "partial") : NULL;
+  Py_XDECREF(functools);
+  PyObject *pargs = PyTuple_Pack(1, dumps);
+  PyObject *kw = Py_BuildValue("{s:(ss),s:O,s:O}", "separators", ",", ":", "ensure_ascii", Py_False, "allow_nan",
+                               Py_False);
+  if (partial && pargs && kw) st->json_dumps = PyObject_Call(partial, pargs, kw);
+  Py_XDECREF(partial);
+  Py_XDECREF(pargs);
+  Py_XDECREF(kw);
+  Py_DECREF(dumps);
+  if (!st->json_dumps) return -1;
+
+#define ESGPY__STR(f, text) \
+  if (!(st->f = PyUnicode_InternFromString(text))) return -1;
+  ESGPY__STR(s_new, "new")
+  ESGPY__STR(s_duplicate, "duplicate")
+  ESGPY__STR(s_busy, "busy")
+  ESGPY__STR(s_stored, "stored")
+  ESGPY__STR(s_applied, "applied")
+  ESGPY__STR(s_stale, "stale")
+#undef ESGPY__STR
+
+  static PyStructSequence_Field claim_fields[] = {
+      {"status", "'new', 'duplicate' or 'busy'"},
+      {"token", "the fencing token when new (pass it to complete/release/extend), else None"},
+      {"attempts", "1 on the first claim, raised at each lease takeover"},
+      {"lease_until", "when the in-progress lease runs out (seconds since the epoch, store clock)"},
+      {"expires", "when the record stops counting (seconds since the epoch, store clock)"},
+      {"result", "the stored result (bytes) when duplicate, else None"},
+      {"key", "the claimed key"},
+      {NULL, NULL}};
+  static PyStructSequence_Desc claim_desc = {
+      "esg.Claim",
+      "Claim(status, token, attempts, lease_until, expires, result, key): the answer of\n"
+      "Store.claim. status is 'new' (the caller owns the key and must complete or\n"
+      "release it with token), 'duplicate' (already done: result holds the stored\n"
+      "result) or 'busy' (another owner's lease runs until lease_until).",
+      claim_fields, 7};
+  st->ClaimType = PyStructSequence_NewType(&claim_desc);
+  if (!st->ClaimType || PyModule_AddObjectRef(m, "Claim", (PyObject *)st->ClaimType) < 0) return -1;
+  static PyStructSequence_Field entity_fields[] = {
+      {"version", "the stored version"},
+      {"deleted", "True for a tombstone (doc is None)"},
+      {"doc", "the document (dict, or bytes with raw=True), None for a tombstone"},
+      {NULL, NULL}};
+  static PyStructSequence_Desc entity_desc = {
+      "esg.Entity", "Entity(version, deleted, doc): an entity as stored (see Store.get_entity).", entity_fields,
+      3};
+  st->EntityType = PyStructSequence_NewType(&entity_desc);
+  if (!st->EntityType || PyModule_AddObjectRef(m, "Entity", (PyObject *)st->EntityType) < 0) return -1;
+
+  st->EventType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_event_spec, NULL);
+  if (!st->EventType || PyModule_AddType(m, st->EventType) < 0) return -1;
+  st->StoreType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_store_spec, NULL);
+  if (!st->StoreType || PyModule_AddType(m, st->StoreType) < 0) return -1;
+
+  if (PyModule_AddStringConstant(m, "__version__", esg_version()) < 0 ||
+      PyModule_AddStringConstant(m, "version", esg_version()) < 0 ||
+      PyModule_AddIntConstant(m, "version_number", esg_version_number()) < 0 ||
+      PyModule_AddStringConstant(m, "UUID_NS_EVENT", ESG_UUID_NS_EVENT) < 0 ||
+      PyModule_AddIntConstant(m, "KEY_MAX", ESG_KEY_MAX) < 0 ||
+      PyModule_AddIntConstant(m, "HASH_MAX", ESG_HASH_MAX) < 0 ||
+      PyModule_AddIntConstant(m, "EVENT_MAX_BYTES", ESG_EVENT_MAX_BYTES) < 0)
+    return -1;
+#define ESGPY__CODE(name, value, text) \
+  if (PyModule_AddIntConstant(m, "ESG_" #name, value) < 0) return -1;
+  ESG_STATUS_MAP(ESGPY__CODE)
+#undef ESGPY__CODE
+  return esgpy_webhook_add_constants(m);
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg) {
+  esgpy_state *st = esgpy_state_of_module(m);
+  Py_VISIT(st->Error);
+  for (int i = 0; i < ESGPY_MAX_ERRORS; i++) Py_VISIT(st->errors[i]);
+  Py_VISIT(st->BusyError);
+  Py_VISIT(st->StoreType);
+  Py_VISIT(st->EventType);
+  Py_VISIT(st->ClaimType);
+  Py_VISIT(st->EntityType);
+  Py_VISIT(st->json_dumps);
+  Py_VISIT(st->json_loads);
+  return 0;
+}
+
+static int module_clear(PyObject *m) {
+  esgpy_state *st = esgpy_state_of_module(m);
+  Py_CLEAR(st->Error);
+  for (int i = 0; i < ESGPY_MAX_ERRORS; i++) Py_CLEAR(st->errors[i]);
+  Py_CLEAR(st->BusyError);
+  Py_CLEAR(st->StoreType);
+  Py_CLEAR(st->EventType);
+  Py_CLEAR(st->ClaimType);
+  Py_CLEAR(st->EntityType);
+  Py_CLEAR(st->json_dumps);
+  Py_CLEAR(st->json_loads);
+  Py_CLEAR(st->s_new);
+  Py_CLEAR(st->s_duplicate);
+  Py_CLEAR(st->s_busy);
+  Py_CLEAR(st->s_stored);
+  Py_CLEAR(st->s_applied);
+  Py_CLEAR(st->s_stale);
+  return 0;
+}
+
+static void module_free(void *m) { module_clear((PyObject *)m); }
+
+static PyModuleDef_Slot module_slots[] = {{Py_mod_exec, module_exec}, {0, NULL}};
+
+struct PyModuleDef esgpy_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "esg._esg",
+    .m_doc = "The C part of the esg package (libesg bindings). Import esg, not this module.",
+    .m_size = sizeof(esgpy_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__esg(void);
+PyMODINIT_FUNC PyInit__esg(void) { return PyModuleDef_Init(&esgpy_module_def); }

@@ -1,0 +1,914 @@
+/*
+ * esg._esg.Store: one esg_store handle, its claims, event log, entities and
+ * batches. Every call that can touch the database runs with the GIL released.
+ *
+ * A C store handle is for one thread at a time. The documented pattern is one
+ * Store per thread; to keep a shared one from crashing anyway, each Store has a
+ * lock held for the length of every call (waited for with the GIL released), and
+ * a call from inside one of its own callbacks (the clock, purge_events) is
+ * refused with StateError instead of deadlocking.
+ *
+ * A Python clock is called by the C library, possibly while the GIL is released,
+ * so the C callback takes the GIL with PyGILState_Ensure. An exception raised by
+ * the clock cannot cross the C library: it is kept and raised when the call ends.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "esgpy.h"
+#include "pythread.h"
+
+typedef struct {
+  PyObject_HEAD
+  esg_store *s;
+  PyThread_type_lock lock;
+  unsigned long owner; /* thread inside a call on this store, 0 when none */
+  PyObject *clock;     /* callable returning seconds, or NULL */
+  PyObject *clock_type, *clock_value, *clock_tb; /* the clock's pending exception */
+  int64_t last_now;
+  PyObject *path;
+} StoreObject;
+
+/* esg.Store subclasses this type in Python: find the module state by definition. */
+#define STATE(self) ((esgpy_state *)PyModule_GetState(PyType_GetModuleByDef(Py_TYPE(self), &esgpy_module_def)))
+
+
+static int store_enter(StoreObject *self) {
+  esgpy_state *st = STATE(self);
+  if (!self->lock || !self->s) {
+    esgpy_raise(st, ESG_ESTATE, "the store is closed");
+    return -1;
+  }
+  if (self->owner == PyThread_get_thread_ident()) {
+    esgpy_raise(st, ESG_ESTATE, "the store is in use by this thread (a call from one of its own callbacks)");
+    return -1;
+  }
+  if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_END_ALLOW_THREADS
+  }
+  if (!self->s) { /* closed by another thread while we waited */
+    PyThread_release_lock(self->lock);
+    esgpy_raise(st, ESG_ESTATE, "the store is closed");
+    return -1;
+  }
+  self->owner = PyThread_get_thread_ident();
+  return 0;
+}
+
+static void store_leave(StoreObject *self) {
+  self->owner = 0;
+  PyThread_release_lock(self->lock);
+}
+
+/* After a C call: raises the clock's exception, or the error for rc < 0. Returns -1 when raised. */
+static int store_check(StoreObject *self, int rc) {
+  if (self->clock_type) {
+    PyErr_Restore(self->clock_type, self->clock_value, self->clock_tb);
+    self->clock_type = self->clock_value = self->clock_tb = NULL;
+    return -1;
+  }
+  if (rc < 0) {
+    esgpy_raise(STATE(self), rc, esg_errmsg(self->s));
+    return -1;
+  }
+  return 0;
+}
+
+/* Raises for rc (or the clock), then leaves; NULL for the caller to return. */
+static PyObject *store_fail(StoreObject *self, int rc) {
+  store_check(self, rc);
+  store_leave(self);
+  return NULL;
+}
+
+static int64_t py_clock(void *ud) {
+  StoreObject *self = ud;
+  PyGILState_STATE g = PyGILState_Ensure();
+  int64_t ms = self->last_now;
+  if (!self->clock_type && self->clock) {
+    PyObject *r = PyObject_CallNoArgs(self->clock);
+    if (r) {
+      double d = PyFloat_AsDouble(r);
+      Py_DECREF(r);
+      if (!(d == -1.0 && PyErr_Occurred())) {
+        if (isfinite(d) && fabs(d) < 9.0e15) {
+          ms = (int64_t)llround(d * 1000.0);
+          self->last_now = ms;
+        } else {
+          PyErr_SetString(PyExc_ValueError, "the clock returned a value out of range");
+        }
+      }
+    }
+    if (PyErr_Occurred()) PyErr_Fetch(&self->clock_type, &self->clock_value, &self->clock_tb);
+  }
+  PyGILState_Release(g);
+  return ms;
+}
+
+/* ------------------------------------------------------------ lifecycle -- */
+
+static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
+  static char *kw[] = {"path", "clock", "durability", "busy_timeout", "group_commit", "group_commit_max", NULL};
+  PyObject *path = NULL, *clock = Py_None, *durability = NULL, *busy = NULL, *group = NULL, *gmax = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$OOOOO:Store", kw, PyUnicode_FSConverter, &path, &clock,
+                                   &durability, &busy, &group, &gmax))
+    return -1;
+  esgpy_state *st = STATE(self);
+  esg_store_opts o;
+  memset(&o, 0, sizeof o);
+  int64_t v;
+  if (self->s) {
+    esgpy_raise(st, ESG_ESTATE, "the store is already open");
+    goto fail;
+  }
+  if (clock != Py_None && !PyCallable_Check(clock)) {
+    PyErr_SetString(PyExc_TypeError, "clock must be a callable returning seconds, or None");
+    goto fail;
+  }
+  if (durability && durability != Py_None) {
+    const char *d = esgpy_str(durability, "durability", NULL);
+    if (!d) goto fail;
+    if (strcmp(d, "normal") == 0) o.durability = ESG_DURABILITY_NORMAL;
+    else if (strcmp(d, "full") == 0) o.durability = ESG_DURABILITY_FULL;
+    else {
+      esgpy_raise(st, ESG_EINVAL, "durability must be \"normal\" or \"full\"");
+      goto fail;
+    }
+  }
+  if (busy && busy != Py_None) {
+    if (esgpy_seconds_ms(busy, "busy_timeout", &v) < 0) goto fail;
+    if (v < 0 || v > INT32_MAX) {
+      esgpy_raise(st, ESG_EINVAL, "busy_timeout must be between 0 and 2147483 seconds");
+      goto fail;
+    }
+    o.busy_timeout_ms = v == 0 && PyFloat_AsDouble(busy) > 0 ? 1 : (int)v;
+  }
+  if (group && group != Py_None) {
+    if (esgpy_seconds_ms(group, "group_commit", &v) < 0) goto fail;
+    if (v < 0 || v > INT32_MAX) {
+      esgpy_raise(st, ESG_EINVAL, "group_commit must be between 0 and 2147483 seconds");
+      goto fail;
+    }
+    o.group_commit_ms = v == 0 && PyFloat_AsDouble(group) > 0 ? 1 : (int)v;
+  }
+  if (gmax && gmax != Py_None) {
+    if (esgpy_int64(gmax, "group_commit_max", &v) < 0) goto fail;
+    if (v < 0 || v > INT32_MAX) {
+      esgpy_raise(st, ESG_EINVAL, "group_commit_max must be between 0 and 2147483647");
+      goto fail;
+    }
+    o.group_commit_max = (int)v;
+  }
+  if (!self->lock && !(self->lock = PyThread_allocate_lock())) {
+    PyErr_NoMemory();
+    goto fail;
+  }
+  if (clock != Py_None) {
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    o.clock = py_clock;
+    o.clock_ud = self;
+  }
+  const char *p = PyBytes_AS_STRING(path);
+  esg_store *s = NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_store_open(&s, p, &o);
+  Py_END_ALLOW_THREADS
+  if (self->clock_type) {
+    esg_store_close(s);
+    store_check(self, 0);
+    goto fail;
+  }
+  if (rc != ESG_OK) {
+    esgpy_raise(st, rc, esg_errmsg(NULL));
+    goto fail;
+  }
+  self->s = s;
+  Py_XSETREF(self->path, PyUnicode_DecodeFSDefault(p));
+  Py_DECREF(path);
+  return self->path ? 0 : -1;
+fail:
+  Py_DECREF(path);
+  return -1;
+}
+
+static void store_close_handle(StoreObject *self) {
+  esg_store *s = self->s;
+  self->s = NULL;
+  if (s) {
+    Py_BEGIN_ALLOW_THREADS
+    esg_store_close(s);
+    Py_END_ALLOW_THREADS
+  }
+}
+
+static PyObject *store_close(StoreObject *self, PyObject *unused) {
+  (void)unused;
+  if (!self->s) Py_RETURN_NONE; /* closing twice is fine */
+  if (store_enter(self) < 0) {
+    if (!self->s) { /* closed meanwhile */
+      PyErr_Clear();
+      Py_RETURN_NONE;
+    }
+    return NULL;
+  }
+  store_close_handle(self);
+  int failed = store_check(self, 0);
+  store_leave(self);
+  if (failed) return NULL;
+  Py_RETURN_NONE;
+}
+
+static int store_traverse(StoreObject *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(self->clock);
+  return 0;
+}
+
+static int store_clear(StoreObject *self) {
+  Py_CLEAR(self->clock);
+  return 0;
+}
+
+static void store_dealloc(StoreObject *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  if (self->s) {
+    esg_store *s = self->s;
+    self->s = NULL;
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    Py_BEGIN_ALLOW_THREADS
+    esg_store_close(s);
+    Py_END_ALLOW_THREADS
+    Py_CLEAR(self->clock_type);
+    Py_CLEAR(self->clock_value);
+    Py_CLEAR(self->clock_tb);
+    PyErr_Restore(t, v, tb);
+  }
+  if (self->lock) PyThread_free_lock(self->lock);
+  store_clear(self);
+  Py_CLEAR(self->path);
+  Py_CLEAR(self->clock_type);
+  Py_CLEAR(self->clock_value);
+  Py_CLEAR(self->clock_tb);
+  tp->tp_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+static PyObject *store_enter_ctx(StoreObject *self, PyObject *unused) {
+  (void)unused;
+  if (!self->s) return esgpy_raise(STATE(self), ESG_ESTATE, "the store is closed");
+  return Py_NewRef(self);
+}
+
+static PyObject *store_exit_ctx(StoreObject *self, PyObject *args) {
+  (void)args;
+  PyObject *r = store_close(self, NULL);
+  if (!r) return NULL;
+  Py_DECREF(r);
+  Py_RETURN_FALSE;
+}
+
+static PyObject *store_get_closed(StoreObject *self, void *c) {
+  (void)c;
+  return PyBool_FromLong(self->s == NULL);
+}
+
+static PyObject *store_get_path(StoreObject *self, void *c) {
+  (void)c;
+  return Py_NewRef(self->path ? self->path : Py_None);
+}
+
+static PyObject *store_get_backend(StoreObject *self, void *c) {
+  (void)c;
+  if (store_enter(self) < 0) return NULL;
+  PyObject *r = PyUnicode_FromString(esg_store_backend(self->s));
+  store_leave(self);
+  return r;
+}
+
+static PyObject *store_get_schema(StoreObject *self, void *c) {
+  (void)c;
+  if (store_enter(self) < 0) return NULL;
+  int v;
+  Py_BEGIN_ALLOW_THREADS
+  v = esg_store_schema_version(self->s);
+  Py_END_ALLOW_THREADS
+  store_leave(self);
+  return PyLong_FromLong(v);
+}
+
+static PyObject *store_now(StoreObject *self, PyObject *unused) {
+  (void)unused;
+  if (store_enter(self) < 0) return NULL;
+  int64_t ms;
+  Py_BEGIN_ALLOW_THREADS
+  ms = esg_store_now(self->s);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, 0) < 0) return store_fail(self, 0);
+  store_leave(self);
+  return esgpy_ms_seconds(ms);
+}
+
+/* --------------------------------------------------------------- batches -- */
+
+typedef int (*store_fn)(esg_store *);
+
+static PyObject *simple_call(StoreObject *self, store_fn fn) {
+  if (store_enter(self) < 0) return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = fn(self->s);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *store_begin(StoreObject *self, PyObject *u) {
+  (void)u;
+  return simple_call(self, esg_store_begin);
+}
+static PyObject *store_commit(StoreObject *self, PyObject *u) {
+  (void)u;
+  return simple_call(self, esg_store_commit);
+}
+static PyObject *store_rollback(StoreObject *self, PyObject *u) {
+  (void)u;
+  return simple_call(self, esg_store_rollback);
+}
+static PyObject *store_flush(StoreObject *self, PyObject *u) {
+  (void)u;
+  return simple_call(self, esg_store_flush);
+}
+
+/* ---------------------------------------------------------------- claims -- */
+
+/* The payload hash: None (no check), Event (its SHA-256), bytes/str (as is up to
+   HASH_MAX bytes, else their SHA-256), anything else (SHA-256 of canonical JSON). */
+static int payload_hash(esgpy_state *st, PyObject *payload, uint8_t *buf, size_t *len) {
+  *len = 0;
+  if (!payload || payload == Py_None) return 0;
+  if (esgpy_event_check(st, payload)) {
+    memcpy(buf, esg_event_hash(esgpy_event_handle(payload)), 32);
+    *len = 32;
+    return 0;
+  }
+  if (PyUnicode_Check(payload) || PyObject_CheckBuffer(payload)) {
+    esgpy_bytes b;
+    if (esgpy_raw_bytes(payload, "payload", &b) < 0) return -1;
+    if (b.len <= ESG_HASH_MAX) {
+      memcpy(buf, b.data, (size_t)b.len);
+      *len = (size_t)b.len;
+    } else {
+      esg_sha256(b.data, (size_t)b.len, buf);
+      *len = 32;
+    }
+    esgpy_bytes_release(&b);
+    return 0;
+  }
+  esgpy_bytes b;
+  if (esgpy_json_bytes(st, payload, "payload", &b) < 0) return -1;
+  char hex[65];
+  int rc = esg_content_hash(b.data, (size_t)b.len, hex);
+  esgpy_bytes_release(&b);
+  if (rc != ESG_OK) {
+    esgpy_raise(st, rc, esg_errmsg(NULL));
+    return -1;
+  }
+  for (int i = 0; i < 32; i++) {
+    unsigned hi = (unsigned)(hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10);
+    unsigned lo = (unsigned)(hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0' : hex[2 * i + 1] - 'a' + 10);
+    buf[i] = (uint8_t)(hi << 4 | lo);
+  }
+  *len = 32;
+  return 0;
+}
+
+static PyObject *claim_result(esgpy_state *st, int rc, PyObject *key, const esg_claim_info *ci) {
+  PyObject *c = PyStructSequence_New(st->ClaimType);
+  if (!c) return NULL;
+  PyObject *status = rc == ESG_NEW ? st->s_new : rc == ESG_DUPLICATE ? st->s_duplicate : st->s_busy;
+  PyStructSequence_SetItem(c, 0, Py_NewRef(status));
+  PyStructSequence_SetItem(c, 1, rc == ESG_NEW ? PyLong_FromLongLong(ci->token) : Py_NewRef(Py_None));
+  PyStructSequence_SetItem(c, 2, PyLong_FromLong(ci->attempts));
+  PyStructSequence_SetItem(c, 3, esgpy_ms_seconds(ci->lease_until));
+  PyStructSequence_SetItem(c, 4, esgpy_ms_seconds(ci->expires));
+  PyStructSequence_SetItem(c, 5,
+                           rc == ESG_DUPLICATE && ci->result
+                               ? PyBytes_FromStringAndSize(ci->result, (Py_ssize_t)ci->result_len)
+                               : Py_NewRef(Py_None));
+  PyStructSequence_SetItem(c, 6, Py_NewRef(key));
+  for (int i = 0; i < 7; i++) {
+    if (!PyStructSequence_GetItem(c, i)) {
+      Py_DECREF(c);
+      return NULL;
+    }
+  }
+  return c;
+}
+
+static PyObject *do_claim(StoreObject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames, int wait) {
+  static const char *const kw[] = {"key", "payload", "lease", "ttl", "wait", NULL};
+  static const char *const kw_nowait[] = {"key", "payload", "lease", "ttl", NULL};
+  PyObject *a[5] = {NULL};
+  if (esgpy_args(fname, args, nargs, kwnames, wait ? kw : kw_nowait, 1, a) < 0) return NULL;
+  esgpy_state *st = STATE(self);
+  const char *key = esgpy_str(a[0], "key", NULL);
+  if (!key) return NULL;
+  int64_t lease = 30000, ttl = 3600000, wait_ms = 10000;
+  if (a[2] && esgpy_seconds_ms(a[2], "lease", &lease) < 0) return NULL;
+  if (a[3] && esgpy_seconds_ms(a[3], "ttl", &ttl) < 0) return NULL;
+  if (wait && a[4] && esgpy_seconds_ms(a[4], "wait", &wait_ms) < 0) return NULL;
+  uint8_t hash[ESG_HASH_MAX];
+  size_t hash_len;
+  if (payload_hash(st, a[1], hash, &hash_len) < 0) return NULL;
+  if (store_enter(self) < 0) return NULL;
+  esg_claim_info ci;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  if (wait) rc = esg_claim_wait(self->s, key, hash, hash_len, lease, ttl, wait_ms, &ci);
+  else rc = esg_claim(self->s, key, hash, hash_len, lease, ttl, &ci);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  PyObject *r = claim_result(st, rc, a[0], &ci);
+  store_leave(self);
+  return r;
+}
+
+static PyObject *store_claim(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  return do_claim(self, "claim", args, nargs, kwnames, 0);
+}
+
+static PyObject *store_claim_wait(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  return do_claim(self, "claim_wait", args, nargs, kwnames, 1);
+}
+
+static PyObject *store_complete(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"key", "token", "result", NULL};
+  PyObject *a[3];
+  if (esgpy_args("complete", args, nargs, kwnames, kw, 2, a) < 0) return NULL;
+  esgpy_state *st = STATE(self);
+  const char *key = esgpy_str(a[0], "key", NULL);
+  int64_t token;
+  if (!key || esgpy_int64(a[1], "token", &token) < 0) return NULL;
+  esgpy_bytes b;
+  memset(&b, 0, sizeof b);
+  if (a[2] && a[2] != Py_None && esgpy_json_bytes(st, a[2], "result", &b) < 0) return NULL;
+  if (store_enter(self) < 0) {
+    esgpy_bytes_release(&b);
+    return NULL;
+  }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_complete(self->s, key, token, b.data, (size_t)b.len);
+  Py_END_ALLOW_THREADS
+  esgpy_bytes_release(&b);
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *store_release(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"key", "token", NULL};
+  PyObject *a[2];
+  if (esgpy_args("release", args, nargs, kwnames, kw, 2, a) < 0) return NULL;
+  const char *key = esgpy_str(a[0], "key", NULL);
+  int64_t token;
+  if (!key || esgpy_int64(a[1], "token", &token) < 0) return NULL;
+  if (store_enter(self) < 0) return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_release(self->s, key, token);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *store_extend(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"key", "token", "lease", NULL};
+  PyObject *a[3];
+  if (esgpy_args("extend", args, nargs, kwnames, kw, 2, a) < 0) return NULL;
+  const char *key = esgpy_str(a[0], "key", NULL);
+  int64_t token, lease = 30000;
+  if (!key || esgpy_int64(a[1], "token", &token) < 0) return NULL;
+  if (a[2] && esgpy_seconds_ms(a[2], "lease", &lease) < 0) return NULL;
+  if (store_enter(self) < 0) return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_claim_extend(self->s, key, token, lease);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *store_purge_claims(StoreObject *self, PyObject *u) {
+  (void)u;
+  if (store_enter(self) < 0) return NULL;
+  int rc;
+  int64_t n = 0;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_claims_purge(self->s, &n);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  return PyLong_FromLongLong(n);
+}
+
+/* ------------------------------------------------------------- event log -- */
+
+static PyObject *store_put_event(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"event", "corr_key", "ttl", NULL};
+  PyObject *a[3];
+  if (esgpy_args("put_event", args, nargs, kwnames, kw, 1, a) < 0) return NULL;
+  esgpy_state *st = STATE(self);
+  const char *corr = NULL;
+  int64_t ttl = 0;
+  if (a[1] && a[1] != Py_None && !(corr = esgpy_str(a[1], "corr_key", NULL))) return NULL;
+  if (a[2] && esgpy_seconds_ms(a[2], "ttl", &ttl) < 0) return NULL;
+  esg_event *own = NULL;
+  const esg_event *ev;
+  if (esgpy_event_check(st, a[0])) {
+    ev = esgpy_event_handle(a[0]);
+  } else {
+    if (!(own = esgpy_parse(st, a[0]))) return NULL;
+    ev = own;
+  }
+  if (store_enter(self) < 0) {
+    esg_event_free(own);
+    return NULL;
+  }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_event_put(self->s, ev, corr, ttl);
+  Py_END_ALLOW_THREADS
+  esg_event_free(own);
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  return Py_NewRef(rc == ESG_DUPLICATE ? st->s_duplicate : st->s_stored);
+}
+
+/* Copies of the events a query hands over, taken with the GIL released. */
+typedef struct collected {
+  char **json;
+  size_t *len;
+  size_t n, cap;
+} collected;
+
+static int collect_cb(void *ud, const esg_stored_event *ev) {
+  collected *c = ud;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 16;
+    char **j = realloc(c->json, cap * sizeof *j);
+    if (!j) return 1;
+    c->json = j;
+    size_t *l = realloc(c->len, cap * sizeof *l);
+    if (!l) return 1;
+    c->len = l;
+    c->cap = cap;
+  }
+  char *p = malloc(ev->json_len + 1);
+  if (!p) return 1;
+  memcpy(p, ev->json, ev->json_len);
+  p[ev->json_len] = '\0';
+  c->json[c->n] = p;
+  c->len[c->n] = ev->json_len;
+  c->n++;
+  return 0;
+}
+
+static void collected_free(collected *c) {
+  for (size_t i = 0; i < c->n; i++) free(c->json[i]);
+  free(c->json);
+  free(c->len);
+}
+
+static PyObject *json_item(esgpy_state *st, const char *json, size_t len, int raw) {
+  PyObject *b = PyBytes_FromStringAndSize(json, (Py_ssize_t)len);
+  if (!b || raw) return b;
+  PyObject *d = PyObject_CallOneArg(st->json_loads, b);
+  Py_DECREF(b);
+  return d;
+}
+
+static int raw_flag(PyObject *obj, int *raw) {
+  *raw = 0;
+  if (!obj) return 0;
+  int r = PyObject_IsTrue(obj);
+  if (r < 0) return -1;
+  *raw = r;
+  return 0;
+}
+
+typedef int (*query_fn)(esg_store *, const char *, esg_event_cb, void *);
+
+static int run_query(StoreObject *self, query_fn fn, const char *arg, collected *c) {
+  memset(c, 0, sizeof *c);
+  if (store_enter(self) < 0) return -1;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = fn(self->s, arg, collect_cb, c);
+  Py_END_ALLOW_THREADS
+  if (rc == ESG_ECALLBACK) {
+    store_leave(self);
+    collected_free(c);
+    PyErr_NoMemory();
+    return -1;
+  }
+  if (store_check(self, rc) < 0) {
+    store_leave(self);
+    collected_free(c);
+    return -1;
+  }
+  store_leave(self);
+  return rc;
+}
+
+static PyObject *store_events(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"corr_key", "raw", NULL};
+  PyObject *a[2];
+  int raw;
+  if (esgpy_args("events", args, nargs, kwnames, kw, 1, a) < 0 || raw_flag(a[1], &raw) < 0) return NULL;
+  const char *key = esgpy_str(a[0], "corr_key", NULL);
+  if (!key) return NULL;
+  collected c;
+  if (run_query(self, esg_events_by_key, key, &c) < 0) return NULL;
+  esgpy_state *st = STATE(self);
+  PyObject *list = PyList_New((Py_ssize_t)c.n);
+  for (size_t i = 0; list && i < c.n; i++) {
+    PyObject *item = json_item(st, c.json[i], c.len[i], raw);
+    if (!item) Py_CLEAR(list);
+    else PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+  }
+  collected_free(&c);
+  return list;
+}
+
+static PyObject *store_get_event(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"id", "raw", NULL};
+  PyObject *a[2];
+  int raw;
+  if (esgpy_args("get_event", args, nargs, kwnames, kw, 1, a) < 0 || raw_flag(a[1], &raw) < 0) return NULL;
+  const char *id = esgpy_str(a[0], "id", NULL);
+  if (!id) return NULL;
+  collected c;
+  int rc = run_query(self, esg_event_get, id, &c);
+  if (rc < 0) return NULL;
+  PyObject *r = rc == ESG_NOT_FOUND || c.n == 0 ? Py_NewRef(Py_None) : json_item(STATE(self), c.json[0], c.len[0], raw);
+  collected_free(&c);
+  return r;
+}
+
+typedef struct purge_ctx {
+  StoreObject *self;
+  PyObject *cb;
+  int failed;
+  PyObject *t, *v, *tb;
+} purge_ctx;
+
+/* Called by the C library with the GIL released: take it to call the Python callback. */
+static int purge_cb(void *ud, const esg_stored_event *ev) {
+  purge_ctx *p = ud;
+  if (p->failed) return 1; /* after a failure keep the rest for the next purge */
+  PyGILState_STATE g = PyGILState_Ensure();
+  int keep = 0;
+  PyObject *d = json_item(STATE(p->self), ev->json, ev->json_len, 0);
+  PyObject *r = d ? PyObject_CallOneArg(p->cb, d) : NULL;
+  Py_XDECREF(d);
+  if (!r) {
+    PyErr_Fetch(&p->t, &p->v, &p->tb);
+    p->failed = 1;
+    keep = 1;
+  } else {
+    keep = r == Py_False;
+    Py_DECREF(r);
+  }
+  PyGILState_Release(g);
+  return keep;
+}
+
+static PyObject *store_purge_events(StoreObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames) {
+  static const char *const kw[] = {"callback", NULL};
+  PyObject *a[1];
+  if (esgpy_args("purge_events", args, nargs, kwnames, kw, 0, a) < 0) return NULL;
+  if (a[0] == Py_None) a[0] = NULL;
+  if (a[0] && !PyCallable_Check(a[0])) {
+    PyErr_SetString(PyExc_TypeError, "callback must be callable or None");
+    return NULL;
+  }
+  purge_ctx p = {self, a[0], 0, NULL, NULL, NULL};
+  if (store_enter(self) < 0) return NULL;
+  int rc;
+  int64_t n = 0;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_events_purge(self->s, a[0] ? purge_cb : NULL, &p, &n);
+  Py_END_ALLOW_THREADS
+  if (p.failed) {
+    store_leave(self);
+    PyErr_Restore(p.t, p.v, p.tb);
+    return NULL;
+  }
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  return PyLong_FromLongLong(n);
+}
+
+/* -------------------------------------------------------------- entities -- */
+
+static PyObject *store_upsert(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"key", "version", "doc", NULL};
+  PyObject *a[3];
+  if (esgpy_args("upsert", args, nargs, kwnames, kw, 3, a) < 0) return NULL;
+  esgpy_state *st = STATE(self);
+  const char *key = esgpy_str(a[0], "key", NULL);
+  int64_t version;
+  if (!key || esgpy_int64(a[1], "version", &version) < 0) return NULL;
+  esgpy_bytes b;
+  if (!PyDict_Check(a[2]) && !PyUnicode_Check(a[2]) && !PyObject_CheckBuffer(a[2])) {
+    PyErr_Format(PyExc_TypeError, "doc must be a dict, bytes or str, not %.100s", Py_TYPE(a[2])->tp_name);
+    return NULL;
+  }
+  if (esgpy_json_bytes(st, a[2], "doc", &b) < 0) return NULL;
+  if (store_enter(self) < 0) {
+    esgpy_bytes_release(&b);
+    return NULL;
+  }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_entity_upsert(self->s, key, version, b.data, (size_t)b.len);
+  Py_END_ALLOW_THREADS
+  esgpy_bytes_release(&b);
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  return Py_NewRef(rc == ESG_STALE ? st->s_stale : st->s_applied);
+}
+
+static PyObject *store_get_entity(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+  static const char *const kw[] = {"key", "raw", NULL};
+  PyObject *a[2];
+  int raw;
+  if (esgpy_args("get_entity", args, nargs, kwnames, kw, 1, a) < 0 || raw_flag(a[1], &raw) < 0) return NULL;
+  esgpy_state *st = STATE(self);
+  const char *key = esgpy_str(a[0], "key", NULL);
+  if (!key) return NULL;
+  if (store_enter(self) < 0) return NULL;
+  esg_entity e;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_entity_get(self->s, key, &e);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  if (rc == ESG_NOT_FOUND) {
+    store_leave(self);
+    Py_RETURN_NONE;
+  }
+  PyObject *doc = e.deleted || !e.doc ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(e.doc, (Py_ssize_t)e.doc_len);
+  store_leave(self);
+  if (!doc) return NULL;
+  if (!raw && doc != Py_None) {
+    PyObject *d = PyObject_CallOneArg(st->json_loads, doc);
+    Py_DECREF(doc);
+    if (!d) return NULL;
+    doc = d;
+  }
+  PyObject *r = PyStructSequence_New(st->EntityType);
+  if (!r) {
+    Py_DECREF(doc);
+    return NULL;
+  }
+  PyStructSequence_SetItem(r, 0, PyLong_FromLongLong(e.version));
+  PyStructSequence_SetItem(r, 1, PyBool_FromLong(e.deleted));
+  PyStructSequence_SetItem(r, 2, doc);
+  if (!PyStructSequence_GetItem(r, 0)) Py_CLEAR(r);
+  return r;
+}
+
+static PyObject *store_delete_entity(StoreObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames) {
+  static const char *const kw[] = {"key", "version", NULL};
+  PyObject *a[2];
+  if (esgpy_args("delete_entity", args, nargs, kwnames, kw, 2, a) < 0) return NULL;
+  esgpy_state *st = STATE(self);
+  const char *key = esgpy_str(a[0], "key", NULL);
+  int64_t version;
+  if (!key || esgpy_int64(a[1], "version", &version) < 0) return NULL;
+  if (store_enter(self) < 0) return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_entity_delete(self->s, key, version);
+  Py_END_ALLOW_THREADS
+  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  store_leave(self);
+  return Py_NewRef(rc == ESG_STALE ? st->s_stale : st->s_applied);
+}
+
+/* ------------------------------------------------------------------ type -- */
+
+#define FAST (METH_FASTCALL | METH_KEYWORDS)
+#define FN(f) (PyCFunction)(void (*)(void))(f)
+
+static PyMethodDef store_methods[] = {
+    {"close", (PyCFunction)store_close, METH_NOARGS,
+     "close() -> None\n\nCommits any open group and closes the store. Closing twice is fine; any\n"
+     "other use after close raises StateError."},
+    {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS, "Returns the store."},
+    {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS, "Closes the store."},
+    {"now", (PyCFunction)store_now, METH_NOARGS, "now() -> float\n\nNow by the store's clock, in seconds."},
+    {"claim", FN(store_claim), FAST,
+     "claim(key, payload=None, lease=30.0, ttl=3600.0) -> Claim\n\n"
+     "Claims key atomically across threads and processes. payload identifies the\n"
+     "work, to detect a key reused with other content: None (no check), an Event\n"
+     "(its SHA-256), bytes or str (as is up to 64 bytes, else their SHA-256), or a\n"
+     "JSON-able value (SHA-256 of its canonical JSON). lease and ttl are seconds.\n"
+     "Returns a Claim whose status is 'new', 'duplicate' or 'busy'; raises\n"
+     "MismatchError when key was used with another payload."},
+    {"claim_wait", FN(store_claim_wait), FAST,
+     "claim_wait(key, payload=None, lease=30.0, ttl=3600.0, wait=10.0) -> Claim\n\n"
+     "Like claim, but while the key is busy waits (GIL released, real time) up to\n"
+     "wait seconds for the holder to complete, release or lose its lease."},
+    {"complete", FN(store_complete), FAST,
+     "complete(key, token, result=None) -> None\n\n"
+     "Completes the claim held with token, storing result (bytes, str, or a JSON-able\n"
+     "value stored as JSON) for later duplicates. Raises TokenError if token no\n"
+     "longer owns key; then nothing is written."},
+    {"release", FN(store_release), FAST,
+     "release(key, token) -> None\n\nDeletes the in-progress claim so the work can be retried. TokenError if not owned."},
+    {"extend", FN(store_extend), FAST,
+     "extend(key, token, lease=30.0) -> None\n\nExtends the lease to now + lease seconds. TokenError if not owned."},
+    {"purge_claims", (PyCFunction)store_purge_claims, METH_NOARGS,
+     "purge_claims() -> int\n\nDeletes expired claim records; returns how many."},
+    {"put_event", FN(store_put_event), FAST,
+     "put_event(event, corr_key=None, ttl=0) -> str\n\n"
+     "Stores event (Event, dict, bytes or str; validated) once under corr_key\n"
+     "(default: its partitionKey, else its id), expiring after ttl seconds (0 =\n"
+     "never). Returns 'stored', or 'duplicate' when its id is already stored."},
+    {"events", FN(store_events), FAST,
+     "events(corr_key, *, raw=False) -> list\n\n"
+     "The unexpired events stored under corr_key in (timestamp, id) order, as dicts\n"
+     "(bytes with raw=True)."},
+    {"get_event", FN(store_get_event), FAST,
+     "get_event(id, *, raw=False) -> dict | bytes | None\n\nOne unexpired event by id, or None."},
+    {"purge_events", FN(store_purge_events), FAST,
+     "purge_events(callback=None) -> int\n\n"
+     "Deletes expired events; returns how many. callback, if given, is first called\n"
+     "with each one's '<type>-expired' event (a dict with a deterministic id); if it\n"
+     "returns False the event is kept for the next purge; if it raises, that event and\n"
+     "the rest are kept and the exception propagates. The callback must not use this\n"
+     "store (StateError): collect the events and put them afterwards."},
+    {"upsert", FN(store_upsert), FAST,
+     "upsert(key, version, doc) -> str\n\n"
+     "Stores doc (dict, or JSON object text) at version only if version is greater\n"
+     "than the stored one, tombstones included: 'applied' or 'stale'."},
+    {"get_entity", FN(store_get_entity), FAST,
+     "get_entity(key, *, raw=False) -> Entity | None\n\n"
+     "The stored entity (version, deleted, doc), or None if never stored."},
+    {"delete_entity", FN(store_delete_entity), FAST,
+     "delete_entity(key, version) -> str\n\n"
+     "Leaves a tombstone at version, so older updates cannot revive key: 'applied' or 'stale'."},
+    {"begin", (PyCFunction)store_begin, METH_NOARGS,
+     "begin() -> None\n\nStarts a batch: the calls until commit() run in one transaction. Prefer batch()."},
+    {"commit", (PyCFunction)store_commit, METH_NOARGS, "commit() -> None\n\nCommits the open batch."},
+    {"rollback", (PyCFunction)store_rollback, METH_NOARGS, "rollback() -> None\n\nUndoes the open batch."},
+    {"flush", (PyCFunction)store_flush, METH_NOARGS,
+     "flush() -> None\n\nCommits the open group-commit transaction now, if any."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef store_getset[] = {
+    {"closed", (getter)store_get_closed, NULL, "True once closed", NULL},
+    {"path", (getter)store_get_path, NULL, "the path the store was opened with", NULL},
+    {"backend", (getter)store_get_backend, NULL, "the backend's name ('sqlite')", NULL},
+    {"schema_version", (getter)store_get_schema, NULL, "the schema version of the open store", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot store_slots[] = {
+    {Py_tp_doc, "Store(path, *, clock=None, durability='normal', busy_timeout=5.0, group_commit=0.0,\n"
+                "      group_commit_max=0)\n\n"
+                "The micro event store (claims, event log, entities) in the SQLite file path\n"
+                "(':memory:' for a private one). One Store per thread; many threads and\n"
+                "processes may open the same file. clock: a callable returning seconds since\n"
+                "the epoch (tests move time with it). durability: 'normal' or 'full'.\n"
+                "busy_timeout: seconds to wait for another process's lock. group_commit:\n"
+                "seconds a group of writes may stay uncommitted (0 = commit each call), at most\n"
+                "group_commit_max writes (0 = 1000). A context manager that closes on exit."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, store_init},
+    {Py_tp_dealloc, store_dealloc},
+    {Py_tp_traverse, store_traverse},
+    {Py_tp_clear, store_clear},
+    {Py_tp_methods, store_methods},
+    {Py_tp_getset, store_getset},
+    {0, NULL}};
+
+PyType_Spec esgpy_store_spec = {
+    .name = "esg._esg.Store",
+    .basicsize = sizeof(StoreObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = store_slots,
+};
