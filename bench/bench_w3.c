@@ -1,0 +1,523 @@
+/*
+ * W3: egress delivery (../shared/bench/WORKLOAD.md).
+ *
+ *   bench_w3 [N [REPS]]      N events (default 100000), REPS repetitions (default 3)
+ *
+ * Environment: ESG_BENCH_N, ESG_BENCH_REPS (used when the argument is absent),
+ * ESG_BENCH_DIR (temporary files; default $TMPDIR or /tmp), ESG_BENCH_WRK_SECS
+ * (seconds per wrk run; default 3), ESG_BENCH_GROUP_MS (the store's group commit for
+ * esg-egress; default 100), ESG_BENCH_ONLY (one label, for profiling),
+ * ESG_BENCH_NOSTORE (esg-egress without claims: the engine alone, for profiling),
+ * ESG_BENCH_STRICT (exit 3 when a target ratio is missed).
+ *
+ * Starts a private nginx on 127.0.0.1 (2 workers, keep-alive, `return 204`, no
+ * access log) and, at 1, 16 and 64 in flight, measures W1's events POSTed with
+ * `Idempotency-Key: evt-<i>`: by libesg egress (each event claimed in the store
+ * first and its claim completed on delivery, as a gateway does; `esg-egress` with
+ * the store's group commit, `esg-egress-durable` with every claim and completion
+ * committed before the call returns), by a bare
+ * libcurl multi loop (reused handles and connections, no allocation per request:
+ * the ceiling of anything on libcurl), and by wrk (the machine's ceiling). Each
+ * repetition runs the three in a rotated order; RESULT lines are medians.
+ * Skips (exit 0) when nginx or wrk is not installed.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "esg.h"
+
+static const int LEVELS[] = {1, 16, 64};
+#define NLEVEL 3
+enum { A_WRK, A_CURL, A_ESG, A_ESG_DURABLE, NAPPROACH };
+static const char *const LABELS[NAPPROACH] = {"wrk", "curl", "esg-egress", "esg-egress-durable"};
+
+typedef struct events {
+  size_t n;
+  char *buf;
+  size_t *off, *len;
+} events;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int make_events(events *ev, size_t n) {
+  ev->n = n;
+  ev->buf = malloc(n * 200 + 1);
+  ev->off = malloc(n * sizeof *ev->off);
+  ev->len = malloc(n * sizeof *ev->len);
+  if (!ev->buf || !ev->off || !ev->len) return -1;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    int w = snprintf(ev->buf + at, 201,
+                     "{\"id\":\"evt-%zu\",\"type\":\"thing-updated\",\"timestamp\":%lld,"
+                     "\"partitionKey\":\"thing-%zu\",\"thing\":{\"id\":\"thing-%zu\",\"name\":\"name-%zu\","
+                     "\"price\":%zu}}",
+                     i, 1700000000000LL + (long long)i, i % 1000, i % 1000, i, i);
+    if (w < 0 || w > 200) return -1;
+    ev->off[i] = at;
+    ev->len[i] = (size_t)w;
+    at += (size_t)w + 1;
+  }
+  return 0;
+}
+
+static int in_path(const char *prog, char *out, size_t n) {
+  const char *path = getenv("PATH");
+  char buf[8192];
+  snprintf(buf, sizeof buf, "%s:/usr/sbin:/usr/local/sbin:/sbin", path ? path : "/usr/bin:/bin");
+  for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    snprintf(out, n, "%s/%s", d, prog);
+    if (access(out, X_OK) == 0) return 1;
+  }
+  return 0;
+}
+
+/* ----------------------------------------------------------------- nginx -- */
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  int port = -1;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+static int port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
+  int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+static pid_t start_nginx(const char *nginx, const char *dir, int port) {
+  char conf[4600];
+  snprintf(conf, sizeof conf, "%s/nginx.conf", dir);
+  FILE *f = fopen(conf, "w");
+  if (!f) return -1;
+  fprintf(f,
+          "worker_processes 2;\n"
+          "daemon off;\n"
+          "pid %s/nginx.pid;\n"
+          "error_log %s/error.log warn;\n"
+          "events { worker_connections 4096; }\n"
+          "http {\n"
+          "  access_log off;\n"
+          "  keepalive_requests 100000000;\n"
+          "  keepalive_timeout 300s;\n"
+          "  client_body_temp_path %s/body;\n"
+          "  proxy_temp_path %s/proxy;\n"
+          "  fastcgi_temp_path %s/fastcgi;\n"
+          "  uwsgi_temp_path %s/uwsgi;\n"
+          "  scgi_temp_path %s/scgi;\n"
+          "  server {\n"
+          "    listen 127.0.0.1:%d backlog=4096;\n"
+          "    location / { return 204; }\n"
+          "  }\n"
+          "}\n",
+          dir, dir, dir, dir, dir, dir, dir, port);
+  fclose(f);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) {
+      dup2(null, 1);
+      dup2(null, 2);
+    }
+    execl(nginx, "nginx", "-p", dir, "-c", conf, "-e", "stderr", (char *)NULL);
+    _exit(127);
+  }
+  for (int i = 0; i < 200 && pid > 0; i++) {
+    if (port_open(port)) return pid;
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) return -1;
+    usleep(20000);
+  }
+  if (pid > 0) kill(pid, SIGTERM);
+  return -1;
+}
+
+static void stop_nginx(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGQUIT); /* graceful: the master stops its workers */
+  for (int i = 0; i < 100; i++) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid) return;
+    usleep(20000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+}
+
+/* ------------------------------------------------------------------- wrk -- */
+
+static double run_wrk(const char *wrk, const char *dir, const char *url, int conns, int secs, size_t *nreq) {
+  char script[4600], cmd[10000], threads[16], cs[16], ds[16];
+  snprintf(script, sizeof script, "%s/post.lua", dir);
+  FILE *f = fopen(script, "w");
+  if (!f) return -1;
+  /* the same requests: event i as the body, its id as the key */
+  fputs("local i = 0\n"
+        "request = function()\n"
+        "  local body = string.format('{\"id\":\"evt-%d\",\"type\":\"thing-updated\",\"timestamp\":%d,"
+        "\"partitionKey\":\"thing-%d\",\"thing\":{\"id\":\"thing-%d\",\"name\":\"name-%d\",\"price\":%d}}',"
+        " i, 1700000000000 + i, i % 1000, i % 1000, i, i)\n"
+        "  local r = wrk.format('POST', nil, {['Content-Type']='application/json',"
+        " ['Idempotency-Key']='evt-' .. i}, body)\n"
+        "  i = i + 1\n"
+        "  return r\n"
+        "end\n",
+        f);
+  fclose(f);
+  snprintf(threads, sizeof threads, "%d", conns < 2 ? 1 : 2);
+  snprintf(cs, sizeof cs, "%d", conns);
+  snprintf(ds, sizeof ds, "%ds", secs);
+  snprintf(cmd, sizeof cmd, "'%s' -t %s -c %s -d %s -s '%s' '%s' 2>&1", wrk, threads, cs, ds, script, url);
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  char line[512];
+  double rps = -1;
+  unsigned long long reqs = 0;
+  while (fgets(line, sizeof line, p)) {
+    if (sscanf(line, "Requests/sec: %lf", &rps) == 1) continue;
+    unsigned long long r;
+    if (sscanf(line, " %llu requests in", &r) == 1) reqs = r;
+    if (strstr(line, "Non-2xx") || strstr(line, "Socket errors")) fprintf(stderr, "bench_w3: wrk: %s", line);
+  }
+  pclose(p);
+  *nreq = (size_t)reqs;
+  return rps;
+}
+
+/* ------------------------------------------------------------ bare curl -- */
+
+typedef struct curl_slot {
+  CURL *h;
+  struct curl_slist hdr[3]; /* our own list nodes: nothing allocated per request */
+  char key[64];
+} curl_slot;
+
+static size_t discard(char *p, size_t s, size_t n, void *ud) {
+  (void)p;
+  (void)ud;
+  return s * n;
+}
+
+static void curl_send(CURLM *m, curl_slot *s, const events *ev, size_t i) {
+  snprintf(s->key, sizeof s->key, "Idempotency-Key: evt-%zu", i);
+  curl_easy_setopt(s->h, CURLOPT_POSTFIELDSIZE, (long)ev->len[i]);
+  curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, ev->buf + ev->off[i]);
+  curl_multi_add_handle(m, s->h);
+}
+
+static double run_curl(const char *url, const events *ev, int conc, size_t *bad) {
+  CURLM *m = curl_multi_init();
+  curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)conc);
+  curl_slot *slots = calloc((size_t)conc, sizeof *slots);
+  for (int k = 0; k < conc; k++) {
+    curl_slot *s = &slots[k];
+    s->h = curl_easy_init();
+    s->hdr[0].data = s->key;
+    s->hdr[0].next = &s->hdr[1];
+    s->hdr[1].data = (char *)"Content-Type: application/json";
+    s->hdr[1].next = &s->hdr[2];
+    s->hdr[2].data = (char *)"Expect:";
+    s->hdr[2].next = NULL;
+    curl_easy_setopt(s->h, CURLOPT_URL, url);
+    curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, s->hdr);
+    curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(s->h, CURLOPT_PRIVATE, s);
+  }
+  size_t next = 0, done = 0;
+  double t0 = now_s();
+  for (int k = 0; k < conc && next < ev->n; k++) curl_send(m, &slots[k], ev, next++);
+  while (done < ev->n) {
+    int running, left;
+    curl_multi_perform(m, &running);
+    CURLMsg *msg;
+    int got = 0;
+    while ((msg = curl_multi_info_read(m, &left))) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      curl_slot *s;
+      CURLcode cc = msg->data.result;
+      CURL *h = msg->easy_handle;
+      curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&s);
+      long status = 0;
+      curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+      if (cc != CURLE_OK || status != 204) (*bad)++;
+      curl_multi_remove_handle(m, h);
+      done++;
+      got++;
+      if (next < ev->n) curl_send(m, s, ev, next++);
+    }
+    if (!got || done < ev->n) curl_multi_poll(m, NULL, 0, 1000, NULL);
+  }
+  double dt = now_s() - t0;
+  for (int k = 0; k < conc; k++) curl_easy_cleanup(slots[k].h);
+  free(slots);
+  curl_multi_cleanup(m);
+  return (double)ev->n / dt;
+}
+
+/* ---------------------------------------------------------- esg egress -- */
+
+typedef struct esg_run {
+  esg_store *s;
+  esg_egress *e;
+  const events *ev;
+  const char *url;
+  size_t next, delivered, bad;
+} esg_run;
+
+static int esg_feed(esg_run *r) {
+  size_t i = r->next++;
+  const char *json = r->ev->buf + r->ev->off[i];
+  size_t len = r->ev->len[i];
+  char id[32], pk[32];
+  snprintf(id, sizeof id, "evt-%zu", i);
+  snprintf(pk, sizeof pk, "thing-%zu", i % 1000);
+  uint8_t hash[32];
+  esg_sha256(json, len, hash);
+  esg_claim_info ci = {0};
+  int rc = r->s ? esg_claim(r->s, id, hash, 32, 30000, 3600000, &ci) : ESG_NEW;
+  if (rc != ESG_NEW) {
+    fprintf(stderr, "bench_w3: claim %s: %s %s\n", id, esg_status_name(rc), esg_errmsg(r->s));
+    return -1;
+  }
+  esg_egress_request q = {0};
+  q.event_id = id;
+  q.url = r->url;
+  q.body = json;
+  q.body_len = len;
+  q.partition_key = pk;
+  q.claim_key = r->s ? id : NULL;
+  q.claim_token = r->s ? ci.token : 0;
+  rc = esg_egress_submit(r->e, &q);
+  if (rc != ESG_OK) {
+    fprintf(stderr, "bench_w3: submit %s: %s %s\n", id, esg_status_name(rc), esg_errmsg(r->e));
+    return -1;
+  }
+  return 0;
+}
+
+/* A gateway's loop: each finished delivery makes room for the next event. */
+static void esg_done(void *ud, const esg_egress_result *res) {
+  esg_run *r = ud;
+  if (res->outcome == ESG_EGRESS_DELIVERED && res->http_status == 204 && res->store_rc == ESG_OK) r->delivered++;
+  else if (!r->s && res->outcome == ESG_EGRESS_DELIVERED) r->delivered++;
+  else r->bad++;
+  if (r->next < r->ev->n && esg_feed(r) != 0) r->bad++;
+}
+
+static double run_esg(const char *url, const events *ev, int conc, const char *dir, int group_ms, size_t *bad) {
+  char path[4600];
+  snprintf(path, sizeof path, "%s/w3.db", dir);
+  const char *sfx[] = {"", "-wal", "-shm"};
+  for (int k = 0; k < 3; k++) {
+    char p[4700];
+    snprintf(p, sizeof p, "%s%s", path, sfx[k]);
+    unlink(p);
+  }
+  esg_run r = {0};
+  r.ev = ev;
+  r.url = url;
+  esg_store_opts so = {0};
+  so.group_commit_ms = group_ms;
+  if (getenv("ESG_BENCH_NOSTORE")) {
+    r.s = NULL; /* engine overhead alone: no claims (profiling only) */
+  } else if (esg_store_open(&r.s, path, &so) != ESG_OK) {
+    fprintf(stderr, "bench_w3: store: %s\n", esg_errmsg(NULL));
+    return -1;
+  }
+  esg_egress_opts o = {0};
+  o.max_in_flight = conc;
+  o.on_done = esg_done;
+  o.ud = &r;
+  if (esg_egress_open(&r.e, r.s, &o) != ESG_OK) {
+    fprintf(stderr, "bench_w3: egress: %s\n", esg_errmsg(NULL));
+    esg_store_close(r.s);
+    return -1;
+  }
+  double t0 = now_s();
+  for (int k = 0; k < conc && r.next < ev->n; k++)
+    if (esg_feed(&r) != 0) r.bad++;
+  int rc = esg_egress_drain(r.e);
+  if (r.s) esg_store_flush(r.s);
+  double dt = now_s() - t0;
+  if (rc != ESG_OK || r.delivered != ev->n) r.bad += ev->n - r.delivered;
+  *bad += r.bad;
+  esg_egress_close(r.e);
+  esg_store_close(r.s);
+  for (int k = 0; k < 3; k++) {
+    char p[4700];
+    snprintf(p, sizeof p, "%s%s", path, sfx[k]);
+    unlink(p);
+  }
+  return (double)ev->n / dt;
+}
+
+/* ------------------------------------------------------------------ main -- */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static long arg_or_env(int argc, char **argv, int i, const char *env, long def) {
+  const char *v = argc > i ? argv[i] : getenv(env);
+  if (!v || !*v) return def;
+  char *end = NULL;
+  long x = strtol(v, &end, 10);
+  if (*end || x < 0) {
+    fprintf(stderr, "bench_w3: bad value \"%s\" (usage: bench_w3 [N [REPS]])\n", v);
+    exit(2);
+  }
+  return x;
+}
+
+int main(int argc, char **argv) {
+  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000);
+  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3);
+  int secs = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_WRK_SECS", 3);
+  int group_ms = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_GROUP_MS", 100);
+  const char *only = getenv("ESG_BENCH_ONLY"); /* one label (wrk, curl, esg-egress), for profiling */
+  if (n == 0 || reps <= 0 || secs <= 0) {
+    fprintf(stderr, "bench_w3: N, REPS and ESG_BENCH_WRK_SECS must be positive\n");
+    return 2;
+  }
+  char nginx[4096], wrk[4096];
+  if (!in_path("nginx", nginx, sizeof nginx) || !in_path("wrk", wrk, sizeof wrk)) {
+    printf("# W3 egress delivery: SKIPPED: nginx or wrk is not installed\n");
+    return 0;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  const char *base = getenv("ESG_BENCH_DIR");
+  if (!base || !*base) base = getenv("TMPDIR");
+  if (!base || !*base) base = "/tmp";
+  char dir[4096];
+  int w = snprintf(dir, sizeof dir, "%s/esg-bench-w3-XXXXXX", base);
+  if (w < 0 || (size_t)w >= sizeof dir || !mkdtemp(dir)) {
+    fprintf(stderr, "bench_w3: mkdtemp %s: %s\n", dir, strerror(errno));
+    return 1;
+  }
+  events ev;
+  if (make_events(&ev, n) != 0) {
+    fprintf(stderr, "bench_w3: out of memory generating %zu events\n", n);
+    return 1;
+  }
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  int port = free_port();
+  pid_t ng = port > 0 ? start_nginx(nginx, dir, port) : -1;
+  if (ng <= 0) {
+    fprintf(stderr, "bench_w3: nginx did not start (see %s/error.log)\n", dir);
+    return 1;
+  }
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+  printf("# W3 egress delivery: n=%zu reps=%d wrk=%ds esg-egress group_commit_ms=%d url=%s libesg=%s %s\n", n, reps,
+         secs, group_ms, url, esg_version(), curl_version());
+  fflush(stdout);
+
+  double *eps = calloc((size_t)reps * NAPPROACH * NLEVEL, sizeof *eps);
+  size_t *cnt = calloc(NAPPROACH * NLEVEL, sizeof *cnt);
+  int failed = !eps || !cnt;
+  for (int rep = 0; rep < reps && !failed; rep++) {
+    for (int li = 0; li < NLEVEL && !failed; li++) {
+      int c = LEVELS[li];
+      for (int k = 0; k < NAPPROACH && !failed; k++) {
+        int a = (k + rep + li) % NAPPROACH;
+        if (only && *only && strcmp(only, LABELS[a]) != 0) continue;
+        size_t bad = 0, nreq = n;
+        double x;
+        if (a == A_WRK) x = run_wrk(wrk, dir, url, c, secs, &nreq);
+        else if (a == A_CURL) x = run_curl(url, &ev, c, &bad);
+        else if (a == A_ESG) x = run_esg(url, &ev, c, dir, group_ms, &bad);
+        else x = run_esg(url, &ev, c, dir, 0, &bad);
+        if (x <= 0 || bad) {
+          fprintf(stderr, "bench_w3: %s-%d failed (%zu bad)\n", LABELS[a], c, bad);
+          failed = 1;
+          break;
+        }
+        eps[(rep * NAPPROACH + a) * NLEVEL + li] = x;
+        cnt[a * NLEVEL + li] = nreq;
+        printf("RUN rep=%d label=%s-%d n=%zu eps=%.0f\n", rep + 1, LABELS[a], c, nreq, x);
+        fflush(stdout);
+      }
+    }
+  }
+  stop_nginx(ng);
+  int missed = 0;
+  if (!failed) {
+    double med[NAPPROACH][NLEVEL], *v = malloc((size_t)reps * sizeof *v);
+    for (int a = 0; a < NAPPROACH; a++)
+      for (int li = 0; li < NLEVEL; li++) {
+        for (int rep = 0; rep < reps; rep++) v[rep] = eps[(rep * NAPPROACH + a) * NLEVEL + li];
+        med[a][li] = median(v, reps);
+        if (med[a][li] > 0)
+          printf("RESULT label=%s-%d n=%zu eps=%.0f\n", LABELS[a], LEVELS[li], cnt[a * NLEVEL + li], med[a][li]);
+      }
+    free(v);
+    for (int li = 0; li < NLEVEL; li++) {
+      if (med[A_ESG][li] <= 0 || med[A_CURL][li] <= 0 || med[A_WRK][li] <= 0) continue;
+      double r = med[A_ESG][li] / med[A_CURL][li];
+      double target = LEVELS[li] >= 16 ? 0.8 : 0;
+      if (target > 0) {
+        printf("RATIO esg-egress-%d/curl-%d = %.2f (target >= %.1f)%s\n", LEVELS[li], LEVELS[li], r, target,
+               r >= target ? "" : " MISSED");
+        missed += r < target;
+      } else {
+        printf("RATIO esg-egress-%d/curl-%d = %.2f\n", LEVELS[li], LEVELS[li], r);
+      }
+      printf("RATIO curl-%d/wrk-%d = %.2f\n", LEVELS[li], LEVELS[li], med[A_CURL][li] / med[A_WRK][li]);
+    }
+  }
+  free(eps);
+  free(cnt);
+  free(ev.buf);
+  free(ev.off);
+  free(ev.len);
+  char cmd[4200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "bench_w3: could not remove %s\n", dir);
+  curl_global_cleanup();
+  if (failed) {
+    fprintf(stderr, "bench_w3: FAILED\n");
+    return 1;
+  }
+  const char *strict = getenv("ESG_BENCH_STRICT");
+  if (missed && strict && *strict && strcmp(strict, "0") != 0) {
+    fprintf(stderr, "bench_w3: %d target(s) missed (ESG_BENCH_STRICT is set)\n", missed);
+    return 3;
+  }
+  return 0;
+}

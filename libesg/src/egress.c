@@ -1,0 +1,748 @@
+/*
+ * The egress delivery engine (esg/egress.h) on the libcurl multi interface.
+ *
+ * A delivery (job) waits in its lane; only a lane's head is ever sent, so a
+ * partition key's deliveries go one at a time and in order, while lanes of
+ * other keys fill the in-flight slots meanwhile. A slot is an easy handle kept
+ * for the engine's life; the multi handle keeps the connections, so both are
+ * reused. After each answer the policy (egress_retry.c) decides: finish, or
+ * park the lane in the timer heap until its backoff ends. Finishing writes the
+ * store (complete the claim, or record a fault and release the claim), calls
+ * the caller back, and lets the lane's next delivery go.
+ */
+#include <curl/curl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include "egress_int.h"
+#include "internal.h"
+
+typedef struct esg__slot {
+  CURL *easy;
+  esg__job *job;
+  char *resp;                  /* response body, at most max_response_bytes */
+  size_t resp_len, resp_cap, resp_max;
+  char errbuf[CURL_ERROR_SIZE];
+  bool plain_post;             /* the handle is set up for a POST with a body: skip the reset */
+  struct esg__slot *next_free;
+} esg__slot;
+
+struct esg_egress {
+  esg__err err; /* first: see esg__err */
+  esg_store *store;
+  CURLM *multi;
+  int max_in_flight, max_attempts;
+  int64_t max_elapsed, base, cap, connect_timeout, timeout, lease;
+  double rate;
+  double burst;
+  bool complete_on_fault;
+  char *idem_header, *content_type;
+  size_t max_resp;
+  esg_clock_fn clock;
+  void *clock_ud;
+  int64_t anchor_real, anchor_mono; /* the default clock */
+  esg_egress_done_fn on_done;
+  esg_egress_retry_fn on_retry;
+  void *ud;
+  uint64_t rng;
+  double tokens;
+  int64_t tokens_at;
+  esg__slot *slots, *free_slots;
+  esg__lanes lanes;
+  esg__heap heap;
+  esg__ready ready;
+  esg__lane *all;              /* every lane, for close */
+  esg_egress_stats st;
+  uint64_t jobs;               /* unfinished deliveries */
+  bool in_callback, running, closing;
+};
+
+/* The lane list for close: lanes link through a small header kept beside them. */
+typedef struct esg__lane_node {
+  esg__lane lane;              /* first, so a lane pointer is a node pointer */
+  struct esg__lane_node *prev, *next;
+} esg__lane_node;
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Real time that cannot step backwards: a wall-clock jump must not stretch a backoff. */
+static int64_t default_clock(void *ud) {
+  const esg_egress *e = ud;
+  return e->anchor_real + (mono_ms() - e->anchor_mono);
+}
+
+static int64_t now_of(const esg_egress *e) { return e->clock(e->clock_ud); }
+
+const char *esg_egress_outcome_name(int outcome) {
+  switch (outcome) {
+  case ESG_EGRESS_DELIVERED: return "delivered";
+  case ESG_EGRESS_REFUSED: return "refused";
+  case ESG_EGRESS_EXHAUSTED: return "exhausted";
+  case ESG_EGRESS_CANCELLED: return "cancelled";
+  }
+  return "unknown";
+}
+
+/* ------------------------------------------------------------ open/close -- */
+
+static void lane_link(esg_egress *e, esg__lane *l) {
+  esg__lane_node *n = (esg__lane_node *)l, *head = (esg__lane_node *)e->all;
+  n->prev = NULL;
+  n->next = head;
+  if (head) head->prev = n;
+  e->all = l;
+}
+
+static void lane_unlink(esg_egress *e, esg__lane *l) {
+  esg__lane_node *n = (esg__lane_node *)l;
+  if (n->prev) n->prev->next = n->next;
+  else e->all = (esg__lane *)n->next;
+  if (n->next) n->next->prev = n->prev;
+}
+
+int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *opts) {
+  if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
+  *out = NULL;
+  esg_egress_opts o = {0};
+  if (opts) o = *opts;
+  if (o.max_in_flight < 0 || o.max_attempts < 0 || o.max_elapsed_ms < 0 || o.backoff_base_ms < 0 ||
+      o.backoff_cap_ms < 0 || o.connect_timeout_ms < 0 || o.timeout_ms < 0 || o.rate_per_s < 0 ||
+      o.rate_burst < 0 || o.claim_lease_ms < 0 || isnan(o.rate_per_s))
+    return esg__fail(NULL, ESG_EINVAL, "egress options must not be negative");
+  if (o.max_in_flight > 100000) return esg__fail(NULL, ESG_EINVAL, "max_in_flight %d is too many", o.max_in_flight);
+  const char *hdr = o.idempotency_header ? o.idempotency_header : "Idempotency-Key";
+  if (!*hdr || strpbrk(hdr, ": \t\r\n"))
+    return esg__fail(NULL, ESG_EINVAL, "idempotency_header \"%s\" is not a header name", hdr);
+  const char *ct = o.content_type ? o.content_type : "application/json";
+  if (strpbrk(ct, "\r\n")) return esg__fail(NULL, ESG_EINVAL, "content_type holds a line break");
+  pthread_once(&curl_once, curl_init);
+  if (curl_init_rc != CURLE_OK)
+    return esg__fail(NULL, ESG_EIO, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
+
+  esg_egress *e = calloc(1, sizeof *e);
+  if (!e) return esg__fail(NULL, ESG_ENOMEM, "out of memory");
+  e->store = store;
+  e->max_in_flight = o.max_in_flight ? o.max_in_flight : 16;
+  e->max_attempts = o.max_attempts ? o.max_attempts : 5;
+  e->max_elapsed = o.max_elapsed_ms ? o.max_elapsed_ms : 60000;
+  e->base = o.backoff_base_ms ? o.backoff_base_ms : 100;
+  e->cap = o.backoff_cap_ms ? o.backoff_cap_ms : 10000;
+  e->connect_timeout = o.connect_timeout_ms ? o.connect_timeout_ms : 5000;
+  e->timeout = o.timeout_ms ? o.timeout_ms : 30000;
+  e->lease = o.claim_lease_ms;
+  e->rate = o.rate_per_s;
+  e->burst = o.rate_burst ? o.rate_burst : (o.rate_per_s > 1 ? floor(o.rate_per_s) : 1);
+  e->complete_on_fault = o.complete_on_fault != 0;
+  e->max_resp = o.max_response_bytes ? o.max_response_bytes : 65536;
+  e->anchor_real = esg_clock_real(NULL);
+  e->anchor_mono = mono_ms();
+  e->clock = o.clock ? o.clock : default_clock;
+  e->clock_ud = o.clock ? o.clock_ud : e;
+  e->on_done = o.on_done;
+  e->on_retry = o.on_retry;
+  e->ud = o.ud;
+  e->rng = o.seed ? o.seed : ((uint64_t)e->anchor_real * 0x9E3779B97F4A7C15ULL) ^ (uint64_t)(uintptr_t)e;
+  if (!e->rng) e->rng = 1;
+  e->tokens = e->burst;
+  e->tokens_at = now_of(e);
+  e->idem_header = strdup(hdr);
+  e->content_type = strdup(ct);
+  e->slots = calloc((size_t)e->max_in_flight, sizeof *e->slots);
+  e->multi = curl_multi_init();
+  if (!e->idem_header || !e->content_type || !e->slots || !e->multi) goto nomem;
+  for (int i = e->max_in_flight - 1; i >= 0; i--) {
+    esg__slot *s = &e->slots[i];
+    if (!(s->easy = curl_easy_init())) goto nomem;
+    s->resp_max = e->max_resp;
+    s->next_free = e->free_slots;
+    e->free_slots = s;
+  }
+  /* keep a connection per slot alive, and no more: the receiver sees at most N */
+  curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)e->max_in_flight);
+  *out = e;
+  return ESG_OK;
+nomem:
+  esg_egress_close(e);
+  return esg__fail(NULL, ESG_ENOMEM, "out of memory (or curl init failed) opening egress");
+}
+
+static void job_free(esg__job *j) {
+  if (!j) return;
+  free(j->event_id);
+  free(j->method);
+  free(j->url);
+  free(j->claim_key);
+  curl_slist_free_all(j->headers);
+  free(j->body);
+  free(j->event);
+  free(j);
+}
+
+static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot);
+
+void esg_egress_close(esg_egress *e) {
+  if (!e) return;
+  e->closing = true;
+  /* what is on the wire first: detach it so its slot is clean */
+  for (int i = 0; e->slots && i < e->max_in_flight; i++) {
+    esg__slot *s = &e->slots[i];
+    if (s->job) {
+      curl_multi_remove_handle(e->multi, s->easy);
+      s->job = NULL;
+    }
+  }
+  while (e->all) {
+    esg__lane *l = e->all;
+    while (l->head) {
+      esg__job *j = l->head;
+      l->head = j->next;
+      snprintf(j->error, sizeof j->error, "cancelled: the engine was closed");
+      finish(e, j, ESG_EGRESS_CANCELLED, NULL);
+      job_free(j);
+    }
+    lane_unlink(e, l);
+    free(l->key);
+    free(l);
+  }
+  for (int i = 0; e->slots && i < e->max_in_flight; i++) {
+    if (e->slots[i].easy) curl_easy_cleanup(e->slots[i].easy);
+    free(e->slots[i].resp);
+  }
+  if (e->multi) curl_multi_cleanup(e->multi);
+  esg__lanes_free(&e->lanes);
+  esg__heap_free(&e->heap);
+  free(e->slots);
+  free(e->idem_header);
+  free(e->content_type);
+  free(e);
+}
+
+/* ---------------------------------------------------------------- submit -- */
+
+static bool has_ctl(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 && *s != '\t') return true;
+  return false;
+}
+
+static char *dupmem(const void *p, size_t n) {
+  char *d = malloc(n + 1);
+  if (!d) return NULL;
+  if (n) memcpy(d, p, n);
+  d[n] = '\0';
+  return d;
+}
+
+static int add_header(struct curl_slist **list, const char *line) {
+  struct curl_slist *n = curl_slist_append(*list, line);
+  if (!n) return ESG_ENOMEM;
+  *list = n;
+  return ESG_OK;
+}
+
+static int make_job(esg_egress *e, const esg_egress_request *r, esg__job **out) {
+  *out = NULL;
+  int rc = esg__check_key(&e->err, "event_id", r->event_id);
+  if (rc != ESG_OK) return rc;
+  if (has_ctl(r->event_id)) return esg__fail(&e->err, ESG_EINVAL, "event_id holds a control character");
+  if (!r->url || !*r->url) return esg__fail(&e->err, ESG_EINVAL, "url is NULL or empty");
+  if (has_ctl(r->url)) return esg__fail(&e->err, ESG_EINVAL, "url holds a control character");
+  const char *method = r->method && *r->method ? r->method : "POST";
+  if (strpbrk(method, " \t\r\n:")) return esg__fail(&e->err, ESG_EINVAL, "method \"%s\" is not a token", method);
+  if (r->body_len && !r->body) return esg__fail(&e->err, ESG_EINVAL, "body is NULL with length %zu", r->body_len);
+  if (r->event_len && !r->event) return esg__fail(&e->err, ESG_EINVAL, "event is NULL with length %zu", r->event_len);
+  if (r->n_headers && !r->headers) return esg__fail(&e->err, ESG_EINVAL, "headers is NULL with n_headers %zu", r->n_headers);
+  if (r->partition_key && strlen(r->partition_key) > ESG_KEY_MAX)
+    return esg__fail(&e->err, ESG_ETOOBIG, "partition_key is longer than %d bytes", ESG_KEY_MAX);
+  if (r->claim_key && (rc = esg__check_key(&e->err, "claim_key", r->claim_key)) != ESG_OK) return rc;
+  bool own_ct = false;
+  size_t ctl = strlen("content-type:");
+  for (size_t i = 0; i < r->n_headers; i++) {
+    const char *h = r->headers[i];
+    if (!h || !strchr(h, ':') || has_ctl(h))
+      return esg__fail(&e->err, ESG_EINVAL, "header %zu is not one line \"Name: value\"", i);
+    if (strncasecmp(h, "content-type:", ctl) == 0) own_ct = true;
+  }
+
+  esg__job *j = calloc(1, sizeof *j);
+  if (!j) return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
+  j->event_id = strdup(r->event_id);
+  j->method = strdup(method);
+  j->url = strdup(r->url);
+  j->claim_key = r->claim_key ? strdup(r->claim_key) : NULL;
+  j->claim_token = r->claim_token;
+  j->body = r->body ? dupmem(r->body, r->body_len) : NULL;
+  j->body_len = r->body ? r->body_len : 0;
+  j->event = r->event ? dupmem(r->event, r->event_len) : NULL;
+  j->event_len = r->event ? r->event_len : 0;
+  j->ud = r->ud;
+  bool bad = !j->event_id || !j->method || !j->url || (r->claim_key && !j->claim_key) || (r->body && !j->body) ||
+             (r->event && !j->event);
+  char line[ESG_KEY_MAX + 300];
+  snprintf(line, sizeof line, "%s: %s", e->idem_header, r->event_id);
+  bad = bad || add_header(&j->headers, line) != ESG_OK;
+  if (!bad && r->body && !own_ct) {
+    snprintf(line, sizeof line, "Content-Type: %s", e->content_type);
+    bad = add_header(&j->headers, line) != ESG_OK;
+  }
+  /* no "Expect: 100-continue" round trip before large bodies */
+  bad = bad || add_header(&j->headers, "Expect:") != ESG_OK;
+  for (size_t i = 0; !bad && i < r->n_headers; i++) bad = add_header(&j->headers, r->headers[i]) != ESG_OK;
+  if (bad) {
+    job_free(j);
+    return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
+  }
+  *out = j;
+  return ESG_OK;
+}
+
+/* Appends j to its key's lane (or a lane of its own); a lane that was empty becomes ready. */
+static int enqueue(esg_egress *e, esg__job *j, const char *pkey) {
+  esg__lane *l = NULL;
+  uint64_t h = 0;
+  bool keyed = pkey && *pkey;
+  if (keyed) {
+    h = esg__str_hash(pkey);
+    l = esg__lanes_find(&e->lanes, pkey, h);
+  }
+  if (l) {
+    j->lane = l;
+    l->tail->next = j;
+    l->tail = j;
+  } else {
+    esg__lane_node *n = calloc(1, sizeof *n);
+    if (!n) return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
+    l = &n->lane;
+    if (keyed) {
+      l->key = strdup(pkey);
+      l->hash = h;
+      if (!l->key || esg__lanes_add(&e->lanes, l) != ESG_OK) {
+        free(l->key);
+        free(n);
+        return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
+      }
+    }
+    lane_link(e, l);
+    j->lane = l;
+    l->head = l->tail = j;
+    l->state = ESG__LANE_READY;
+    esg__ready_push(&e->ready, l);
+  }
+  e->jobs++;
+  e->st.submitted++;
+  return ESG_OK;
+}
+
+int esg_egress_submit(esg_egress *e, const esg_egress_request *req) {
+  if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
+  if (!req) return esg__fail(&e->err, ESG_EINVAL, "request is NULL");
+  if (e->closing) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
+  esg__job *j;
+  int rc = make_job(e, req, &j);
+  if (rc != ESG_OK) return rc;
+  if ((rc = enqueue(e, j, req->partition_key)) != ESG_OK) job_free(j);
+  return rc;
+}
+
+/* ------------------------------------------------------------ resubmit -- */
+
+typedef struct fault_copy {
+  char *event_id, *event;
+  size_t event_len;
+  int attempts;
+  int64_t first;
+  bool oom;
+} fault_copy;
+
+static int copy_fault(void *ud, const esg_fault *f) {
+  fault_copy *c = ud;
+  c->event_id = strdup(f->event_id);
+  c->event = f->event ? dupmem(f->event, f->event_len) : NULL;
+  c->event_len = f->event ? f->event_len : 0;
+  c->attempts = f->attempts;
+  c->first = f->first_attempt;
+  c->oom = !c->event_id || (f->event && !c->event);
+  return 0;
+}
+
+int esg_egress_resubmit(esg_egress *e, int64_t fault_id, const esg_egress_request *tmpl) {
+  if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
+  if (!tmpl) return esg__fail(&e->err, ESG_EINVAL, "request template is NULL");
+  if (!e->store) return esg__fail(&e->err, ESG_EINVAL, "the engine has no store to read faults from");
+  if (e->closing) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
+  fault_copy c = {0};
+  int rc = esg_fault_get(e->store, fault_id, copy_fault, &c);
+  if (rc != ESG_OK) {
+    esg__fail(&e->err, rc, "fault %lld: %s", (long long)fault_id, esg_errmsg(e->store));
+  } else if (c.oom) {
+    rc = esg__fail(&e->err, ESG_ENOMEM, "out of memory");
+  } else if (tmpl->event_id && strcmp(tmpl->event_id, c.event_id) != 0) {
+    rc = esg__fail(&e->err, ESG_EINVAL, "fault %lld is for event \"%s\", not \"%s\"", (long long)fault_id,
+                   c.event_id, tmpl->event_id);
+  } else {
+    esg_egress_request r = *tmpl;
+    r.event_id = c.event_id;
+    if (!r.body) {
+      r.body = c.event;
+      r.body_len = c.event_len;
+    }
+    r.event = c.event;
+    r.event_len = c.event_len;
+    esg_event *ev = NULL;
+    if (!r.partition_key && c.event && esg_event_parse(c.event, c.event_len, &ev) == ESG_OK)
+      r.partition_key = esg_event_partition_key(ev);
+    esg__job *j;
+    if ((rc = make_job(e, &r, &j)) == ESG_OK) {
+      j->fault_id = fault_id;
+      j->prior_attempts = c.attempts;
+      j->prior_first = c.first;
+      if ((rc = enqueue(e, j, r.partition_key)) != ESG_OK) job_free(j);
+    }
+    esg_event_free(ev);
+  }
+  free(c.event_id);
+  free(c.event);
+  return rc;
+}
+
+/* ------------------------------------------------------------- sending -- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  esg__slot *s = ud;
+  size_t len = size * n, keep = len;
+  if (s->resp_len + keep > s->resp_max) keep = s->resp_max - s->resp_len;
+  if (keep) {
+    if (s->resp_len + keep > s->resp_cap) {
+      size_t cap = s->resp_cap ? s->resp_cap : 1024;
+      while (cap < s->resp_len + keep) cap *= 2;
+      char *b = realloc(s->resp, cap);
+      if (!b) return 0; /* curl fails the attempt with a write error; it retries */
+      s->resp = b;
+      s->resp_cap = cap;
+    }
+    memcpy(s->resp + s->resp_len, p, keep);
+    s->resp_len += keep;
+  }
+  return len; /* what is beyond the cap is read and dropped */
+}
+
+static int start(esg_egress *e, esg__job *j) {
+  esg__slot *s = e->free_slots;
+  e->free_slots = s->next_free;
+  CURL *h = s->easy;
+  s->job = j;
+  s->resp_len = 0;
+  s->errbuf[0] = '\0';
+  bool plain_post = strcmp(j->method, "POST") == 0;
+  if (!(plain_post && s->plain_post)) {
+    /* the common case (POST after POST) keeps the handle's settings; others start clean */
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->connect_timeout);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)e->timeout);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, s);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, s->errbuf);
+  }
+  s->plain_post = plain_post;
+  curl_easy_setopt(h, CURLOPT_URL, j->url);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, j->headers);
+  if (strcmp(j->method, "GET") == 0 && !j->body) {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(j->method, "HEAD") == 0 && !j->body) {
+    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  } else {
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, j->body ? j->body : "");
+    if (!plain_post) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, j->method);
+  }
+  int64_t now = now_of(e);
+  j->attempts++;
+  if (j->attempts == 1) j->first_at = now;
+  j->last_at = now;
+  e->st.attempts++;
+  CURLMcode mc = curl_multi_add_handle(e->multi, h);
+  if (mc != CURLM_OK) {
+    s->job = NULL;
+    s->next_free = e->free_slots;
+    e->free_slots = s;
+    snprintf(j->error, sizeof j->error, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+    return ESG_EIO;
+  }
+  e->st.in_flight++;
+  j->lane->state = ESG__LANE_FLIGHT;
+  return ESG_OK;
+}
+
+/* Takes a token if one is there; else *wait_ms gets how long until one is. */
+static bool take_token(esg_egress *e, int64_t now, int64_t *wait_ms) {
+  if (e->rate <= 0) return true;
+  if (now > e->tokens_at) {
+    e->tokens += (double)(now - e->tokens_at) * e->rate / 1000.0;
+    if (e->tokens > e->burst) e->tokens = e->burst;
+    e->tokens_at = now;
+  }
+  if (e->tokens >= 1.0) {
+    e->tokens -= 1.0;
+    return true;
+  }
+  *wait_ms = (int64_t)ceil((1.0 - e->tokens) * 1000.0 / e->rate);
+  if (*wait_ms < 1) *wait_ms = 1;
+  return false;
+}
+
+/* Moves due retries to the ready list and starts what slots and tokens allow.
+   *wait_ms (if something must wait for a token or a backoff) gets how long. */
+static void pump(esg_egress *e, int64_t *wait_ms) {
+  int64_t now = now_of(e);
+  esg__lane *top;
+  while ((top = esg__heap_top(&e->heap)) && top->head->next_at <= now) {
+    esg__heap_pop(&e->heap);
+    top->state = ESG__LANE_READY;
+    esg__ready_push(&e->ready, top);
+  }
+  while (e->free_slots && e->ready.head) {
+    int64_t w;
+    if (!take_token(e, now, &w)) {
+      if (w < *wait_ms) *wait_ms = w;
+      break;
+    }
+    esg__lane *l = esg__ready_pop(&e->ready);
+    esg__job *j = l->head;
+    if (j->attempts > 0 && e->lease > 0 && j->claim_key && e->store) {
+      int rc = esg_claim_extend(e->store, j->claim_key, j->claim_token, e->lease);
+      if (rc == ESG_ETOKEN) {
+        snprintf(j->error, sizeof j->error, "cancelled: claim \"%.200s\" was taken over by another worker",
+                 j->claim_key);
+        free(j->claim_key);
+        j->claim_key = NULL; /* not ours to release any more */
+        finish(e, j, ESG_EGRESS_CANCELLED, NULL);
+        continue;
+      }
+    }
+    if (start(e, j) != ESG_OK) finish(e, j, ESG_EGRESS_REFUSED, NULL);
+  }
+  if ((top = esg__heap_top(&e->heap))) {
+    int64_t w = top->head->next_at - now;
+    if (w < *wait_ms) *wait_ms = w < 0 ? 0 : w;
+  }
+}
+
+/* ----------------------------------------------------------- finishing -- */
+
+static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot) {
+  esg_egress_result r = {0};
+  r.event_id = j->event_id;
+  r.outcome = outcome;
+  r.http_status = j->http_status;
+  r.attempts = j->prior_attempts + j->attempts;
+  r.first_attempt = j->prior_first ? j->prior_first : j->first_at;
+  r.last_attempt = j->last_at;
+  r.error = outcome == ESG_EGRESS_DELIVERED ? "" : j->error;
+  r.request_ud = j->ud;
+  if (slot) {
+    r.body = slot->resp;
+    r.body_len = slot->resp_len;
+  }
+  char result[200];
+  if (outcome == ESG_EGRESS_DELIVERED) {
+    e->st.delivered++;
+    if (e->store && j->claim_key) {
+      uint8_t d[32];
+      char hex[65];
+      esg_sha256(r.body, r.body_len, d);
+      esg_hex(d, 32, hex);
+      int n = snprintf(result, sizeof result, "{\"status\":%d,\"sha256\":\"%s\"}", j->http_status, hex);
+      r.store_rc = esg_complete(e->store, j->claim_key, j->claim_token, result, (size_t)n);
+    }
+    if (e->store && j->fault_id) esg_fault_delete(e->store, j->fault_id);
+  } else if (outcome == ESG_EGRESS_REFUSED || outcome == ESG_EGRESS_EXHAUSTED) {
+    e->st.faulted++;
+    if (e->store) {
+      esg_fault f = {0};
+      f.event_id = j->event_id;
+      f.stage = "deliver";
+      f.error = j->error[0] ? j->error : esg_egress_outcome_name(outcome);
+      f.http_status = j->http_status;
+      f.attempts = r.attempts;
+      f.first_attempt = r.first_attempt ? r.first_attempt : r.last_attempt;
+      f.last_attempt = r.last_attempt;
+      f.event = j->event ? j->event : j->body;
+      f.event_len = j->event ? j->event_len : j->body_len;
+      r.store_rc = esg_fault_record(e->store, &f, &r.fault_id);
+      if (r.store_rc == ESG_OK && j->fault_id) esg_fault_delete(e->store, j->fault_id);
+      if (j->claim_key) {
+        if (e->complete_on_fault && r.store_rc == ESG_OK) {
+          int n = snprintf(result, sizeof result, "{\"fault\":%lld,\"status\":%d}", (long long)r.fault_id,
+                           j->http_status);
+          esg_complete(e->store, j->claim_key, j->claim_token, result, (size_t)n);
+        } else {
+          esg_release(e->store, j->claim_key, j->claim_token);
+        }
+      }
+    }
+  } else {
+    e->st.cancelled++;
+    if (e->store && j->claim_key) esg_release(e->store, j->claim_key, j->claim_token);
+  }
+  /* the claim is settled: nothing may complete or release it again */
+  free(j->claim_key);
+  j->claim_key = NULL;
+  e->jobs--;
+  if (e->on_done) {
+    bool was = e->in_callback;
+    e->in_callback = true;
+    e->on_done(e->ud, &r);
+    e->in_callback = was;
+  }
+  if (e->closing) return; /* close unlinks and frees the lanes itself */
+  esg__lane *l = j->lane;
+  l->head = j->next;
+  job_free(j);
+  if (l->head) {
+    l->state = ESG__LANE_READY;
+    esg__ready_push(&e->ready, l);
+  } else {
+    if (l->key) esg__lanes_remove(&e->lanes, l);
+    lane_unlink(e, l);
+    free(l->key);
+    free(l);
+  }
+}
+
+/* The policy applied to one finished attempt. */
+static void settle(esg_egress *e, esg__slot *s, CURLcode cc) {
+  esg__job *j = s->job;
+  CURL *h = s->easy;
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  long connects = 0;
+  curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+  e->st.connects += (uint64_t)connects;
+  int64_t now = now_of(e);
+  j->http_status = cc == CURLE_OK ? (int)status : 0;
+  if (cc == CURLE_OK && status >= 200 && status < 300) {
+    finish(e, j, ESG_EGRESS_DELIVERED, s);
+    return;
+  }
+  char why[200];
+  if (cc != CURLE_OK)
+    snprintf(why, sizeof why, "%s%s%.120s", curl_easy_strerror(cc), s->errbuf[0] ? ": " : "", s->errbuf);
+  else
+    snprintf(why, sizeof why, "HTTP %ld", status);
+  int total = j->prior_attempts + j->attempts;
+  if (!esg_egress_retryable((int)cc, (int)status)) {
+    snprintf(j->error, sizeof j->error, "%s (attempt %d, not retryable)", why, total);
+    finish(e, j, ESG_EGRESS_REFUSED, s);
+    return;
+  }
+  if (j->attempts >= e->max_attempts) {
+    snprintf(j->error, sizeof j->error, "%s after %d attempts", why, total);
+    finish(e, j, ESG_EGRESS_EXHAUSTED, s);
+    return;
+  }
+  int64_t delay = -1;
+  struct curl_header *ra = NULL;
+  if (cc == CURLE_OK && curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &ra) == CURLHE_OK &&
+      esg_egress_parse_retry_after(ra->value, now, &delay) == ESG_OK) {
+    if (now + delay > j->first_at + e->max_elapsed) {
+      snprintf(j->error, sizeof j->error, "%s with Retry-After %lld ms beyond the %lld ms limit (attempt %d)", why,
+               (long long)delay, (long long)e->max_elapsed, total);
+      finish(e, j, ESG_EGRESS_EXHAUSTED, s);
+      return;
+    }
+  } else {
+    delay = esg__backoff(&e->rng, j->attempts, e->base, e->cap);
+  }
+  if (now + delay > j->first_at + e->max_elapsed) {
+    snprintf(j->error, sizeof j->error, "%s after %d attempts (time limit %lld ms)", why, total,
+             (long long)e->max_elapsed);
+    finish(e, j, ESG_EGRESS_EXHAUSTED, s);
+    return;
+  }
+  snprintf(j->error, sizeof j->error, "%s", why);
+  j->next_at = now + delay;
+  e->st.retried++;
+  if (e->on_retry) {
+    bool was = e->in_callback;
+    e->in_callback = true;
+    e->on_retry(e->ud, j->event_id, j->attempts, j->http_status, delay, why);
+    e->in_callback = was;
+  }
+  esg__lane *l = j->lane;
+  l->state = ESG__LANE_WAIT;
+  if (esg__heap_push(&e->heap, l) != ESG_OK) {
+    snprintf(j->error, sizeof j->error, "%s; out of memory scheduling the retry", why);
+    finish(e, j, ESG_EGRESS_EXHAUSTED, s);
+  }
+}
+
+/* Handles every finished transfer; returns how many. */
+static int reap(esg_egress *e) {
+  int n = 0, left;
+  CURLMsg *m;
+  while ((m = curl_multi_info_read(e->multi, &left))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    esg__slot *s = NULL;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+    CURLcode cc = m->data.result;
+    curl_multi_remove_handle(e->multi, m->easy_handle); /* m is invalid from here */
+    e->st.in_flight--;
+    settle(e, s, cc);
+    s->job = NULL;
+    s->next_free = e->free_slots;
+    e->free_slots = s;
+    n++;
+  }
+  return n;
+}
+
+int esg_egress_run(esg_egress *e, int timeout_ms) {
+  if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
+  if (e->in_callback || e->running || e->closing)
+    return esg__fail(&e->err, ESG_ESTATE, "esg_egress_run called from a callback");
+  e->running = true;
+  int64_t until = timeout_ms >= 0 ? mono_ms() + timeout_ms : INT64_MAX;
+  int rc = ESG_OK;
+  for (;;) {
+    int64_t wait = 1000;
+    pump(e, &wait);
+    int running;
+    curl_multi_perform(e->multi, &running);
+    int done = reap(e);
+    if (e->jobs == 0) break;
+    if (done) continue; /* their lanes may go on at once */
+    int64_t left = until == INT64_MAX ? INT64_MAX : until - mono_ms();
+    if (left <= 0) {
+      rc = ESG_BUSY;
+      break;
+    }
+    if (wait > left) wait = left;
+    if (wait > 0) curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
+  }
+  e->running = false;
+  return rc;
+}
+
+int esg_egress_drain(esg_egress *e) { return esg_egress_run(e, -1); }
+
+void esg_egress_get_stats(const esg_egress *e, esg_egress_stats *out) {
+  if (!out) return;
+  memset(out, 0, sizeof *out);
+  if (!e) return;
+  *out = e->st;
+  out->queued = (uint32_t)(e->jobs - e->st.in_flight);
+}

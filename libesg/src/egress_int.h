@@ -1,0 +1,89 @@
+/*
+ * What the egress files share: a delivery (job), its lane (the per-partition-key
+ * queue that keeps deliveries of one key in order), the lane table and the timer
+ * heap (egress_queue.c), and the retry policy helpers (egress_retry.c).
+ * Nothing here is public; see esg/egress.h for the contract.
+ */
+#ifndef ESG_EGRESS_INT_H
+#define ESG_EGRESS_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct curl_slist;
+struct esg__lane;
+
+/* One delivery, from submit to its outcome. Owns every pointer. */
+typedef struct esg__job {
+  struct esg__job *next;        /* next in its lane */
+  struct esg__lane *lane;
+  char *event_id, *method, *url, *claim_key;
+  int64_t claim_token;
+  struct curl_slist *headers;   /* idempotency key, content type, the caller's */
+  char *body;
+  size_t body_len;
+  char *event;                  /* NULL: the body is the event */
+  size_t event_len;
+  void *ud;
+  int64_t fault_id;             /* a resubmission of this fault */
+  int prior_attempts;           /* attempts of the fault it resubmits */
+  int64_t prior_first;
+  int attempts;
+  int64_t first_at, last_at, next_at;
+  int http_status;
+  char error[256];
+} esg__job;
+
+/* Where a lane is. */
+enum { ESG__LANE_READY = 1, ESG__LANE_WAIT, ESG__LANE_FLIGHT };
+
+/* The deliveries of one partition key (or of one unkeyed delivery): only the head moves. */
+typedef struct esg__lane {
+  char *key;                    /* NULL for an unkeyed delivery's own lane */
+  uint64_t hash;
+  esg__job *head, *tail;
+  struct esg__lane *hnext;      /* chain in the lane table */
+  struct esg__lane *rnext;      /* next in the ready list */
+  size_t heap_at;               /* index in the timer heap while ESG__LANE_WAIT */
+  int state;
+} esg__lane;
+
+/* Keyed lanes by key. */
+typedef struct esg__lanes {
+  esg__lane **b;
+  size_t nb, n;
+} esg__lanes;
+
+/* Lanes waiting for a time (backoff, Retry-After), earliest head->next_at first. */
+typedef struct esg__heap {
+  esg__lane **a;
+  size_t n, cap;
+} esg__heap;
+
+/* FIFO of lanes whose head may be sent now. */
+typedef struct esg__ready {
+  esg__lane *head, *tail;
+} esg__ready;
+
+uint64_t esg__str_hash(const char *s);
+esg__lane *esg__lanes_find(esg__lanes *t, const char *key, uint64_t h);
+int esg__lanes_add(esg__lanes *t, esg__lane *l);
+void esg__lanes_remove(esg__lanes *t, esg__lane *l);
+void esg__lanes_free(esg__lanes *t);
+
+int esg__heap_push(esg__heap *h, esg__lane *l);
+esg__lane *esg__heap_top(const esg__heap *h);
+esg__lane *esg__heap_pop(esg__heap *h);
+void esg__heap_free(esg__heap *h);
+
+void esg__ready_push(esg__ready *r, esg__lane *l);
+esg__lane *esg__ready_pop(esg__ready *r);
+
+/* The policy: uniform in [0, min(cap, base * 2^(retry-1))] for retry >= 1. */
+int64_t esg__backoff(uint64_t *rng, int retry, int64_t base, int64_t cap);
+uint64_t esg__rng_next(uint64_t *s);
+/* libcurl error codes that no retry can fix (a malformed URL...). */
+bool esg__curl_permanent(int curl_code);
+
+#endif
