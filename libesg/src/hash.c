@@ -1,8 +1,7 @@
 /*
- * Hashes and deterministic ids: SHA-256 (payload and content hashes), canonical
- * JSON for content hashes that ignore key order, UUID v5 for replay-stable ids.
+ * Hashes and deterministic ids: SHA-256 (payload and content hashes) and UUID v5
+ * for replay-stable ids. Canonical JSON for content hashes is in canonical.c.
  */
-#include <cjson/cJSON.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -36,50 +35,6 @@ void esg_hex(const void *data, size_t len, char *out) {
     out[2 * i + 1] = digits[p[i] & 15];
   }
   out[2 * len] = '\0';
-}
-
-static int by_name(const void *a, const void *b) {
-  return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
-}
-
-/* Sorts every object's members by key, in place, so printing gives one form per document. */
-static int canonicalise(cJSON *item) {
-  if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
-    size_t n = 0;
-    for (cJSON *c = item->child; c; c = c->next) {
-      n++;
-      if (canonicalise(c) != ESG_OK) return ESG_ENOMEM;
-    }
-    if (cJSON_IsObject(item) && n > 1) {
-      cJSON **v = malloc(n * sizeof *v);
-      if (!v) return ESG_ENOMEM;
-      size_t i = 0;
-      for (cJSON *c = item->child; c; c = c->next) v[i++] = c;
-      qsort(v, n, sizeof *v, by_name);
-      for (i = 0; i < n; i++) {
-        v[i]->prev = i ? v[i - 1] : v[n - 1]; /* cJSON: the head's prev is the tail */
-        v[i]->next = i + 1 < n ? v[i + 1] : NULL;
-      }
-      item->child = v[0];
-      free(v);
-    }
-  }
-  return ESG_OK;
-}
-
-int esg_content_hash(const char *json, size_t len, char out[65]) {
-  if (!json || !out) return esg__fail(NULL, ESG_EINVAL, "json or out is NULL");
-  cJSON *root = cJSON_ParseWithLength(json, len);
-  if (!root) return esg__fail(NULL, ESG_EJSON, "content is not valid JSON");
-  int rc = canonicalise(root);
-  char *text = rc == ESG_OK ? cJSON_PrintUnformatted(root) : NULL;
-  cJSON_Delete(root);
-  if (!text) return esg__fail(NULL, ESG_ENOMEM, "out of memory hashing content");
-  uint8_t h[32];
-  esg_sha256(text, strlen(text), h);
-  cJSON_free(text);
-  esg_hex(h, 32, out);
-  return ESG_OK;
 }
 
 static int hexval(char c) {

@@ -1,0 +1,579 @@
+/*
+ * Resync of slow data (DESIGN.md "Resync of slow data", docs/resync.md): cursor
+ * jobs, snapshot diff and replay. All three emit events the same way (emit()
+ * below): into the event log, which deduplicates by id, and to an optional sink,
+ * inside the transaction that also records progress (the cursor, or the listing
+ * state), so progress and emission commit or vanish together.
+ *
+ * Ids are deterministic (UUIDv5 of what identifies the change) so that work
+ * repeated after a crash emits the same ids again and consumers can dedupe.
+ */
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "resync_be.h"
+
+/* ------------------------------------------------------------ JSON builder -- */
+
+typedef struct jbuf {
+  char *p;
+  size_t len, cap;
+  bool oom;
+} jbuf;
+
+static void jb_put(jbuf *b, const char *s, size_t n) {
+  if (b->oom) return;
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 512;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *q = realloc(b->p, cap);
+    if (!q) {
+      b->oom = true;
+      return;
+    }
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void jb_raw(jbuf *b, const char *s) { jb_put(b, s, strlen(s)); }
+
+static void jb_str(jbuf *b, const char *s) {
+  jb_put(b, "\"", 1);
+  const char *run = s;
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    jb_put(b, run, (size_t)(s - run));
+    char esc[8];
+    if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
+    else snprintf(esc, sizeof esc, "\\u%04x", c);
+    jb_raw(b, esc);
+    run = s + 1;
+  }
+  jb_put(b, run, (size_t)(s - run));
+  jb_put(b, "\"", 1);
+}
+
+static void jb_int(jbuf *b, int64_t v) {
+  char n[24], *q = n + sizeof n;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do *--q = (char)('0' + u % 10); while (u /= 10);
+  if (v < 0) *--q = '-';
+  jb_put(b, q, (size_t)(n + sizeof n - q));
+}
+
+/* One event to build: data NULL leaves the entity out; tags are name/value pairs. */
+typedef struct ev_spec {
+  const char *id, *type, *pkey, *field;
+  int64_t ts;
+  const char *data;
+  size_t data_len;
+  const char *tags[8]; /* name, value, name, value...; NULL-terminated */
+} ev_spec;
+
+static void build_event(jbuf *b, const ev_spec *e) {
+  b->len = 0;
+  b->oom = false;
+  jb_raw(b, "{\"id\":");
+  jb_str(b, e->id);
+  jb_raw(b, ",\"type\":");
+  jb_str(b, e->type);
+  jb_raw(b, ",\"timestamp\":");
+  jb_int(b, e->ts);
+  jb_raw(b, ",\"partitionKey\":");
+  jb_str(b, e->pkey);
+  if (e->data) {
+    jb_raw(b, ",");
+    jb_str(b, e->field);
+    jb_raw(b, ":");
+    jb_put(b, e->data, e->data_len);
+  }
+  jb_raw(b, ",\"tags\":{");
+  for (int i = 0; e->tags[i]; i += 2) {
+    if (i) jb_raw(b, ",");
+    jb_str(b, e->tags[i]);
+    jb_raw(b, ":");
+    jb_str(b, e->tags[i + 1]);
+  }
+  jb_raw(b, "}}");
+}
+
+/* UUIDv5 of the parts joined by NUL bytes (a part cannot contain NUL, so joins cannot collide). */
+static int make_id(const char *const *parts, int n, char out[37]) {
+  size_t len = 0;
+  for (int i = 0; i < n; i++) len += strlen(parts[i]) + 1;
+  char stackbuf[1024], *name = len <= sizeof stackbuf ? stackbuf : malloc(len);
+  if (!name) return ESG_ENOMEM;
+  size_t at = 0;
+  for (int i = 0; i < n; i++) {
+    size_t l = strlen(parts[i]);
+    memcpy(name + at, parts[i], l);
+    at += l;
+    if (i + 1 < n) name[at++] = '\0';
+  }
+  int rc = esg_uuid5(ESG_UUID_NS_EVENT, name, at, out);
+  if (name != stackbuf) free(name);
+  return rc;
+}
+
+/* ------------------------------------------------------------------- emit -- */
+
+typedef struct emitter {
+  esg_store *s;
+  esg_resync_opts o;
+  esg_resync_stats *st;
+  jbuf json;
+} emitter;
+
+static const char *const reserved[] = {"id", "type", "timestamp", "partitionKey", "tags", NULL};
+
+static int check_opts(esg__err *err, const esg_resync_opts *o) {
+  if (o->no_log && !o->sink) return esg__fail(err, ESG_EINVAL, "no_log needs a sink, or the events go nowhere");
+  if (o->log_ttl_ms < 0) return esg__fail(err, ESG_EINVAL, "log_ttl_ms must not be negative");
+  if (o->batch < 0 || o->max_pages < 0) return esg__fail(err, ESG_EINVAL, "batch and max_pages must not be negative");
+  int rc = esg__check_key(err, "entity_field", o->entity_field);
+  if (rc != ESG_OK) return rc;
+  for (int i = 0; reserved[i]; i++)
+    if (strcmp(o->entity_field, reserved[i]) == 0)
+      return esg__fail(err, ESG_EINVAL, "entity_field \"%s\" is an envelope field", o->entity_field);
+  return esg__check_key(err, "event type", o->type);
+}
+
+static esg_resync_opts defaults(const esg_resync_opts *opts) {
+  esg_resync_opts o = {0};
+  if (opts) o = *opts;
+  if (!o.entity_field) o.entity_field = "entity";
+  if (!o.type) o.type = "entity";
+  if (!o.batch) o.batch = 1000;
+  return o;
+}
+
+/* Stores the built event (b->json) and hands it to the sink; in the caller's transaction. */
+static int emit(emitter *em, const ev_spec *e, esg__err *err) {
+  esg_store *s = em->s;
+  if (em->json.oom) return esg__fail(err, ESG_ENOMEM, "out of memory building an event");
+  if (em->json.len > ESG_EVENT_MAX_BYTES)
+    return esg__fail(err, ESG_ETOOBIG, "the event for \"%s\" is %zu bytes; the limit is %d", e->pkey, em->json.len,
+                     ESG_EVENT_MAX_BYTES);
+  int64_t now = s->clock(s->clock_ud);
+  esg_stored_event row = {0};
+  row.id = e->id;
+  row.type = e->type;
+  row.timestamp = e->ts;
+  row.corr_key = e->pkey;
+  row.json = em->json.p;
+  row.json_len = em->json.len;
+  row.expires = em->o.log_ttl_ms ? now + em->o.log_ttl_ms : 0;
+  if (!em->o.no_log) {
+    int rc = s->be->event_insert(s, &row, now);
+    if (rc == ESG_DUPLICATE) {
+      em->st->duplicates++;
+      return ESG_OK;
+    }
+    if (rc != ESG_OK) return esg__fail(err, rc, "%s", s->err.msg);
+  }
+  if (em->o.sink && em->o.sink(em->o.sink_ud, &row) != 0)
+    return esg__fail(err, ESG_ECALLBACK, "the sink failed on event %s for \"%s\"", e->id, e->pkey);
+  em->st->emitted++;
+  return ESG_OK;
+}
+
+/* Checks that data[0..len) is one JSON value (with only white space around it). */
+static int check_json(esg__err *err, const char *what, const char *name, const char *data, size_t len) {
+  if (!data) return esg__fail(err, ESG_EINVAL, "%s \"%s\": content is NULL", what, name);
+  if (len > ESG_EVENT_MAX_BYTES)
+    return esg__fail(err, ESG_ETOOBIG, "%s \"%s\": content is %zu bytes; the limit is %d", what, name, len,
+                     ESG_EVENT_MAX_BYTES);
+  const char *end = NULL;
+  cJSON *v = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+  bool ok = v != NULL;
+  if (ok && end) {
+    while (end < data + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    ok = end == data + len;
+  }
+  cJSON_Delete(v);
+  return ok ? ESG_OK : esg__fail(err, ESG_EJSON, "%s \"%s\": content is not valid JSON", what, name);
+}
+
+/* ---------------------------------------------------------------- cursors -- */
+
+int esg_cursor_get(esg_store *s, const char *name, char **out) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  if (!out) return esg__fail(&s->err, ESG_EINVAL, "out is NULL");
+  *out = NULL;
+  int rc = esg__check_key(&s->err, "cursor name", name);
+  if (rc != ESG_OK) return rc;
+  const char *c = NULL;
+  rc = s->be->resync->cursor_get(s, name, &c);
+  if (rc == ESG_NOT_FOUND) return esg__fail(&s->err, rc, "no cursor named \"%s\"", name);
+  if (rc != ESG_OK) return rc;
+  if (!(*out = strdup(c))) return esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
+  return ESG_OK;
+}
+
+static int check_cursor(esg__err *err, const char *cursor) {
+  if (!cursor) return esg__fail(err, ESG_EINVAL, "cursor is NULL");
+  size_t n = strlen(cursor);
+  if (n > ESG_CURSOR_MAX) return esg__fail(err, ESG_ETOOBIG, "cursor is %zu bytes; the limit is %d", n, ESG_CURSOR_MAX);
+  return ESG_OK;
+}
+
+int esg_cursor_set(esg_store *s, const char *name, const char *cursor) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__check_key(&s->err, "cursor name", name);
+  if (rc == ESG_OK) rc = check_cursor(&s->err, cursor);
+  if (rc != ESG_OK) return rc;
+  bool own;
+  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+  return esg__unit_end(s, own, s->be->resync->cursor_put(s, name, cursor, s->clock(s->clock_ud)));
+}
+
+int esg_cursor_delete(esg_store *s, const char *name) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__check_key(&s->err, "cursor name", name);
+  if (rc != ESG_OK) return rc;
+  bool own;
+  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+  rc = esg__unit_end(s, own, s->be->resync->cursor_delete(s, name));
+  return rc == ESG_NOT_FOUND ? esg__fail(&s->err, rc, "no cursor named \"%s\"", name) : rc;
+}
+
+/* Every item of a page is checked before anything is written, so a bad item leaves the store as it was. */
+static int check_page(esg_store *s, const esg_resync_page *pg) {
+  if (pg->n && !pg->items) return esg__fail(&s->err, ESG_EINVAL, "page has %zu items but items is NULL", pg->n);
+  if (!pg->next_cursor && !(pg->n == 0 && pg->done))
+    return esg__fail(&s->err, ESG_EINVAL, "page has no next_cursor");
+  if (pg->next_cursor && check_cursor(&s->err, pg->next_cursor) != ESG_OK) return ESG_ETOOBIG;
+  for (size_t i = 0; i < pg->n; i++) {
+    const esg_resync_item *it = &pg->items[i];
+    char what[96];
+    snprintf(what, sizeof what, "item %zu: id", i);
+    int rc = esg__check_key(&s->err, what, it->id);
+    if (rc == ESG_OK) {
+      snprintf(what, sizeof what, "item %zu (\"%.20s\"): version", i, it->id);
+      rc = esg__check_key(&s->err, what, it->version);
+    }
+    if (rc == ESG_OK) {
+      snprintf(what, sizeof what, "item %zu (\"%.20s\"): type", i, it->id);
+      rc = esg__check_key(&s->err, what, it->type);
+    }
+    if (rc == ESG_OK && it->partition_key) {
+      snprintf(what, sizeof what, "item %zu (\"%.20s\"): partition_key", i, it->id);
+      rc = esg__check_key(&s->err, what, it->partition_key);
+    }
+    if (rc == ESG_OK) rc = check_json(&s->err, "item", it->id, it->data, it->data_len);
+    if (rc != ESG_OK) return rc;
+  }
+  return ESG_OK;
+}
+
+static int emit_item(emitter *em, const char *source, const esg_resync_item *it) {
+  char id[37];
+  const char *parts[3] = {source, it->id, it->version};
+  if (make_id(parts, 3, id) != ESG_OK) return esg__fail(&em->s->err, ESG_ENOMEM, "out of memory making an id");
+  ev_spec e = {0};
+  e.id = id;
+  e.type = it->type;
+  e.pkey = it->partition_key ? it->partition_key : it->id;
+  e.field = em->o.entity_field;
+  e.ts = it->timestamp ? it->timestamp : em->s->clock(em->s->clock_ud);
+  e.data = it->data;
+  e.data_len = it->data_len;
+  const char *tags[] = {"source", source, "itemId", it->id, "itemVersion", it->version, NULL};
+  memcpy(e.tags, tags, sizeof tags);
+  build_event(&em->json, &e);
+  return emit(em, &e, &em->s->err);
+}
+
+static bool same_cursor(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
+
+/* One page: fetch outside any transaction, then emit it and move the cursor in one. */
+static int run_page(emitter *em, const char *name, const char *source, esg_fetch_fn fetch, void *ud) {
+  esg_store *s = em->s;
+  const struct esg__resync_ops *R = s->be->resync;
+  const char *c = NULL;
+  char *cur = NULL;
+  int rc = R->cursor_get(s, name, &c);
+  if (rc == ESG_OK && !(cur = strdup(c))) rc = esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
+  if (rc != ESG_OK && rc != ESG_NOT_FOUND) return rc;
+  esg_resync_page pg = {0};
+  if (fetch(ud, cur, &pg) != 0) {
+    esg__fail(&s->err, ESG_ECALLBACK, "fetching the page after cursor \"%.40s\" failed", cur ? cur : "");
+    free(cur);
+    return ESG_ECALLBACK;
+  }
+  if ((rc = check_page(s, &pg)) != ESG_OK || (rc = esg_store_begin(s)) != ESG_OK) {
+    free(cur);
+    return rc;
+  }
+  /* another process may have run this job meanwhile: then this page is not ours to commit */
+  c = NULL;
+  rc = R->cursor_get(s, name, &c);
+  if (rc == ESG_NOT_FOUND) c = NULL;
+  else if (rc != ESG_OK) goto fail;
+  if (!same_cursor(c, cur)) {
+    free(cur);
+    esg_store_rollback(s);
+    return ESG_BUSY; /* go on from the new cursor */
+  }
+  for (size_t i = 0; i < pg.n; i++)
+    if ((rc = emit_item(em, source, &pg.items[i])) != ESG_OK) goto fail;
+  if (pg.next_cursor && (rc = R->cursor_put(s, name, pg.next_cursor, s->clock(s->clock_ud))) != ESG_OK) goto fail;
+  free(cur);
+  if ((rc = esg_store_commit(s)) != ESG_OK) return rc;
+  em->st->pages++;
+  if (pg.done) em->st->done = 1;
+  return ESG_OK;
+fail:
+  free(cur);
+  esg_store_rollback(s);
+  return rc;
+}
+
+int esg_cursor_run(esg_store *s, const char *name, const char *source, esg_fetch_fn fetch, void *fetch_ud,
+                   const esg_resync_opts *opts, esg_resync_stats *stats) {
+  esg_resync_stats local;
+  if (!stats) stats = &local;
+  memset(stats, 0, sizeof *stats);
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__check_key(&s->err, "cursor name", name);
+  if (rc == ESG_OK) rc = esg__check_key(&s->err, "source", source);
+  if (rc != ESG_OK) return rc;
+  if (!fetch) return esg__fail(&s->err, ESG_EINVAL, "fetch is NULL");
+  if (s->batch) return esg__fail(&s->err, ESG_ESTATE, "a cursor job cannot run inside a batch: each page commits");
+  emitter em = {s, defaults(opts), stats, {0}};
+  if ((rc = check_opts(&s->err, &em.o)) != ESG_OK) return rc;
+  for (int64_t pages = 0; !stats->done && (em.o.max_pages == 0 || pages < em.o.max_pages);) {
+    rc = run_page(&em, name, source, fetch, fetch_ud);
+    if (rc == ESG_BUSY) continue;
+    if (rc != ESG_OK) break;
+    pages++;
+  }
+  free(em.json.p);
+  return rc == ESG_BUSY ? ESG_OK : rc;
+}
+
+/* --------------------------------------------------------------- snapshot -- */
+
+struct esg_snapshot {
+  esg__err err; /* first: see esg__err */
+  emitter em;
+  esg_resync_stats st;
+  char *source;
+  int64_t gen;
+  char gen_text[24];
+  int in_batch;     /* entries in the open batch; 0 = none open */
+  bool failed;
+  bool insert_first; /* the last new key was new: try an insert first (first listings are all new) */
+};
+
+int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, const esg_resync_opts *opts) {
+  if (!out) return esg__fail(s ? &s->err : NULL, ESG_EINVAL, "out is NULL");
+  *out = NULL;
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__check_key(&s->err, "source", source);
+  if (rc != ESG_OK) return rc;
+  if (s->batch) return esg__fail(&s->err, ESG_ESTATE, "a listing cannot run inside a batch: it commits its own");
+  esg_resync_opts o = defaults(opts);
+  if ((rc = check_opts(&s->err, &o)) != ESG_OK) return rc;
+  esg_snapshot *sn = calloc(1, sizeof *sn);
+  if (!sn || !(sn->source = strdup(source))) {
+    free(sn);
+    return esg__fail(&s->err, ESG_ENOMEM, "out of memory starting a listing");
+  }
+  sn->em.s = s;
+  sn->em.o = o;
+  sn->em.st = &sn->st;
+  bool own;
+  if ((rc = esg__unit_begin(s, true, &own)) == ESG_OK)
+    rc = esg__unit_end(s, own, s->be->resync->snap_open(s, source, s->clock(s->clock_ud), &sn->gen));
+  if (rc != ESG_OK) {
+    free(sn->source);
+    free(sn);
+    return rc;
+  }
+  snprintf(sn->gen_text, sizeof sn->gen_text, "%" PRId64, sn->gen);
+  sn->insert_first = true;
+  *out = sn;
+  return ESG_OK;
+}
+
+/* Ends the open batch: commit (rc >= 0) or roll back, and then the listing is failed. */
+static int end_batch(esg_snapshot *sn, int rc) {
+  esg_store *s = sn->em.s;
+  if (!sn->in_batch) return rc;
+  sn->in_batch = 0;
+  if (rc < 0) {
+    esg_store_rollback(s);
+    sn->failed = true;
+    return rc;
+  }
+  int crc = esg_store_commit(s);
+  if (crc != ESG_OK) {
+    sn->failed = true;
+    return esg__fail(&sn->err, crc, "%s", s->err.msg);
+  }
+  return rc;
+}
+
+static int begin_batch(esg_snapshot *sn) {
+  if (sn->in_batch) return ESG_OK;
+  int rc = esg_store_begin(sn->em.s);
+  if (rc != ESG_OK) return esg__fail(&sn->err, rc, "%s", sn->em.s->err.msg);
+  sn->in_batch = 1;
+  return ESG_OK;
+}
+
+static int emit_change(esg_snapshot *sn, const char *kind, const char *key, const uint8_t hash[32],
+                       const char *content, size_t len) {
+  char hex[65], id[37], type[ESG_KEY_MAX + 16];
+  esg_hex(hash, 32, hex);
+  const char *parts[5] = {sn->source, key, kind, sn->gen_text, hex};
+  if (make_id(parts, 5, id) != ESG_OK) return esg__fail(&sn->err, ESG_ENOMEM, "out of memory making an id");
+  snprintf(type, sizeof type, "%s-%s", sn->em.o.type, kind);
+  ev_spec e = {0};
+  e.id = id;
+  e.type = type;
+  e.pkey = key;
+  e.field = sn->em.o.entity_field;
+  e.ts = sn->em.s->clock(sn->em.s->clock_ud);
+  e.data = content;
+  e.data_len = len;
+  const char *tags[] = {"source", sn->source, "snapshot", sn->gen_text, "contentHash", hex, NULL};
+  memcpy(e.tags, tags, sizeof tags);
+  build_event(&sn->em.json, &e);
+  return emit(&sn->em, &e, &sn->err);
+}
+
+/* Decides created / updated / unchanged for one entry and records it; in the open batch. */
+static int diff_one(esg_snapshot *sn, const char *key, const uint8_t hash[32], const char *content, size_t len) {
+  esg_store *s = sn->em.s;
+  const struct esg__resync_ops *R = s->be->resync;
+  int rc;
+  /* a first listing is all new keys, a later one mostly unchanged: try the likely statement first */
+  if (sn->insert_first) {
+    rc = R->snap_insert(s, sn->source, key, hash, sn->gen);
+    if (rc == ESG_OK) {
+      sn->st.created++;
+      return emit_change(sn, "created", key, hash, content, len);
+    }
+    if (rc != ESG_DUPLICATE) return esg__fail(&sn->err, rc, "%s", s->err.msg);
+    sn->insert_first = false;
+  }
+  rc = R->snap_touch(s, sn->source, key, hash, sn->gen);
+  if (rc == ESG_OK) {
+    sn->st.unchanged++;
+    return ESG_OK;
+  }
+  if (rc != ESG_NOT_FOUND) return esg__fail(&sn->err, rc, "%s", s->err.msg);
+  rc = R->snap_update(s, sn->source, key, hash, sn->gen);
+  if (rc == ESG_OK) {
+    sn->st.updated++;
+    return emit_change(sn, "updated", key, hash, content, len);
+  }
+  if (rc != ESG_NOT_FOUND) return esg__fail(&sn->err, rc, "%s", s->err.msg);
+  rc = R->snap_insert(s, sn->source, key, hash, sn->gen);
+  if (rc != ESG_OK) return esg__fail(&sn->err, rc == ESG_DUPLICATE ? ESG_ESTORE : rc, "%s", s->err.msg);
+  sn->st.created++;
+  sn->insert_first = true;
+  return emit_change(sn, "created", key, hash, content, len);
+}
+
+int esg_snapshot_add(esg_snapshot *sn, const char *key, const char *content, size_t len) {
+  if (!sn) return esg__fail(NULL, ESG_EINVAL, "snapshot is NULL");
+  if (sn->failed) return esg__fail(&sn->err, ESG_ESTATE, "the listing failed earlier; begin it again");
+  int rc = esg__check_key(&sn->err, "listing key", key);
+  if (rc != ESG_OK) return rc;
+  if (!content) return esg__fail(&sn->err, ESG_EINVAL, "listing entry \"%s\": content is NULL", key);
+  if (len > ESG_EVENT_MAX_BYTES)
+    return esg__fail(&sn->err, ESG_ETOOBIG, "listing entry \"%s\": content is %zu bytes; the limit is %d", key, len,
+                     ESG_EVENT_MAX_BYTES);
+  uint8_t hash[32];
+  if ((rc = esg__content_hash_bin(content, len, hash)) != ESG_OK)
+    return esg__fail(&sn->err, rc, "listing entry \"%s\": %s", key,
+                     rc == ESG_EJSON ? "content is not valid JSON" : "out of memory hashing content");
+  if ((rc = begin_batch(sn)) != ESG_OK) return rc;
+  rc = diff_one(sn, key, hash, content, len);
+  if (rc < 0) return end_batch(sn, rc);
+  if (++sn->in_batch > sn->em.o.batch) return end_batch(sn, ESG_OK);
+  return ESG_OK;
+}
+
+typedef struct sweep_ctx {
+  esg_snapshot *sn;
+  char *last;
+  int rc;
+} sweep_ctx;
+
+static int sweep_one(void *ud, const char *key, const uint8_t hash[32]) {
+  sweep_ctx *c = ud;
+  esg_snapshot *sn = c->sn;
+  esg_store *s = sn->em.s;
+  free(c->last);
+  if (!(c->last = strdup(key))) {
+    c->rc = esg__fail(&sn->err, ESG_ENOMEM, "out of memory sweeping a listing");
+    return 1;
+  }
+  int rc = emit_change(sn, "deleted", key, hash, NULL, 0);
+  if (rc == ESG_OK && (rc = s->be->resync->snap_forget(s, sn->source, key)) != ESG_OK)
+    rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
+  if (rc != ESG_OK) {
+    c->rc = rc;
+    return 1;
+  }
+  sn->st.deleted++;
+  return 0;
+}
+
+int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
+  if (!sn) return esg__fail(NULL, ESG_EINVAL, "snapshot is NULL");
+  if (sn->failed) return esg__fail(&sn->err, ESG_ESTATE, "the listing failed earlier; begin it again");
+  esg_store *s = sn->em.s;
+  int rc = end_batch(sn, ESG_OK);
+  /* mark and sweep: what this generation did not see is gone; one batch per page of keys */
+  sweep_ctx c = {sn, NULL, ESG_OK};
+  for (int n = sn->em.o.batch; rc == ESG_OK && n == sn->em.o.batch;) {
+    if ((rc = begin_batch(sn)) != ESG_OK) break;
+    rc = s->be->resync->snap_unseen(s, sn->source, sn->gen, c.last ? c.last : "", sn->em.o.batch, sweep_one, &c, &n);
+    if (rc == ESG_ECALLBACK) rc = c.rc;
+    else if (rc != ESG_OK) rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
+    if (rc == ESG_OK && n < sn->em.o.batch && (rc = s->be->resync->snap_close(s, sn->source, sn->gen)) != ESG_OK)
+      rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
+    rc = end_batch(sn, rc);
+  }
+  free(c.last);
+  if (rc < 0) sn->failed = false; /* the state is consistent (rolled back): the caller may finish again */
+  if (stats) *stats = sn->st;
+  return rc;
+}
+
+void esg_snapshot_close(esg_snapshot *sn) {
+  if (!sn) return;
+  end_batch(sn, ESG_OK);
+  free(sn->em.json.p);
+  free(sn->source);
+  free(sn);
+}
+
+/* ----------------------------------------------------------------- replay -- */
+
+int esg_replay(esg_store *s, const esg_replay_filter *filter, esg_event_cb cb, void *ud, int64_t *n) {
+  if (n) *n = 0;
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
+  esg_replay_filter f = {0};
+  if (filter) f = *filter;
+  int rc;
+  if (f.corr_key && (rc = esg__check_key(&s->err, "replay correlation key", f.corr_key)) != ESG_OK) return rc;
+  if (f.type && (rc = esg__check_key(&s->err, "replay type", f.type)) != ESG_OK) return rc;
+  if (f.until && f.until <= f.since)
+    return esg__fail(&s->err, ESG_EINVAL, "replay range is empty: until (%lld) <= since (%lld)", (long long)f.until,
+                     (long long)f.since);
+  return s->be->resync->replay(s, &f, s->clock(s->clock_ud), cb, ud, n);
+}
