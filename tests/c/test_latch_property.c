@@ -212,7 +212,7 @@ static bool run_seed(esg_store *s, int seed) {
     }
     now += below(m, 3);
     /* pick one enabled action at random */
-    int choices[8], n = 0;
+    int choices[2 * 4 + 4], n = 0; /* edits twice per bias (at most 4), plus 4 queues */
     if (done_edits < edits)
       for (int i = 0; i < edit_bias; i++) {
         choices[n++] = 0;
