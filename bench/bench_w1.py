@@ -7,12 +7,19 @@ Measures in one run, each on a fresh database file:
   py-raw-batch1000  the same, 1000 events per transaction
   py-esg-durable    esg.Store: each claim and completion committed before returning
   py-esg-grouped    esg.Store with group commit (group_commit_max=1000)
+and, in the same run (interleaved with the Python approaches), the same two libesg
+modes through the C API: the C benchmark build/bench/bench_w1 run once per round
+with ESG_BENCH_ONLY=esg-durable and esg-grouped (--c-bench PATH, or "none").
 Pass 1: N new events; pass 2: the same N again, all duplicates. Prints
 
   RESULT label=<label> pass=<1|2> n=<N> eps=<events/s>      (median of --runs runs)
-  RATIO  <label>/<baseline> pass=<p> x=<ratio>
+  # C RESULT label=esg-<mode> pass=<p> n=<N> eps=<events/s> (median, same run)
+  RATIO  <label>/<baseline> pass=<p> x=<ratio> target=<t> <ok|MISSED>
 
-Usage: PYTHONPATH=<build>/bindings/python/pkg /usr/bin/python3 bench/bench_w1.py [--n 100000] [--runs 3] [--dir DIR]
+The order of the approaches rotates from one round to the next so machine noise
+hits all of them alike.
+
+Usage: PYTHONPATH=<build>/bindings/python/pkg /usr/bin/python3 bench/bench_w1.py [--n 100000] [--runs 5] [--dir DIR]
 """
 import argparse
 import hashlib
@@ -21,6 +28,7 @@ import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,23 +117,54 @@ APPROACHES = [
     ("py-esg-durable", lambda p, ev: run_esg(p, ev, False)),
     ("py-esg-grouped", lambda p, ev: run_esg(p, ev, True)),
 ]
-RATIOS = [("py-esg-durable", "py-raw-tx2"), ("py-esg-grouped", "py-raw-batch1000")]
+C_MODES = ["esg-durable", "esg-grouped"]
+# (numerator, denominator, target): the Python binding against hand-rolled stdlib
+# sqlite3, and against the same mode through the C API
+RATIOS = [("py-esg-durable", "py-raw-tx2", 1.0), ("py-esg-grouped", "py-raw-batch1000", 1.2),
+          ("py-esg-durable", "esg-durable", 0.8), ("py-esg-grouped", "esg-grouped", 0.8)]
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_C_BENCH = os.path.join(HERE, "..", "build", "bench", "bench_w1")
+
+
+def run_c(exe, mode, n, base):
+    """One repetition of one mode of the C benchmark: {pass: eps}."""
+    env = dict(os.environ, ESG_BENCH_ONLY=mode, ESG_BENCH_DIR=base)
+    out = subprocess.run([exe, str(n), "1"], env=env, check=True, capture_output=True, text=True).stdout
+    eps = {}
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            f = dict(kv.split("=", 1) for kv in line.split()[1:])
+            if f["label"] == mode:
+                eps[int(f["pass"])] = float(f["eps"])
+    return eps
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="W1 through the Python API (see the module doc)")
     ap.add_argument("--n", type=int, default=100000)
-    ap.add_argument("--runs", type=int, default=3, help="runs per approach; the median is reported")
+    ap.add_argument("--runs", type=int, default=5, help="rounds; the median is reported")
     ap.add_argument("--dir", default=None, help="where the database files go (default: a temp dir)")
     ap.add_argument("--only", default=None, help="comma-separated labels to run")
+    ap.add_argument("--c-bench", default=DEFAULT_C_BENCH,
+                    help='the C benchmark to run in the same rounds ("none": skip)')
     a = ap.parse_args(argv)
     events = make_events(a.n)
     base = tempfile.mkdtemp(prefix="bench_w1_py_", dir=a.dir)
+    c_exe = None if a.c_bench == "none" else os.path.abspath(a.c_bench)
+    if c_exe and not os.access(c_exe, os.X_OK):
+        print(f"# no C benchmark at {c_exe}: the ratios to the C API are skipped", file=sys.stderr)
+        c_exe = None
+    jobs = [(label, fn) for label, fn in APPROACHES if not a.only or label in a.only.split(",")]
+    if c_exe:
+        jobs += [(mode, None) for mode in C_MODES if not a.only or mode in a.only.split(",")]
     eps = {}
     try:
-        for run in range(a.runs):  # interleave approaches so machine noise hits all alike
-            for label, fn in APPROACHES:
-                if a.only and label not in a.only.split(","):
+        for run in range(a.runs):
+            k = run % len(jobs)
+            for label, fn in jobs[k:] + jobs[:k]:  # rotate the order so no approach always runs first
+                if fn is None:
+                    for p, v in run_c(c_exe, label, a.n, base).items():
+                        eps.setdefault((label, p), []).append(v)
                     continue
                 path = os.path.join(base, f"{label}-{run}.db")
                 t1, t2 = fn(path, events)
@@ -137,12 +176,15 @@ def main(argv=None):
     finally:
         shutil.rmtree(base, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in eps.items()}
-    for (label, p), v in sorted(med.items(), key=lambda kv: ([l for l, _ in APPROACHES].index(kv[0][0]), kv[0][1])):
-        print(f"RESULT label={label} pass={p} n={a.n} eps={v:.0f}")
-    for num, den in RATIOS:
+    order = [l for l, _ in APPROACHES] + C_MODES
+    for (label, p), v in sorted(med.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        prefix = "# C " if label in C_MODES else ""
+        print(f"{prefix}RESULT label={label} pass={p} n={a.n} eps={v:.0f}")
+    for num, den, target in RATIOS:
         for p in (1, 2):
             if (num, p) in med and (den, p) in med:
-                print(f"RATIO {num}/{den} pass={p} x={med[(num, p)] / med[(den, p)]:.2f}")
+                x = med[(num, p)] / med[(den, p)]
+                print(f"RATIO {num}/{den} pass={p} x={x:.2f} target={target} {'ok' if x >= target else 'MISSED'}")
     sys.stdout.flush()
 
 

@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "esg.h"
+#include "pythread.h"
 
 /* Error classes are indexed by -code; every negative code of ESG_STATUS_MAP gets one. */
 #define ESGPY_MAX_ERRORS 64
@@ -24,9 +25,21 @@ typedef struct esgpy_state {
   PyTypeObject *EventType;
   PyTypeObject *ClaimType;
   PyTypeObject *EntityType;
+  PyTypeObject *FaultType;
+  PyTypeObject *CacheType;
+  PyTypeObject *CacheEntryType;
+  PyTypeObject *CacheStatsType;
+  PyTypeObject *ResyncStatsType;
+  PyTypeObject *SnapshotType;
+  PyTypeObject *EgressType;
+  PyTypeObject *EgressResultType;
+  PyTypeObject *EgressStatsType;
+  PyObject *ABSENT; /* esg.ABSENT: a loader's "known absent" */
   PyObject *json_dumps; /* compact json.dumps (functools.partial) */
   PyObject *json_loads;
   PyObject *s_new, *s_duplicate, *s_busy, *s_stored, *s_applied, *s_stale;
+  PyObject *s_hit, *s_miss, *s_negative, *s_echo, *s_genuine, *s_fired, *s_fired_before, *s_no_match;
+  PyObject *s_outcomes[4]; /* egress outcome names */
 } esgpy_state;
 
 extern struct PyModuleDef esgpy_module_def;
@@ -72,6 +85,92 @@ int esgpy_json_bytes(esgpy_state *st, PyObject *obj, const char *what, esgpy_byt
 /* Bytes-like or str only (no serialising). */
 int esgpy_raw_bytes(PyObject *obj, const char *what, esgpy_bytes *out);
 void esgpy_bytes_release(esgpy_bytes *b);
+
+/*
+ * What a Store owns besides its C handle: objects built on it (caches, egress
+ * engines, snapshots) register here so closing the store closes them first
+ * (their C handles borrow the store's). They hold a strong reference to the
+ * store, so the store outlives them.
+ */
+typedef struct esgpy_dep {
+  struct esgpy_dep *prev, *next;
+  void (*close)(struct esgpy_dep *dep); /* closes the C handle; called with the store lock held */
+} esgpy_dep;
+
+typedef struct {
+  PyObject_HEAD
+  esg_store *s;
+  PyThread_type_lock lock;
+  unsigned long owner; /* thread inside a call on this store, 0 when none */
+  PyObject *clock;     /* callable returning seconds, or NULL */
+  PyObject *clock_type, *clock_value, *clock_tb; /* the clock's pending exception */
+  int64_t last_now;
+  PyObject *path;
+  esgpy_dep deps;      /* list head of the dependents */
+  esgpy_state *st;     /* the module state, kept to save a lookup per call */
+} StoreObject;
+
+/* The module state of a Store (kept in it once initialised). */
+static inline esgpy_state *esgpy_store_state(PyObject *self) {
+  esgpy_state *st = ((StoreObject *)self)->st;
+  return st ? st : esgpy_state_of_type(Py_TYPE(self));
+}
+
+/* Takes the store's lock for one call (StateError when closed or re-entered from a callback). 0 or -1. */
+int esgpy_store_enter(StoreObject *self);
+void esgpy_store_leave(StoreObject *self);
+/* After a C call: raises the clock's pending exception, or the error for rc < 0 with the store's text. 0 or -1. */
+int esgpy_store_check(StoreObject *self, int rc);
+/* esgpy_store_check then leave; returns NULL. */
+PyObject *esgpy_store_fail(StoreObject *self, int rc);
+/* obj as a StoreObject, or NULL with TypeError. */
+StoreObject *esgpy_store_arg(esgpy_state *st, PyObject *obj);
+void esgpy_dep_add(StoreObject *store, esgpy_dep *dep);
+void esgpy_dep_remove(esgpy_dep *dep);
+/* The clock trampoline (ud: a StoreObject-like clock holder is not needed elsewhere). */
+
+/* Copies of stored events handed over by a C query (taken with the GIL released). */
+typedef struct esgpy_collected {
+  char **json;
+  size_t *len;
+  size_t n, cap;
+} esgpy_collected;
+int esgpy_collect_cb(void *ud, const esg_stored_event *ev);
+void esgpy_collected_free(esgpy_collected *c);
+/* A list of the collected events, as dicts (bytes with raw). */
+PyObject *esgpy_collected_list(esgpy_state *st, esgpy_collected *c, int raw);
+/* JSON text to a Python value (bytes with raw). */
+PyObject *esgpy_json_item(esgpy_state *st, const char *json, size_t len, int raw);
+/* A truthy argument (absent = 0). 0 or -1. */
+int esgpy_flag(PyObject *obj, int *out);
+/* The text of the pending exception as "Type: message" into buf; the exception stays set. */
+void esgpy_exc_text(char *buf, size_t size);
+
+/* Store methods defined in other files (faults.c, latch.c, resync.c). */
+PyObject *esgpy_store_record_fault(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_faults(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_get_fault(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_delete_fault(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_purge_faults(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_correlate(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_latch(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_latch_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_latch_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_latch_pending(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_purge_latches(PyObject *self, PyObject *unused);
+PyObject *esgpy_store_cursor_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_cursor_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_cursor_delete(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_cursor_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_store_replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_latch_flagged(PyObject *module, PyObject *arg);
+PyObject *esgpy_latch_mark(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+extern PyType_Spec esgpy_cache_spec;
+extern PyType_Spec esgpy_snapshot_spec;
+extern PyType_Spec esgpy_egress_spec;
+PyObject *esgpy_egress_retryable(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *esgpy_parse_retry_after(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 /* Type specs and helpers of the other files. */
 extern PyType_Spec esgpy_store_spec;

@@ -9,6 +9,7 @@ typedef struct {
   PyObject_HEAD
   esg_event *ev;
   PyObject *dict; /* the envelope as a dict, made on first use */
+  PyObject *id;   /* the id as str, made on first use */
 } EventObject;
 
 int esgpy_event_check(esgpy_state *st, PyObject *obj) { return PyObject_TypeCheck(obj, st->EventType); }
@@ -17,6 +18,15 @@ const esg_event *esgpy_event_handle(PyObject *obj) { return ((EventObject *)obj)
 
 esg_event *esgpy_parse(esgpy_state *st, PyObject *obj) {
   esgpy_bytes b;
+  if (PyBytes_CheckExact(obj)) { /* the common case: no buffer protocol round trip */
+    esg_event *ev = NULL;
+    int rc = esg_event_parse(PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj), &ev);
+    if (rc != ESG_OK) {
+      esgpy_raise(st, rc, esg_errmsg(NULL));
+      return NULL;
+    }
+    return ev;
+  }
   if (!PyDict_Check(obj) && !PyUnicode_Check(obj) && !PyObject_CheckBuffer(obj)) {
     PyErr_Format(PyExc_TypeError, "event must be an Event, dict, bytes or str, not %.100s", Py_TYPE(obj)->tp_name);
     return NULL;
@@ -40,6 +50,7 @@ PyObject *esgpy_event_new(esgpy_state *st, esg_event *ev) {
   }
   self->ev = ev;
   self->dict = NULL;
+  self->id = NULL;
   return (PyObject *)self;
 }
 
@@ -70,6 +81,7 @@ static void event_dealloc(EventObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   esg_event_free(self->ev);
   Py_XDECREF(self->dict);
+  Py_XDECREF(self->id);
   tp->tp_free((PyObject *)self);
   Py_DECREF(tp);
 }
@@ -81,7 +93,8 @@ static PyObject *str_or_none(const char *s) {
 
 static PyObject *event_get_id(EventObject *self, void *c) {
   (void)c;
-  return str_or_none(esg_event_id(self->ev));
+  if (!self->id && !(self->id = str_or_none(esg_event_id(self->ev)))) return NULL;
+  return Py_NewRef(self->id);
 }
 static PyObject *event_get_type(EventObject *self, void *c) {
   (void)c;

@@ -180,6 +180,20 @@ int esgpy_json_bytes(esgpy_state *st, PyObject *obj, const char *what, esgpy_byt
   return 0;
 }
 
+void esgpy_exc_text(char *buf, size_t size) {
+  PyObject *t, *v, *tb;
+  PyErr_Fetch(&t, &v, &tb);
+  PyErr_NormalizeException(&t, &v, &tb);
+  const char *name = t ? ((PyTypeObject *)t)->tp_name : "Exception";
+  PyObject *text = v ? PyObject_Str(v) : NULL;
+  const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
+  if (!msg) PyErr_Clear();
+  if (msg && *msg) snprintf(buf, size, "%s: %s", name, msg);
+  else snprintf(buf, size, "%s", name);
+  Py_XDECREF(text);
+  PyErr_Restore(t, v, tb);
+}
+
 void esgpy_bytes_release(esgpy_bytes *b) {
   if (b->has_view) PyBuffer_Release(&b->view);
   b->has_view = 0;
@@ -238,6 +252,24 @@ static PyMethodDef module_methods[] = {
      "TimeoutError (esg's) when the timestamp is outside tolerance seconds of now\n"
      "(default: the real clock) and InvalidArgumentError when no signature matches\n"
      "or the input is malformed. The C error text says which."},
+    {"latch_flagged", (PyCFunction)esgpy_latch_flagged, METH_O,
+     "latch_flagged(doc) -> bool\n\n"
+     "Flag latch: True if doc (an Event, a dict or JSON text) was written on behalf of\n"
+     "the other system: 'latched': true at the top level or in an entity member.\n"
+     "Raises JSONError for text that is not a JSON object."},
+    {"latch_mark", (PyCFunction)(void (*)(void))esgpy_latch_mark, METH_FASTCALL | METH_KEYWORDS,
+     "latch_mark(doc, latched=True) -> dict | bytes\n\n"
+     "A copy of the JSON object doc with the flag set ('latched': true at the top\n"
+     "level) or cleared (every 'latched' member removed). Text or an Event in, bytes\n"
+     "out; a dict in, a dict out."},
+    {"egress_retryable", (PyCFunction)(void (*)(void))esgpy_egress_retryable, METH_FASTCALL | METH_KEYWORDS,
+     "egress_retryable(http_status, curl_code=0) -> bool\n\n"
+     "The egress retry policy: True when an attempt that got http_status (or the\n"
+     "libcurl error curl_code, with http_status 0) is retried."},
+    {"parse_retry_after", (PyCFunction)(void (*)(void))esgpy_parse_retry_after, METH_FASTCALL | METH_KEYWORDS,
+     "parse_retry_after(value, now=None) -> float\n\n"
+     "A Retry-After header value (seconds or an HTTP date) as a delay in seconds from\n"
+     "now (epoch seconds; None = the real clock). InvalidArgumentError otherwise."},
     {"webhook_secret", (PyCFunction)esgpy_webhook_secret, METH_NOARGS,
      "webhook_secret() -> str\n\nA new random secret 'whsec_<base64 of 32 random bytes>'."},
     {NULL, NULL, 0, NULL}};
@@ -312,6 +344,95 @@ static int add_error_code(PyObject *m, esgpy_state *st, const char *code, int va
   return add_exception(m, &st->errors[-value], name, doc, st->Error, x);
 }
 
+/* esg.ABSENT: what a cache loader returns for "known absent". */
+static PyObject *absent_repr(PyObject *self) {
+  (void)self;
+  return PyUnicode_FromString("esg.ABSENT");
+}
+static PyType_Slot absent_slots[] = {{Py_tp_repr, absent_repr},
+                                     {Py_tp_doc, "The type of esg.ABSENT, a cache loader's 'known absent'."},
+                                     {0, NULL}};
+static PyType_Spec absent_spec = {"esg._Absent", 0, 0, Py_TPFLAGS_DEFAULT, absent_slots};
+
+static PyTypeObject *new_structseq(PyObject *m, PyStructSequence_Desc *d) {
+  PyTypeObject *t = PyStructSequence_NewType(d);
+  if (!t) return NULL;
+  const char *name = strrchr(d->name, '.') + 1;
+  if (PyModule_AddObjectRef(m, name, (PyObject *)t) < 0) {
+    Py_DECREF(t);
+    return NULL;
+  }
+  return t;
+}
+
+static int add_structseqs(PyObject *m, esgpy_state *st) {
+  static PyStructSequence_Field fault_fields[] = {
+      {"id", "the fault's id (increasing)"},
+      {"event_id", "the event's id"},
+      {"stage", "where it failed, e.g. 'deliver'"},
+      {"error", "what went wrong"},
+      {"http_status", "the last HTTP status, 0 if none"},
+      {"attempts", "how many attempts were made"},
+      {"first_attempt", "epoch seconds"},
+      {"last_attempt", "epoch seconds"},
+      {"event", "the event's JSON (bytes) for resubmission, or None"},
+      {NULL, NULL}};
+  static PyStructSequence_Desc fault_desc = {"esg.Fault", "A fault record (see Store.faults).", fault_fields, 9};
+  static PyStructSequence_Field entry_fields[] = {
+      {"result", "'hit', 'negative', 'stale' or 'miss'"},
+      {"value", "the value (decoded JSON, or bytes) for hit and stale, else None"},
+      {"version", "the entry's version"},
+      {"expires", "when it stops (stopped) being fresh, epoch seconds; None on a miss"},
+      {"loaded", "get_or_load: True if this call ran the loader"},
+      {"load_status", "get_or_load: 0, or the code of the failed load behind a stale answer"},
+      {"error", "get_or_load: the failed load's text behind a stale answer, else None"},
+      {NULL, NULL}};
+  static PyStructSequence_Desc entry_desc = {"esg.CacheEntry", "What a cache lookup found (see Cache.get).",
+                                             entry_fields, 7};
+  static PyStructSequence_Field cstats_fields[] = {
+      {"hits", NULL}, {"misses", NULL}, {"negatives", NULL}, {"stale", NULL}, {"loads", NULL},
+      {"load_failures", NULL}, {"mem_hits", NULL}, {"evictions", NULL}, {"mem_entries", NULL},
+      {"mem_bytes", NULL}, {NULL, NULL}};
+  static PyStructSequence_Desc cstats_desc = {"esg.CacheStats", "Counters of one Cache since it was opened.",
+                                              cstats_fields, 10};
+  static PyStructSequence_Field rstats_fields[] = {
+      {"pages", "cursor: pages committed"},
+      {"emitted", "events newly stored (or handed to the sink with no_log)"},
+      {"duplicates", "events already in the log, not stored again"},
+      {"created", "snapshot"}, {"updated", "snapshot"}, {"deleted", "snapshot"}, {"unchanged", "snapshot"},
+      {"done", "cursor: True when the source reported its end"},
+      {NULL, NULL}};
+  static PyStructSequence_Desc rstats_desc = {"esg.ResyncStats", "What a cursor job or a listing did.",
+                                              rstats_fields, 8};
+  static PyStructSequence_Field eres_fields[] = {
+      {"event_id", NULL},
+      {"outcome", "'delivered', 'refused', 'exhausted' or 'cancelled'"},
+      {"http_status", "the last HTTP status; 0 when no answer came"},
+      {"attempts", "HTTP attempts made"},
+      {"first_attempt", "epoch seconds (engine clock)"},
+      {"last_attempt", "epoch seconds (engine clock)"},
+      {"error", "why it failed, '' when delivered"},
+      {"fault_id", "the fault recorded for it (refused, exhausted), else None"},
+      {"store_status", "the status of the store call that finished it (0 = ok)"},
+      {"body", "the response body (bytes, bounded by max_response_bytes)"},
+      {"context", "the context given to submit"},
+      {NULL, NULL}};
+  static PyStructSequence_Desc eres_desc = {"esg.EgressResult", "How one delivery ended (see Egress).",
+                                            eres_fields, 11};
+  static PyStructSequence_Field estats_fields[] = {
+      {"submitted", NULL}, {"delivered", NULL}, {"retried", NULL}, {"faulted", NULL}, {"cancelled", NULL},
+      {"attempts", NULL}, {"connects", NULL}, {"in_flight", NULL}, {"queued", NULL}, {NULL, NULL}};
+  static PyStructSequence_Desc estats_desc = {"esg.EgressStats", "Counters of one Egress since it was opened.",
+                                              estats_fields, 9};
+  if (!(st->FaultType = new_structseq(m, &fault_desc)) || !(st->CacheEntryType = new_structseq(m, &entry_desc)) ||
+      !(st->CacheStatsType = new_structseq(m, &cstats_desc)) ||
+      !(st->ResyncStatsType = new_structseq(m, &rstats_desc)) ||
+      !(st->EgressResultType = new_structseq(m, &eres_desc)) ||
+      !(st->EgressStatsType = new_structseq(m, &estats_desc)))
+    return -1;
+  return 0;
+}
+
 static int module_exec(PyObject *m) {
   esgpy_state *st = esgpy_state_of_module(m);
   if (esg_version_number() / 10000 != ESG_VERSION_NUMBER / 10000) {
@@ -364,6 +485,15 @@ static int module_exec(PyObject *m) {
   ESGPY__STR(s_stored, "stored")
   ESGPY__STR(s_applied, "applied")
   ESGPY__STR(s_stale, "stale")
+  ESGPY__STR(s_hit, "hit")
+  ESGPY__STR(s_miss, "miss")
+  ESGPY__STR(s_negative, "negative")
+  ESGPY__STR(s_echo, "echo")
+  ESGPY__STR(s_genuine, "genuine")
+  ESGPY__STR(s_fired, "fired")
+  ESGPY__STR(s_fired_before, "duplicate")
+  ESGPY__STR(s_no_match, "no_match")
+  for (int i = 0; i < 4; i++) ESGPY__STR(s_outcomes[i], esg_egress_outcome_name(i))
 #undef ESGPY__STR
 
   static PyStructSequence_Field claim_fields[] = {
@@ -395,6 +525,18 @@ static int module_exec(PyObject *m) {
   st->EntityType = PyStructSequence_NewType(&entity_desc);
   if (!st->EntityType || PyModule_AddObjectRef(m, "Entity", (PyObject *)st->EntityType) < 0) return -1;
 
+  if (add_structseqs(m, st) < 0) return -1;
+  PyObject *absent_type = PyType_FromSpec(&absent_spec);
+  if (!absent_type) return -1;
+  st->ABSENT = PyObject_CallNoArgs(absent_type);
+  Py_DECREF(absent_type);
+  if (!st->ABSENT || PyModule_AddObjectRef(m, "ABSENT", st->ABSENT) < 0) return -1;
+  st->CacheType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_cache_spec, NULL);
+  if (!st->CacheType || PyModule_AddType(m, st->CacheType) < 0) return -1;
+  st->SnapshotType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_snapshot_spec, NULL);
+  if (!st->SnapshotType || PyModule_AddType(m, st->SnapshotType) < 0) return -1;
+  st->EgressType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_egress_spec, NULL);
+  if (!st->EgressType || PyModule_AddType(m, st->EgressType) < 0) return -1;
   st->EventType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_event_spec, NULL);
   if (!st->EventType || PyModule_AddType(m, st->EventType) < 0) return -1;
   st->StoreType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_store_spec, NULL);
@@ -424,6 +566,16 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg) {
   Py_VISIT(st->EventType);
   Py_VISIT(st->ClaimType);
   Py_VISIT(st->EntityType);
+  Py_VISIT(st->FaultType);
+  Py_VISIT(st->CacheType);
+  Py_VISIT(st->CacheEntryType);
+  Py_VISIT(st->CacheStatsType);
+  Py_VISIT(st->ResyncStatsType);
+  Py_VISIT(st->SnapshotType);
+  Py_VISIT(st->EgressType);
+  Py_VISIT(st->EgressResultType);
+  Py_VISIT(st->EgressStatsType);
+  Py_VISIT(st->ABSENT);
   Py_VISIT(st->json_dumps);
   Py_VISIT(st->json_loads);
   return 0;
@@ -438,6 +590,25 @@ static int module_clear(PyObject *m) {
   Py_CLEAR(st->EventType);
   Py_CLEAR(st->ClaimType);
   Py_CLEAR(st->EntityType);
+  Py_CLEAR(st->FaultType);
+  Py_CLEAR(st->CacheType);
+  Py_CLEAR(st->CacheEntryType);
+  Py_CLEAR(st->CacheStatsType);
+  Py_CLEAR(st->ResyncStatsType);
+  Py_CLEAR(st->SnapshotType);
+  Py_CLEAR(st->EgressType);
+  Py_CLEAR(st->EgressResultType);
+  Py_CLEAR(st->EgressStatsType);
+  Py_CLEAR(st->ABSENT);
+  Py_CLEAR(st->s_hit);
+  Py_CLEAR(st->s_miss);
+  Py_CLEAR(st->s_negative);
+  Py_CLEAR(st->s_echo);
+  Py_CLEAR(st->s_genuine);
+  Py_CLEAR(st->s_fired);
+  Py_CLEAR(st->s_fired_before);
+  Py_CLEAR(st->s_no_match);
+  for (int i = 0; i < 4; i++) Py_CLEAR(st->s_outcomes[i]);
   Py_CLEAR(st->json_dumps);
   Py_CLEAR(st->json_loads);
   Py_CLEAR(st->s_new);

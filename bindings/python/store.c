@@ -1,6 +1,9 @@
 /*
  * esg._esg.Store: one esg_store handle, its claims, event log, entities and
- * batches. Every call that can touch the database runs with the GIL released.
+ * batches (faults, correlation, latches and resync are in faults.c, latch.c and
+ * resync.c), and the list of objects built on it (caches, egress engines,
+ * snapshots) that closing it closes first. Every call that can touch the
+ * database runs with the GIL released.
  *
  * A C store handle is for one thread at a time. The documented pattern is one
  * Store per thread; to keep a shared one from crashing anyway, each Store has a
@@ -18,22 +21,15 @@
 #include "esgpy.h"
 #include "pythread.h"
 
-typedef struct {
-  PyObject_HEAD
-  esg_store *s;
-  PyThread_type_lock lock;
-  unsigned long owner; /* thread inside a call on this store, 0 when none */
-  PyObject *clock;     /* callable returning seconds, or NULL */
-  PyObject *clock_type, *clock_value, *clock_tb; /* the clock's pending exception */
-  int64_t last_now;
-  PyObject *path;
-} StoreObject;
 
 /* esg.Store subclasses this type in Python: find the module state by definition. */
-#define STATE(self) ((esgpy_state *)PyModule_GetState(PyType_GetModuleByDef(Py_TYPE(self), &esgpy_module_def)))
+static void close_deps(StoreObject *self);
+
+#define STATE_SLOW(self) ((esgpy_state *)PyModule_GetState(PyType_GetModuleByDef(Py_TYPE(self), &esgpy_module_def)))
+#define STATE(self) esgpy_store_state((PyObject *)(self))
 
 
-static int store_enter(StoreObject *self) {
+int esgpy_store_enter(StoreObject *self) {
   esgpy_state *st = STATE(self);
   if (!self->lock || !self->s) {
     esgpy_raise(st, ESG_ESTATE, "the store is closed");
@@ -57,13 +53,13 @@ static int store_enter(StoreObject *self) {
   return 0;
 }
 
-static void store_leave(StoreObject *self) {
+void esgpy_store_leave(StoreObject *self) {
   self->owner = 0;
   PyThread_release_lock(self->lock);
 }
 
 /* After a C call: raises the clock's exception, or the error for rc < 0. Returns -1 when raised. */
-static int store_check(StoreObject *self, int rc) {
+int esgpy_store_check(StoreObject *self, int rc) {
   if (self->clock_type) {
     PyErr_Restore(self->clock_type, self->clock_value, self->clock_tb);
     self->clock_type = self->clock_value = self->clock_tb = NULL;
@@ -77,9 +73,9 @@ static int store_check(StoreObject *self, int rc) {
 }
 
 /* Raises for rc (or the clock), then leaves; NULL for the caller to return. */
-static PyObject *store_fail(StoreObject *self, int rc) {
-  store_check(self, rc);
-  store_leave(self);
+PyObject *esgpy_store_fail(StoreObject *self, int rc) {
+  esgpy_store_check(self, rc);
+  esgpy_store_leave(self);
   return NULL;
 }
 
@@ -115,7 +111,7 @@ static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
   if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$OOOOO:Store", kw, PyUnicode_FSConverter, &path, &clock,
                                    &durability, &busy, &group, &gmax))
     return -1;
-  esgpy_state *st = STATE(self);
+  esgpy_state *st = self->st = STATE_SLOW(self);
   esg_store_opts o;
   memset(&o, 0, sizeof o);
   int64_t v;
@@ -178,7 +174,7 @@ static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
   Py_END_ALLOW_THREADS
   if (self->clock_type) {
     esg_store_close(s);
-    store_check(self, 0);
+    esgpy_store_check(self, 0);
     goto fail;
   }
   if (rc != ESG_OK) {
@@ -195,6 +191,7 @@ fail:
 }
 
 static void store_close_handle(StoreObject *self) {
+  close_deps(self);
   esg_store *s = self->s;
   self->s = NULL;
   if (s) {
@@ -207,7 +204,7 @@ static void store_close_handle(StoreObject *self) {
 static PyObject *store_close(StoreObject *self, PyObject *unused) {
   (void)unused;
   if (!self->s) Py_RETURN_NONE; /* closing twice is fine */
-  if (store_enter(self) < 0) {
+  if (esgpy_store_enter(self) < 0) {
     if (!self->s) { /* closed meanwhile */
       PyErr_Clear();
       Py_RETURN_NONE;
@@ -215,8 +212,8 @@ static PyObject *store_close(StoreObject *self, PyObject *unused) {
     return NULL;
   }
   store_close_handle(self);
-  int failed = store_check(self, 0);
-  store_leave(self);
+  int failed = esgpy_store_check(self, 0);
+  esgpy_store_leave(self);
   if (failed) return NULL;
   Py_RETURN_NONE;
 }
@@ -236,10 +233,11 @@ static void store_dealloc(StoreObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
   if (self->s) {
-    esg_store *s = self->s;
-    self->s = NULL;
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
+    close_deps(self);
+    esg_store *s = self->s;
+    self->s = NULL;
     Py_BEGIN_ALLOW_THREADS
     esg_store_close(s);
     Py_END_ALLOW_THREADS
@@ -284,32 +282,32 @@ static PyObject *store_get_path(StoreObject *self, void *c) {
 
 static PyObject *store_get_backend(StoreObject *self, void *c) {
   (void)c;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   PyObject *r = PyUnicode_FromString(esg_store_backend(self->s));
-  store_leave(self);
+  esgpy_store_leave(self);
   return r;
 }
 
 static PyObject *store_get_schema(StoreObject *self, void *c) {
   (void)c;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int v;
   Py_BEGIN_ALLOW_THREADS
   v = esg_store_schema_version(self->s);
   Py_END_ALLOW_THREADS
-  store_leave(self);
+  esgpy_store_leave(self);
   return PyLong_FromLong(v);
 }
 
 static PyObject *store_now(StoreObject *self, PyObject *unused) {
   (void)unused;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int64_t ms;
   Py_BEGIN_ALLOW_THREADS
   ms = esg_store_now(self->s);
   Py_END_ALLOW_THREADS
-  if (store_check(self, 0) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, 0) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   return esgpy_ms_seconds(ms);
 }
 
@@ -318,13 +316,13 @@ static PyObject *store_now(StoreObject *self, PyObject *unused) {
 typedef int (*store_fn)(esg_store *);
 
 static PyObject *simple_call(StoreObject *self, store_fn fn) {
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS
   rc = fn(self->s);
   Py_END_ALLOW_THREADS
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   Py_RETURN_NONE;
 }
 
@@ -427,16 +425,16 @@ static PyObject *do_claim(StoreObject *self, const char *fname, PyObject *const 
   uint8_t hash[ESG_HASH_MAX];
   size_t hash_len;
   if (payload_hash(st, a[1], hash, &hash_len) < 0) return NULL;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   esg_claim_info ci;
   int rc;
   Py_BEGIN_ALLOW_THREADS
   if (wait) rc = esg_claim_wait(self->s, key, hash, hash_len, lease, ttl, wait_ms, &ci);
   else rc = esg_claim(self->s, key, hash, hash_len, lease, ttl, &ci);
   Py_END_ALLOW_THREADS
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
   PyObject *r = claim_result(st, rc, a[0], &ci);
-  store_leave(self);
+  esgpy_store_leave(self);
   return r;
 }
 
@@ -459,7 +457,7 @@ static PyObject *store_complete(StoreObject *self, PyObject *const *args, Py_ssi
   esgpy_bytes b;
   memset(&b, 0, sizeof b);
   if (a[2] && a[2] != Py_None && esgpy_json_bytes(st, a[2], "result", &b) < 0) return NULL;
-  if (store_enter(self) < 0) {
+  if (esgpy_store_enter(self) < 0) {
     esgpy_bytes_release(&b);
     return NULL;
   }
@@ -468,8 +466,8 @@ static PyObject *store_complete(StoreObject *self, PyObject *const *args, Py_ssi
   rc = esg_complete(self->s, key, token, b.data, (size_t)b.len);
   Py_END_ALLOW_THREADS
   esgpy_bytes_release(&b);
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   Py_RETURN_NONE;
 }
 
@@ -480,13 +478,13 @@ static PyObject *store_release(StoreObject *self, PyObject *const *args, Py_ssiz
   const char *key = esgpy_str(a[0], "key", NULL);
   int64_t token;
   if (!key || esgpy_int64(a[1], "token", &token) < 0) return NULL;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS
   rc = esg_release(self->s, key, token);
   Py_END_ALLOW_THREADS
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   Py_RETURN_NONE;
 }
 
@@ -498,26 +496,26 @@ static PyObject *store_extend(StoreObject *self, PyObject *const *args, Py_ssize
   int64_t token, lease = 30000;
   if (!key || esgpy_int64(a[1], "token", &token) < 0) return NULL;
   if (a[2] && esgpy_seconds_ms(a[2], "lease", &lease) < 0) return NULL;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS
   rc = esg_claim_extend(self->s, key, token, lease);
   Py_END_ALLOW_THREADS
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   Py_RETURN_NONE;
 }
 
 static PyObject *store_purge_claims(StoreObject *self, PyObject *u) {
   (void)u;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int rc;
   int64_t n = 0;
   Py_BEGIN_ALLOW_THREADS
   rc = esg_claims_purge(self->s, &n);
   Py_END_ALLOW_THREADS
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   return PyLong_FromLongLong(n);
 }
 
@@ -540,7 +538,7 @@ static PyObject *store_put_event(StoreObject *self, PyObject *const *args, Py_ss
     if (!(own = esgpy_parse(st, a[0]))) return NULL;
     ev = own;
   }
-  if (store_enter(self) < 0) {
+  if (esgpy_store_enter(self) < 0) {
     esg_event_free(own);
     return NULL;
   }
@@ -549,20 +547,13 @@ static PyObject *store_put_event(StoreObject *self, PyObject *const *args, Py_ss
   rc = esg_event_put(self->s, ev, corr, ttl);
   Py_END_ALLOW_THREADS
   esg_event_free(own);
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   return Py_NewRef(rc == ESG_DUPLICATE ? st->s_duplicate : st->s_stored);
 }
 
-/* Copies of the events a query hands over, taken with the GIL released. */
-typedef struct collected {
-  char **json;
-  size_t *len;
-  size_t n, cap;
-} collected;
-
-static int collect_cb(void *ud, const esg_stored_event *ev) {
-  collected *c = ud;
+int esgpy_collect_cb(void *ud, const esg_stored_event *ev) {
+  esgpy_collected *c = ud;
   if (c->n == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 16;
     char **j = realloc(c->json, cap * sizeof *j);
@@ -583,13 +574,14 @@ static int collect_cb(void *ud, const esg_stored_event *ev) {
   return 0;
 }
 
-static void collected_free(collected *c) {
+void esgpy_collected_free(esgpy_collected *c) {
   for (size_t i = 0; i < c->n; i++) free(c->json[i]);
   free(c->json);
   free(c->len);
+  memset(c, 0, sizeof *c);
 }
 
-static PyObject *json_item(esgpy_state *st, const char *json, size_t len, int raw) {
+PyObject *esgpy_json_item(esgpy_state *st, const char *json, size_t len, int raw) {
   PyObject *b = PyBytes_FromStringAndSize(json, (Py_ssize_t)len);
   if (!b || raw) return b;
   PyObject *d = PyObject_CallOneArg(st->json_loads, b);
@@ -597,7 +589,17 @@ static PyObject *json_item(esgpy_state *st, const char *json, size_t len, int ra
   return d;
 }
 
-static int raw_flag(PyObject *obj, int *raw) {
+PyObject *esgpy_collected_list(esgpy_state *st, esgpy_collected *c, int raw) {
+  PyObject *list = PyList_New((Py_ssize_t)c->n);
+  for (size_t i = 0; list && i < c->n; i++) {
+    PyObject *item = esgpy_json_item(st, c->json[i], c->len[i], raw);
+    if (!item) Py_CLEAR(list);
+    else PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+  }
+  return list;
+}
+
+int esgpy_flag(PyObject *obj, int *raw) {
   *raw = 0;
   if (!obj) return 0;
   int r = PyObject_IsTrue(obj);
@@ -606,27 +608,59 @@ static int raw_flag(PyObject *obj, int *raw) {
   return 0;
 }
 
+StoreObject *esgpy_store_arg(esgpy_state *st, PyObject *obj) {
+  if (!PyObject_TypeCheck(obj, st->StoreType)) {
+    PyErr_Format(PyExc_TypeError, "store must be an esg.Store, not %.100s", Py_TYPE(obj)->tp_name);
+    return NULL;
+  }
+  return (StoreObject *)obj;
+}
+
+void esgpy_dep_add(StoreObject *store, esgpy_dep *dep) {
+  if (!store->deps.next) store->deps.next = store->deps.prev = &store->deps;
+  dep->next = store->deps.next;
+  dep->prev = &store->deps;
+  store->deps.next->prev = dep;
+  store->deps.next = dep;
+}
+
+void esgpy_dep_remove(esgpy_dep *dep) {
+  if (!dep->next) return;
+  dep->prev->next = dep->next;
+  dep->next->prev = dep->prev;
+  dep->next = dep->prev = NULL;
+}
+
+/* Closes every dependent (their C handles borrow the store's). */
+static void close_deps(StoreObject *self) {
+  while (self->deps.next && self->deps.next != &self->deps) {
+    esgpy_dep *d = self->deps.next;
+    esgpy_dep_remove(d);
+    d->close(d);
+  }
+}
+
 typedef int (*query_fn)(esg_store *, const char *, esg_event_cb, void *);
 
-static int run_query(StoreObject *self, query_fn fn, const char *arg, collected *c) {
+static int run_query(StoreObject *self, query_fn fn, const char *arg, esgpy_collected *c) {
   memset(c, 0, sizeof *c);
-  if (store_enter(self) < 0) return -1;
+  if (esgpy_store_enter(self) < 0) return -1;
   int rc;
   Py_BEGIN_ALLOW_THREADS
-  rc = fn(self->s, arg, collect_cb, c);
+  rc = fn(self->s, arg, esgpy_collect_cb, c);
   Py_END_ALLOW_THREADS
   if (rc == ESG_ECALLBACK) {
-    store_leave(self);
-    collected_free(c);
+    esgpy_store_leave(self);
+    esgpy_collected_free(c);
     PyErr_NoMemory();
     return -1;
   }
-  if (store_check(self, rc) < 0) {
-    store_leave(self);
-    collected_free(c);
+  if (esgpy_store_check(self, rc) < 0) {
+    esgpy_store_leave(self);
+    esgpy_collected_free(c);
     return -1;
   }
-  store_leave(self);
+  esgpy_store_leave(self);
   return rc;
 }
 
@@ -634,19 +668,14 @@ static PyObject *store_events(StoreObject *self, PyObject *const *args, Py_ssize
   static const char *const kw[] = {"corr_key", "raw", NULL};
   PyObject *a[2];
   int raw;
-  if (esgpy_args("events", args, nargs, kwnames, kw, 1, a) < 0 || raw_flag(a[1], &raw) < 0) return NULL;
+  if (esgpy_args("events", args, nargs, kwnames, kw, 1, a) < 0 || esgpy_flag(a[1], &raw) < 0) return NULL;
   const char *key = esgpy_str(a[0], "corr_key", NULL);
   if (!key) return NULL;
-  collected c;
+  esgpy_collected c;
   if (run_query(self, esg_events_by_key, key, &c) < 0) return NULL;
   esgpy_state *st = STATE(self);
-  PyObject *list = PyList_New((Py_ssize_t)c.n);
-  for (size_t i = 0; list && i < c.n; i++) {
-    PyObject *item = json_item(st, c.json[i], c.len[i], raw);
-    if (!item) Py_CLEAR(list);
-    else PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-  }
-  collected_free(&c);
+  PyObject *list = esgpy_collected_list(st, &c, raw);
+  esgpy_collected_free(&c);
   return list;
 }
 
@@ -654,14 +683,14 @@ static PyObject *store_get_event(StoreObject *self, PyObject *const *args, Py_ss
   static const char *const kw[] = {"id", "raw", NULL};
   PyObject *a[2];
   int raw;
-  if (esgpy_args("get_event", args, nargs, kwnames, kw, 1, a) < 0 || raw_flag(a[1], &raw) < 0) return NULL;
+  if (esgpy_args("get_event", args, nargs, kwnames, kw, 1, a) < 0 || esgpy_flag(a[1], &raw) < 0) return NULL;
   const char *id = esgpy_str(a[0], "id", NULL);
   if (!id) return NULL;
-  collected c;
+  esgpy_collected c;
   int rc = run_query(self, esg_event_get, id, &c);
   if (rc < 0) return NULL;
-  PyObject *r = rc == ESG_NOT_FOUND || c.n == 0 ? Py_NewRef(Py_None) : json_item(STATE(self), c.json[0], c.len[0], raw);
-  collected_free(&c);
+  PyObject *r = rc == ESG_NOT_FOUND || c.n == 0 ? Py_NewRef(Py_None) : esgpy_json_item(STATE(self), c.json[0], c.len[0], raw);
+  esgpy_collected_free(&c);
   return r;
 }
 
@@ -678,7 +707,7 @@ static int purge_cb(void *ud, const esg_stored_event *ev) {
   if (p->failed) return 1; /* after a failure keep the rest for the next purge */
   PyGILState_STATE g = PyGILState_Ensure();
   int keep = 0;
-  PyObject *d = json_item(STATE(p->self), ev->json, ev->json_len, 0);
+  PyObject *d = esgpy_json_item(STATE(p->self), ev->json, ev->json_len, 0);
   PyObject *r = d ? PyObject_CallOneArg(p->cb, d) : NULL;
   Py_XDECREF(d);
   if (!r) {
@@ -704,19 +733,19 @@ static PyObject *store_purge_events(StoreObject *self, PyObject *const *args, Py
     return NULL;
   }
   purge_ctx p = {self, a[0], 0, NULL, NULL, NULL};
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int rc;
   int64_t n = 0;
   Py_BEGIN_ALLOW_THREADS
   rc = esg_events_purge(self->s, a[0] ? purge_cb : NULL, &p, &n);
   Py_END_ALLOW_THREADS
   if (p.failed) {
-    store_leave(self);
+    esgpy_store_leave(self);
     PyErr_Restore(p.t, p.v, p.tb);
     return NULL;
   }
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   return PyLong_FromLongLong(n);
 }
 
@@ -736,7 +765,7 @@ static PyObject *store_upsert(StoreObject *self, PyObject *const *args, Py_ssize
     return NULL;
   }
   if (esgpy_json_bytes(st, a[2], "doc", &b) < 0) return NULL;
-  if (store_enter(self) < 0) {
+  if (esgpy_store_enter(self) < 0) {
     esgpy_bytes_release(&b);
     return NULL;
   }
@@ -745,8 +774,8 @@ static PyObject *store_upsert(StoreObject *self, PyObject *const *args, Py_ssize
   rc = esg_entity_upsert(self->s, key, version, b.data, (size_t)b.len);
   Py_END_ALLOW_THREADS
   esgpy_bytes_release(&b);
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   return Py_NewRef(rc == ESG_STALE ? st->s_stale : st->s_applied);
 }
 
@@ -754,23 +783,23 @@ static PyObject *store_get_entity(StoreObject *self, PyObject *const *args, Py_s
   static const char *const kw[] = {"key", "raw", NULL};
   PyObject *a[2];
   int raw;
-  if (esgpy_args("get_entity", args, nargs, kwnames, kw, 1, a) < 0 || raw_flag(a[1], &raw) < 0) return NULL;
+  if (esgpy_args("get_entity", args, nargs, kwnames, kw, 1, a) < 0 || esgpy_flag(a[1], &raw) < 0) return NULL;
   esgpy_state *st = STATE(self);
   const char *key = esgpy_str(a[0], "key", NULL);
   if (!key) return NULL;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   esg_entity e;
   int rc;
   Py_BEGIN_ALLOW_THREADS
   rc = esg_entity_get(self->s, key, &e);
   Py_END_ALLOW_THREADS
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
   if (rc == ESG_NOT_FOUND) {
-    store_leave(self);
+    esgpy_store_leave(self);
     Py_RETURN_NONE;
   }
   PyObject *doc = e.deleted || !e.doc ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(e.doc, (Py_ssize_t)e.doc_len);
-  store_leave(self);
+  esgpy_store_leave(self);
   if (!doc) return NULL;
   if (!raw && doc != Py_None) {
     PyObject *d = PyObject_CallOneArg(st->json_loads, doc);
@@ -799,13 +828,13 @@ static PyObject *store_delete_entity(StoreObject *self, PyObject *const *args, P
   const char *key = esgpy_str(a[0], "key", NULL);
   int64_t version;
   if (!key || esgpy_int64(a[1], "version", &version) < 0) return NULL;
-  if (store_enter(self) < 0) return NULL;
+  if (esgpy_store_enter(self) < 0) return NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS
   rc = esg_entity_delete(self->s, key, version);
   Py_END_ALLOW_THREADS
-  if (store_check(self, rc) < 0) return store_fail(self, 0);
-  store_leave(self);
+  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
+  esgpy_store_leave(self);
   return Py_NewRef(rc == ESG_STALE ? st->s_stale : st->s_applied);
 }
 
@@ -872,6 +901,68 @@ static PyMethodDef store_methods[] = {
     {"delete_entity", FN(store_delete_entity), FAST,
      "delete_entity(key, version) -> str\n\n"
      "Leaves a tombstone at version, so older updates cannot revive key: 'applied' or 'stale'."},
+    {"record_fault", FN(esgpy_store_record_fault), FAST,
+     "record_fault(event_id, stage, error, event=None, http_status=0, attempts=0,\n"
+     "             first_attempt=None, last_attempt=None) -> int\n\n"
+     "Records a fault (an event that could not be handled) and returns its id. event:\n"
+     "the event (Event, dict, bytes or str) kept for resubmission. Times are epoch\n"
+     "seconds (None = now). InvalidArgumentError names a missing field."},
+    {"faults", FN(esgpy_store_faults), FAST, "faults() -> list[Fault]\n\nEvery fault, oldest first."},
+    {"get_fault", FN(esgpy_store_get_fault), FAST, "get_fault(id) -> Fault | None\n\nOne fault by id."},
+    {"delete_fault", FN(esgpy_store_delete_fault), FAST,
+     "delete_fault(id) -> bool\n\nDeletes a fault (e.g. once resubmitted); False when there was none."},
+    {"purge_faults", FN(esgpy_store_purge_faults), FAST,
+     "purge_faults(before=None) -> int\n\n"
+     "Deletes the faults whose last attempt is older than before (epoch seconds;\n"
+     "None = all); returns how many."},
+    {"correlate", FN(esgpy_store_correlate), FAST,
+     "correlate(corr_key, rule, predicate, ttl=0, *, raw=False) -> (status, event)\n\n"
+     "Evaluates predicate(events), a callable over the list of unexpired events stored\n"
+     "under corr_key in (timestamp, id) order (dicts; bytes with raw=True). When it\n"
+     "returns true, the event {'id': '<corr_key>.<rule>', 'type': rule, 'triggers':\n"
+     "[ids], ...} is stored once (ttl seconds, 0 = never expires). status: 'fired' (now;\n"
+     "event is it), 'duplicate' (fired before; event None) or 'no_match'. An exception in\n"
+     "predicate propagates; it must not use this store."},
+    {"latch", FN(esgpy_store_latch), FAST,
+     "latch(key, side, doc=None, *, hash=None, ttl=300.0) -> str\n\n"
+     "Content latch: records 'we are about to write this state of key to side'. Call it\n"
+     "BEFORE the write. Give the document (its canonical content hash is used) or your\n"
+     "own hash text. Returns the hash. Expires after ttl seconds."},
+    {"latch_check", FN(esgpy_store_latch_check), FAST,
+     "latch_check(key, side, doc=None, *, hash=None) -> 'echo' | 'genuine'\n\n"
+     "Judges a change that came from side for key: 'echo' (our own write coming back:\n"
+     "suppress it; the latch is consumed) or 'genuine' (pass it on)."},
+    {"latch_cancel", FN(esgpy_store_latch_cancel), FAST,
+     "latch_cancel(key, side, doc=None, *, hash=None) -> bool\n\n"
+     "Withdraws the newest pending latch with that state (the write failed). False if none."},
+    {"latch_pending", FN(esgpy_store_latch_pending), FAST,
+     "latch_pending(key, side) -> int\n\nHow many unexpired latches are pending for (key, side)."},
+    {"purge_latches", (PyCFunction)esgpy_store_purge_latches, METH_NOARGS,
+     "purge_latches() -> int\n\nDeletes expired latches; returns how many."},
+    {"cursor_get", FN(esgpy_store_cursor_get), FAST, "cursor_get(name) -> str | None\n\nThe stored cursor of a job."},
+    {"cursor_set", FN(esgpy_store_cursor_set), FAST,
+     "cursor_set(name, cursor) -> None\n\nStores a job's cursor (e.g. to rewind it)."},
+    {"cursor_delete", FN(esgpy_store_cursor_delete), FAST,
+     "cursor_delete(name) -> bool\n\nDeletes a job's cursor (the job starts over); False if none."},
+    {"cursor_run", FN(esgpy_store_cursor_run), FAST,
+     "cursor_run(name, source, fetch, *, sink=None, no_log=False, log_ttl=0, entity_field='entity',\n"
+     "           max_pages=0, raw=False) -> ResyncStats\n\n"
+     "Runs the cursor job name: fetch(cursor) (cursor None before the first page)\n"
+     "returns (items, next_cursor[, done]); each item a mapping with 'id', 'version',\n"
+     "'type', 'data' (JSON-able, or JSON text) and optional 'timestamp' (epoch ms) and\n"
+     "'partitionKey'. Each page's items become events with deterministic ids, stored\n"
+     "with the new cursor in one transaction (and handed to sink(event) inside it).\n"
+     "Stops when done is true or after max_pages pages. An exception in fetch or sink\n"
+     "rolls back that page and propagates. Neither may use this store."},
+    {"snapshot", FN(esgpy_store_snapshot), FAST,
+     "snapshot(source, *, sink=None, no_log=False, log_ttl=0, entity_field='entity',\n"
+     "         type='entity', batch=1000, raw=False) -> Snapshot\n\n"
+     "Starts (or resumes) a full listing of source for a snapshot diff: add(key,\n"
+     "content) each entry, then finish() emits deletions and returns the counts."},
+    {"replay", FN(esgpy_store_replay), FAST,
+     "replay(corr_key=None, type=None, since=None, until=None, *, raw=False) -> list\n\n"
+     "The unexpired stored events that match (since <= timestamp < until, epoch ms),\n"
+     "in (timestamp, id) order, with their ids unchanged so consumers dedupe them."},
     {"begin", (PyCFunction)store_begin, METH_NOARGS,
      "begin() -> None\n\nStarts a batch: the calls until commit() run in one transaction. Prefer batch()."},
     {"commit", (PyCFunction)store_commit, METH_NOARGS, "commit() -> None\n\nCommits the open batch."},
@@ -890,7 +981,8 @@ static PyGetSetDef store_getset[] = {
 static PyType_Slot store_slots[] = {
     {Py_tp_doc, "Store(path, *, clock=None, durability='normal', busy_timeout=5.0, group_commit=0.0,\n"
                 "      group_commit_max=0)\n\n"
-                "The micro event store (claims, event log, entities) in the SQLite file path\n"
+                "The micro event store (claims, event log, entities, faults, correlation rules,\n"
+                "latches, cursor jobs, snapshots, replay) in the SQLite file path\n"
                 "(':memory:' for a private one). One Store per thread; many threads and\n"
                 "processes may open the same file. clock: a callable returning seconds since\n"
                 "the epoch (tests move time with it). durability: 'normal' or 'full'.\n"

@@ -1,7 +1,9 @@
 """esg: the data parts of External Service Gateways (Python binding of libesg).
 
-The store (claims, event log, entities), events, hashes and deterministic ids,
-and Standard Webhooks signing and verification, implemented in C (esg._esg),
+The store (claims, event log, entities, faults, correlation rules, latches,
+cursor jobs, snapshot diffs, replay), the enrichment cache (esg.Cache), the HTTP
+delivery engine (esg.Egress), events, hashes and deterministic ids, and Standard
+Webhooks signing and verification, implemented in C (esg._esg),
 plus the pure-Python conveniences built on them: Store.batch(), ThreadLocalStore,
 the @idempotent decorator and the Webhook helper.
 
@@ -22,6 +24,19 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from . import _esg
 from ._esg import (  # noqa: F401  (re-exported)
+    ABSENT,
+    Cache,
+    CacheEntry,
+    CacheStats,
+    EgressResult,
+    EgressStats,
+    Fault,
+    ResyncStats,
+    Snapshot,
+    egress_retryable,
+    latch_flagged,
+    latch_mark,
+    parse_retry_after,
     EVENT_MAX_BYTES,
     HASH_MAX,
     KEY_MAX,
@@ -70,6 +85,9 @@ version_number: int = _esg.version_number
 
 __all__ = [
     "Store", "ThreadLocalStore", "idempotent", "payload_hash", "Webhook",
+    "Cache", "CacheEntry", "CacheStats", "ABSENT", "Fault", "ResyncStats", "Snapshot",
+    "Egress", "EgressResult", "EgressStats", "egress_retryable", "parse_retry_after",
+    "latch_flagged", "latch_mark",
     "Claim", "Entity", "Event", "parse_event", "sha256", "content_hash", "content_digest", "uuid5",
     "strerror", "status_name", "error_class", "webhook_sign", "webhook_verify", "webhook_secret",
     "Error", "InvalidArgumentError", "NoMemoryError", "MismatchError", "TokenError", "EventError",
@@ -122,6 +140,30 @@ class Store(_esg.Store):
             self.rollback()
             raise
         self.commit()
+
+
+class Egress(_esg.Egress):
+    """The HTTP delivery engine (see esg._esg.Egress for the methods and options).
+
+    Egress(store=None, *, on_done=None, on_retry=None, clock=None, max_in_flight=16,
+           max_attempts=5, max_elapsed=60.0, backoff_base=0.1, backoff_cap=10.0,
+           connect_timeout=5.0, timeout=30.0, rate=0, burst=0, ...)
+
+    submit() queues one request; run()/drain() drive them with the GIL released;
+    each finished delivery is handed to on_done(EgressResult) or kept for
+    results(). On a store, success completes the request's claim and exhausted
+    or refused deliveries become faults (Store.faults(), resubmit()).
+    """
+
+    def submit_event(self, event: Any, url: str, *, method: Optional[str] = None,
+                     headers: Any = None, claim: Any = None, context: Any = None,
+                     body: Any = None) -> None:
+        """Queues the delivery of an event: its id is the idempotency key, its
+        partitionKey orders it, its JSON is the body (unless body is given) and
+        what a fault keeps."""
+        ev = parse_event(event)
+        self.submit(url, ev if body is None else body, event_id=ev.id, method=method, headers=headers,
+                    partition_key=ev.partition_key, claim=claim, event=ev, context=context)
 
 
 class ThreadLocalStore:

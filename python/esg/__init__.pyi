@@ -3,6 +3,19 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, List, Mapping,
 
 from . import _esg
 from ._esg import (
+    ABSENT as ABSENT,
+    Cache as Cache,
+    CacheEntry as CacheEntry,
+    CacheStats as CacheStats,
+    EgressResult as EgressResult,
+    EgressStats as EgressStats,
+    Fault as Fault,
+    ResyncStats as ResyncStats,
+    Snapshot as Snapshot,
+    egress_retryable as egress_retryable,
+    latch_flagged as latch_flagged,
+    latch_mark as latch_mark,
+    parse_retry_after as parse_retry_after,
     EVENT_MAX_BYTES as EVENT_MAX_BYTES,
     HASH_MAX as HASH_MAX,
     KEY_MAX as KEY_MAX,
@@ -55,6 +68,20 @@ class Store(_esg.Store):
     """The micro event store; adds batch() to the C type."""
     def batch(self) -> ContextManager["Store"]: ...
     def __enter__(self) -> "Store": ...
+
+class Egress(_esg.Egress):
+    """The HTTP delivery engine; adds submit_event to the C type."""
+    def submit_event(
+        self,
+        event: Any,
+        url: str,
+        *,
+        method: Optional[str] = None,
+        headers: Any = None,
+        claim: Any = None,
+        context: Any = None,
+        body: Any = None,
+    ) -> None: ...
 
 class ThreadLocalStore:
     """One Store per thread on one file."""
