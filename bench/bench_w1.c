@@ -18,28 +18,17 @@
  * (pass 1 must see N new events, pass 2 N duplicates) or anything fails.
  */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
 #include "esg.h"
+#define BENCH_NAME "bench_w1"
+#include "bench_util.h"
 
 #define LEASE_MS 30000
 #define TTL_MS 3600000
 #define BATCH 1000
 #define GROUP_MS 1000
 #define GROUP_MAX 1000
-
-/* The events, generated before any clock starts: one buffer, offsets into it. */
-typedef struct events {
-  size_t n;
-  char *buf;
-  size_t *off, *len;
-} events;
 
 /* What one timed pass counted. */
 typedef struct pass_count {
@@ -57,43 +46,10 @@ struct approach {
 
 static volatile uint64_t handler_sink; /* keeps the trivial handler from being optimised away */
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int make_events(events *ev, size_t n) {
-  ev->n = n;
-  ev->buf = malloc(n * 200 + 1);
-  ev->off = malloc(n * sizeof *ev->off);
-  ev->len = malloc(n * sizeof *ev->len);
-  if (!ev->buf || !ev->off || !ev->len) return -1;
-  size_t at = 0;
-  for (size_t i = 0; i < n; i++) {
-    int w = snprintf(ev->buf + at, 201,
-                     "{\"id\":\"evt-%zu\",\"type\":\"thing-updated\",\"timestamp\":%lld,"
-                     "\"partitionKey\":\"thing-%zu\",\"thing\":{\"id\":\"thing-%zu\",\"name\":\"name-%zu\","
-                     "\"price\":%zu}}",
-                     i, 1700000000000LL + (long long)i, i % 1000, i % 1000, i, i);
-    if (w < 0 || w > 200) return -1;
-    ev->off[i] = at;
-    ev->len[i] = (size_t)w;
-    at += (size_t)w + 1; /* keep the NUL: handy, and not part of the event's bytes */
-  }
-  return 0;
-}
-
-static void free_events(events *ev) {
-  free(ev->buf);
-  free(ev->off);
-  free(ev->len);
 }
 
 /* ------------------------------------------------------------ raw SQLite -- */
@@ -272,16 +228,6 @@ static const approach approaches[] = {
 };
 #define NAPPROACH ((int)(sizeof approaches / sizeof approaches[0]))
 
-static void remove_db(const char *path) {
-  static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
-  char p[4096];
-  for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
-    int w = snprintf(p, sizeof p, "%s%s", path, suffix[i]);
-    if (w < 0 || (size_t)w >= sizeof p) continue;
-    if (unlink(p) != 0 && errno != ENOENT) fprintf(stderr, "bench_w1: unlink %s: %s\n", p, strerror(errno));
-  }
-}
-
 /* Runs both passes of one approach on a fresh file; eps[0..1] get the rates. */
 static int run_one(const approach *a, const events *ev, const char *dir, int rep, double eps[2]) {
   char path[4096];
@@ -320,21 +266,6 @@ static int run_one(const approach *a, const events *ev, const char *dir, int rep
   return bad ? -1 : 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(const double *v, int n) {
-  double *t = malloc((size_t)n * sizeof *t);
-  if (!t) return 0;
-  memcpy(t, v, (size_t)n * sizeof *t);
-  qsort(t, (size_t)n, sizeof *t, cmp_double);
-  double m = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-  free(t);
-  return m;
-}
-
 static int find(const char *label) {
   for (int i = 0; i < NAPPROACH; i++)
     if (strcmp(approaches[i].label, label) == 0) return i;
@@ -351,35 +282,16 @@ static int ratio(double med[][2], const char *num, const char *den, int pass, do
   return r < target;
 }
 
-static long arg_or_env(int argc, char **argv, int i, const char *env, long def) {
-  const char *v = argc > i ? argv[i] : getenv(env);
-  if (!v || !*v) return def;
-  char *end = NULL;
-  long x = strtol(v, &end, 10);
-  if (*end || x <= 0) {
-    fprintf(stderr, "bench_w1: bad value \"%s\" (usage: bench_w1 [N [REPS]])\n", v);
-    exit(2);
-  }
-  return x;
-}
-
 int main(int argc, char **argv) {
-  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000);
-  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3);
+  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000, 1);
+  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3, 1);
   const char *only = getenv("ESG_BENCH_ONLY");
   if (only && *only && find(only) < 0) {
     fprintf(stderr, "bench_w1: ESG_BENCH_ONLY=%s is not an approach\n", only);
     return 2;
   }
-  const char *base = getenv("ESG_BENCH_DIR");
-  if (!base || !*base) base = getenv("TMPDIR");
-  if (!base || !*base) base = "/tmp";
   char dir[4096];
-  int w = snprintf(dir, sizeof dir, "%s/esg-bench-w1-XXXXXX", base);
-  if (w < 0 || (size_t)w >= sizeof dir || !mkdtemp(dir)) {
-    fprintf(stderr, "bench_w1: mkdtemp %s: %s\n", dir, strerror(errno));
-    return 1;
-  }
+  if (bench_mkdtemp(dir, sizeof dir, "w1") != 0) return 1;
 
   events ev;
   if (make_events(&ev, n) != 0) {

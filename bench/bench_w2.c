@@ -28,16 +28,12 @@
  * medians of the per-repetition ratios against the targets (memory >= 0.25x
  * hashmap, store >= 0.8x raw-select). Exits non-zero when any answer is wrong.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <sqlite3.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
 #include "esg.h"
+#define BENCH_NAME "bench_w2"
+#include "bench_util.h"
 
 #define ENTITIES 1000
 #define ABSENT_P 0.1
@@ -61,12 +57,6 @@ typedef struct figure {
 } figure;
 
 static volatile uint64_t sink; /* keeps the lookups from being optimised away */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* splitmix64: a fixed, portable sequence. */
 static uint64_t rng_next(uint64_t *s) {
@@ -116,15 +106,6 @@ static void free_workload(workload *w) {
   for (int k = 0; k < 2 * ENTITIES; k++) free(w->keys[k]);
   for (int k = 0; k < ENTITIES; k++) free(w->values[k]);
   free(w->pick);
-}
-
-static void remove_db(const char *path) {
-  const char *suffix[] = {"", "-wal", "-shm"};
-  for (int i = 0; i < 3; i++) {
-    char p[4200];
-    snprintf(p, sizeof p, "%s%s", path, suffix[i]);
-    unlink(p);
-  }
 }
 
 /* ------------------------------------------------------------- slices -- */
@@ -179,25 +160,8 @@ static int finish_side(side *sd, const workload *w, figure *f) {
 
 /* ------------------------------------------------------------- hash map -- */
 
-/* The same hash as the cache's memory tier, so both sides pay the same for it. */
-static inline uint64_t key_hash(const char *k, size_t n) {
-  uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xC2B2AE3D27D4EB4FULL);
-  while (n >= 8) {
-    uint64_t v;
-    memcpy(&v, k, 8);
-    h = (h ^ v) * 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 31;
-    k += 8;
-    n -= 8;
-  }
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; i++) v |= (uint64_t)(unsigned char)k[i] << (8 * i);
-  h = (h ^ v) * 0x94D049BB133111EBULL;
-  h ^= h >> 29;
-  h *= 0xBF58476D1CE4E5B9ULL;
-  h ^= h >> 32;
-  return h;
-}
+/* The cache's own key hash (see cache_hash.h), so both sides pay the same for it. */
+#include "../libesg/src/cache_hash.h"
 
 typedef struct hslot {
   uint64_t hash;
@@ -499,16 +463,6 @@ static const group groups[] = {
 
 /* ------------------------------------------------------------------ main -- */
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static int find(const char *label) {
   for (int i = 0; i < NLABEL; i++)
     if (strcmp(labels[i], label) == 0) return i;
@@ -527,21 +481,9 @@ static void ratio(figure (*fig)[NLABEL], int reps, int num, int den, double targ
          r >= target ? "" : " MISSED");
 }
 
-static long arg_or_env(int argc, char **argv, int i, const char *env, long def) {
-  const char *v = argc > i ? argv[i] : getenv(env);
-  if (!v || !*v) return def;
-  char *end = NULL;
-  long x = strtol(v, &end, 10);
-  if (*end || x <= 0) {
-    fprintf(stderr, "bench_w2: bad value \"%s\" (usage: bench_w2 [N [REPS]])\n", v);
-    exit(2);
-  }
-  return x;
-}
-
 int main(int argc, char **argv) {
-  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 1000000);
-  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3);
+  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 1000000, 1);
+  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3, 1);
   const char *only = getenv("ESG_BENCH_ONLY");
   int only_label = only && *only ? find(only) : -1;
   if (only && *only && only_label < 0) {
@@ -549,14 +491,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   static workload w;
-  const char *base = getenv("ESG_BENCH_DIR");
-  if (!base || !*base) base = getenv("TMPDIR");
-  if (!base || !*base) base = "/tmp";
-  int len = snprintf(w.dir, sizeof w.dir, "%s/esg-bench-w2-XXXXXX", base);
-  if (len < 0 || (size_t)len >= sizeof w.dir || !mkdtemp(w.dir)) {
-    fprintf(stderr, "bench_w2: mkdtemp %s: %s\n", w.dir, strerror(errno));
-    return 1;
-  }
+  if (bench_mkdtemp(w.dir, sizeof w.dir, "w2") != 0) return 1;
   if (make_workload(&w, n) != 0) {
     fprintf(stderr, "bench_w2: out of memory generating %zu lookups\n", n);
     return 1;

@@ -22,58 +22,21 @@
  * Skips (exit 0) when nginx or wrk is not installed.
  */
 #include <curl/curl.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include "esg.h"
+#define BENCH_NAME "bench_w3"
+#include "bench_util.h"
 
 static const int LEVELS[] = {1, 16, 64};
 #define NLEVEL 3
 enum { A_WRK, A_CURL, A_ESG, A_ESG_DURABLE, NAPPROACH };
 static const char *const LABELS[NAPPROACH] = {"wrk", "curl", "esg-egress", "esg-egress-durable"};
-
-typedef struct events {
-  size_t n;
-  char *buf;
-  size_t *off, *len;
-} events;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int make_events(events *ev, size_t n) {
-  ev->n = n;
-  ev->buf = malloc(n * 200 + 1);
-  ev->off = malloc(n * sizeof *ev->off);
-  ev->len = malloc(n * sizeof *ev->len);
-  if (!ev->buf || !ev->off || !ev->len) return -1;
-  size_t at = 0;
-  for (size_t i = 0; i < n; i++) {
-    int w = snprintf(ev->buf + at, 201,
-                     "{\"id\":\"evt-%zu\",\"type\":\"thing-updated\",\"timestamp\":%lld,"
-                     "\"partitionKey\":\"thing-%zu\",\"thing\":{\"id\":\"thing-%zu\",\"name\":\"name-%zu\","
-                     "\"price\":%zu}}",
-                     i, 1700000000000LL + (long long)i, i % 1000, i % 1000, i, i);
-    if (w < 0 || w > 200) return -1;
-    ev->off[i] = at;
-    ev->len[i] = (size_t)w;
-    at += (size_t)w + 1;
-  }
-  return 0;
-}
 
 static int in_path(const char *prog, char *out, size_t n) {
   const char *path = getenv("PATH");
@@ -337,12 +300,7 @@ static void esg_done(void *ud, const esg_egress_result *res) {
 static double run_esg(const char *url, const events *ev, int conc, const char *dir, int group_ms, size_t *bad) {
   char path[4600];
   snprintf(path, sizeof path, "%s/w3.db", dir);
-  const char *sfx[] = {"", "-wal", "-shm"};
-  for (int k = 0; k < 3; k++) {
-    char p[4700];
-    snprintf(p, sizeof p, "%s%s", path, sfx[k]);
-    unlink(p);
-  }
+  remove_db(path);
   esg_run r = {0};
   r.ev = ev;
   r.url = url;
@@ -373,43 +331,17 @@ static double run_esg(const char *url, const events *ev, int conc, const char *d
   *bad += r.bad;
   esg_egress_close(r.e);
   esg_store_close(r.s);
-  for (int k = 0; k < 3; k++) {
-    char p[4700];
-    snprintf(p, sizeof p, "%s%s", path, sfx[k]);
-    unlink(p);
-  }
+  remove_db(path);
   return (double)ev->n / dt;
 }
 
 /* ------------------------------------------------------------------ main -- */
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static long arg_or_env(int argc, char **argv, int i, const char *env, long def) {
-  const char *v = argc > i ? argv[i] : getenv(env);
-  if (!v || !*v) return def;
-  char *end = NULL;
-  long x = strtol(v, &end, 10);
-  if (*end || x < 0) {
-    fprintf(stderr, "bench_w3: bad value \"%s\" (usage: bench_w3 [N [REPS]])\n", v);
-    exit(2);
-  }
-  return x;
-}
-
 int main(int argc, char **argv) {
-  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000);
-  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3);
-  int secs = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_WRK_SECS", 3);
-  int group_ms = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_GROUP_MS", 100);
+  size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000, 0);
+  int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3, 0);
+  int secs = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_WRK_SECS", 3, 0);
+  int group_ms = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_GROUP_MS", 100, 0);
   const char *only = getenv("ESG_BENCH_ONLY"); /* one label (wrk, curl, esg-egress), for profiling */
   if (n == 0 || reps <= 0 || secs <= 0) {
     fprintf(stderr, "bench_w3: N, REPS and ESG_BENCH_WRK_SECS must be positive\n");
@@ -421,15 +353,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   signal(SIGPIPE, SIG_IGN);
-  const char *base = getenv("ESG_BENCH_DIR");
-  if (!base || !*base) base = getenv("TMPDIR");
-  if (!base || !*base) base = "/tmp";
   char dir[4096];
-  int w = snprintf(dir, sizeof dir, "%s/esg-bench-w3-XXXXXX", base);
-  if (w < 0 || (size_t)w >= sizeof dir || !mkdtemp(dir)) {
-    fprintf(stderr, "bench_w3: mkdtemp %s: %s\n", dir, strerror(errno));
-    return 1;
-  }
+  if (bench_mkdtemp(dir, sizeof dir, "w3") != 0) return 1;
   events ev;
   if (make_events(&ev, n) != 0) {
     fprintf(stderr, "bench_w3: out of memory generating %zu events\n", n);
@@ -503,9 +428,7 @@ int main(int argc, char **argv) {
   }
   free(eps);
   free(cnt);
-  free(ev.buf);
-  free(ev.off);
-  free(ev.len);
+  free_events(&ev);
   char cmd[4200];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) fprintf(stderr, "bench_w3: could not remove %s\n", dir);

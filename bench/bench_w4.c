@@ -24,12 +24,9 @@
  * non-zero if the created/updated/deleted counts are not exactly as expected.
  */
 #include <sqlite3.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
 #include "esg.h"
+#define BENCH_NAME "bench_w4"
+#include "bench_util.h"
 
 #define BATCH 1000
 #define TARGET 0.5
@@ -42,12 +39,6 @@ typedef struct listing {
 typedef struct counts {
   int64_t created, updated, deleted;
 } counts;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static char *dupf(const char *fmt, size_t a, size_t b) {
   char tmp[160];
@@ -113,15 +104,6 @@ static void free_listing(listing *l) {
   free(l->content);
 }
 
-static void fresh(const char *path) {
-  const char *suffix[] = {"", "-wal", "-shm"};
-  for (int i = 0; i < 3; i++) {
-    char p[4200];
-    snprintf(p, sizeof p, "%s%s", path, suffix[i]);
-    unlink(p);
-  }
-}
-
 /* ------------------------------------------------------------ raw-upsert -- */
 
 static int raw_pass(sqlite3 *db, sqlite3_stmt *up, const listing *l) {
@@ -138,7 +120,7 @@ static int raw_pass(sqlite3 *db, sqlite3_stmt *up, const listing *l) {
 }
 
 static int raw_run(const char *path, const listing *l1, const listing *l2, double secs[2]) {
-  fresh(path);
+  remove_db(path);
   sqlite3 *db = NULL;
   sqlite3_stmt *up = NULL;
   int rc = -1;
@@ -164,7 +146,7 @@ out:
   if (rc) fprintf(stderr, "bench_w4: raw: %s\n", db ? sqlite3_errmsg(db) : "open failed");
   sqlite3_finalize(up);
   sqlite3_close(db);
-  fresh(path);
+  remove_db(path);
   return rc;
 }
 
@@ -181,7 +163,7 @@ static int count_sink(void *ud, const esg_stored_event *ev) {
 
 static int esg_run(const char *path, int no_log, const listing *l1, const listing *l2, double secs[2],
                    counts got[2], esg_resync_stats st[2]) {
-  fresh(path);
+  remove_db(path);
   esg_store *s = NULL;
   if (esg_store_open(&s, path, NULL) != ESG_OK) {
     fprintf(stderr, "bench_w4: esg open: %s\n", esg_errmsg(NULL));
@@ -206,18 +188,8 @@ static int esg_run(const char *path, int no_log, const listing *l1, const listin
     esg_snapshot_close(sn);
   }
   esg_store_close(s);
-  fresh(path);
+  remove_db(path);
   return rc;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 int main(int argc, char **argv) {
@@ -228,9 +200,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_w4 [N >= 200 [REPS 1..50]]\n");
     return 2;
   }
-  const char *dir = getenv("ESG_BENCH_DIR");
-  if (!dir) dir = getenv("TMPDIR");
-  if (!dir) dir = "/tmp";
+  const char *dir = bench_base_dir();
   char raw_path[4096], esg_path[4096];
   snprintf(raw_path, sizeof raw_path, "%s/bench_w4_raw_%d.db", dir, (int)getpid());
   snprintf(esg_path, sizeof esg_path, "%s/bench_w4_esg_%d.db", dir, (int)getpid());
