@@ -1,6 +1,7 @@
 /*
- * Backend operations of the enrichment cache (the store tier). cache.c holds the
- * contract (freshness, staleness, the oplock decision's inputs, both tiers);
+ * Backend operations of the enrichment cache (the store tier). The cache_*.c files
+ * hold the contract (freshness and staleness in cache_store.c, the oplock decision's
+ * inputs in cache_json.c, the memory tier in cache_mem.c);
  * a backend only reads and writes rows of one table keyed by the cache key.
  */
 #ifndef ESG_CACHE_BE_H
