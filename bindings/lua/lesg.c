@@ -15,32 +15,32 @@
  * raised once libesg has returned.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include "esg.h"
 #include "lesg.h"
+#include "lesg_int.h"
 
-#define STORE_MT "esg.Store"
-#define EVENT_MT "esg.Event"
 #define CLAIM_MT "esg.Claim"
 
 /* ------------------------------------------------------------- helpers -- */
 
-static int push_fail(lua_State *L, int rc, const char *msg) {
+int lesg_push_fail(lua_State *L, int rc, const char *msg) {
   lua_pushnil(L);
   lua_pushstring(L, (msg && *msg) ? msg : esg_strerror(rc));
   lua_pushstring(L, esg_status_name(rc));
   return 3;
 }
 
-static lua_Number ms_to_s(int64_t ms) { return (lua_Number)ms / 1000.0; }
+lua_Number lesg_ms_to_s(int64_t ms) { return (lua_Number)ms / 1000.0; }
 
-static int64_t s_to_ms(lua_Number s) { return (int64_t)llround(s * 1000.0); }
+int64_t lesg_s_to_ms(lua_Number s) { return (int64_t)llround(s * 1000.0); }
 
 /* Reads opts[field] (seconds) as milliseconds; def when absent. Raises if not a number >= 0. */
-static int64_t opt_ms(lua_State *L, int opts, const char *field, int64_t def) {
+int64_t lesg_opt_ms(lua_State *L, int opts, const char *field, int64_t def) {
   if (opts == 0) return def;
   int t = lua_getfield(L, opts, field);
   int64_t v = def;
@@ -49,20 +49,20 @@ static int64_t opt_ms(lua_State *L, int opts, const char *field, int64_t def) {
     lua_Number n = lua_tonumberx(L, -1, &ok);
     if (!ok || !(n >= 0) || n > 9.0e15)
       luaL_error(L, "option '%s' must be a number of seconds >= 0 (got %s)", field, luaL_typename(L, -1));
-    v = s_to_ms(n);
+    v = lesg_s_to_ms(n);
   }
   lua_pop(L, 1);
   return v;
 }
 
 /* Index of an options table argument, or 0 when absent. */
-static int opt_table(lua_State *L, int arg) {
+int lesg_opt_table(lua_State *L, int arg) {
   if (lua_isnoneornil(L, arg)) return 0;
   luaL_checktype(L, arg, LUA_TTABLE);
   return lua_absindex(L, arg);
 }
 
-static int opt_bool(lua_State *L, int opts, const char *field) {
+int lesg_opt_bool(lua_State *L, int opts, const char *field) {
   if (!opts) return 0;
   lua_getfield(L, opts, field);
   int b = lua_toboolean(L, -1);
@@ -71,7 +71,7 @@ static int opt_bool(lua_State *L, int opts, const char *field) {
 }
 
 /* A JSON argument: a string as is, anything else encoded. Returns the text; may push. */
-static const char *json_arg(lua_State *L, int arg, size_t *len) {
+const char *lesg_json_arg(lua_State *L, int arg, size_t *len) {
   if (lua_type(L, arg) == LUA_TSTRING) return lua_tolstring(L, arg, len);
   luaL_checkany(L, arg);
   return lesg_json_encode(L, arg, len);
@@ -79,14 +79,6 @@ static const char *json_arg(lua_State *L, int arg, size_t *len) {
 
 /* --------------------------------------------------------------- store -- */
 
-typedef struct lstore {
-  esg_store *s;
-  lua_State *L;      /* the caller of the running method (for the clock) */
-  int clock_ref;     /* the Lua clock function, or LUA_NOREF */
-  int clock_failed;
-  char clock_err[256];
-  char path[512];
-} lstore;
 
 static int64_t lua_clock(void *ud) {
   lstore *ls = ud;
@@ -109,10 +101,10 @@ static int64_t lua_clock(void *ud) {
     ls->clock_failed = 1;
     return esg_clock_real(NULL);
   }
-  return s_to_ms(t);
+  return lesg_s_to_ms(t);
 }
 
-static lstore *check_store(lua_State *L, int arg) {
+lstore *lesg_check_store(lua_State *L, int arg) {
   lstore *ls = luaL_checkudata(L, arg, STORE_MT);
   if (!ls->s) luaL_error(L, "attempt to use a closed store");
   ls->L = L;
@@ -121,7 +113,7 @@ static lstore *check_store(lua_State *L, int arg) {
 }
 
 /* Raises the clock's error, if the last call on ls hit one. */
-static void check_clock(lua_State *L, lstore *ls) {
+void lesg_check_clock(lua_State *L, lstore *ls) {
   if (ls->clock_failed) {
     ls->clock_failed = 0;
     luaL_error(L, "%s", ls->clock_err);
@@ -129,16 +121,48 @@ static void check_clock(lua_State *L, lstore *ls) {
 }
 
 /* Pushes the result of a call that returns ESG_OK or an error: true, or nil, msg, code. */
-static int push_ok(lua_State *L, lstore *ls, int rc) {
-  check_clock(L, ls);
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+int lesg_push_ok(lua_State *L, lstore *ls, int rc) {
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_pushboolean(L, 1);
   return 1;
+}
+
+void lesg_dep_link(lstore *ls, lesg_dep *d) {
+  d->owner = ls;
+  d->prev = NULL;
+  d->next = ls->deps;
+  if (ls->deps) ls->deps->prev = d;
+  ls->deps = d;
+}
+
+void lesg_dep_unlink(lesg_dep *d) {
+  if (!d->owner) return;
+  if (d->prev) d->prev->next = d->next;
+  else d->owner->deps = d->next;
+  if (d->next) d->next->prev = d->prev;
+  d->owner = NULL;
+  d->next = d->prev = NULL;
+}
+
+void lesg_close_deps(lua_State *L, lstore *ls) {
+  (void)L;
+  while (ls->deps) {
+    lesg_dep *d = ls->deps;
+    lesg_dep_unlink(d);
+    d->close(d);
+  }
+}
+
+esg_event *lesg_test_event(lua_State *L, int arg) {
+  esg_event **ud = luaL_testudata(L, arg, EVENT_MT);
+  return ud ? *ud : NULL;
 }
 
 static void store_close(lua_State *L, lstore *ls) {
   if (ls->s) {
     ls->L = L;
+    lesg_close_deps(L, ls);
     if (ls->clock_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
     ls->clock_ref = LUA_NOREF; /* the final flush reads the real clock */
     esg_store_close(ls->s);
@@ -179,11 +203,11 @@ static int m_isclosed(lua_State *L) {
  */
 static int l_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  int opts = opt_table(L, 2);
+  int opts = lesg_opt_table(L, 2);
   lua_settop(L, 2); /* the store goes to 3 */
   esg_store_opts o;
   memset(&o, 0, sizeof o);
-  lstore *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  lstore *ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
   ls->clock_ref = LUA_NOREF;
   ls->L = L;
@@ -195,8 +219,8 @@ static int l_open(lua_State *L) {
     if (strcmp(d, "full") == 0) o.durability = ESG_DURABILITY_FULL;
     else if (strcmp(d, "normal") != 0) return luaL_error(L, "option 'durability' must be \"normal\" or \"full\"");
     lua_pop(L, 1);
-    o.busy_timeout_ms = (int)opt_ms(L, opts, "busy_timeout", 0);
-    o.group_commit_ms = (int)opt_ms(L, opts, "group_commit", 0);
+    o.busy_timeout_ms = (int)lesg_opt_ms(L, opts, "busy_timeout", 0);
+    o.group_commit_ms = (int)lesg_opt_ms(L, opts, "group_commit", 0);
     lua_getfield(L, opts, "group_max");
     if (!lua_isnil(L, -1)) {
       lua_Integer n = lua_tointeger(L, -1);
@@ -218,8 +242,8 @@ static int l_open(lua_State *L) {
   }
   esg_store *s = NULL;
   int rc = esg_store_open(&s, path, &o);
-  check_clock(L, ls);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(NULL));
+  lesg_check_clock(L, ls);
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   ls->s = s;
   lua_pushvalue(L, 3);
   return 1;
@@ -227,49 +251,49 @@ static int l_open(lua_State *L) {
 
 /* store:now() -> seconds, as the store's clock reads it. */
 static int m_now(lua_State *L) {
-  lstore *ls = check_store(L, 1);
+  lstore *ls = lesg_check_store(L, 1);
   int64_t t = esg_store_now(ls->s);
-  check_clock(L, ls);
-  lua_pushnumber(L, ms_to_s(t));
+  lesg_check_clock(L, ls);
+  lua_pushnumber(L, lesg_ms_to_s(t));
   return 1;
 }
 
 static int m_backend(lua_State *L) {
-  lstore *ls = check_store(L, 1);
+  lstore *ls = lesg_check_store(L, 1);
   lua_pushstring(L, esg_store_backend(ls->s));
   return 1;
 }
 
 static int m_schema_version(lua_State *L) {
-  lstore *ls = check_store(L, 1);
+  lstore *ls = lesg_check_store(L, 1);
   lua_pushinteger(L, esg_store_schema_version(ls->s));
   return 1;
 }
 
 static int m_path(lua_State *L) {
-  lstore *ls = check_store(L, 1);
+  lstore *ls = lesg_check_store(L, 1);
   lua_pushstring(L, ls->path);
   return 1;
 }
 
 static int m_begin(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  return push_ok(L, ls, esg_store_begin(ls->s));
+  lstore *ls = lesg_check_store(L, 1);
+  return lesg_push_ok(L, ls, esg_store_begin(ls->s));
 }
 
 static int m_commit(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  return push_ok(L, ls, esg_store_commit(ls->s));
+  lstore *ls = lesg_check_store(L, 1);
+  return lesg_push_ok(L, ls, esg_store_commit(ls->s));
 }
 
 static int m_rollback(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  return push_ok(L, ls, esg_store_rollback(ls->s));
+  lstore *ls = lesg_check_store(L, 1);
+  return lesg_push_ok(L, ls, esg_store_rollback(ls->s));
 }
 
 static int m_flush(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  return push_ok(L, ls, esg_store_flush(ls->s));
+  lstore *ls = lesg_check_store(L, 1);
+  return lesg_push_ok(L, ls, esg_store_flush(ls->s));
 }
 
 /*
@@ -278,10 +302,10 @@ static int m_flush(lua_State *L) {
  * If begin or commit fails: nil, msg, code.
  */
 static int m_batch(lua_State *L) {
-  lstore *ls = check_store(L, 1);
+  lstore *ls = lesg_check_store(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int rc = esg_store_begin(ls->s);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(ls->s));
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   int nargs = lua_gettop(L) - 2;
   if (lua_pcall(L, nargs, LUA_MULTRET, 0) != LUA_OK) {
     if (ls->s) {
@@ -295,7 +319,7 @@ static int m_batch(lua_State *L) {
   rc = esg_store_commit(ls->s);
   if (rc != ESG_OK) {
     esg_store_rollback(ls->s);
-    return push_fail(L, rc, esg_errmsg(ls->s));
+    return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   }
   lua_pushboolean(L, 1);
   lua_replace(L, 1); /* true in place of the store, then fn's results */
@@ -304,7 +328,7 @@ static int m_batch(lua_State *L) {
 
 /* -------------------------------------------------------------- claims -- */
 
-static const char *check_key(lua_State *L, int arg) {
+const char *lesg_check_key(lua_State *L, int arg) {
   size_t len;
   const char *k = luaL_checklstring(L, arg, &len);
   luaL_argcheck(L, len > 0 && len <= ESG_KEY_MAX && !memchr(k, 0, len), arg, "key must be 1..1024 bytes without NUL");
@@ -321,28 +345,28 @@ static const char *check_key(lua_State *L, int arg) {
  * Errors, among them "EMISMATCH": nil, msg, code.
  */
 static int m_claim(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
   size_t hlen = 0;
   const char *hash = luaL_optlstring(L, 3, NULL, &hlen);
   luaL_argcheck(L, hlen <= ESG_HASH_MAX, 3, "hash longer than 64 bytes");
-  int opts = opt_table(L, 4);
-  int64_t lease = opt_ms(L, opts, "lease", 30000);
-  int64_t ttl = opt_ms(L, opts, "ttl", 3600000);
-  int64_t wait = opt_ms(L, opts, "wait", -1);
+  int opts = lesg_opt_table(L, 4);
+  int64_t lease = lesg_opt_ms(L, opts, "lease", 30000);
+  int64_t ttl = lesg_opt_ms(L, opts, "ttl", 3600000);
+  int64_t wait = lesg_opt_ms(L, opts, "wait", -1);
   luaL_argcheck(L, lease > 0, 4, "lease must be > 0");
   luaL_argcheck(L, ttl > 0, 4, "ttl must be > 0");
   esg_claim_info ci;
   memset(&ci, 0, sizeof ci);
   int rc = wait >= 0 ? esg_claim_wait(ls->s, key, hash, hlen, lease, ttl, wait, &ci)
                      : esg_claim(ls->s, key, hash, hlen, lease, ttl, &ci);
-  check_clock(L, ls);
+  lesg_check_clock(L, ls);
   const char *st;
   switch (rc) {
   case ESG_NEW: st = "new"; break;
   case ESG_DUPLICATE: st = "duplicate"; break;
   case ESG_BUSY: st = "busy"; break;
-  default: return push_fail(L, rc < 0 ? rc : ESG_ESTATE, esg_errmsg(ls->s));
+  default: return lesg_push_fail(L, rc < 0 ? rc : ESG_ESTATE, esg_errmsg(ls->s));
   }
   lua_pushstring(L, st);
   lua_createtable(L, 0, 8);
@@ -358,9 +382,9 @@ static int m_claim(lua_State *L) {
   }
   lua_pushinteger(L, ci.attempts);
   lua_setfield(L, -2, "attempts");
-  lua_pushnumber(L, ms_to_s(ci.lease_until));
+  lua_pushnumber(L, lesg_ms_to_s(ci.lease_until));
   lua_setfield(L, -2, "lease_until");
-  lua_pushnumber(L, ms_to_s(ci.expires));
+  lua_pushnumber(L, lesg_ms_to_s(ci.expires));
   lua_setfield(L, -2, "expires");
   if (rc == ESG_DUPLICATE && ci.result) {
     lua_pushlstring(L, ci.result, ci.result_len);
@@ -377,41 +401,100 @@ static int64_t check_token(lua_State *L, int arg) {
   return (int64_t)t;
 }
 
+/*
+ * store:claim_event(ev, lease_s, ttl_s [, key]) -> the gateway's fast claim: no table.
+ *   "new", token, key | "duplicate", result (string or nil) | "busy", lease_until (s);
+ *   or nil, msg, code. key defaults to the event id; the payload hash is the
+ *   SHA-256 of the event's bytes.
+ */
+static int m_claim_event(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  esg_event **ud = luaL_checkudata(L, 2, EVENT_MT);
+  if (!*ud) return luaL_argerror(L, 2, "event is freed");
+  lua_Number lease = luaL_checknumber(L, 3), ttl = luaL_checknumber(L, 4);
+  luaL_argcheck(L, lease > 0, 3, "lease must be > 0");
+  luaL_argcheck(L, ttl > 0, 4, "ttl must be > 0");
+  int own_key = !lua_isnoneornil(L, 5);
+  const char *key = own_key ? lesg_check_key(L, 5) : esg_event_id(*ud);
+  lua_settop(L, 5);
+  esg_claim_info ci;
+  int rc = esg_claim(ls->s, key, esg_event_hash(*ud), 32, lesg_s_to_ms(lease), lesg_s_to_ms(ttl), &ci);
+  lesg_check_clock(L, ls);
+  switch (rc) {
+  case ESG_NEW:
+    lua_pushliteral(L, "new");
+    lua_pushinteger(L, (lua_Integer)ci.token);
+    if (own_key) lua_pushvalue(L, 5);
+    else lua_pushstring(L, key);
+    return 3;
+  case ESG_DUPLICATE:
+    lua_pushliteral(L, "duplicate");
+    if (ci.result) lua_pushlstring(L, ci.result, ci.result_len);
+    else lua_pushnil(L);
+    return 2;
+  case ESG_BUSY:
+    lua_pushliteral(L, "busy");
+    lua_pushnumber(L, lesg_ms_to_s(ci.lease_until));
+    return 2;
+  default:
+    return lesg_push_fail(L, rc < 0 ? rc : ESG_ESTATE, esg_errmsg(ls->s));
+  }
+}
+
+/* store:owned_claim(key, token) -> an esg.Claim for a claim the caller owns (from claim_event). */
+static int m_owned_claim(lua_State *L) {
+  lesg_check_store(L, 1);
+  lesg_check_key(L, 2);
+  check_token(L, 3);
+  lua_createtable(L, 0, 4);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "store");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "key");
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "token");
+  lua_pushliteral(L, "new");
+  lua_setfield(L, -2, "status");
+  luaL_setmetatable(L, CLAIM_MT);
+  return 1;
+}
+
+
 /* store:complete(key, token [, result]) -> true, or nil, msg, "ETOKEN". result: string, or a value stored as JSON. */
 static int m_complete(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
   int64_t token = check_token(L, 3);
   size_t len = 0;
   const char *res = NULL;
-  if (!lua_isnoneornil(L, 4)) res = json_arg(L, 4, &len);
-  return push_ok(L, ls, esg_complete(ls->s, key, token, res, len));
+  if (!lua_isnoneornil(L, 4)) res = lesg_json_arg(L, 4, &len);
+  return lesg_push_ok(L, ls, esg_complete(ls->s, key, token, res, len));
 }
 
 /* store:release(key, token) -> true, or nil, msg, "ETOKEN". */
 static int m_release(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
-  return push_ok(L, ls, esg_release(ls->s, key, check_token(L, 3)));
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
+  return lesg_push_ok(L, ls, esg_release(ls->s, key, check_token(L, 3)));
 }
 
 /* store:extend(key, token, lease_s) -> true, or nil, msg, "ETOKEN". */
 static int m_extend(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
   int64_t token = check_token(L, 3);
   lua_Number lease = luaL_checknumber(L, 4);
   luaL_argcheck(L, lease > 0, 4, "lease must be > 0");
-  return push_ok(L, ls, esg_claim_extend(ls->s, key, token, s_to_ms(lease)));
+  return lesg_push_ok(L, ls, esg_claim_extend(ls->s, key, token, lesg_s_to_ms(lease)));
 }
 
 /* store:purge_claims() -> number deleted */
 static int m_purge_claims(lua_State *L) {
-  lstore *ls = check_store(L, 1);
+  lstore *ls = lesg_check_store(L, 1);
   int64_t n = 0;
   int rc = esg_claims_purge(ls->s, &n);
-  check_clock(L, ls);
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
@@ -452,7 +535,7 @@ static int c_extend(lua_State *L) {
 
 /* ----------------------------------------------------------- event log -- */
 
-static void push_stored(lua_State *L, const esg_stored_event *e, int decode) {
+void lesg_push_stored(lua_State *L, const esg_stored_event *e, int decode) {
   lua_createtable(L, 0, 8);
   lua_pushstring(L, e->id);
   lua_setfield(L, -2, "id");
@@ -467,7 +550,7 @@ static void push_stored(lua_State *L, const esg_stored_event *e, int decode) {
   lua_pushlstring(L, e->json, e->json_len);
   lua_setfield(L, -2, "json");
   if (e->expires) {
-    lua_pushnumber(L, ms_to_s(e->expires));
+    lua_pushnumber(L, lesg_ms_to_s(e->expires));
     lua_setfield(L, -2, "expires");
   }
   if (decode) {
@@ -481,7 +564,7 @@ static int append_record(lua_State *L) {
   const esg_stored_event *e = lua_touserdata(L, 2);
   int decode = lua_toboolean(L, 3);
   lua_settop(L, 1);
-  push_stored(L, e, decode);
+  lesg_push_stored(L, e, decode);
   lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
   return 0;
 }
@@ -518,7 +601,7 @@ static esg_event *event_arg(lua_State *L, int arg, const esg_event **ev, int *rc
     return NULL;
   }
   size_t len;
-  const char *json = json_arg(L, arg, &len);
+  const char *json = lesg_json_arg(L, arg, &len);
   esg_event *own = NULL;
   *rc = esg_event_parse(json, len, &own);
   *ev = own;
@@ -531,23 +614,23 @@ static esg_event *event_arg(lua_State *L, int arg, const esg_event **ev, int *rc
  * default partitionKey, else id), ttl (s, default 0 = never expires).
  */
 static int m_put(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  int opts = opt_table(L, 3);
+  lstore *ls = lesg_check_store(L, 1);
+  int opts = lesg_opt_table(L, 3);
   const char *key = NULL;
   if (opts) {
     lua_getfield(L, opts, "key");
-    if (!lua_isnil(L, -1)) key = check_key(L, -1);
+    if (!lua_isnil(L, -1)) key = lesg_check_key(L, -1);
   }
-  int64_t ttl = opt_ms(L, opts, "ttl", 0);
+  int64_t ttl = lesg_opt_ms(L, opts, "ttl", 0);
   const esg_event *ev;
   int rc;
   esg_event *own = event_arg(L, 2, &ev, &rc);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(NULL));
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   ls->L = L;
   rc = esg_event_put(ls->s, ev, key, ttl);
   esg_event_free(own);
-  check_clock(L, ls);
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_pushstring(L, rc == ESG_DUPLICATE ? "duplicate" : "stored");
   return 1;
 }
@@ -558,36 +641,36 @@ static int m_put(lua_State *L) {
  * in (timestamp, id) order; or nil, msg, code.
  */
 static int m_events(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
-  int opts = opt_table(L, 3);
-  collect c = {L, 0, opt_bool(L, opts, "decode"), 0};
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
+  int opts = lesg_opt_table(L, 3);
+  collect c = {L, 0, lesg_opt_bool(L, opts, "decode"), 0};
   lua_newtable(L);
   c.tbl = lua_gettop(L);
   int rc = esg_events_by_key(ls->s, key, collect_cb, &c);
   if (c.failed) return lua_error(L);
-  check_clock(L, ls);
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_settop(L, c.tbl);
   return 1;
 }
 
 /* store:event(id [, opts]) -> record (see store:events), or nil when absent, or nil, msg, code. */
 static int m_event(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *id = check_key(L, 2);
-  int opts = opt_table(L, 3);
-  collect c = {L, 0, opt_bool(L, opts, "decode"), 0};
+  lstore *ls = lesg_check_store(L, 1);
+  const char *id = lesg_check_key(L, 2);
+  int opts = lesg_opt_table(L, 3);
+  collect c = {L, 0, lesg_opt_bool(L, opts, "decode"), 0};
   lua_newtable(L);
   c.tbl = lua_gettop(L);
   int rc = esg_event_get(ls->s, id, collect_cb, &c);
   if (c.failed) return lua_error(L);
-  check_clock(L, ls);
+  lesg_check_clock(L, ls);
   if (rc == ESG_NOT_FOUND) {
     lua_pushnil(L);
     return 1;
   }
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_rawgeti(L, c.tbl, 1);
   return 1;
 }
@@ -601,7 +684,7 @@ typedef struct purge_lua {
 static int call_purge_fn(lua_State *L) {
   const esg_stored_event *e = lua_touserdata(L, 2);
   lua_settop(L, 1);
-  push_stored(L, e, 1);
+  lesg_push_stored(L, e, 1);
   lua_call(L, 1, 1);
   lua_pushboolean(L, lua_isnil(L, -1) || lua_toboolean(L, -1));
   return 1;
@@ -630,7 +713,7 @@ static int purge_cb(void *ud, const esg_stored_event *e) {
  * after the purge stops calling it.
  */
 static int m_purge_events(lua_State *L) {
-  lstore *ls = check_store(L, 1);
+  lstore *ls = lesg_check_store(L, 1);
   purge_lua p = {L, 0, 0};
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -640,8 +723,8 @@ static int m_purge_events(lua_State *L) {
   int64_t n = 0;
   int rc = esg_events_purge(ls->s, p.fn ? purge_cb : NULL, &p, &n);
   if (p.failed) return lua_error(L);
-  check_clock(L, ls);
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
@@ -657,15 +740,15 @@ static int64_t check_version(lua_State *L, int arg) {
 
 /* store:upsert(key, version, doc) -> "applied" | "stale", or nil, msg, code. doc: a table or a JSON object string. */
 static int m_upsert(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
   int64_t version = check_version(L, 3);
   size_t len;
-  const char *doc = json_arg(L, 4, &len);
+  const char *doc = lesg_json_arg(L, 4, &len);
   ls->L = L;
   int rc = esg_entity_upsert(ls->s, key, version, doc, len);
-  check_clock(L, ls);
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_pushstring(L, rc == ESG_STALE ? "stale" : "applied");
   return 1;
 }
@@ -675,19 +758,19 @@ static int m_upsert(lua_State *L) {
  * doc is decoded to a table unless opts.raw (then the JSON string); absent for a tombstone.
  */
 static int m_get(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
-  int opts = opt_table(L, 3);
-  int raw = opt_bool(L, opts, "raw");
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
+  int opts = lesg_opt_table(L, 3);
+  int raw = lesg_opt_bool(L, opts, "raw");
   esg_entity e;
   memset(&e, 0, sizeof e);
   int rc = esg_entity_get(ls->s, key, &e);
-  check_clock(L, ls);
+  lesg_check_clock(L, ls);
   if (rc == ESG_NOT_FOUND) {
     lua_pushnil(L);
     return 1;
   }
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_createtable(L, 0, 3);
   lua_pushinteger(L, (lua_Integer)e.version);
   lua_setfield(L, -2, "version");
@@ -703,12 +786,198 @@ static int m_get(lua_State *L) {
 
 /* store:delete(key, version) -> "applied" | "stale", or nil, msg, code. Leaves a tombstone. */
 static int m_delete(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  const char *key = check_key(L, 2);
+  lstore *ls = lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
   int rc = esg_entity_delete(ls->s, key, check_version(L, 3));
-  check_clock(L, ls);
-  if (rc < 0) return push_fail(L, rc, esg_errmsg(ls->s));
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_pushstring(L, rc == ESG_STALE ? "stale" : "applied");
+  return 1;
+}
+
+/* -------------------------------------------------------------- faults -- */
+
+static void push_fault(lua_State *L, const esg_fault *f) {
+  lua_createtable(L, 0, 9);
+  lua_pushinteger(L, (lua_Integer)f->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, f->event_id);
+  lua_setfield(L, -2, "event_id");
+  lua_pushstring(L, f->stage);
+  lua_setfield(L, -2, "stage");
+  lua_pushstring(L, f->error);
+  lua_setfield(L, -2, "error");
+  lua_pushinteger(L, f->http_status);
+  lua_setfield(L, -2, "http_status");
+  lua_pushinteger(L, f->attempts);
+  lua_setfield(L, -2, "attempts");
+  lua_pushnumber(L, lesg_ms_to_s(f->first_attempt));
+  lua_setfield(L, -2, "first_attempt");
+  lua_pushnumber(L, lesg_ms_to_s(f->last_attempt));
+  lua_setfield(L, -2, "last_attempt");
+  if (f->event) {
+    lua_pushlstring(L, f->event, f->event_len);
+    lua_setfield(L, -2, "event");
+  }
+}
+
+/* Appends a fault to the table at 1; called protected. Args: table, fault*. */
+static int append_fault(lua_State *L) {
+  const esg_fault *f = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  push_fault(L, f);
+  lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
+  return 0;
+}
+
+typedef struct fault_collect {
+  lua_State *L;
+  int tbl;
+  lua_Integer limit; /* 0 = all */
+  lua_Integer n;
+  int failed; /* the error object is on top of L */
+} fault_collect;
+
+static int fault_collect_cb(void *ud, const esg_fault *f) {
+  fault_collect *c = ud;
+  lua_State *L = c->L;
+  if (c->limit && c->n >= c->limit) return 1;
+  if (!lua_checkstack(L, 4)) return 1;
+  lua_pushcfunction(L, append_fault);
+  lua_pushvalue(L, c->tbl);
+  lua_pushlightuserdata(L, (void *)f);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    c->failed = 1;
+    return 1;
+  }
+  c->n++;
+  return 0;
+}
+
+/* A string field of a table (required: raises when absent); NULL when optional and absent. */
+static const char *field_str(lua_State *L, int t, const char *k, int required, size_t *len) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (required) luaL_error(L, "fault field '%s' is required", k);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "fault field '%s' must be a string", k);
+  const char *s = lua_tolstring(L, -1, len);
+  lua_pop(L, 1); /* anchored in the table */
+  return s;
+}
+
+static lua_Integer field_int(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  lua_Integer v = 0;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < 0 || v > 2000000000) luaL_error(L, "fault field '%s' must be a non-negative integer", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/*
+ * store:fault_record{event_id=, stage=, error= [, http_status=, attempts=,
+ * first_attempt= (s), last_attempt= (s), event= string or table]} -> id, or nil, msg, code.
+ */
+static int m_fault_record(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  esg_fault f;
+  memset(&f, 0, sizeof f);
+  f.event_id = field_str(L, 2, "event_id", 1, NULL);
+  f.stage = field_str(L, 2, "stage", 1, NULL);
+  f.error = field_str(L, 2, "error", 1, NULL);
+  f.http_status = (int)field_int(L, 2, "http_status");
+  f.attempts = (int)field_int(L, 2, "attempts");
+  f.first_attempt = lesg_opt_ms(L, 2, "first_attempt", 0);
+  f.last_attempt = lesg_opt_ms(L, 2, "last_attempt", 0);
+  if (lua_getfield(L, 2, "event") != LUA_TNIL) {
+    f.event = lesg_json_arg(L, 3, &f.event_len); /* the string stays on the stack */
+  }
+  int64_t id = 0;
+  int rc = esg_fault_record(ls->s, &f, &id);
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_pushinteger(L, (lua_Integer)id);
+  return 1;
+}
+
+/* store:faults([{limit = n}]) -> list of fault tables, oldest first; or nil, msg, code. */
+static int m_faults(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  int opts = lesg_opt_table(L, 2);
+  fault_collect c = {L, 0, 0, 0, 0};
+  if (opts) {
+    lua_getfield(L, opts, "limit");
+    c.limit = luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 2);
+  lua_newtable(L);
+  c.tbl = lua_gettop(L);
+  int rc = esg_faults_list(ls->s, fault_collect_cb, &c);
+  if (c.failed) return lua_error(L);
+  lesg_check_clock(L, ls);
+  if (rc < 0 && !(rc == ESG_ECALLBACK && c.limit && c.n >= c.limit)) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_settop(L, c.tbl);
+  return 1;
+}
+
+/* store:fault(id) -> fault table, or nil when absent, or nil, msg, code. */
+static int m_fault(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  fault_collect c = {L, 0, 0, 0, 0};
+  lua_settop(L, 2);
+  lua_newtable(L);
+  c.tbl = lua_gettop(L);
+  int rc = esg_fault_get(ls->s, (int64_t)id, fault_collect_cb, &c);
+  if (c.failed) return lua_error(L);
+  lesg_check_clock(L, ls);
+  if (rc == ESG_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_rawgeti(L, c.tbl, 1);
+  return 1;
+}
+
+/* store:fault_delete(id) -> true, or nil when absent, or nil, msg, code. */
+static int m_fault_delete(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  int rc = esg_fault_delete(ls->s, (int64_t)id);
+  lesg_check_clock(L, ls);
+  if (rc == ESG_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* store:purge_faults([before_s]) -> number deleted: faults whose last attempt is older than before (default: all). */
+static int m_purge_faults(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  int64_t before = INT64_MAX;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_Number b = luaL_checknumber(L, 2);
+    luaL_argcheck(L, b >= 0 && b < 9.0e15, 2, "before must be seconds since the epoch");
+    before = lesg_s_to_ms(b);
+  }
+  int64_t n = 0;
+  int rc = esg_faults_purge(ls->s, before, &n);
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
 
@@ -723,12 +992,12 @@ static esg_event *check_event(lua_State *L, int arg) {
 /* esg.parse(json) -> event, or nil, msg, code ("EJSON", "EEVENT", "ETOOBIG"). json: string or table. */
 static int l_parse(lua_State *L) {
   size_t len;
-  const char *json = json_arg(L, 1, &len);
+  const char *json = lesg_json_arg(L, 1, &len);
   esg_event **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   luaL_setmetatable(L, EVENT_MT);
   int rc = esg_event_parse(json, len, ud);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(NULL));
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   return 1;
 }
 
@@ -797,6 +1066,261 @@ static int e_tostring(lua_State *L) {
   return 1;
 }
 
+/* -------------------------------------------------------------- intake -- */
+
+/*
+ * The gateway runner's fast path (store:intake): one reusable object per run
+ * that parses each line into a slot (no userdata per event), claims its id with
+ * its hash, hands the steps a lazy object (decoded only if a step looks), writes
+ * outputs to a file sink (an unchanged event as the bytes received) and
+ * completes the claim, with no table built per event.
+ */
+#define INTAKE_MT "esg.Intake"
+
+typedef struct intake {
+  lstore *ls;         /* the store (anchored as user value 1) */
+  luaL_Stream *sink;  /* the file of in:write (user value 2), or NULL */
+  esg_event *ev;      /* the current event, or NULL */
+  int64_t lease_ms, ttl_ms;
+  int owned;          /* the current event's claim is ours: key, token */
+  int64_t token;
+  size_t key_len;
+  char key[ESG_KEY_MAX + 1];
+} intake;
+
+static intake *check_intake(lua_State *L) { return luaL_checkudata(L, 1, INTAKE_MT); }
+
+/* The store of an intake, checked open. */
+static lstore *intake_store(lua_State *L, intake *in) {
+  lstore *ls = in->ls;
+  if (!ls->s) luaL_error(L, "attempt to use a closed store");
+  ls->L = L;
+  ls->clock_failed = 0;
+  return ls;
+}
+
+/* store:intake{lease = s, ttl = s} -> an esg.Intake. */
+static int m_intake(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  int opts = lesg_opt_table(L, 2);
+  int64_t lease = lesg_opt_ms(L, opts, "lease", 30000), ttl = lesg_opt_ms(L, opts, "ttl", 3600000);
+  luaL_argcheck(L, lease > 0 && ttl > 0, 2, "lease and ttl must be > 0");
+  intake *in = lua_newuserdatauv(L, sizeof *in, 2);
+  memset(in, 0, sizeof *in);
+  in->ls = ls;
+  in->lease_ms = lease;
+  in->ttl_ms = ttl;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, INTAKE_MT);
+  return 1;
+}
+
+static int i_gc(lua_State *L) {
+  intake *in = check_intake(L);
+  esg_event_free(in->ev);
+  in->ev = NULL;
+  in->owned = 0;
+  return 0;
+}
+
+/*
+ * in:begin(line) -> lazy object of the envelope [, the line without its CR], or
+ * false for a blank line, or nil, msg, code. Drops the previous event.
+ */
+static int i_begin(lua_State *L) {
+  intake *in = check_intake(L);
+  size_t len;
+  const char *line = luaL_checklstring(L, 2, &len);
+  esg_event_free(in->ev);
+  in->ev = NULL;
+  in->owned = 0;
+  if (len == 0 || line[0] != '{') { /* blank lines are skipped (JSON lines allow them) */
+    size_t i = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n' || line[i] == '\f' ||
+                       line[i] == '\v'))
+      i++;
+    if (i == len) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  }
+  int stripped = len > 0 && line[len - 1] == '\r'; /* CRLF input */
+  if (stripped) {
+    lua_pushlstring(L, line, len - 1);
+    lua_replace(L, 2);
+    line = lua_tolstring(L, 2, &len);
+  }
+  lua_settop(L, 2);
+  int rc = esg_event_parse(line, len, &in->ev);
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
+  lesg_json_lazy(L, 2);
+  if (!stripped) return 1;
+  lua_pushvalue(L, 2);
+  return 2;
+}
+
+static esg_event *intake_event(lua_State *L, intake *in) {
+  if (!in->ev) luaL_error(L, "intake: no current event");
+  return in->ev;
+}
+
+/*
+ * in:claim([key [, hash]]) -> "new" | "duplicate", result | "busy", lease_until; or nil, msg, code.
+ * Claims key (default the event id) with hash as the payload hash: nil = the
+ * SHA-256 of the event's bytes, false = no mismatch check, or a string (<= 64 bytes).
+ */
+static int i_claim(lua_State *L) {
+  intake *in = check_intake(L);
+  esg_event *ev = intake_event(L, in);
+  lstore *ls = intake_store(L, in);
+  size_t klen;
+  const char *key;
+  if (lua_isnoneornil(L, 2)) {
+    key = esg_event_id(ev);
+    klen = strlen(key);
+  } else {
+    key = lesg_check_key(L, 2);
+    klen = lua_rawlen(L, 2);
+  }
+  const void *hash = esg_event_hash(ev);
+  size_t hlen = 32;
+  if (lua_isboolean(L, 3) && !lua_toboolean(L, 3)) {
+    hash = NULL;
+    hlen = 0;
+  } else if (!lua_isnoneornil(L, 3)) {
+    hash = luaL_checklstring(L, 3, &hlen);
+    luaL_argcheck(L, hlen <= ESG_HASH_MAX, 3, "hash longer than 64 bytes");
+  }
+  esg_claim_info ci;
+  int rc = esg_claim(ls->s, key, hash, hlen, in->lease_ms, in->ttl_ms, &ci);
+  lesg_check_clock(L, ls);
+  switch (rc) {
+  case ESG_NEW:
+    in->owned = 1;
+    in->token = ci.token;
+    memcpy(in->key, key, klen);
+    in->key[klen] = 0;
+    in->key_len = klen;
+    lua_pushliteral(L, "new");
+    return 1;
+  case ESG_DUPLICATE:
+    lua_pushliteral(L, "duplicate");
+    if (ci.result) lua_pushlstring(L, ci.result, ci.result_len);
+    else lua_pushnil(L);
+    return 2;
+  case ESG_BUSY:
+    lua_pushliteral(L, "busy");
+    lua_pushnumber(L, lesg_ms_to_s(ci.lease_until));
+    return 2;
+  default:
+    return lesg_push_fail(L, rc < 0 ? rc : ESG_ESTATE, esg_errmsg(ls->s));
+  }
+}
+
+/* in:settle(result) -> true (also when no claim is held), or nil, msg, code. Completes the held claim. */
+static int i_settle(lua_State *L) {
+  intake *in = check_intake(L);
+  size_t len;
+  const char *res = luaL_optlstring(L, 2, NULL, &len);
+  if (!in->owned) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lstore *ls = intake_store(L, in);
+  in->owned = 0;
+  int rc = esg_complete(ls->s, in->key, in->token, res, res ? len : 0);
+  return lesg_push_ok(L, ls, rc);
+}
+
+/* in:owned() -> key, token of the held claim, or nil. */
+static int i_owned(lua_State *L) {
+  intake *in = check_intake(L);
+  if (!in->owned) return 0;
+  lua_pushlstring(L, in->key, in->key_len);
+  lua_pushinteger(L, (lua_Integer)in->token);
+  return 2;
+}
+
+/* in:handover() -> key, token: the held claim now belongs to someone else (an egress delivery). */
+static int i_handover(lua_State *L) {
+  intake *in = check_intake(L);
+  if (!in->owned) return 0;
+  in->owned = 0;
+  lua_pushlstring(L, in->key, in->key_len);
+  lua_pushinteger(L, (lua_Integer)in->token);
+  return 2;
+}
+
+/* in:partition_key() -> the current event's partitionKey, or nil. */
+static int i_partition_key(lua_State *L) {
+  intake *in = check_intake(L);
+  const char *pk = in->ev ? esg_event_partition_key(in->ev) : NULL;
+  if (!pk) return 0;
+  lua_pushstring(L, pk);
+  return 1;
+}
+
+/* in:event() -> a new esg.Event equal to the current one (for ctx.event). */
+static int i_event(lua_State *L) {
+  intake *in = check_intake(L);
+  size_t len;
+  const char *json = esg_event_json(intake_event(L, in), &len);
+  esg_event **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  *ud = NULL;
+  luaL_setmetatable(L, EVENT_MT);
+  int rc = esg_event_parse(json, len, ud);
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
+  return 1;
+}
+
+static int i_id(lua_State *L) {
+  intake *in = check_intake(L);
+  if (!in->ev) return 0;
+  lua_pushstring(L, esg_event_id(in->ev));
+  return 1;
+}
+
+static int i_type(lua_State *L) {
+  intake *in = check_intake(L);
+  if (!in->ev) return 0;
+  lua_pushstring(L, esg_event_type(in->ev));
+  return 1;
+}
+
+/* in:set_sink(file): the Lua file in:write writes to. */
+static int i_set_sink(lua_State *L) {
+  intake *in = check_intake(L);
+  in->sink = luaL_checkudata(L, 2, LUA_FILEHANDLE);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 2);
+  return 0;
+}
+
+/*
+ * in:write(out) -> true, or nil, msg. Writes out and a newline to the sink
+ * file: a string as it is, a lazy object nobody decoded as its text, anything
+ * else encoded as JSON.
+ */
+static int i_write(lua_State *L) {
+  intake *in = check_intake(L);
+  luaL_Stream *st = in->sink;
+  if (!st) return luaL_error(L, "intake: no sink file");
+  if (!st->closef) return luaL_error(L, "attempt to use a closed file");
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  size_t len;
+  const char *s = lesg_json_arg(L, 2, &len);
+  if (fwrite(s, 1, len, st->f) != len || putc('\n', st->f) == EOF) {
+    lua_pushnil(L);
+    lua_pushstring(L, "cannot write to the sink");
+    lua_pushliteral(L, "EIO");
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ------------------------------------------------------ hashes and ids -- */
 
 /* esg.sha256(data [, raw]) -> 64 hex chars, or 32 bytes when raw. */
@@ -818,10 +1342,10 @@ static int l_sha256(lua_State *L) {
 /* esg.content_hash(json) -> canonical content hash (hex), or nil, msg, "EJSON". json: string or table. */
 static int l_content_hash(lua_State *L) {
   size_t len;
-  const char *j = json_arg(L, 1, &len);
+  const char *j = lesg_json_arg(L, 1, &len);
   char out[65];
   int rc = esg_content_hash(j, len, out);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(NULL));
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   lua_pushstring(L, out);
   return 1;
 }
@@ -840,7 +1364,7 @@ static int l_uuid5(lua_State *L) {
 
 /* esg.now() -> the real clock, in seconds. */
 static int l_now(lua_State *L) {
-  lua_pushnumber(L, ms_to_s(esg_clock_real(NULL)));
+  lua_pushnumber(L, lesg_ms_to_s(esg_clock_real(NULL)));
   return 1;
 }
 
@@ -869,7 +1393,7 @@ static int w_sign(lua_State *L) {
   const char *payload = luaL_checklstring(L, 4, &len);
   char out[ESG_WEBHOOK_SIGNATURE_SIZE];
   int rc = esg_webhook_sign(secret, id, (int64_t)ts, payload, len, out, sizeof out);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(NULL));
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   lua_pushstring(L, out);
   return 1;
 }
@@ -899,6 +1423,7 @@ static const char *find_header(lua_State *L, int idx, const char *name) {
  * tolerance (s, default 300).
  */
 static int w_verify(lua_State *L) {
+  lua_settop(L, 4); /* the secrets' array goes above the arguments */
   const char *one[1];
   const char **secrets = one;
   size_t n = 0;
@@ -920,18 +1445,18 @@ static int w_verify(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   size_t len;
   const char *payload = luaL_checklstring(L, 3, &len);
-  int opts = opt_table(L, 4);
+  int opts = lesg_opt_table(L, 4);
   int64_t now_s = esg_clock_real(NULL) / 1000, tol = 0;
   if (opts) {
-    int64_t now_ms = opt_ms(L, opts, "now", -1);
+    int64_t now_ms = lesg_opt_ms(L, opts, "now", -1);
     if (now_ms >= 0) now_s = now_ms / 1000;
-    tol = opt_ms(L, opts, "tolerance", 0) / 1000;
+    tol = lesg_opt_ms(L, opts, "tolerance", 0) / 1000;
   }
   const char *id = find_header(L, 2, ESG_WEBHOOK_HEADER_ID);
   const char *ts = find_header(L, 2, ESG_WEBHOOK_HEADER_TIMESTAMP);
   const char *sig = find_header(L, 2, ESG_WEBHOOK_HEADER_SIGNATURE);
   int rc = esg_webhook_verify(secrets, n, id, ts, sig, payload, len, now_s, tol);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(NULL));
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -940,7 +1465,7 @@ static int w_verify(lua_State *L) {
 static int w_secret(lua_State *L) {
   char out[ESG_WEBHOOK_SECRET_SIZE];
   int rc = esg_webhook_secret_generate(out, sizeof out);
-  if (rc != ESG_OK) return push_fail(L, rc, esg_errmsg(NULL));
+  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   lua_pushstring(L, out);
   return 1;
 }
@@ -955,14 +1480,28 @@ static const luaL_Reg store_methods[] = {
     {"commit", m_commit},   {"rollback", m_rollback},
     {"flush", m_flush},     {"batch", m_batch},
     {"claim", m_claim},     {"complete", m_complete},
+    {"claim_event", m_claim_event}, {"owned_claim", m_owned_claim},
+    {"intake", m_intake},
     {"release", m_release}, {"extend", m_extend},
     {"purge_claims", m_purge_claims},
     {"put", m_put},         {"events", m_events},
     {"event", m_event},     {"purge_events", m_purge_events},
     {"upsert", m_upsert},   {"get", m_get},
-    {"delete", m_delete},   {NULL, NULL}};
+    {"delete", m_delete},
+    {"fault_record", m_fault_record}, {"faults", m_faults},
+    {"fault", m_fault},     {"fault_delete", m_fault_delete},
+    {"purge_faults", m_purge_faults},
+    {NULL, NULL}};
 
 static const luaL_Reg store_meta[] = {{"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};
+
+static const luaL_Reg intake_methods[] = {
+    {"begin", i_begin}, {"claim", i_claim}, {"settle", i_settle}, {"owned", i_owned},
+    {"event", i_event}, {"id", i_id},       {"type", i_type},     {"write", i_write},
+    {"handover", i_handover}, {"partition_key", i_partition_key}, {"set_sink", i_set_sink},
+    {NULL, NULL}};
+
+static const luaL_Reg intake_meta[] = {{"__gc", i_gc}, {NULL, NULL}};
 
 static const luaL_Reg claim_methods[] = {
     {"complete", c_complete}, {"release", c_release}, {"extend", c_extend}, {NULL, NULL}};
@@ -984,6 +1523,7 @@ static void new_type(lua_State *L, const char *name, const luaL_Reg *meta, const
   if (meta) luaL_setfuncs(L, meta, 0);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
+  if (strcmp(name, STORE_MT) == 0) lesg_feat_methods(L);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }
@@ -994,6 +1534,7 @@ int luaopen_esg(lua_State *L) {
   new_type(L, STORE_MT, store_meta, store_methods);
   new_type(L, EVENT_MT, event_meta, event_methods);
   new_type(L, CLAIM_MT, NULL, claim_methods);
+  new_type(L, INTAKE_MT, intake_meta, intake_methods);
 
   luaL_newlib(L, module_fns);
   lua_pushliteral(L, "esg " ESG_VERSION_STRING);
@@ -1025,5 +1566,6 @@ int luaopen_esg(lua_State *L) {
 
   luaL_newlib(L, webhook_fns);
   lua_setfield(L, -2, "webhook");
+  lesg_feat_open(L);
   return 1;
 }

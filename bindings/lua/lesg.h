@@ -15,6 +15,12 @@ const char *lesg_json_encode(lua_State *L, int idx, size_t *len); /* pushes the 
 /* Registers esg.json functions into the table on top of the stack. */
 void lesg_json_open(lua_State *L);
 
+/* A lazy object (see ljson.c) for the JSON object text at index str, pushed. */
+void lesg_json_lazy(lua_State *L, int str);
+
+/* Registry key of the lazy objects' metatable. */
+#define LESG_LAZY_MT "esg.json.lazy"
+
 /* Registry key of the array marker metatable (decoded arrays carry it). */
 #define LESG_ARRAY_MT "esg.json.array"
 

@@ -100,6 +100,117 @@ void lesg_json_push(lua_State *L, const char *json, size_t len) {
   lua_remove(L, -2); /* the box */
 }
 
+/* ------------------------------------------------------------ lazy -- */
+
+/*
+ * A lazy object: a table that holds the JSON text of an object under a private
+ * key and decodes it into itself on first access (index, assignment, pairs, #),
+ * then drops its metatable and is a plain table. Until then the encoder writes
+ * the text as it is, so an object nobody looked at costs neither a decode nor an
+ * encode. next() and rawget() see no fields before the first access.
+ */
+static const char lazy_key = 0; /* its address is the private key */
+static const char lazy_mt_key = 0; /* registry[&lazy_mt_key]: the metatable, found without a name lookup */
+
+static int is_lazy(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) return 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+  int yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* Decodes the lazy table at idx (absolute) into itself; a no-op for a plain table. */
+static void lazy_materialise(lua_State *L, int idx) {
+  if (lua_rawgetp(L, idx, &lazy_key) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  }
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  box *b = box_new(L);
+  b->root = cJSON_ParseWithLength(s, len);
+  if (!b->root || !cJSON_IsObject(b->root)) luaL_error(L, "lazy JSON object: not a JSON object");
+  lua_pushnil(L);
+  lua_rawsetp(L, idx, &lazy_key);
+  lua_pushnil(L);
+  lua_setmetatable(L, idx);
+  for (const cJSON *c = b->root->child; c; c = c->next) {
+    lua_pushstring(L, c->string);
+    to_lua(L, c, 1);
+    lua_rawset(L, idx);
+  }
+  cJSON_Delete(b->root);
+  b->root = NULL;
+  lua_pop(L, 2); /* the box, the text */
+}
+
+static int lazy_index(lua_State *L) {
+  lazy_materialise(L, 1);
+  lua_settop(L, 2);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+static int lazy_newindex(lua_State *L) {
+  lazy_materialise(L, 1);
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 0;
+}
+
+static int lazy_len(lua_State *L) {
+  lazy_materialise(L, 1);
+  lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+  return 1;
+}
+
+static int lazy_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int lazy_pairs(lua_State *L) {
+  lazy_materialise(L, 1);
+  lua_pushcfunction(L, lazy_next);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+void lesg_json_lazy(lua_State *L, int str) {
+  str = lua_absindex(L, str);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, str);
+  lua_rawsetp(L, -2, &lazy_key);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+  lua_setmetatable(L, -2);
+}
+
+/* esg.json.lazy(text) -> a lazy object (text must be a JSON object; checked on first access). */
+static int l_lazy(lua_State *L) {
+  luaL_checkstring(L, 1);
+  lesg_json_lazy(L, 1);
+  return 1;
+}
+
+/* esg.json.islazy(t) -> true while t has not been decoded yet. */
+static int l_islazy(lua_State *L) {
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_lazy(L, 1));
+  return 1;
+}
+
+/* esg.json.materialise(t) -> t, decoded (a plain table from now on). */
+static int l_materialise(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lazy_materialise(L, 1);
+  return 1;
+}
+
 /* Is the table at idx (absolute) an array? Sets *n to its length. */
 static int is_array(lua_State *L, int idx, lua_Integer *n) {
   if (lua_getmetatable(L, idx)) {
@@ -199,6 +310,12 @@ static void fill_table(lua_State *L, int idx, cJSON *node, int depth) {
 static cJSON *make_node(lua_State *L, int idx, int depth) {
   if (lua_type(L, idx) == LUA_TTABLE) {
     lua_Integer n;
+    if (is_lazy(L, idx)) { /* the text as it came: nobody changed it */
+      lua_rawgetp(L, idx, &lazy_key);
+      cJSON *raw = cJSON_CreateRaw(lua_tostring(L, -1));
+      lua_pop(L, 1);
+      return raw;
+    }
     return is_array(L, idx, &n) ? cJSON_CreateArray() : cJSON_CreateObject();
   }
   return to_json(L, idx, depth);
@@ -211,11 +328,15 @@ static void add_value(lua_State *L, int idx, cJSON *parent, const char *key, int
   if (!node) luaL_error(L, "out of memory");
   if (key) cJSON_AddItemToObject(parent, key, node);
   else cJSON_AddItemToArray(parent, node);
-  if (lua_type(L, idx) == LUA_TTABLE) fill_table(L, idx, node, depth);
+  if (lua_type(L, idx) == LUA_TTABLE && !cJSON_IsRaw(node)) fill_table(L, idx, node, depth);
 }
 
 const char *lesg_json_encode(lua_State *L, int idx, size_t *len) {
   idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TTABLE && is_lazy(L, idx)) {
+    lua_rawgetp(L, idx, &lazy_key); /* the very string: no copy */
+    return lua_tolstring(L, -1, len);
+  }
   box *b = box_new(L);
   b->root = make_node(L, idx, 0);
   if (!b->root) luaL_error(L, "out of memory");
@@ -282,9 +403,17 @@ static int l_isarray(lua_State *L) {
 void lesg_json_open(lua_State *L) {
   static const luaL_Reg fns[] = {{"encode", l_encode},   {"decode", l_decode},
                                  {"array", l_array},     {"isarray", l_isarray},
+                                 {"lazy", l_lazy},       {"islazy", l_islazy},
+                                 {"materialise", l_materialise},
                                  {NULL, NULL}};
+  static const luaL_Reg lazy_meta[] = {{"__index", lazy_index}, {"__newindex", lazy_newindex},
+                                       {"__len", lazy_len},     {"__pairs", lazy_pairs},
+                                       {NULL, NULL}};
   luaL_newmetatable(L, LESG_ARRAY_MT);
   lua_pop(L, 1);
+  luaL_newmetatable(L, LESG_LAZY_MT);
+  luaL_setfuncs(L, lazy_meta, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
   luaL_setfuncs(L, fns, 0);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");

@@ -21,7 +21,7 @@ usage: esg <command> [options]
 
 commands:
   run SCRIPT.lua      run a gateway script over JSON lines (the main job)
-  faults list|show|purge   the fault records of a store
+  faults list|show|resubmit|purge   the fault records of a store
   events [KEY]        events stored under a correlation key
   stats               what a store holds and the last runs
   webhook sign|verify|secret   Standard Webhooks signatures
@@ -42,7 +42,7 @@ Runs the pipeline the script returns: source -> filter -> idempotence -> latch
   --group-commit S     commit claims in groups at most S seconds old (default 0: each)
   --budget N           instructions per event (default 10000000, 0 = none)
   --memory MB          memory limit of the Lua state (default 256, 0 = none)
-  --fault-ttl S        fault records expire after S seconds (default: never)
+  --fault-ttl S        at the end, delete faults last attempted over S s ago
   --allow-io           scripts may write files and open stores
   --allow-exec         scripts may run programs (os.execute, io.popen, os.exit)
   --allow-native       scripts may load C modules and binary chunks
@@ -50,17 +50,23 @@ Runs the pipeline the script returns: source -> filter -> idempotence -> latch
 Summary on stderr; exit 0 when no fault was recorded, 1 otherwise, 2 on setup errors.]],
   faults = [[
 usage: esg faults list [--json] [--db PATH]
-       esg faults show ID [--db PATH]
-       esg faults purge [--db PATH]
+       esg faults show ID [--json] [--db PATH]
+       esg faults resubmit ID... | --all  --script SCRIPT.lua [--db PATH] [run options]
+       esg faults purge [--older-than S] [--db PATH]
 
-Fault records are events of type "esg.fault" under the correlation key
-"esg.faults". purge hides every fault recorded so far from list and deletes
-expired records (see --fault-ttl of esg run).]],
+A fault record is an event that could not be handled: the stage that failed, the
+error, the attempts and the event itself. resubmit runs the stored events of the
+faults through the script's pipeline again (same event ids, so nothing is done
+twice): a fault whose event is then handled is deleted, one that fails again is
+replaced by a new record (attempts + 1). It takes the options of esg run
+(--budget, --memory, --allow-*, -o, -q); --db defaults to the script's store.
+purge deletes every fault (or those last attempted more than S seconds ago).
+Exit status of resubmit: 0 when every fault was settled, 1 otherwise.]],
   events = [[
 usage: esg events [KEY] [--json] [--db PATH]
 
 Lists the unexpired events stored under the correlation key KEY, oldest first.
-Without KEY: how many events the well-known keys hold (esg.runs, esg.faults).]],
+Without KEY: how many runs are recorded (esg.runs) and how many faults are open.]],
   stats = [[
 usage: esg stats [--json] [--db PATH]
 
@@ -165,45 +171,50 @@ local function summary(name, c, faults)
     fmt("  faults             %8d", c.faults),
   }
   local extra = {}
-  for _, k in ipairs { "filtered", "dropped", "busy" } do
+  for _, k in ipairs { "filtered", "dropped", "busy", "cancelled" } do
     if c[k] > 0 then extra[#extra + 1] = fmt("%s %d", k, c[k]) end
   end
   if #extra > 0 then lines[#lines + 1] = "  (" .. table.concat(extra, ", ") .. ")" end
+  local r = c.resync
+  if r and (r.created + r.updated + r.deleted + r.unchanged) > 0 then
+    lines[#lines + 1] = fmt("  listing: created %d, updated %d, deleted %d, unchanged %d", r.created, r.updated,
+      r.deleted, r.unchanged)
+  elseif r and r.pages then
+    lines[#lines + 1] = fmt("  pages %d, emitted %d%s", r.pages, r.emitted, r.done and " (source done)" or "")
+  end
   for i, f in ipairs(faults) do
     if i > 5 then
       lines[#lines + 1] = fmt("  ... and %d more: esg faults list", #faults - 5)
       break
     end
-    lines[#lines + 1] = fmt("  fault %s: line %s%s, %s: %s", f.id:sub(1, 8), tostring(f.line),
-      f.event_id and (" (" .. f.event_id .. ")") or "", f.stage, (f.error or ""):gsub("\n.*", ""))
+    lines[#lines + 1] = fmt("  fault %s: %s%s, %s: %s", tostring(f.id), f.line and ("line " .. f.line) or "event",
+      f.event_id and (" (" .. f.event_id .. ")") or "", f.stage, ((f.error or ""):gsub("\n.*", "")))
   end
   return table.concat(lines, "\n") .. "\n"
 end
 
-local function cmd_run(args)
-  local opts, pos = parse(args, 2, {
-    input = "value", output = "value", db = "value", durability = "value", ["group-commit"] = "value",
-    budget = "value", memory = "value", ["fault-ttl"] = "value", ["allow-io"] = "flag",
-    ["allow-exec"] = "flag", ["allow-native"] = "flag", quiet = "flag", ["no-progress"] = "flag",
-    help = "flag",
-  }, { i = "input", o = "output", q = "quiet", h = "help" })
-  if not opts then return usage_error("run", pos) end
-  if opts.help then io_stdout:write(USAGE.run, "\n"); return 0 end
-  if #pos ~= 1 then return usage_error("run", "expected one SCRIPT.lua") end
-  local script = pos[1]
+local RUN_OPTS = {
+  input = "value", output = "value", db = "value", durability = "value", ["group-commit"] = "value",
+  budget = "value", memory = "value", ["fault-ttl"] = "value", ["allow-io"] = "flag",
+  ["allow-exec"] = "flag", ["allow-native"] = "flag", quiet = "flag", ["no-progress"] = "flag",
+  help = "flag",
+}
+local RUN_ALIASES = { i = "input", o = "output", q = "quiet", h = "help" }
+
+-- Opens the store and loads the script under the sandbox. Returns store, spec, settings, or nil, exit status.
+local function load_gateway(cmd, script, opts)
   local budget = math.floor(number_opt(opts, "budget", 10000000))
   local memory = number_opt(opts, "memory", 256)
   local group = number_opt(opts, "group-commit", 0)
-  local fault_ttl = number_opt(opts, "fault-ttl", 0)
   if opts.durability and opts.durability ~= "normal" and opts.durability ~= "full" then
-    return usage_error("run", "--durability is normal or full")
+    return nil, usage_error(cmd, "--durability is normal or full")
   end
   local f = io_open(script, "r")
-  if not f then return usage_error("run", "cannot read " .. script) end
+  if not f then return nil, usage_error(cmd, "cannot read " .. script) end
   f:close()
   local db = opts.db or (script:gsub("%.lua$", "") .. ".db")
   local store = open_store(db, { durability = opts.durability, group_commit = group })
-  if not store then return 2 end
+  if not store then return nil, 2 end
 
   -- From here on the script's rules hold.
   sandbox.apply { io = opts["allow-io"], exec = opts["allow-exec"], native = opts["allow-native"] }
@@ -218,13 +229,25 @@ local function cmd_run(args)
   end
   if not ok then
     store:close()
-    say("esg run: ", script, ": ", tostring(spec), "\n")
-    return 2
+    say("esg ", cmd, ": ", script, ": ", tostring(spec), "\n")
+    return nil, 2
   end
+  return store, spec, { budget = budget }
+end
+
+local function cmd_run(args)
+  local opts, pos = parse(args, 2, RUN_OPTS, RUN_ALIASES)
+  if not opts then return usage_error("run", pos) end
+  if opts.help then io_stdout:write(USAGE.run, "\n"); return 0 end
+  if #pos ~= 1 then return usage_error("run", "expected one SCRIPT.lua") end
+  local script = pos[1]
+  local fault_ttl = number_opt(opts, "fault-ttl", 0)
+  local store, spec, set = load_gateway("run", script, opts)
+  if not store then return spec end
   local progress = not opts.quiet and not opts["no-progress"] and host and host.isatty(2)
   local c, err = gateway.run(spec, {
     store = store, input = opts.input, output = opts.output, base = dirname(script),
-    script = script, budget = budget, progress = progress, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
+    script = script, budget = set.budget, progress = progress, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
   })
   store:close()
   if not c then
@@ -241,63 +264,95 @@ local function iso(ms)
   return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. fmt(".%03dZ", ms % 1000)
 end
 
+local function first_line(s) return (tostring(s or "")):match("^[^\n]*") end
+
+local function fault_json(f)
+  return json.encode {
+    id = f.id, event_id = f.event_id, stage = f.stage, error = f.error, http_status = f.http_status,
+    attempts = f.attempts, first_attempt = f.first_attempt, last_attempt = f.last_attempt, event = f.event,
+  }
+end
+
+local function faults_resubmit(opts, pos)
+  if not opts.script then return usage_error("faults", "resubmit needs --script SCRIPT.lua") end
+  local ids = {}
+  for i = 2, #pos do
+    local id = math.tointeger(tonumber(pos[i]))
+    if not id then return usage_error("faults", "not a fault id: " .. pos[i]) end
+    ids[#ids + 1] = id
+  end
+  if (opts.all and true or false) == (#ids > 0) then return usage_error("faults", "resubmit takes fault IDs or --all") end
+  local script = opts.script
+  local store, spec, set = load_gateway("faults", script, opts)
+  if not store then return spec end
+  local name = (spec.name or script) .. " (resubmit)"
+  local c, err = gateway.resubmit(spec, {
+    store = store, ids = (not opts.all) and ids or nil, output = opts.output, base = dirname(script),
+    script = script, budget = set.budget,
+  })
+  store:close()
+  if not c then say("esg faults: ", err, "\n"); return 2 end
+  if not opts.quiet then
+    say(summary(name, c, c.faults_list))
+    say(fmt("  resubmitted %d, still faulted %d, skipped %d%s\n", c.resubmitted, c.faults, c.skipped,
+      c.missing > 0 and fmt(", not found %d", c.missing) or ""))
+  end
+  return (c.faults > 0 or c.skipped > 0 or c.missing > 0) and 1 or 0
+end
+
 local function cmd_faults(args)
-  local opts, pos = parse(args, 2, { db = "value", json = "flag", help = "flag" }, { h = "help" })
+  local spec = { json = "flag", all = "flag", script = "value", ["older-than"] = "value" }
+  for k, v in pairs(RUN_OPTS) do spec[k] = v end
+  local opts, pos = parse(args, 2, spec, RUN_ALIASES)
   if not opts then return usage_error("faults", pos) end
   if opts.help then io_stdout:write(USAGE.faults, "\n"); return 0 end
   local sub = pos[1] or "list"
-  local path = store_path(opts)
-  if not path then return usage_error("faults", "no store: pass --db PATH (or set ESG_DB)") end
-  if sub ~= "list" and sub ~= "show" and sub ~= "purge" then
+  if sub ~= "list" and sub ~= "show" and sub ~= "purge" and sub ~= "resubmit" then
     return usage_error("faults", "unknown subcommand " .. sub)
   end
+  if sub == "resubmit" then return faults_resubmit(opts, pos) end
+  local path = store_path(opts)
+  if not path then return usage_error("faults", "no store: pass --db PATH (or set ESG_DB)") end
+  local older = number_opt(opts, "older-than", -1)
   local store = open_store(path)
   if not store then return 2 end
   local rc = 0
   if sub == "list" then
-    local list, err = gateway.faults(store)
+    local list, err = store:faults()
     if not list then say("esg faults: ", err, "\n"); rc = 2
     elseif opts.json then
-      for _, r in ipairs(list) do io_stdout:write(json.encode(r), "\n") end
+      for _, f in ipairs(list) do io_stdout:write(fault_json(f), "\n") end
     else
-      for _, r in ipairs(list) do
-        local fl = r.fault
-        io_stdout:write(fmt("%s  %s  %-11s %-14s %s\n", r.id, iso(r.timestamp), fl.stage,
-          fl.event_id ~= esg.null and fl.event_id or ("line " .. tostring(fl.line)),
-          (tostring(fl.error)):gsub("\n.*", "")))
+      for _, f in ipairs(list) do
+        io_stdout:write(fmt("%-5d %s  %-11s %-24s %s\n", f.id, iso(math.floor(f.last_attempt * 1000)), f.stage,
+          f.event_id, first_line(f.error)))
       end
+      io_stdout:flush()
       say(#list, " fault(s)\n")
     end
   elseif sub == "show" then
-    local id = pos[2]
-    if not id then store:close(); return usage_error("faults", "show needs a fault ID") end
-    local rec = store:event(id, { decode = true })
-    if not rec or rec.type ~= gateway.FAULT_TYPE then
-      say("esg faults: no fault ", id, "\n")
+    local id = math.tointeger(tonumber(pos[2]))
+    if not pos[2] then store:close(); return usage_error("faults", "show needs a fault ID") end
+    local f = id and store:fault(id)
+    if not f then
+      say("esg faults: no fault ", pos[2], "\n")
       rc = 1
+    elseif opts.json then
+      io_stdout:write(fault_json(f), "\n")
     else
-      local e = rec.event
-      if opts.json then
-        io_stdout:write(rec.json, "\n")
-      else
-        local fl = e.fault
-        local function field(k, v) if v ~= nil and v ~= esg.null then io_stdout:write(fmt("%-11s %s\n", k, tostring(v))) end end
-        field("id", rec.id)
-        field("time", iso(rec.timestamp))
-        field("stage", fl.stage)
-        field("event", fl.event_id)
-        field("type", fl.event_type)
-        field("source", fl.source)
-        field("line", fl.line)
-        field("script", fl.script)
-        field("run", fl.run)
-        field("error", fl.error)
-        field("raw", e.raw)
-        if fl.traceback and fl.traceback ~= esg.null then io_stdout:write(fl.traceback, "\n") end
-      end
+      local function field(k, v) if v ~= nil then io_stdout:write(fmt("%-13s %s\n", k, tostring(v))) end end
+      field("id", f.id)
+      field("event", f.event_id)
+      field("stage", f.stage)
+      field("attempts", f.attempts)
+      field("first attempt", iso(math.floor(f.first_attempt * 1000)))
+      field("last attempt", iso(math.floor(f.last_attempt * 1000)))
+      if f.http_status ~= 0 then field("http status", f.http_status) end
+      field("error", f.error)
+      field("stored event", f.event)
     end
   else
-    local n, err = gateway.purge_faults(store)
+    local n, err = store:purge_faults(older >= 0 and store:now() - older or nil)
     if not n then say("esg faults: ", err, "\n"); rc = 2
     else io_stdout:write(fmt("purged %d fault(s)\n", n)) end
   end
@@ -327,10 +382,9 @@ local function cmd_events(args)
       if not opts.json then say(#list, " event(s) under ", pos[1], "\n") end
     end
   else
-    for _, key in ipairs { gateway.RUN_KEY, gateway.FAULT_KEY } do
-      local list = store:events(key) or {}
-      io_stdout:write(fmt("%-12s %d event(s)\n", key, #list))
-    end
+    local list = store:events(gateway.RUN_KEY) or {}
+    io_stdout:write(fmt("%-12s %d event(s)\n", gateway.RUN_KEY, #list))
+    io_stdout:write(fmt("%-12s %d open (esg faults list)\n", "faults", #(store:faults() or {})))
     say("pass a correlation KEY to list its events\n")
   end
   store:close()
@@ -349,7 +403,7 @@ local function cmd_stats(args)
   local store = open_store(path)
   if not store then return 2 end
   local runs = store:events(gateway.RUN_KEY, { decode = true }) or {}
-  local faults = gateway.faults(store) or {}
+  local faults = store:faults() or {}
   local size
   local f = io_open(path, "rb")
   if f then size = f:seek("end"); f:close() end

@@ -107,4 +107,30 @@ T.ok(ok == nil and code == "EINVAL", "empty secret")
 T.raises(function() esg.webhook.sign(secret, "id", "soon", "x") end, "bad argument", "bad timestamp type raises")
 T.raises(function() esg.webhook.verify(secret, "headers", "x") end, "bad argument", "headers must be a table")
 
+-- lazy objects: decoded on first access, encoded as the text while untouched
+do
+  local text = '{"id": "l1", "n": 2, "list": [1, 2], "nested": {"k": null}}'
+  local t = esg.json.lazy(text)
+  T.eq(esg.json.islazy(t), true, "lazy before access")
+  T.eq(esg.json.encode(t), text, "untouched: encoded as the very text")
+  T.eq(esg.json.encode { wrap = t }, '{"wrap":' .. text .. '}', "nested untouched lazy: as the text")
+  T.eq(t.n, 2, "first access decodes")
+  T.eq(esg.json.islazy(t), false, "a plain table after access")
+  T.eq(getmetatable(t), nil, "no metatable left")
+  T.eq(t.nested.k, esg.null, "null decoded")
+  T.eq(esg.json.isarray(t.list), true, "arrays marked")
+  T.eq(esg.json.encode(t.list), "[1,2]", "re-encoded once decoded")
+  local u = esg.json.lazy('{"a":1}')
+  u.b = 2
+  T.eq(u.a, 1, "assignment decodes first")
+  T.eq(u.b, 2, "assignment kept")
+  local v = esg.json.lazy('{"a":1,"b":2}')
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  T.eq(n, 2, "pairs decodes")
+  T.eq(#esg.json.lazy('{"a":1}'), 0, "# decodes")
+  T.eq(esg.json.materialise(esg.json.lazy('{"z":true}')).z, true, "materialise")
+  T.raises(function() return esg.json.lazy("[1]").x end, "not a JSON object", "lazy of a non-object raises on access")
+end
+
 T.done()

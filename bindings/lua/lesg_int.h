@@ -1,0 +1,60 @@
+/*
+ * What the parts of the Lua binding share (not installed): the store handle,
+ * argument helpers, and dependents (caches, snapshots, egress engines) that
+ * must close before their store.
+ */
+#ifndef LESG_INT_H
+#define LESG_INT_H
+
+#include <lua.h>
+#include "esg.h"
+
+#define STORE_MT "esg.Store"
+#define EVENT_MT "esg.Event"
+
+typedef struct lstore {
+  struct lesg_dep *deps; /* open dependents, closed before the store */
+  esg_store *s;
+  lua_State *L;      /* the caller of the running method (for the clock) */
+  int clock_ref;     /* the Lua clock function, or LUA_NOREF */
+  int clock_failed;
+  char clock_err[256];
+  char path[512];
+} lstore;
+
+/*
+ * A handle that lives on a store (cache, snapshot, egress): its struct starts
+ * with this, is linked into the store's list while open, and is closed by
+ * close(self) when the store closes first.
+ */
+typedef struct lesg_dep {
+  struct lesg_dep *next, *prev;
+  lstore *owner;
+  void (*close)(struct lesg_dep *self);
+} lesg_dep;
+
+void lesg_dep_link(lstore *ls, lesg_dep *d);
+void lesg_dep_unlink(lesg_dep *d);
+void lesg_close_deps(lua_State *L, lstore *ls);
+
+int lesg_push_fail(lua_State *L, int rc, const char *msg);
+lua_Number lesg_ms_to_s(int64_t ms);
+int64_t lesg_s_to_ms(lua_Number s);
+int64_t lesg_opt_ms(lua_State *L, int opts, const char *field, int64_t def);
+int lesg_opt_table(lua_State *L, int arg);
+int lesg_opt_bool(lua_State *L, int opts, const char *field);
+const char *lesg_json_arg(lua_State *L, int arg, size_t *len);
+lstore *lesg_check_store(lua_State *L, int arg);
+void lesg_check_clock(lua_State *L, lstore *ls);
+int lesg_push_ok(lua_State *L, lstore *ls, int rc);
+const char *lesg_check_key(lua_State *L, int arg);
+void lesg_push_stored(lua_State *L, const esg_stored_event *e, int decode);
+/* The esg_event of an esg.Event argument, or NULL when it is not one. */
+esg_event *lesg_test_event(lua_State *L, int arg);
+
+/* lfeat.c: the cache, latches, resync and egress; adds store methods to the table on top. */
+void lesg_feat_methods(lua_State *L);
+/* lfeat.c: module functions (esg.latch, esg.http_loader) and types, into the module table on top. */
+void lesg_feat_open(lua_State *L);
+
+#endif

@@ -1,0 +1,211 @@
+-- The module's cache, latches, resync and egress, and the gateway steps built on
+-- them (enrich with the cache, the latch step, resync sources, the HTTP sink
+-- with faults and resubmission). The HTTP receiver is examples/crm/mock_crm.py.
+local T = require "testlib"
+local esg = require "esg"
+local gateway = require "esg.gateway"
+local mock = require "mock"
+
+local now = 1000.0
+local dir = T.tmpdir("feat")
+local store = assert(esg.open(dir .. "/f.db", { clock = function() return now end }))
+
+-- cache: put/get, TTL, negatives, read-through with a Lua loader, stale-if-error, collect
+local cache = assert(store:cache { ttl = 10, negative_ttl = 5, max_stale = 100 })
+T.eq((cache:get("k")), "miss", "empty cache: miss")
+T.ok(cache:put("k", { a = 1 }), "put a table")
+local r, v = cache:get("k")
+T.ok(r == "hit" and esg.json.decode(v).a == 1, "hit after put")
+now = now + 11
+T.eq((cache:get("k")), "stale", "past its TTL: stale")
+local loads = 0
+local function loader(key, deadline)
+  loads = loads + 1
+  T.ok(type(deadline) == "number", "the loader gets a deadline")
+  if key == "absent" then return nil end
+  if key == "down" then return nil, "service down" end
+  return { key = key, n = loads }
+end
+r, v = cache:get_or_load("k", loader)
+T.ok(r == "hit" and esg.json.decode(v).n == 1, "stale: reloaded")
+r, v = cache:get_or_load("k", loader)
+T.eq(loads, 1, "fresh: no second load")
+r = cache:get_or_load("absent", loader)
+T.eq(r, "negative", "loader nil: negative")
+T.ok(cache:put("down", '"old"'), "put a JSON string")
+now = now + 11
+local _, _, _, _, loaded, lerr
+r, v, _, _, loaded, lerr = cache:get_or_load("down", loader)
+T.ok(r == "stale" and v == '"old"' and lerr:find("service down", 1, true), "failed load: the stale value, with the error")
+local ok, msg, code = cache:get_or_load("never", function() error("boom") end)
+T.ok(ok == nil and code == "ECALLBACK" and msg:find("boom", 1, true), "raising loader: a failure")
+T.eq(select(3, cache:put("bad", "{not json")), "EJSON", "values must be JSON")
+local st, key = cache:collect('{"id":"e1","type":"customer-updated","timestamp":5,"customer":{"id":"c9","name":"Zed"}}')
+T.ok(st == "written" and key == "customer/c9", "collect: written under <field>/<id>")
+T.eq((cache:collect('{"id":"e0","type":"customer-updated","timestamp":4,"customer":{"id":"c9","name":"Old"}}')), "stale",
+  "collect: an older event is stale")
+T.eq(esg.json.decode(select(2, cache:get("customer/c9"))).name, "Zed", "collected entity")
+local stats = cache:stats()
+T.ok(stats.loads >= 2 and stats.hits >= 1, "stats")
+T.ok(cache:invalidate("k") and (cache:get("k")) == "miss", "invalidate")
+
+-- latches: content latches (echo once, genuine passes) and flags
+T.ok(store:latch_doc("c:1", "crm", { name = "Ada" }, 60), "latch")
+T.eq(store:latch_pending("c:1", "crm"), 1, "pending")
+T.eq(store:latch_check_doc("c:1", "crm", '{ "name" : "Ada" }'), "echo", "same content (any spacing): echo")
+T.eq(store:latch_check_doc("c:1", "crm", { name = "Ada" }), "genuine", "consumed: the next is genuine")
+T.ok(store:latch("c:2", "crm", "h1", 60), "latch by hash")
+T.eq(store:latch_cancel("c:2", "crm", "h1"), true, "cancel")
+T.eq(store:latch_cancel("c:2", "crm", "h1"), nil, "cancel again: nil")
+T.eq(esg.latch.flagged('{"id":"x","contact":{"latched":true}}'), true, "flag in an entity")
+T.eq(esg.latch.flagged(esg.latch.mark(esg.latch.mark('{"a":1}', true), false)), false, "mark and clear")
+
+-- resync: cursor jobs, snapshots, replay
+local pages = { { items = { { id = "a", version = "1", type = "thing", data = { x = 1 } } }, next = "p2" },
+                { items = { { id = "b", version = "1", type = "thing", data = { x = 2 } } }, next = "p3", done = true } }
+local sunk = {}
+local rs = assert(store:cursor_run("job", "src", function(cursor) return cursor and pages[2] or pages[1] end,
+  { sink = function(rec) sunk[#sunk + 1] = rec.event.entity.x end }))
+T.ok(rs.pages == 2 and rs.emitted == 2 and rs.done, "cursor run")
+T.eq(store:cursor("job"), "p3", "cursor stored")
+T.eq(#sunk, 2, "sink saw the items")
+T.raises(function() store:cursor_run("job2", "src", function() error("fetch broke") end) end, "fetch broke",
+  "a fetch error is raised")
+local sn = assert(store:snapshot("list", { type = "row" }))
+sn:add("r1", { v = 1 })
+sn:add("r2", { v = 2 })
+rs = assert(sn:finish())
+sn:close()
+T.eq(rs.created, 2, "snapshot: created")
+sn = assert(store:snapshot("list", { type = "row" }))
+sn:add("r1", { v = 1 })
+rs = assert(sn:finish())
+sn:close()
+T.ok(rs.unchanged == 1 and rs.deleted == 1, "snapshot: unchanged and deleted")
+local types = {}
+T.eq(store:replay({ type = "row-deleted" }, function(rec) types[#types + 1] = rec.type end), 1, "replay by type")
+T.eq(types[1], "row-deleted", "replayed event")
+
+-- gateway: enrich from the cache (collect + key), the latch step
+local out = {}
+local c = assert(gateway.run({
+  enrich = { collect = function(ev) return ev.customer ~= nil end,
+             key = function(ev) return ev.order and "customer/" .. ev.order.customer end, into = "customer" },
+  transform = function(ev) if ev.order then return { order = ev.order.id, name = ev.customer and ev.customer.name } end end,
+  sink = gateway.sink.collect(out),
+}, { store = store, input = gateway.source.lines {
+  '{"id":"g1","type":"customer-created","timestamp":10,"customer":{"id":"c1","name":"Ada"}}',
+  '{"id":"g2","type":"order-placed","timestamp":11,"order":{"id":"o1","customer":"c1"}}',
+  '{"id":"g3","type":"order-placed","timestamp":12,"order":{"id":"o2","customer":"zz"}}',
+} }))
+T.eq(c.delivered, 2, "enrich: delivered")
+T.eq(out[1].name, "Ada", "enriched from the collected customer")
+T.eq(out[2].name, nil, "unknown customer: not enriched")
+c = gateway.run({ enrich = { key = function() return "customer/none" end, into = "x", required = true } },
+                { store = store, input = gateway.source.lines { '{"id":"g4","type":"t","timestamp":1}' } })
+T.eq(c.faults, 1, "required enrichment missing: a fault")
+T.eq(store:purge_faults(), 1, "(cleared)")
+
+local function contact(id, name) return esg.json.encode { id = id, type = "contact-changed", timestamp = 1,
+  contact = { id = "c-1", name = name } } end
+local to_crm = {}
+local spec = {
+  latch = { key = function(ev) return "contact:" .. ev.contact.id end, from = "shop", to = "crm",
+            doc = function(ev) return ev.contact end, out_doc = function(o) return o end },
+  transform = function(ev) return ev.contact end,
+  sink = gateway.sink.collect(to_crm),
+}
+store:latch_doc("contact:c-1", "shop", { id = "c-1", name = "Echo" }, 60) -- the other gateway wrote this to the shop
+c = assert(gateway.run(spec, { store = store, input = gateway.source.lines { contact("s1", "Echo"), contact("s2", "Real") } }))
+T.eq(c.echoes, 1, "latch step: the echo is suppressed")
+T.eq(c.delivered, 1, "latch step: the genuine change passes")
+T.eq(store:latch_pending("contact:c-1", "crm"), 1, "latch step: marked on the way out")
+T.eq(store:latch_check_doc("contact:c-1", "crm", { id = "c-1", name = "Real" }), "echo", "its echo will stop")
+c = assert(gateway.run({ latch = { key = function(ev) return ev.id end, flag = true }, sink = gateway.sink.collect {} },
+  { store = store, input = gateway.source.lines { '{"id":"f1","type":"t","timestamp":1,"latched":true}' } }))
+T.eq(c.echoes, 1, "flag latch: suppressed")
+
+-- gateway sources: snapshot and replay
+local snap_out = {}
+local listing = { { "k1", { v = 1 } }, { "k2", { v = 2 } } }
+local snap_spec = {
+  source = gateway.source.snapshot { source = "gw-list", type = "item", listing = function()
+    local i = 0
+    return function() i = i + 1; if listing[i] then return listing[i][1], listing[i][2] end end
+  end },
+  sink = gateway.sink.collect(snap_out),
+}
+c = assert(gateway.run(snap_spec, { store = store }))
+T.ok(c.delivered == 2 and c.resync.created == 2, "snapshot source: created events delivered")
+listing = { { "k1", { v = 9 } } }
+c = assert(gateway.run(snap_spec, { store = store }))
+T.ok(c.delivered == 2 and c.resync.updated == 1 and c.resync.deleted == 1, "snapshot source: changes only")
+local rep = {}
+c = assert(gateway.run({ source = gateway.source.replay { type = "item-created" }, idempotence = false,
+                         sink = gateway.sink.collect(rep) }, { store = store }))
+T.eq(c.delivered, 2, "replay source")
+
+-- egress: the engine directly, then the HTTP sink with faults and resubmission
+local m = mock.start()
+local done = {}
+local eg = assert(store:egress { max_attempts = 3, backoff_base = 0.01, backoff_cap = 0.02,
+                                 on_done = function(res) done[res.event_id] = res end })
+T.ok(eg:submit { event_id = "d1", url = m.url .. "/deals", body = { dealId = "x" } }, "submit")
+T.ok(eg:submit { event_id = "d2", url = m.url .. "/deals", body = { crmFail = "permanent" } }, "submit a refused one")
+T.ok(eg:submit { event_id = "d3", url = m.url .. "/deals", body = { crmFail = "flaky" } }, "submit a flaky one")
+T.eq((eg:submit { url = m.url }), nil, "submit without event id: nil, msg")
+T.ok(eg:drain(), "drain")
+T.eq(done.d1.outcome, "delivered", "delivered")
+T.ok(done.d2.outcome == "refused" and done.d2.http_status == 422 and done.d2.fault_id, "refused: a fault")
+T.ok(done.d3.outcome == "delivered" and done.d3.attempts == 2, "retried after 503")
+T.eq(eg:stats().delivered, 2, "egress stats")
+eg:close()
+local retries = 0
+local eg1 = assert(store:egress { max_attempts = 1, on_retry = function() retries = retries + 1 end,
+                                  on_done = function(res) done[res.event_id] = res end })
+T.ok(eg1:submit { event_id = "d4", url = m.url .. "/deals", body = { crmFail = "flaky" } }, "submit, one attempt only")
+eg1:drain()
+eg1:close()
+T.ok(done.d4.outcome == "exhausted" and done.d4.http_status == 503 and done.d4.fault_id, "exhausted: a fault")
+T.eq(retries, 0, "no retry scheduled")
+store:fault_delete(done.d4.fault_id)
+T.ok(store:fault(done.d2.fault_id).stage == "deliver", "the fault record")
+store:fault_delete(done.d2.fault_id)
+
+local lines = {
+  '{"id":"h1","type":"deal","timestamp":1,"partitionKey":"p","deal":{"id":"D1"}}',
+  '{"id":"h2","type":"deal","timestamp":2,"partitionKey":"p","deal":{"id":"D2","crmFail":"permanent"}}',
+  '{"id":"h1","type":"deal","timestamp":1,"partitionKey":"p","deal":{"id":"D1"}}',
+}
+local http_spec = {
+  transform = function(ev) return { dealId = ev.deal.id, crmFail = ev.deal.crmFail } end,
+  sink = gateway.sink.http { url = m.url .. "/deals", max_attempts = 2, backoff_base = 0.01, backoff_cap = 0.02 },
+}
+local before = m.requests()
+c = assert(gateway.run(http_spec, { store = store, input = gateway.source.lines(lines) }))
+T.eq(c.delivered, 1, "http sink: delivered")
+T.eq(c.faults, 1, "http sink: the refused delivery is a fault")
+T.eq(c.duplicates, 1, "http sink: the copy is a duplicate (held by its delivery)")
+T.eq(c.faults_list[1].stage, "deliver", "fault stage deliver")
+local fid = c.faults_list[1].id
+T.eq(store:fault(fid).event, lines[2], "the fault keeps the envelope for resubmission")
+c = assert(gateway.run(http_spec, { store = store, input = gateway.source.lines(lines) }))
+T.eq(c.duplicates, 3, "http sink rerun: all duplicates")
+local after_rerun = m.requests()
+T.eq(after_rerun - before, 2, "rerun sent nothing")
+-- a fixed script resubmits the fault: delivered once, the fault deleted
+local fixed = { transform = function(ev) return { dealId = ev.deal.id } end, sink = http_spec.sink }
+c = assert(gateway.resubmit(fixed, { store = store }))
+T.eq(c.delivered, 1, "resubmit through the HTTP sink: delivered")
+T.eq(c.resubmitted, 1, "resubmitted")
+T.eq(store:fault(fid), nil, "fault deleted by the engine")
+c = assert(gateway.resubmit(fixed, { store = store }))
+T.eq(c.received, 0, "nothing left to resubmit")
+T.eq(m.requests() - after_rerun, 1, "the CRM got the resubmitted deal once")
+m.stop()
+
+-- handles close before their store
+local c2 = assert(store:cache())
+store:close()
+T.raises(function() c2:get("x") end, "closed cache", "a cache of a closed store raises")
+T.done()
