@@ -99,12 +99,7 @@ int esg_correlate(esg_store *s, const char *corr_key, const char *rule, esg_rule
   if (rc != ESG_OK) return esg__fail(&s->err, rc, "rule \"%s\": %s", rule, esg_errmsg(NULL));
   rc = esg_event_put(s, ev, corr_key, ttl_ms);
   if (rc == ESG_OK && emit) {
-    esg_stored_event x = {0};
-    x.id = esg_event_id(ev);
-    x.type = esg_event_type(ev);
-    x.timestamp = esg_event_timestamp(ev);
-    x.corr_key = corr_key;
-    x.json = esg_event_json(ev, &x.json_len);
+    esg_stored_event x = esg__stored_event(ev, corr_key, 0);
     if (emit(emit_ud, &x) != 0) rc = esg__fail(&s->err, ESG_ECALLBACK, "the emit callback of rule \"%s\" failed", rule);
   }
   esg_event_free(ev);

@@ -9,6 +9,17 @@
 #include <string.h>
 #include "backend.h"
 
+esg_stored_event esg__stored_event(const esg_event *ev, const char *corr_key, int64_t expires) {
+  esg_stored_event row = {0};
+  row.id = esg_event_id(ev);
+  row.type = esg_event_type(ev);
+  row.timestamp = esg_event_timestamp(ev);
+  row.corr_key = corr_key;
+  row.json = esg_event_json(ev, &row.json_len);
+  row.expires = expires;
+  return row;
+}
+
 int esg_event_put(esg_store *s, const esg_event *ev, const char *corr_key, int64_t ttl_ms) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   if (!ev) return esg__fail(&s->err, ESG_EINVAL, "event is NULL");
@@ -17,13 +28,7 @@ int esg_event_put(esg_store *s, const esg_event *ev, const char *corr_key, int64
   int rc = esg__check_key(&s->err, "correlation key", corr_key);
   if (rc != ESG_OK) return rc;
   int64_t now = s->clock(s->clock_ud);
-  esg_stored_event row = {0};
-  row.id = esg_event_id(ev);
-  row.type = esg_event_type(ev);
-  row.timestamp = esg_event_timestamp(ev);
-  row.corr_key = corr_key;
-  row.json = esg_event_json(ev, &row.json_len);
-  row.expires = ttl_ms ? now + ttl_ms : 0;
+  esg_stored_event row = esg__stored_event(ev, corr_key, ttl_ms ? now + ttl_ms : 0);
   bool own;
   if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
   return esg__unit_end(s, own, s->be->event_insert(s, &row, now));

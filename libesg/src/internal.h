@@ -62,6 +62,9 @@ int esg__unit_end(esg_store *s, bool own, int rc);
 /* A fresh random fencing token (never 0). */
 int64_t esg__token(esg_store *s);
 
+/* An event as the log stores it (pointers into ev). */
+esg_stored_event esg__stored_event(const esg_event *ev, const char *corr_key, int64_t expires);
+
 /* SHA-256 of the canonical form of one JSON value: ESG_OK, ESG_EJSON or ESG_ENOMEM (no text recorded). */
 int esg__content_hash_bin(const char *json, size_t len, uint8_t hash[32]);
 
