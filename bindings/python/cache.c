@@ -64,12 +64,6 @@ static int opt_count(PyObject *obj, const char *what, int64_t *out) {
   return 0;
 }
 
-static int opt_cstr(PyObject *obj, const char *what, const char **out) {
-  *out = NULL;
-  if (!obj || obj == Py_None) return 0;
-  return (*out = esgpy_str(obj, what, NULL)) ? 0 : -1;
-}
-
 static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   static char *kw[] = {"store", "ttl", "negative_ttl", "max_stale", "load_timeout", "mem_entries", "mem_bytes",
                        "mem_ttl", "max_value_bytes", "json", "collect_field", "collect_id_field", "version_field",
@@ -91,9 +85,9 @@ static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
       opt_count(a[4], "mem_entries", &o.mem_entries) < 0 || opt_count(a[5], "mem_bytes", &o.mem_bytes) < 0 ||
       opt_ms(a[6], "mem_ttl", 0, 0, &o.mem_ttl_ms) < 0 ||
       (a[7] && a[7] != Py_None && esgpy_int64(a[7], "max_value_bytes", &mvb) < 0) || esgpy_flag(a[8], &json) < 0 ||
-      opt_cstr(a[9], "collect_field", &o.collect_field) < 0 ||
-      opt_cstr(a[10], "collect_id_field", &o.collect_id_field) < 0 ||
-      opt_cstr(a[11], "version_field", &o.version_field) < 0)
+      esgpy_opt_str(a[9], "collect_field", &o.collect_field) < 0 ||
+      esgpy_opt_str(a[10], "collect_id_field", &o.collect_id_field) < 0 ||
+      esgpy_opt_str(a[11], "version_field", &o.version_field) < 0)
     return NULL;
   if (!a[8]) json = 1;
   if (mvb < 0) {
@@ -127,18 +121,10 @@ static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   return (PyObject *)self;
 }
 
+static int cache_is_open(PyObject *self) { return ((CacheObject *)self)->c != NULL; }
+
 static int cache_enter(CacheObject *self) {
-  if (!self->c) {
-    esgpy_raise(STATE(self), ESG_ESTATE, "the cache is closed");
-    return -1;
-  }
-  if (esgpy_store_enter(self->store) < 0) return -1;
-  if (!self->c) {
-    esgpy_store_leave(self->store);
-    esgpy_raise(STATE(self), ESG_ESTATE, "the cache is closed");
-    return -1;
-  }
-  return 0;
+  return esgpy_dep_enter((PyObject *)self, self->store, cache_is_open, "the cache is closed");
 }
 
 /* After a C call on the cache: the clock's exception, or rc < 0 with the cache's text. Leaves. -1 if raised. */
@@ -173,13 +159,7 @@ static PyObject *entry_tuple(CacheObject *self, const esg_cache_entry *e, int ra
   PyStructSequence_SetItem(t, 4, PyBool_FromLong(e->loaded));
   PyStructSequence_SetItem(t, 5, PyLong_FromLong(e->load_status));
   PyStructSequence_SetItem(t, 6, Py_NewRef(error ? error : Py_None));
-  for (int i = 0; i < 7; i++) {
-    if (!PyStructSequence_GetItem(t, i)) {
-      Py_DECREF(t);
-      return NULL;
-    }
-  }
-  return t;
+  return esgpy_struct_checked(t, 7);
 }
 
 static const char *key_arg(PyObject *obj) { return esgpy_str(obj, "key", NULL); }
@@ -307,21 +287,9 @@ static int loader_cb(void *ud, const char *key, int64_t deadline, esg_cache_load
       char text[256];
       esgpy_exc_text(text, sizeof text);
       esg_cache_load_error(ld, text);
-      PyObject *t, *v, *tb;
-      PyErr_Fetch(&t, &v, &tb);
-      PyErr_NormalizeException(&t, &v, &tb);
-      if (v && tb) PyException_SetTraceback(v, tb);
-      Py_XDECREF(t);
-      Py_XDECREF(tb);
-      Py_XSETREF(l->exc, v);
+      Py_XSETREF(l->exc, esgpy_fetch_exc());
     } else {
-      PyObject *t, *v, *tb;
-      PyErr_Fetch(&t, &v, &tb);
-      PyErr_NormalizeException(&t, &v, &tb);
-      if (v && tb) PyException_SetTraceback(v, tb);
-      Py_XDECREF(t);
-      Py_XDECREF(tb);
-      Py_XSETREF(l->fatal, v);
+      Py_XSETREF(l->fatal, esgpy_fetch_exc());
       esg_cache_load_error(ld, "interrupted");
     }
     rc = ESG_ECALLBACK;
@@ -384,14 +352,9 @@ static PyObject *cache_collect(CacheObject *self, PyObject *const *args, Py_ssiz
   PyObject *a[1];
   if (esgpy_args("collect", args, nargs, kwnames, kw, 1, a) < 0) return NULL;
   esgpy_state *st = STATE(self);
-  esg_event *own = NULL;
-  const esg_event *ev;
-  if (esgpy_event_check(st, a[0])) {
-    ev = esgpy_event_handle(a[0]);
-  } else {
-    if (!(own = esgpy_parse(st, a[0]))) return NULL;
-    ev = own;
-  }
+  esg_event *own;
+  const esg_event *ev = esgpy_event_arg(st, a[0], &own);
+  if (!ev) return NULL;
   if (cache_enter(self) < 0) {
     esg_event_free(own);
     return NULL;
@@ -426,13 +389,7 @@ static PyObject *cache_stats(CacheObject *self, PyObject *unused) {
   uint64_t v[] = {s.hits, s.misses, s.negatives, s.stale, s.loads, s.load_failures, s.mem_hits, s.evictions,
                   s.mem_entries, s.mem_bytes};
   for (int i = 0; i < 10; i++) PyStructSequence_SetItem(t, i, PyLong_FromUnsignedLongLong(v[i]));
-  for (int i = 0; i < 10; i++) {
-    if (!PyStructSequence_GetItem(t, i)) {
-      Py_DECREF(t);
-      return NULL;
-    }
-  }
-  return t;
+  return esgpy_struct_checked(t, 10);
 }
 
 static PyObject *cache_purge(CacheObject *self, PyObject *unused) {
@@ -463,17 +420,9 @@ static PyObject *cache_close(CacheObject *self, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
-static PyObject *cache_enter_ctx(CacheObject *self, PyObject *unused) {
-  (void)unused;
-  return Py_NewRef(self);
-}
-
 static PyObject *cache_exit_ctx(CacheObject *self, PyObject *args) {
   (void)args;
-  PyObject *r = cache_close(self, NULL);
-  if (!r) return NULL;
-  Py_DECREF(r);
-  Py_RETURN_FALSE;
+  return esgpy_exit_result(cache_close(self, NULL));
 }
 
 static PyObject *cache_get_closed(CacheObject *self, void *c) {
@@ -494,9 +443,6 @@ static void cache_dealloc(CacheObject *self) {
   tp->tp_free((PyObject *)self);
   Py_DECREF(tp);
 }
-
-#define FAST (METH_FASTCALL | METH_KEYWORDS)
-#define FN(f) (PyCFunction)(void (*)(void))(f)
 
 static PyMethodDef cache_methods[] = {
     {"get", FN(cache_get), FAST,
@@ -535,7 +481,7 @@ static PyMethodDef cache_methods[] = {
      "purge() -> int\n\nDeletes the store entries too old to be served even as stale; returns how many."},
     {"close", (PyCFunction)cache_close, METH_NOARGS,
      "close() -> None\n\nFrees the memory tier (the store tier stays). Closing the store closes it too."},
-    {"__enter__", (PyCFunction)cache_enter_ctx, METH_NOARGS, "Returns the cache."},
+    {"__enter__", esgpy_return_self, METH_NOARGS, "Returns the cache."},
     {"__exit__", (PyCFunction)cache_exit_ctx, METH_VARARGS, "Closes the cache."},
     {NULL, NULL, 0, NULL}};
 

@@ -36,13 +36,7 @@ typedef struct {
 /* Keeps the first exception of a callback; later ones are reported as unraisable. */
 static void keep_exc(EgressObject *self) {
   if (!self->cb_exc) {
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (v && tb) PyException_SetTraceback(v, tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    self->cb_exc = v;
+    self->cb_exc = esgpy_fetch_exc();
   } else {
     PyErr_WriteUnraisable(NULL);
   }
@@ -72,12 +66,7 @@ static void done_cb(void *ud, const esg_egress_result *r) {
     PyStructSequence_SetItem(t, 9, PyBytes_FromStringAndSize(r->body ? r->body : "", (Py_ssize_t)r->body_len));
     PyStructSequence_SetItem(t, 10, ctx);
     ctx = NULL;
-    for (int i = 0; i < 11; i++) {
-      if (!PyStructSequence_GetItem(t, i)) {
-        Py_CLEAR(t);
-        break;
-      }
-    }
+    t = esgpy_struct_checked(t, 11);
   }
   Py_XDECREF(ctx);
   if (t) {
@@ -153,17 +142,6 @@ static int opt_ms(PyObject *obj, const char *what, int64_t *out) {
   return 0;
 }
 
-static int opt_int(PyObject *obj, const char *what, int64_t *out) {
-  *out = 0;
-  if (!obj || obj == Py_None) return 0;
-  if (esgpy_int64(obj, what, out) < 0) return -1;
-  if (*out < 0 || *out > INT32_MAX) {
-    PyErr_Format(PyExc_ValueError, "%s must be between 0 and 2147483647", what);
-    return -1;
-  }
-  return 0;
-}
-
 static int opt_callable(PyObject *obj, const char *what, PyObject **out) {
   *out = NULL;
   if (!obj || obj == Py_None) return 0;
@@ -192,13 +170,13 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   memset(&o, 0, sizeof o);
   PyObject *on_done, *on_retry, *clock;
   int64_t v;
+  int n;
   if (opt_callable(a[0], "on_done", &on_done) < 0 || opt_callable(a[1], "on_retry", &on_retry) < 0 ||
       opt_callable(a[2], "clock", &clock) < 0)
     return NULL;
-  if (opt_int(a[3], "max_in_flight", &v) < 0) return NULL;
-  o.max_in_flight = (int)v;
-  if (opt_int(a[4], "max_attempts", &v) < 0) return NULL;
-  o.max_attempts = (int)v;
+  if (esgpy_opt_int32(a[3], "max_in_flight", &o.max_in_flight) < 0 ||
+      esgpy_opt_int32(a[4], "max_attempts", &o.max_attempts) < 0)
+    return NULL;
   if (opt_ms(a[5], "max_elapsed", &o.max_elapsed_ms) < 0 || opt_ms(a[6], "backoff_base", &o.backoff_base_ms) < 0 ||
       opt_ms(a[7], "backoff_cap", &o.backoff_cap_ms) < 0 ||
       opt_ms(a[8], "connect_timeout", &o.connect_timeout_ms) < 0 || opt_ms(a[9], "timeout", &o.timeout_ms) < 0)
@@ -207,13 +185,11 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
     o.rate_per_s = PyFloat_AsDouble(a[10]);
     if (o.rate_per_s == -1.0 && PyErr_Occurred()) return NULL;
   }
-  if (opt_int(a[11], "burst", &v) < 0) return NULL;
-  o.rate_burst = (int)v;
-  if ((a[12] && a[12] != Py_None && !(o.idempotency_header = esgpy_str(a[12], "idempotency_header", NULL))) ||
-      (a[13] && a[13] != Py_None && !(o.content_type = esgpy_str(a[13], "content_type", NULL))))
+  if (esgpy_opt_int32(a[11], "burst", &o.rate_burst) < 0 ||
+      esgpy_opt_str(a[12], "idempotency_header", &o.idempotency_header) < 0 ||
+      esgpy_opt_str(a[13], "content_type", &o.content_type) < 0 || esgpy_opt_int32(a[14], "max_response_bytes", &n) < 0)
     return NULL;
-  if (opt_int(a[14], "max_response_bytes", &v) < 0) return NULL;
-  o.max_response_bytes = (size_t)v;
+  o.max_response_bytes = (size_t)n;
   if (opt_ms(a[15], "claim_lease", &o.claim_lease_ms) < 0 || esgpy_flag(a[16], &o.complete_on_fault) < 0) return NULL;
   if (a[17] && a[17] != Py_None) {
     if (esgpy_int64(a[17], "seed", &v) < 0) return NULL;
@@ -578,26 +554,12 @@ static PyObject *egress_stats(EgressObject *self, PyObject *unused) {
   uint64_t v[] = {s.submitted, s.delivered, s.retried, s.faulted, s.cancelled, s.attempts, s.connects,
                   s.in_flight, s.queued};
   for (int i = 0; i < 9; i++) PyStructSequence_SetItem(t, i, PyLong_FromUnsignedLongLong(v[i]));
-  for (int i = 0; i < 9; i++) {
-    if (!PyStructSequence_GetItem(t, i)) {
-      Py_DECREF(t);
-      return NULL;
-    }
-  }
-  return t;
-}
-
-static PyObject *egress_enter_ctx(EgressObject *self, PyObject *unused) {
-  (void)unused;
-  return Py_NewRef(self);
+  return esgpy_struct_checked(t, 9);
 }
 
 static PyObject *egress_exit_ctx(EgressObject *self, PyObject *args) {
   (void)args;
-  PyObject *r = egress_close(self, NULL);
-  if (!r) return NULL;
-  Py_DECREF(r);
-  Py_RETURN_FALSE;
+  return esgpy_exit_result(egress_close(self, NULL));
 }
 
 static PyObject *egress_get_closed(EgressObject *self, void *c) {
@@ -678,9 +640,6 @@ PyObject *esgpy_parse_retry_after(PyObject *module, PyObject *const *args, Py_ss
   return esgpy_ms_seconds(delay);
 }
 
-#define FAST (METH_FASTCALL | METH_KEYWORDS)
-#define FN(f) (PyCFunction)(void (*)(void))(f)
-
 static PyMethodDef egress_methods[] = {
     {"submit", FN(egress_submit), FAST,
      "submit(url, body=None, *, event_id, method='POST', headers=None, partition_key=None,\n"
@@ -708,7 +667,7 @@ static PyMethodDef egress_methods[] = {
     {"close", (PyCFunction)egress_close, METH_NOARGS,
      "close() -> None\n\nCancels what has not finished (outcome 'cancelled', claims released) and frees\n"
      "the engine. Closing the store closes it too."},
-    {"__enter__", (PyCFunction)egress_enter_ctx, METH_NOARGS, "Returns the engine."},
+    {"__enter__", esgpy_return_self, METH_NOARGS, "Returns the engine."},
     {"__exit__", (PyCFunction)egress_exit_ctx, METH_VARARGS, "Closes the engine."},
     {NULL, NULL, 0, NULL}};
 

@@ -146,31 +146,66 @@ int esgpy_flag(PyObject *obj, int *out);
 /* The text of the pending exception as "Type: message" into buf; the exception stays set. */
 void esgpy_exc_text(char *buf, size_t size);
 
+/* util.c: what the type files share. */
+/* An optional str argument (absent or None: *out = NULL). 0 or -1. */
+int esgpy_opt_str(PyObject *obj, const char *what, const char **out);
+/* An optional int argument from 0 to INT32_MAX (absent or None: 0); ValueError outside. 0 or -1. */
+int esgpy_opt_int32(PyObject *obj, const char *what, int *out);
+/* obj as a C event: an Event's handle, else parsed into *own (free it with esg_event_free). NULL on error. */
+const esg_event *esgpy_event_arg(esgpy_state *st, PyObject *obj, esg_event **own);
+/* C text as str (invalid UTF-8 replaced); None for NULL. */
+PyObject *esgpy_utf8_or_none(const char *s);
+/* A filled struct sequence t of n items, or NULL (t released) when one of them failed. */
+PyObject *esgpy_struct_checked(PyObject *t, int n);
+/* Takes the pending exception as its normalised value with its traceback attached (new reference). */
+PyObject *esgpy_fetch_exc(void);
+/* __enter__ of the objects that close: returns self. */
+PyObject *esgpy_return_self(PyObject *self, PyObject *unused);
+/* __exit__ from what close() returned: False, or NULL when close raised. */
+PyObject *esgpy_exit_result(PyObject *closed);
+/* Enters store for a call on obj, built on it, whose handle closing the store clears (is_open tells,
+   asked again once the store's lock is held). -1 with StateError (closed_msg) when closed. */
+int esgpy_dep_enter(PyObject *obj, StoreObject *store, int (*is_open)(PyObject *obj), const char *closed_msg);
+/* A purge of the store's expired records (GIL released): how many, as an int. */
+typedef int (*esgpy_purge_fn)(esg_store *s, int64_t *n);
+PyObject *esgpy_store_purge(StoreObject *self, esgpy_purge_fn fn);
+/* esgpy_store_check then esgpy_store_leave. 0, or -1 with the exception set. */
+int esgpy_store_done(StoreObject *self, int rc);
+/* After a C call collecting into c: leaves the store; on failure frees c and raises (MemoryError for a
+   failed copy, ESG_ECALLBACK). rc, or -1. */
+int esgpy_collect_done(StoreObject *self, int rc, esgpy_collected *c);
+
+/* A METH_FASTCALL|METH_KEYWORDS function (first argument: the object or the module). */
+#define ESGPY_FASTCALL(name) PyObject *name(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* Method table shorthands. */
+#define FAST (METH_FASTCALL | METH_KEYWORDS)
+#define FN(f) (PyCFunction)(void (*)(void))(f)
+
 /* Store methods defined in other files (faults.c, latch.c, resync.c). */
-PyObject *esgpy_store_record_fault(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_faults(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_get_fault(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_delete_fault(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_purge_faults(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_correlate(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_latch(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_latch_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_latch_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_latch_pending(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+ESGPY_FASTCALL(esgpy_store_record_fault);
+ESGPY_FASTCALL(esgpy_store_faults);
+ESGPY_FASTCALL(esgpy_store_get_fault);
+ESGPY_FASTCALL(esgpy_store_delete_fault);
+ESGPY_FASTCALL(esgpy_store_purge_faults);
+ESGPY_FASTCALL(esgpy_store_correlate);
+ESGPY_FASTCALL(esgpy_store_latch);
+ESGPY_FASTCALL(esgpy_store_latch_check);
+ESGPY_FASTCALL(esgpy_store_latch_cancel);
+ESGPY_FASTCALL(esgpy_store_latch_pending);
+ESGPY_FASTCALL(esgpy_store_cursor_get);
+ESGPY_FASTCALL(esgpy_store_cursor_set);
+ESGPY_FASTCALL(esgpy_store_cursor_delete);
+ESGPY_FASTCALL(esgpy_store_cursor_run);
+ESGPY_FASTCALL(esgpy_store_snapshot);
+ESGPY_FASTCALL(esgpy_store_replay);
 PyObject *esgpy_store_purge_latches(PyObject *self, PyObject *unused);
-PyObject *esgpy_store_cursor_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_cursor_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_cursor_delete(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_cursor_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_store_replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *esgpy_latch_flagged(PyObject *module, PyObject *arg);
-PyObject *esgpy_latch_mark(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+ESGPY_FASTCALL(esgpy_latch_mark);
 extern PyType_Spec esgpy_cache_spec;
 extern PyType_Spec esgpy_snapshot_spec;
 extern PyType_Spec esgpy_egress_spec;
-PyObject *esgpy_egress_retryable(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_parse_retry_after(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+ESGPY_FASTCALL(esgpy_egress_retryable);
+ESGPY_FASTCALL(esgpy_parse_retry_after);
 
 /* Type specs and helpers of the other files. */
 extern PyType_Spec esgpy_store_spec;
@@ -186,9 +221,9 @@ PyObject *esgpy_parse_event(PyObject *module, PyObject *arg);
 PyObject *esgpy_sha256(PyObject *module, PyObject *arg);
 PyObject *esgpy_content_hash(PyObject *module, PyObject *arg);
 PyObject *esgpy_content_digest(PyObject *module, PyObject *arg);
-PyObject *esgpy_uuid5(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_webhook_sign(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *esgpy_webhook_verify(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+ESGPY_FASTCALL(esgpy_uuid5);
+ESGPY_FASTCALL(esgpy_webhook_sign);
+ESGPY_FASTCALL(esgpy_webhook_verify);
 PyObject *esgpy_webhook_secret(PyObject *module, PyObject *unused);
 int esgpy_webhook_add_constants(PyObject *module);
 

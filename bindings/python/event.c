@@ -86,19 +86,14 @@ static void event_dealloc(EventObject *self) {
   Py_DECREF(tp);
 }
 
-static PyObject *str_or_none(const char *s) {
-  if (!s) Py_RETURN_NONE;
-  return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
-}
-
 static PyObject *event_get_id(EventObject *self, void *c) {
   (void)c;
-  if (!self->id && !(self->id = str_or_none(esg_event_id(self->ev)))) return NULL;
+  if (!self->id && !(self->id = esgpy_utf8_or_none(esg_event_id(self->ev)))) return NULL;
   return Py_NewRef(self->id);
 }
 static PyObject *event_get_type(EventObject *self, void *c) {
   (void)c;
-  return str_or_none(esg_event_type(self->ev));
+  return esgpy_utf8_or_none(esg_event_type(self->ev));
 }
 static PyObject *event_get_timestamp(EventObject *self, void *c) {
   (void)c;
@@ -106,7 +101,7 @@ static PyObject *event_get_timestamp(EventObject *self, void *c) {
 }
 static PyObject *event_get_pkey(EventObject *self, void *c) {
   (void)c;
-  return str_or_none(esg_event_partition_key(self->ev));
+  return esgpy_utf8_or_none(esg_event_partition_key(self->ev));
 }
 static PyObject *event_get_json(EventObject *self, void *c) {
   (void)c;

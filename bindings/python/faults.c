@@ -8,32 +8,21 @@
 
 #define STATE(self) esgpy_store_state((PyObject *)(self))
 
-static PyObject *str_or_none(const char *s) {
-  if (!s) Py_RETURN_NONE;
-  return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
-}
-
 /* A Fault named tuple from a C record (called with the GIL held). */
 static PyObject *fault_tuple(esgpy_state *st, const esg_fault *f) {
   PyObject *t = PyStructSequence_New(st->FaultType);
   if (!t) return NULL;
   PyStructSequence_SetItem(t, 0, PyLong_FromLongLong(f->id));
-  PyStructSequence_SetItem(t, 1, str_or_none(f->event_id));
-  PyStructSequence_SetItem(t, 2, str_or_none(f->stage));
-  PyStructSequence_SetItem(t, 3, str_or_none(f->error));
+  PyStructSequence_SetItem(t, 1, esgpy_utf8_or_none(f->event_id));
+  PyStructSequence_SetItem(t, 2, esgpy_utf8_or_none(f->stage));
+  PyStructSequence_SetItem(t, 3, esgpy_utf8_or_none(f->error));
   PyStructSequence_SetItem(t, 4, PyLong_FromLong(f->http_status));
   PyStructSequence_SetItem(t, 5, PyLong_FromLong(f->attempts));
   PyStructSequence_SetItem(t, 6, esgpy_ms_seconds(f->first_attempt));
   PyStructSequence_SetItem(t, 7, esgpy_ms_seconds(f->last_attempt));
   PyStructSequence_SetItem(t, 8, f->event ? PyBytes_FromStringAndSize(f->event, (Py_ssize_t)f->event_len)
                                           : Py_NewRef(Py_None));
-  for (int i = 0; i < 9; i++) {
-    if (!PyStructSequence_GetItem(t, i)) {
-      Py_DECREF(t);
-      return NULL;
-    }
-  }
-  return t;
+  return esgpy_struct_checked(t, 9);
 }
 
 /* The C callback runs with the GIL released: copy each fault into a Python tuple with it taken. */
@@ -53,6 +42,27 @@ static int fault_cb(void *ud, const esg_fault *f) {
   }
   PyGILState_Release(g);
   return rc;
+}
+
+/* The faults a C listing hands over (all of them, or the one with *id), as a new list; NULL on error. */
+static PyObject *fault_query(StoreObject *self, const int64_t *id) {
+  fault_list fl = {STATE(self), PyList_New(0)};
+  if (!fl.list) return NULL;
+  if (esgpy_store_enter(self) < 0) {
+    Py_DECREF(fl.list);
+    return NULL;
+  }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = id ? esg_fault_get(self->s, *id, fault_cb, &fl) : esg_faults_list(self->s, fault_cb, &fl);
+  Py_END_ALLOW_THREADS
+  if (PyErr_Occurred() || esgpy_store_check(self, rc) < 0) {
+    Py_DECREF(fl.list);
+    esgpy_store_leave(self);
+    return NULL;
+  }
+  esgpy_store_leave(self);
+  return fl.list;
 }
 
 static int opt_time(PyObject *obj, const char *what, int64_t *ms) {
@@ -105,8 +115,7 @@ PyObject *esgpy_store_record_fault(PyObject *op, PyObject *const *args, Py_ssize
   rc = esg_fault_record(self->s, &f, &id);
   Py_END_ALLOW_THREADS
   esgpy_bytes_release(&b);
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return PyLong_FromLongLong(id);
 }
 
@@ -114,24 +123,7 @@ PyObject *esgpy_store_faults(PyObject *op, PyObject *const *args, Py_ssize_t nar
   static const char *const kw[] = {NULL};
   PyObject *a[1];
   if (esgpy_args("faults", args, nargs, kwnames, kw, 0, a) < 0) return NULL;
-  StoreObject *self = (StoreObject *)op;
-  fault_list fl = {STATE(self), PyList_New(0)};
-  if (!fl.list) return NULL;
-  if (esgpy_store_enter(self) < 0) {
-    Py_DECREF(fl.list);
-    return NULL;
-  }
-  int rc;
-  Py_BEGIN_ALLOW_THREADS
-  rc = esg_faults_list(self->s, fault_cb, &fl);
-  Py_END_ALLOW_THREADS
-  if (PyErr_Occurred() || esgpy_store_check(self, rc) < 0) {
-    Py_DECREF(fl.list);
-    esgpy_store_leave(self);
-    return NULL;
-  }
-  esgpy_store_leave(self);
-  return fl.list;
+  return fault_query((StoreObject *)op, NULL);
 }
 
 static int fault_id_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int64_t *id) {
@@ -144,25 +136,10 @@ static int fault_id_arg(const char *fname, PyObject *const *args, Py_ssize_t nar
 PyObject *esgpy_store_get_fault(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
   int64_t id;
   if (fault_id_arg("get_fault", args, nargs, kwnames, &id) < 0) return NULL;
-  StoreObject *self = (StoreObject *)op;
-  fault_list fl = {STATE(self), PyList_New(0)};
-  if (!fl.list) return NULL;
-  if (esgpy_store_enter(self) < 0) {
-    Py_DECREF(fl.list);
-    return NULL;
-  }
-  int rc;
-  Py_BEGIN_ALLOW_THREADS
-  rc = esg_fault_get(self->s, id, fault_cb, &fl);
-  Py_END_ALLOW_THREADS
-  if (PyErr_Occurred() || esgpy_store_check(self, rc) < 0) {
-    Py_DECREF(fl.list);
-    esgpy_store_leave(self);
-    return NULL;
-  }
-  esgpy_store_leave(self);
-  PyObject *r = PyList_GET_SIZE(fl.list) ? Py_NewRef(PyList_GET_ITEM(fl.list, 0)) : Py_NewRef(Py_None);
-  Py_DECREF(fl.list);
+  PyObject *list = fault_query((StoreObject *)op, &id);
+  if (!list) return NULL;
+  PyObject *r = PyList_GET_SIZE(list) ? Py_NewRef(PyList_GET_ITEM(list, 0)) : Py_NewRef(Py_None);
+  Py_DECREF(list);
   return r;
 }
 
@@ -175,8 +152,7 @@ PyObject *esgpy_store_delete_fault(PyObject *op, PyObject *const *args, Py_ssize
   Py_BEGIN_ALLOW_THREADS
   rc = esg_fault_delete(self->s, id);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return PyBool_FromLong(rc == ESG_OK);
 }
 
@@ -193,8 +169,7 @@ PyObject *esgpy_store_purge_faults(PyObject *op, PyObject *const *args, Py_ssize
   Py_BEGIN_ALLOW_THREADS
   rc = esg_faults_purge(self->s, before, &n);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return PyLong_FromLongLong(n);
 }
 
@@ -263,11 +238,10 @@ PyObject *esgpy_store_correlate(PyObject *op, PyObject *const *args, Py_ssize_t 
     PyErr_Restore(r.t, r.v, r.tb);
     return NULL;
   }
-  if (esgpy_store_check(self, rc) < 0) {
+  if (esgpy_store_done(self, rc) < 0) {
     esgpy_collected_free(&r.emitted);
-    return esgpy_store_fail(self, 0);
+    return NULL;
   }
-  esgpy_store_leave(self);
   PyObject *status = rc == ESG_OK ? st->s_fired : rc == ESG_DUPLICATE ? st->s_fired_before : st->s_no_match;
   PyObject *ev = r.emitted.n ? esgpy_json_item(st, r.emitted.json[0], r.emitted.len[0], r.raw) : Py_NewRef(Py_None);
   esgpy_collected_free(&r.emitted);

@@ -64,8 +64,7 @@ static PyObject *latch_call(PyObject *op, const char *fname, PyObject *const *ar
   else if (kind == 1) rc = esg_latch_check(self->s, key, side, hash);
   else rc = esg_latch_cancel(self->s, key, side, hash);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   if (kind == 0) return PyUnicode_FromString(hash);
   if (kind == 1) return Py_NewRef(rc == ESG_LATCH_ECHO ? st->s_echo : st->s_genuine);
   return PyBool_FromLong(rc == ESG_OK);
@@ -95,23 +94,13 @@ PyObject *esgpy_store_latch_pending(PyObject *op, PyObject *const *args, Py_ssiz
   Py_BEGIN_ALLOW_THREADS
   rc = esg_latch_pending(self->s, key, side, &n);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return PyLong_FromLong(n);
 }
 
 PyObject *esgpy_store_purge_latches(PyObject *op, PyObject *unused) {
   (void)unused;
-  StoreObject *self = (StoreObject *)op;
-  if (esgpy_store_enter(self) < 0) return NULL;
-  int rc;
-  int64_t n = 0;
-  Py_BEGIN_ALLOW_THREADS
-  rc = esg_latches_purge(self->s, &n);
-  Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
-  return PyLong_FromLongLong(n);
+  return esgpy_store_purge((StoreObject *)op, esg_latches_purge);
 }
 
 /* ----------------------------------------------------------- flag latches -- */

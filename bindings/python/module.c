@@ -557,66 +557,33 @@ static int module_exec(PyObject *m) {
   return esgpy_webhook_add_constants(m);
 }
 
+/* The references the module state holds: followed by the GC and cleared ... */
+#define STATE_REFS(X) \
+  X(Error) X(BusyError) X(StoreType) X(EventType) X(ClaimType) X(EntityType) X(FaultType) X(CacheType) \
+  X(CacheEntryType) X(CacheStatsType) X(ResyncStatsType) X(SnapshotType) X(EgressType) X(EgressResultType) \
+  X(EgressStatsType) X(ABSENT) X(json_dumps) X(json_loads)
+/* ... and the interned names, only cleared. */
+#define STATE_NAMES(X) \
+  X(s_hit) X(s_miss) X(s_negative) X(s_echo) X(s_genuine) X(s_fired) X(s_fired_before) X(s_no_match) X(s_new) \
+  X(s_duplicate) X(s_busy) X(s_stored) X(s_applied) X(s_stale)
+
 static int module_traverse(PyObject *m, visitproc visit, void *arg) {
   esgpy_state *st = esgpy_state_of_module(m);
-  Py_VISIT(st->Error);
+#define VISIT(f) Py_VISIT(st->f);
+  STATE_REFS(VISIT)
+#undef VISIT
   for (int i = 0; i < ESGPY_MAX_ERRORS; i++) Py_VISIT(st->errors[i]);
-  Py_VISIT(st->BusyError);
-  Py_VISIT(st->StoreType);
-  Py_VISIT(st->EventType);
-  Py_VISIT(st->ClaimType);
-  Py_VISIT(st->EntityType);
-  Py_VISIT(st->FaultType);
-  Py_VISIT(st->CacheType);
-  Py_VISIT(st->CacheEntryType);
-  Py_VISIT(st->CacheStatsType);
-  Py_VISIT(st->ResyncStatsType);
-  Py_VISIT(st->SnapshotType);
-  Py_VISIT(st->EgressType);
-  Py_VISIT(st->EgressResultType);
-  Py_VISIT(st->EgressStatsType);
-  Py_VISIT(st->ABSENT);
-  Py_VISIT(st->json_dumps);
-  Py_VISIT(st->json_loads);
   return 0;
 }
 
 static int module_clear(PyObject *m) {
   esgpy_state *st = esgpy_state_of_module(m);
-  Py_CLEAR(st->Error);
+#define CLEAR(f) Py_CLEAR(st->f);
+  STATE_REFS(CLEAR)
+  STATE_NAMES(CLEAR)
+#undef CLEAR
   for (int i = 0; i < ESGPY_MAX_ERRORS; i++) Py_CLEAR(st->errors[i]);
-  Py_CLEAR(st->BusyError);
-  Py_CLEAR(st->StoreType);
-  Py_CLEAR(st->EventType);
-  Py_CLEAR(st->ClaimType);
-  Py_CLEAR(st->EntityType);
-  Py_CLEAR(st->FaultType);
-  Py_CLEAR(st->CacheType);
-  Py_CLEAR(st->CacheEntryType);
-  Py_CLEAR(st->CacheStatsType);
-  Py_CLEAR(st->ResyncStatsType);
-  Py_CLEAR(st->SnapshotType);
-  Py_CLEAR(st->EgressType);
-  Py_CLEAR(st->EgressResultType);
-  Py_CLEAR(st->EgressStatsType);
-  Py_CLEAR(st->ABSENT);
-  Py_CLEAR(st->s_hit);
-  Py_CLEAR(st->s_miss);
-  Py_CLEAR(st->s_negative);
-  Py_CLEAR(st->s_echo);
-  Py_CLEAR(st->s_genuine);
-  Py_CLEAR(st->s_fired);
-  Py_CLEAR(st->s_fired_before);
-  Py_CLEAR(st->s_no_match);
   for (int i = 0; i < 4; i++) Py_CLEAR(st->s_outcomes[i]);
-  Py_CLEAR(st->json_dumps);
-  Py_CLEAR(st->json_loads);
-  Py_CLEAR(st->s_new);
-  Py_CLEAR(st->s_duplicate);
-  Py_CLEAR(st->s_busy);
-  Py_CLEAR(st->s_stored);
-  Py_CLEAR(st->s_applied);
-  Py_CLEAR(st->s_stale);
   return 0;
 }
 

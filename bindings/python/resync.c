@@ -17,13 +17,7 @@ static PyObject *stats_tuple(esgpy_state *st, const esg_resync_stats *s) {
   int64_t v[] = {s->pages, s->emitted, s->duplicates, s->created, s->updated, s->deleted, s->unchanged};
   for (int i = 0; i < 7; i++) PyStructSequence_SetItem(t, i, PyLong_FromLongLong(v[i]));
   PyStructSequence_SetItem(t, 7, PyBool_FromLong(s->done));
-  for (int i = 0; i < 8; i++) {
-    if (!PyStructSequence_GetItem(t, i)) {
-      Py_DECREF(t);
-      return NULL;
-    }
-  }
-  return t;
+  return esgpy_struct_checked(t, 8);
 }
 
 /* A sink callable shared by cursor jobs and snapshots; its first exception is kept. */
@@ -61,23 +55,6 @@ static int sink_raise(sink_ctx *k) {
   return 1;
 }
 
-static int opt_str(PyObject *obj, const char *what, const char **out) {
-  *out = NULL;
-  if (!obj || obj == Py_None) return 0;
-  return (*out = esgpy_str(obj, what, NULL)) ? 0 : -1;
-}
-
-static int opt_int(PyObject *obj, const char *what, int *out) {
-  int64_t v = 0;
-  if (obj && obj != Py_None && esgpy_int64(obj, what, &v) < 0) return -1;
-  if (v < 0 || v > INT32_MAX) {
-    PyErr_Format(PyExc_ValueError, "%s must be between 0 and 2147483647", what);
-    return -1;
-  }
-  *out = (int)v;
-  return 0;
-}
-
 static int sink_arg(PyObject *obj, sink_ctx *k, esgpy_state *st, esg_resync_opts *o) {
   memset(k, 0, sizeof *k);
   k->st = st;
@@ -106,12 +83,11 @@ PyObject *esgpy_store_cursor_get(PyObject *op, PyObject *const *args, Py_ssize_t
   Py_BEGIN_ALLOW_THREADS
   rc = esg_cursor_get(self->s, name, &cur);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) {
+  if (esgpy_store_done(self, rc) < 0) {
     esg_free(cur);
-    return esgpy_store_fail(self, 0);
+    return NULL;
   }
-  esgpy_store_leave(self);
-  PyObject *r = cur ? PyUnicode_DecodeUTF8(cur, (Py_ssize_t)strlen(cur), "replace") : Py_NewRef(Py_None);
+  PyObject *r = esgpy_utf8_or_none(cur);
   esg_free(cur);
   return r;
 }
@@ -127,8 +103,7 @@ PyObject *esgpy_store_cursor_set(PyObject *op, PyObject *const *args, Py_ssize_t
   Py_BEGIN_ALLOW_THREADS
   rc = esg_cursor_set(self->s, name, cur);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -143,8 +118,7 @@ PyObject *esgpy_store_cursor_delete(PyObject *op, PyObject *const *args, Py_ssiz
   Py_BEGIN_ALLOW_THREADS
   rc = esg_cursor_delete(self->s, name);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return PyBool_FromLong(rc == ESG_OK);
 }
 
@@ -276,7 +250,7 @@ static int fetch_cb(void *ud, const char *cursor, esg_resync_page *page) {
   int rc = 1;
   fetch_release(f);
   if (!f->t && (f->keep = PyList_New(0))) {
-    PyObject *c = cursor ? PyUnicode_DecodeUTF8(cursor, (Py_ssize_t)strlen(cursor), "replace") : Py_NewRef(Py_None);
+    PyObject *c = esgpy_utf8_or_none(cursor);
     PyObject *r = c ? PyObject_CallOneArg(f->fetch, c) : NULL;
     Py_XDECREF(c);
     if (r) {
@@ -307,7 +281,7 @@ PyObject *esgpy_store_cursor_run(PyObject *op, PyObject *const *args, Py_ssize_t
     return NULL;
   }
   if (sink_arg(a[3], &k, st, &o) < 0 || esgpy_flag(a[4], &o.no_log) < 0 || esgpy_flag(a[8], &k.raw) < 0 ||
-      opt_str(a[6], "entity_field", &o.entity_field) < 0 || opt_int(a[7], "max_pages", &o.max_pages) < 0)
+      esgpy_opt_str(a[6], "entity_field", &o.entity_field) < 0 || esgpy_opt_int32(a[7], "max_pages", &o.max_pages) < 0)
     return NULL;
   if (a[5] && a[5] != Py_None && esgpy_seconds_ms(a[5], "log_ttl", &o.log_ttl_ms) < 0) return NULL;
   fetch_ctx f;
@@ -333,8 +307,7 @@ PyObject *esgpy_store_cursor_run(PyObject *op, PyObject *const *args, Py_ssize_t
     esgpy_store_leave(self);
     return NULL;
   }
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return stats_tuple(st, &stats);
 }
 
@@ -348,7 +321,7 @@ PyObject *esgpy_store_replay(PyObject *op, PyObject *const *args, Py_ssize_t nar
   esg_replay_filter flt;
   memset(&flt, 0, sizeof flt);
   int raw;
-  if (opt_str(a[0], "corr_key", &flt.corr_key) < 0 || opt_str(a[1], "type", &flt.type) < 0 ||
+  if (esgpy_opt_str(a[0], "corr_key", &flt.corr_key) < 0 || esgpy_opt_str(a[1], "type", &flt.type) < 0 ||
       esgpy_flag(a[4], &raw) < 0)
     return NULL;
   if (a[2] && a[2] != Py_None && esgpy_int64(a[2], "since (epoch ms)", &flt.since) < 0) return NULL;
@@ -361,16 +334,7 @@ PyObject *esgpy_store_replay(PyObject *op, PyObject *const *args, Py_ssize_t nar
   Py_BEGIN_ALLOW_THREADS
   rc = esg_replay(self->s, &flt, esgpy_collect_cb, &c, &n);
   Py_END_ALLOW_THREADS
-  if (rc == ESG_ECALLBACK) {
-    esgpy_store_leave(self);
-    esgpy_collected_free(&c);
-    return PyErr_NoMemory();
-  }
-  if (esgpy_store_check(self, rc) < 0) {
-    esgpy_collected_free(&c);
-    return esgpy_store_fail(self, 0);
-  }
-  esgpy_store_leave(self);
+  if (esgpy_collect_done(self, rc, &c) < 0) return NULL;
   PyObject *list = esgpy_collected_list(STATE(self), &c, raw);
   esgpy_collected_free(&c);
   return list;
@@ -421,8 +385,8 @@ PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t n
   if (!self->keep || sink_arg(a[1], &self->sink, st, &o) < 0) goto fail;
   Py_XINCREF(self->sink.sink);
   if (esgpy_flag(a[2], &o.no_log) < 0 || esgpy_flag(a[7], &self->sink.raw) < 0 ||
-      opt_str(a[4], "entity_field", &o.entity_field) < 0 || opt_str(a[5], "type", &o.type) < 0 ||
-      opt_int(a[6], "batch", &o.batch) < 0)
+      esgpy_opt_str(a[4], "entity_field", &o.entity_field) < 0 || esgpy_opt_str(a[5], "type", &o.type) < 0 ||
+      esgpy_opt_int32(a[6], "batch", &o.batch) < 0)
     goto fail;
   if (a[3] && a[3] != Py_None && esgpy_seconds_ms(a[3], "log_ttl", &o.log_ttl_ms) < 0) goto fail;
   if (esgpy_store_enter(store) < 0) goto fail;
@@ -445,18 +409,10 @@ fail:
 }
 
 /* Enters the store for a call on the listing; -1 with StateError when closed. */
+static int snap_is_open(PyObject *self) { return ((SnapshotObject *)self)->sn != NULL; }
+
 static int snap_enter(SnapshotObject *self) {
-  if (!self->sn) {
-    esgpy_raise(STATE(self), ESG_ESTATE, "the snapshot is closed");
-    return -1;
-  }
-  if (esgpy_store_enter(self->store) < 0) return -1;
-  if (!self->sn) {
-    esgpy_store_leave(self->store);
-    esgpy_raise(STATE(self), ESG_ESTATE, "the snapshot is closed");
-    return -1;
-  }
-  return 0;
+  return esgpy_dep_enter((PyObject *)self, self->store, snap_is_open, "the snapshot is closed");
 }
 
 /* After a C call on the listing: the sink's exception first, then rc (text from the listing). */
@@ -521,17 +477,9 @@ static PyObject *snap_close(SnapshotObject *self, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
-static PyObject *snap_enter_ctx(SnapshotObject *self, PyObject *unused) {
-  (void)unused;
-  return Py_NewRef(self);
-}
-
 static PyObject *snap_exit_ctx(SnapshotObject *self, PyObject *args) {
-  PyObject *r = snap_close(self, NULL);
   (void)args;
-  if (!r) return NULL;
-  Py_DECREF(r);
-  Py_RETURN_FALSE;
+  return esgpy_exit_result(snap_close(self, NULL));
 }
 
 static PyObject *snap_get_closed(SnapshotObject *self, void *c) {
@@ -567,7 +515,7 @@ static void snap_dealloc(SnapshotObject *self) {
 }
 
 static PyMethodDef snap_methods[] = {
-    {"add", (PyCFunction)(void (*)(void))snap_add, METH_FASTCALL | METH_KEYWORDS,
+    {"add", FN(snap_add), FAST,
      "add(key, content) -> None\n\n"
      "Adds one entry of the listing (any order): content is a JSON-able value or JSON\n"
      "text. Emits '<type>-created' for a new key, '<type>-updated' when its canonical\n"
@@ -580,7 +528,7 @@ static PyMethodDef snap_methods[] = {
     {"close", (PyCFunction)snap_close, METH_NOARGS,
      "close() -> None\n\nFrees the listing. Unfinished, it stays open in the store and a later\n"
      "Store.snapshot(source) resumes it (no deletions are emitted)."},
-    {"__enter__", (PyCFunction)snap_enter_ctx, METH_NOARGS, "Returns the snapshot."},
+    {"__enter__", esgpy_return_self, METH_NOARGS, "Returns the snapshot."},
     {"__exit__", (PyCFunction)snap_exit_ctx, METH_VARARGS, "Closes the snapshot (without finishing it)."},
     {NULL, NULL, 0, NULL}};
 

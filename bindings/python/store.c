@@ -105,6 +105,22 @@ static int64_t py_clock(void *ud) {
 
 /* ------------------------------------------------------------ lifecycle -- */
 
+/* An optional duration in seconds as int ms (InvalidArgumentError beyond INT32_MAX ms); a positive
+   value under 1 ms is 1 ms. Absent or None leaves *out. 0 or -1. */
+static int opt_ms32(esgpy_state *st, PyObject *obj, const char *what, int *out) {
+  int64_t v;
+  if (!obj || obj == Py_None) return 0;
+  if (esgpy_seconds_ms(obj, what, &v) < 0) return -1;
+  if (v < 0 || v > INT32_MAX) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be between 0 and 2147483 seconds", what);
+    esgpy_raise(st, ESG_EINVAL, msg);
+    return -1;
+  }
+  *out = v == 0 && PyFloat_AsDouble(obj) > 0 ? 1 : (int)v;
+  return 0;
+}
+
 static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
   static char *kw[] = {"path", "clock", "durability", "busy_timeout", "group_commit", "group_commit_max", NULL};
   PyObject *path = NULL, *clock = Py_None, *durability = NULL, *busy = NULL, *group = NULL, *gmax = NULL;
@@ -133,22 +149,9 @@ static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
       goto fail;
     }
   }
-  if (busy && busy != Py_None) {
-    if (esgpy_seconds_ms(busy, "busy_timeout", &v) < 0) goto fail;
-    if (v < 0 || v > INT32_MAX) {
-      esgpy_raise(st, ESG_EINVAL, "busy_timeout must be between 0 and 2147483 seconds");
-      goto fail;
-    }
-    o.busy_timeout_ms = v == 0 && PyFloat_AsDouble(busy) > 0 ? 1 : (int)v;
-  }
-  if (group && group != Py_None) {
-    if (esgpy_seconds_ms(group, "group_commit", &v) < 0) goto fail;
-    if (v < 0 || v > INT32_MAX) {
-      esgpy_raise(st, ESG_EINVAL, "group_commit must be between 0 and 2147483 seconds");
-      goto fail;
-    }
-    o.group_commit_ms = v == 0 && PyFloat_AsDouble(group) > 0 ? 1 : (int)v;
-  }
+  if (opt_ms32(st, busy, "busy_timeout", &o.busy_timeout_ms) < 0 ||
+      opt_ms32(st, group, "group_commit", &o.group_commit_ms) < 0)
+    goto fail;
   if (gmax && gmax != Py_None) {
     if (esgpy_int64(gmax, "group_commit_max", &v) < 0) goto fail;
     if (v < 0 || v > INT32_MAX) {
@@ -212,9 +215,7 @@ static PyObject *store_close(StoreObject *self, PyObject *unused) {
     return NULL;
   }
   store_close_handle(self);
-  int failed = esgpy_store_check(self, 0);
-  esgpy_store_leave(self);
-  if (failed) return NULL;
+  if (esgpy_store_done(self, 0) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -256,6 +257,7 @@ static void store_dealloc(StoreObject *self) {
   Py_DECREF(tp);
 }
 
+/* __enter__: unlike the objects built on a store, refuses a closed one. */
 static PyObject *store_enter_ctx(StoreObject *self, PyObject *unused) {
   (void)unused;
   if (!self->s) return esgpy_raise(STATE(self), ESG_ESTATE, "the store is closed");
@@ -264,10 +266,7 @@ static PyObject *store_enter_ctx(StoreObject *self, PyObject *unused) {
 
 static PyObject *store_exit_ctx(StoreObject *self, PyObject *args) {
   (void)args;
-  PyObject *r = store_close(self, NULL);
-  if (!r) return NULL;
-  Py_DECREF(r);
-  Py_RETURN_FALSE;
+  return esgpy_exit_result(store_close(self, NULL));
 }
 
 static PyObject *store_get_closed(StoreObject *self, void *c) {
@@ -306,8 +305,7 @@ static PyObject *store_now(StoreObject *self, PyObject *unused) {
   Py_BEGIN_ALLOW_THREADS
   ms = esg_store_now(self->s);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, 0) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, 0) < 0) return NULL;
   return esgpy_ms_seconds(ms);
 }
 
@@ -321,8 +319,7 @@ static PyObject *simple_call(StoreObject *self, store_fn fn) {
   Py_BEGIN_ALLOW_THREADS
   rc = fn(self->s);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -400,13 +397,7 @@ static PyObject *claim_result(esgpy_state *st, int rc, PyObject *key, const esg_
                                ? PyBytes_FromStringAndSize(ci->result, (Py_ssize_t)ci->result_len)
                                : Py_NewRef(Py_None));
   PyStructSequence_SetItem(c, 6, Py_NewRef(key));
-  for (int i = 0; i < 7; i++) {
-    if (!PyStructSequence_GetItem(c, i)) {
-      Py_DECREF(c);
-      return NULL;
-    }
-  }
-  return c;
+  return esgpy_struct_checked(c, 7);
 }
 
 static PyObject *do_claim(StoreObject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
@@ -466,8 +457,7 @@ static PyObject *store_complete(StoreObject *self, PyObject *const *args, Py_ssi
   rc = esg_complete(self->s, key, token, b.data, (size_t)b.len);
   Py_END_ALLOW_THREADS
   esgpy_bytes_release(&b);
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -483,8 +473,7 @@ static PyObject *store_release(StoreObject *self, PyObject *const *args, Py_ssiz
   Py_BEGIN_ALLOW_THREADS
   rc = esg_release(self->s, key, token);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -501,22 +490,13 @@ static PyObject *store_extend(StoreObject *self, PyObject *const *args, Py_ssize
   Py_BEGIN_ALLOW_THREADS
   rc = esg_claim_extend(self->s, key, token, lease);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
 static PyObject *store_purge_claims(StoreObject *self, PyObject *u) {
   (void)u;
-  if (esgpy_store_enter(self) < 0) return NULL;
-  int rc;
-  int64_t n = 0;
-  Py_BEGIN_ALLOW_THREADS
-  rc = esg_claims_purge(self->s, &n);
-  Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
-  return PyLong_FromLongLong(n);
+  return esgpy_store_purge(self, esg_claims_purge);
 }
 
 /* ------------------------------------------------------------- event log -- */
@@ -530,14 +510,9 @@ static PyObject *store_put_event(StoreObject *self, PyObject *const *args, Py_ss
   int64_t ttl = 0;
   if (a[1] && a[1] != Py_None && !(corr = esgpy_str(a[1], "corr_key", NULL))) return NULL;
   if (a[2] && esgpy_seconds_ms(a[2], "ttl", &ttl) < 0) return NULL;
-  esg_event *own = NULL;
-  const esg_event *ev;
-  if (esgpy_event_check(st, a[0])) {
-    ev = esgpy_event_handle(a[0]);
-  } else {
-    if (!(own = esgpy_parse(st, a[0]))) return NULL;
-    ev = own;
-  }
+  esg_event *own;
+  const esg_event *ev = esgpy_event_arg(st, a[0], &own);
+  if (!ev) return NULL;
   if (esgpy_store_enter(self) < 0) {
     esg_event_free(own);
     return NULL;
@@ -547,8 +522,7 @@ static PyObject *store_put_event(StoreObject *self, PyObject *const *args, Py_ss
   rc = esg_event_put(self->s, ev, corr, ttl);
   Py_END_ALLOW_THREADS
   esg_event_free(own);
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return Py_NewRef(rc == ESG_DUPLICATE ? st->s_duplicate : st->s_stored);
 }
 
@@ -649,19 +623,7 @@ static int run_query(StoreObject *self, query_fn fn, const char *arg, esgpy_coll
   Py_BEGIN_ALLOW_THREADS
   rc = fn(self->s, arg, esgpy_collect_cb, c);
   Py_END_ALLOW_THREADS
-  if (rc == ESG_ECALLBACK) {
-    esgpy_store_leave(self);
-    esgpy_collected_free(c);
-    PyErr_NoMemory();
-    return -1;
-  }
-  if (esgpy_store_check(self, rc) < 0) {
-    esgpy_store_leave(self);
-    esgpy_collected_free(c);
-    return -1;
-  }
-  esgpy_store_leave(self);
-  return rc;
+  return esgpy_collect_done(self, rc, c);
 }
 
 static PyObject *store_events(StoreObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -744,8 +706,7 @@ static PyObject *store_purge_events(StoreObject *self, PyObject *const *args, Py
     PyErr_Restore(p.t, p.v, p.tb);
     return NULL;
   }
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return PyLong_FromLongLong(n);
 }
 
@@ -774,8 +735,7 @@ static PyObject *store_upsert(StoreObject *self, PyObject *const *args, Py_ssize
   rc = esg_entity_upsert(self->s, key, version, b.data, (size_t)b.len);
   Py_END_ALLOW_THREADS
   esgpy_bytes_release(&b);
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return Py_NewRef(rc == ESG_STALE ? st->s_stale : st->s_applied);
 }
 
@@ -833,15 +793,11 @@ static PyObject *store_delete_entity(StoreObject *self, PyObject *const *args, P
   Py_BEGIN_ALLOW_THREADS
   rc = esg_entity_delete(self->s, key, version);
   Py_END_ALLOW_THREADS
-  if (esgpy_store_check(self, rc) < 0) return esgpy_store_fail(self, 0);
-  esgpy_store_leave(self);
+  if (esgpy_store_done(self, rc) < 0) return NULL;
   return Py_NewRef(rc == ESG_STALE ? st->s_stale : st->s_applied);
 }
 
 /* ------------------------------------------------------------------ type -- */
-
-#define FAST (METH_FASTCALL | METH_KEYWORDS)
-#define FN(f) (PyCFunction)(void (*)(void))(f)
 
 static PyMethodDef store_methods[] = {
     {"close", (PyCFunction)store_close, METH_NOARGS,
