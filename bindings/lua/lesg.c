@@ -104,13 +104,15 @@ static int64_t lua_clock(void *ud) {
   return lesg_s_to_ms(t);
 }
 
-lstore *lesg_check_store(lua_State *L, int arg) {
-  lstore *ls = luaL_checkudata(L, arg, STORE_MT);
+/* Checks ls open and makes L the caller of its next libesg call (for the clock). */
+lstore *lesg_use_store(lua_State *L, lstore *ls) {
   if (!ls->s) luaL_error(L, "attempt to use a closed store");
   ls->L = L;
   ls->clock_failed = 0;
   return ls;
 }
+
+lstore *lesg_check_store(lua_State *L, int arg) { return lesg_use_store(L, luaL_checkudata(L, arg, STORE_MT)); }
 
 /* Raises the clock's error, if the last call on ls hit one. */
 void lesg_check_clock(lua_State *L, lstore *ls) {
@@ -126,6 +128,37 @@ int lesg_push_ok(lua_State *L, lstore *ls, int rc) {
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* Pushes the result of a call that counts: n, or nil, msg, code. */
+int lesg_push_count(lua_State *L, lstore *ls, int rc, int64_t n) {
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+/* As lesg_push_ok, but nil (alone) for ESG_NOT_FOUND. */
+int lesg_push_ok_or_nil(lua_State *L, lstore *ls, int rc) {
+  lesg_check_clock(L, ls);
+  if (rc == ESG_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  return lesg_push_ok(L, ls, rc);
+}
+
+/*
+ * Pushes a new handle of type mt (a userdata of size bytes, zeroed, with nuv user
+ * values) whose user value 1 anchors the store (or nil) at index 1.
+ */
+void *lesg_new_handle(lua_State *L, size_t size, int nuv, const char *mt) {
+  void *h = lua_newuserdatauv(L, size, nuv);
+  memset(h, 0, size);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, mt);
+  return h;
 }
 
 void lesg_dep_link(lstore *ls, lesg_dep *d) {
@@ -145,12 +178,16 @@ void lesg_dep_unlink(lesg_dep *d) {
   d->next = d->prev = NULL;
 }
 
+/* Closes a dependent early (its handle's close): unlinks it and calls its close. */
+void lesg_dep_close(lesg_dep *d) {
+  lesg_dep_unlink(d);
+  d->close(d);
+}
+
 void lesg_close_deps(lua_State *L, lstore *ls) {
   (void)L;
   while (ls->deps) {
-    lesg_dep *d = ls->deps;
-    lesg_dep_unlink(d);
-    d->close(d);
+    lesg_dep_close(ls->deps);
   }
 }
 
@@ -401,6 +438,23 @@ static int64_t check_token(lua_State *L, int arg) {
   return (int64_t)t;
 }
 
+/* Pushes the outcome of a claim that is not new: "duplicate", result | "busy", lease_until; or nil, msg, code. */
+static int push_claim_not_new(lua_State *L, lstore *ls, int rc, const esg_claim_info *ci) {
+  switch (rc) {
+  case ESG_DUPLICATE:
+    lua_pushliteral(L, "duplicate");
+    if (ci->result) lua_pushlstring(L, ci->result, ci->result_len);
+    else lua_pushnil(L);
+    return 2;
+  case ESG_BUSY:
+    lua_pushliteral(L, "busy");
+    lua_pushnumber(L, lesg_ms_to_s(ci->lease_until));
+    return 2;
+  default:
+    return lesg_push_fail(L, rc < 0 ? rc : ESG_ESTATE, esg_errmsg(ls->s));
+  }
+}
+
 /*
  * store:claim_event(ev, lease_s, ttl_s [, key]) -> the gateway's fast claim: no table.
  *   "new", token, key | "duplicate", result (string or nil) | "busy", lease_until (s);
@@ -420,25 +474,12 @@ static int m_claim_event(lua_State *L) {
   esg_claim_info ci;
   int rc = esg_claim(ls->s, key, esg_event_hash(*ud), 32, lesg_s_to_ms(lease), lesg_s_to_ms(ttl), &ci);
   lesg_check_clock(L, ls);
-  switch (rc) {
-  case ESG_NEW:
-    lua_pushliteral(L, "new");
-    lua_pushinteger(L, (lua_Integer)ci.token);
-    if (own_key) lua_pushvalue(L, 5);
-    else lua_pushstring(L, key);
-    return 3;
-  case ESG_DUPLICATE:
-    lua_pushliteral(L, "duplicate");
-    if (ci.result) lua_pushlstring(L, ci.result, ci.result_len);
-    else lua_pushnil(L);
-    return 2;
-  case ESG_BUSY:
-    lua_pushliteral(L, "busy");
-    lua_pushnumber(L, lesg_ms_to_s(ci.lease_until));
-    return 2;
-  default:
-    return lesg_push_fail(L, rc < 0 ? rc : ESG_ESTATE, esg_errmsg(ls->s));
-  }
+  if (rc != ESG_NEW) return push_claim_not_new(L, ls, rc, &ci);
+  lua_pushliteral(L, "new");
+  lua_pushinteger(L, (lua_Integer)ci.token);
+  if (own_key) lua_pushvalue(L, 5);
+  else lua_pushstring(L, key);
+  return 3;
 }
 
 /* store:owned_claim(key, token) -> an esg.Claim for a claim the caller owns (from claim_event). */
@@ -493,10 +534,7 @@ static int m_purge_claims(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   int64_t n = 0;
   int rc = esg_claims_purge(ls->s, &n);
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
+  return lesg_push_count(L, ls, rc, n);
 }
 
 /* Claim methods: claim:complete([result]), claim:release(), claim:extend(lease). */
@@ -559,37 +597,78 @@ void lesg_push_stored(lua_State *L, const esg_stored_event *e, int decode) {
   }
 }
 
-/* Appends a record to the table at 1; called protected. Args: table, event*, decode. */
-static int append_record(lua_State *L) {
-  const esg_stored_event *e = lua_touserdata(L, 2);
-  int decode = lua_toboolean(L, 3);
+/*
+ * A list of the items (stored events, faults) a libesg callback hands over, built
+ * protected in a new table: the error of a failed append is raised after libesg returns.
+ */
+typedef struct collect {
+  lua_State *L;
+  void (*push)(lua_State *L, const void *item, int decode); /* pushes one item as a table */
+  int decode;
+  lua_Integer limit; /* 0 = all */
+  lua_Integer n;
+  int tbl;
+  int failed; /* the error object is on top of L */
+} collect;
+
+/* Pushes the (empty) list of c. */
+static void collect_begin(lua_State *L, collect *c) {
+  lua_newtable(L);
+  c->tbl = lua_gettop(L);
+}
+
+/* Appends an item to the table at 1; called protected. Args: table, collect*, item*. */
+static int append_item(lua_State *L) {
+  const collect *c = lua_touserdata(L, 2);
+  const void *item = lua_touserdata(L, 3);
   lua_settop(L, 1);
-  lesg_push_stored(L, e, decode);
+  c->push(L, item, c->decode);
   lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
   return 0;
 }
 
-typedef struct collect {
-  lua_State *L;
-  int tbl;
-  int decode;
-  int failed; /* the error object is on top of L */
-} collect;
-
-static int collect_cb(void *ud, const esg_stored_event *e) {
-  collect *c = ud;
+/* The body of the libesg callbacks: 0 to go on, 1 to stop. */
+static int collect_item(collect *c, const void *item) {
   lua_State *L = c->L;
+  if (c->limit && c->n >= c->limit) return 1;
   if (!lua_checkstack(L, 4)) return 1;
-  lua_pushcfunction(L, append_record);
+  lua_pushcfunction(L, append_item);
   lua_pushvalue(L, c->tbl);
-  lua_pushlightuserdata(L, (void *)e);
-  lua_pushboolean(L, c->decode);
+  lua_pushlightuserdata(L, c);
+  lua_pushlightuserdata(L, (void *)item);
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     c->failed = 1;
     return 1;
   }
+  c->n++;
   return 0;
 }
+
+/* Returns the list after the libesg call that filled it returned rc; or nil, msg, code. */
+static int collect_list(lua_State *L, lstore *ls, collect *c, int rc) {
+  if (c->failed) return lua_error(L);
+  lesg_check_clock(L, ls);
+  if (rc < 0 && !(rc == ESG_ECALLBACK && c->limit && c->n >= c->limit)) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_settop(L, c->tbl);
+  return 1;
+}
+
+/* Returns the list's first item after a lookup that returned rc: nil when absent, or nil, msg, code. */
+static int collect_one(lua_State *L, lstore *ls, collect *c, int rc) {
+  if (c->failed) return lua_error(L);
+  lesg_check_clock(L, ls);
+  if (rc == ESG_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_rawgeti(L, c->tbl, 1);
+  return 1;
+}
+
+static void push_stored_item(lua_State *L, const void *e, int decode) { lesg_push_stored(L, e, decode); }
+
+static int collect_cb(void *ud, const esg_stored_event *e) { return collect_item(ud, e); }
 
 /* The event argument of put: an esg.Event, a JSON string or a table. Returns an event to free (or NULL). */
 static esg_event *event_arg(lua_State *L, int arg, const esg_event **ev, int *rc) {
@@ -644,15 +723,9 @@ static int m_events(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   const char *key = lesg_check_key(L, 2);
   int opts = lesg_opt_table(L, 3);
-  collect c = {L, 0, lesg_opt_bool(L, opts, "decode"), 0};
-  lua_newtable(L);
-  c.tbl = lua_gettop(L);
-  int rc = esg_events_by_key(ls->s, key, collect_cb, &c);
-  if (c.failed) return lua_error(L);
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_settop(L, c.tbl);
-  return 1;
+  collect c = {.L = L, .push = push_stored_item, .decode = lesg_opt_bool(L, opts, "decode")};
+  collect_begin(L, &c);
+  return collect_list(L, ls, &c, esg_events_by_key(ls->s, key, collect_cb, &c));
 }
 
 /* store:event(id [, opts]) -> record (see store:events), or nil when absent, or nil, msg, code. */
@@ -660,19 +733,9 @@ static int m_event(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   const char *id = lesg_check_key(L, 2);
   int opts = lesg_opt_table(L, 3);
-  collect c = {L, 0, lesg_opt_bool(L, opts, "decode"), 0};
-  lua_newtable(L);
-  c.tbl = lua_gettop(L);
-  int rc = esg_event_get(ls->s, id, collect_cb, &c);
-  if (c.failed) return lua_error(L);
-  lesg_check_clock(L, ls);
-  if (rc == ESG_NOT_FOUND) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_rawgeti(L, c.tbl, 1);
-  return 1;
+  collect c = {.L = L, .push = push_stored_item, .decode = lesg_opt_bool(L, opts, "decode")};
+  collect_begin(L, &c);
+  return collect_one(L, ls, &c, esg_event_get(ls->s, id, collect_cb, &c));
 }
 
 typedef struct purge_lua {
@@ -723,10 +786,7 @@ static int m_purge_events(lua_State *L) {
   int64_t n = 0;
   int rc = esg_events_purge(ls->s, p.fn ? purge_cb : NULL, &p, &n);
   if (p.failed) return lua_error(L);
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
+  return lesg_push_count(L, ls, rc, n);
 }
 
 /* ------------------------------------------------------------ entities -- */
@@ -738,6 +798,14 @@ static int64_t check_version(lua_State *L, int arg) {
   return (int64_t)v;
 }
 
+/* Pushes the outcome of an entity write: "applied" | "stale", or nil, msg, code. */
+static int push_applied(lua_State *L, lstore *ls, int rc) {
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_pushstring(L, rc == ESG_STALE ? "stale" : "applied");
+  return 1;
+}
+
 /* store:upsert(key, version, doc) -> "applied" | "stale", or nil, msg, code. doc: a table or a JSON object string. */
 static int m_upsert(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
@@ -746,11 +814,7 @@ static int m_upsert(lua_State *L) {
   size_t len;
   const char *doc = lesg_json_arg(L, 4, &len);
   ls->L = L;
-  int rc = esg_entity_upsert(ls->s, key, version, doc, len);
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushstring(L, rc == ESG_STALE ? "stale" : "applied");
-  return 1;
+  return push_applied(L, ls, esg_entity_upsert(ls->s, key, version, doc, len));
 }
 
 /*
@@ -788,11 +852,7 @@ static int m_get(lua_State *L) {
 static int m_delete(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   const char *key = lesg_check_key(L, 2);
-  int rc = esg_entity_delete(ls->s, key, check_version(L, 3));
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushstring(L, rc == ESG_STALE ? "stale" : "applied");
-  return 1;
+  return push_applied(L, ls, esg_entity_delete(ls->s, key, check_version(L, 3)));
 }
 
 /* -------------------------------------------------------------- faults -- */
@@ -821,38 +881,12 @@ static void push_fault(lua_State *L, const esg_fault *f) {
   }
 }
 
-/* Appends a fault to the table at 1; called protected. Args: table, fault*. */
-static int append_fault(lua_State *L) {
-  const esg_fault *f = lua_touserdata(L, 2);
-  lua_settop(L, 1);
+static void push_fault_item(lua_State *L, const void *f, int decode) {
+  (void)decode;
   push_fault(L, f);
-  lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
-  return 0;
 }
 
-typedef struct fault_collect {
-  lua_State *L;
-  int tbl;
-  lua_Integer limit; /* 0 = all */
-  lua_Integer n;
-  int failed; /* the error object is on top of L */
-} fault_collect;
-
-static int fault_collect_cb(void *ud, const esg_fault *f) {
-  fault_collect *c = ud;
-  lua_State *L = c->L;
-  if (c->limit && c->n >= c->limit) return 1;
-  if (!lua_checkstack(L, 4)) return 1;
-  lua_pushcfunction(L, append_fault);
-  lua_pushvalue(L, c->tbl);
-  lua_pushlightuserdata(L, (void *)f);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    c->failed = 1;
-    return 1;
-  }
-  c->n++;
-  return 0;
-}
+static int fault_collect_cb(void *ud, const esg_fault *f) { return collect_item(ud, f); }
 
 /* A string field of a table (required: raises when absent); NULL when optional and absent. */
 static const char *field_str(lua_State *L, int t, const char *k, int required, size_t *len) {
@@ -912,56 +946,32 @@ static int m_fault_record(lua_State *L) {
 static int m_faults(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   int opts = lesg_opt_table(L, 2);
-  fault_collect c = {L, 0, 0, 0, 0};
+  collect c = {.L = L, .push = push_fault_item};
   if (opts) {
     lua_getfield(L, opts, "limit");
     c.limit = luaL_optinteger(L, -1, 0);
     lua_pop(L, 1);
   }
   lua_settop(L, 2);
-  lua_newtable(L);
-  c.tbl = lua_gettop(L);
-  int rc = esg_faults_list(ls->s, fault_collect_cb, &c);
-  if (c.failed) return lua_error(L);
-  lesg_check_clock(L, ls);
-  if (rc < 0 && !(rc == ESG_ECALLBACK && c.limit && c.n >= c.limit)) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_settop(L, c.tbl);
-  return 1;
+  collect_begin(L, &c);
+  return collect_list(L, ls, &c, esg_faults_list(ls->s, fault_collect_cb, &c));
 }
 
 /* store:fault(id) -> fault table, or nil when absent, or nil, msg, code. */
 static int m_fault(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   lua_Integer id = luaL_checkinteger(L, 2);
-  fault_collect c = {L, 0, 0, 0, 0};
+  collect c = {.L = L, .push = push_fault_item};
   lua_settop(L, 2);
-  lua_newtable(L);
-  c.tbl = lua_gettop(L);
-  int rc = esg_fault_get(ls->s, (int64_t)id, fault_collect_cb, &c);
-  if (c.failed) return lua_error(L);
-  lesg_check_clock(L, ls);
-  if (rc == ESG_NOT_FOUND) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_rawgeti(L, c.tbl, 1);
-  return 1;
+  collect_begin(L, &c);
+  return collect_one(L, ls, &c, esg_fault_get(ls->s, (int64_t)id, fault_collect_cb, &c));
 }
 
 /* store:fault_delete(id) -> true, or nil when absent, or nil, msg, code. */
 static int m_fault_delete(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   lua_Integer id = luaL_checkinteger(L, 2);
-  int rc = esg_fault_delete(ls->s, (int64_t)id);
-  lesg_check_clock(L, ls);
-  if (rc == ESG_NOT_FOUND) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushboolean(L, 1);
-  return 1;
+  return lesg_push_ok_or_nil(L, ls, esg_fault_delete(ls->s, (int64_t)id));
 }
 
 /* store:purge_faults([before_s]) -> number deleted: faults whose last attempt is older than before (default: all). */
@@ -975,10 +985,7 @@ static int m_purge_faults(lua_State *L) {
   }
   int64_t n = 0;
   int rc = esg_faults_purge(ls->s, before, &n);
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
+  return lesg_push_count(L, ls, rc, n);
 }
 
 /* --------------------------------------------------------------- event -- */
@@ -989,10 +996,8 @@ static esg_event *check_event(lua_State *L, int arg) {
   return *ud;
 }
 
-/* esg.parse(json) -> event, or nil, msg, code ("EJSON", "EEVENT", "ETOOBIG"). json: string or table. */
-static int l_parse(lua_State *L) {
-  size_t len;
-  const char *json = lesg_json_arg(L, 1, &len);
+/* Pushes a new esg.Event parsed from json; or nil, msg, code. */
+static int push_new_event(lua_State *L, const char *json, size_t len) {
   esg_event **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   luaL_setmetatable(L, EVENT_MT);
@@ -1001,11 +1006,29 @@ static int l_parse(lua_State *L) {
   return 1;
 }
 
+/* esg.parse(json) -> event, or nil, msg, code ("EJSON", "EEVENT", "ETOOBIG"). json: string or table. */
+static int l_parse(lua_State *L) {
+  size_t len;
+  const char *json = lesg_json_arg(L, 1, &len);
+  return push_new_event(L, json, len);
+}
+
 static int e_gc(lua_State *L) {
   esg_event **ud = luaL_checkudata(L, 1, EVENT_MT);
   esg_event_free(*ud);
   *ud = NULL;
   return 0;
+}
+
+/* Pushes a SHA-256: 64 hex chars, or the 32 bytes when raw. */
+static void push_sha256(lua_State *L, const uint8_t *h, int raw) {
+  if (raw) {
+    lua_pushlstring(L, (const char *)h, 32);
+  } else {
+    char hex[65];
+    esg_hex(h, 32, hex);
+    lua_pushstring(L, hex);
+  }
 }
 
 static int e_id(lua_State *L) {
@@ -1040,14 +1063,7 @@ static int e_json(lua_State *L) {
 
 /* ev:hash([raw]) -> SHA-256 of the envelope's bytes: 64 hex chars, or 32 bytes when raw. */
 static int e_hash(lua_State *L) {
-  const uint8_t *h = esg_event_hash(check_event(L, 1));
-  if (lua_toboolean(L, 2)) {
-    lua_pushlstring(L, (const char *)h, 32);
-  } else {
-    char hex[65];
-    esg_hex(h, 32, hex);
-    lua_pushstring(L, hex);
-  }
+  push_sha256(L, esg_event_hash(check_event(L, 1)), lua_toboolean(L, 2));
   return 1;
 }
 
@@ -1090,29 +1106,16 @@ typedef struct intake {
 
 static intake *check_intake(lua_State *L) { return luaL_checkudata(L, 1, INTAKE_MT); }
 
-/* The store of an intake, checked open. */
-static lstore *intake_store(lua_State *L, intake *in) {
-  lstore *ls = in->ls;
-  if (!ls->s) luaL_error(L, "attempt to use a closed store");
-  ls->L = L;
-  ls->clock_failed = 0;
-  return ls;
-}
-
 /* store:intake{lease = s, ttl = s} -> an esg.Intake. */
 static int m_intake(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   int opts = lesg_opt_table(L, 2);
   int64_t lease = lesg_opt_ms(L, opts, "lease", 30000), ttl = lesg_opt_ms(L, opts, "ttl", 3600000);
   luaL_argcheck(L, lease > 0 && ttl > 0, 2, "lease and ttl must be > 0");
-  intake *in = lua_newuserdatauv(L, sizeof *in, 2);
-  memset(in, 0, sizeof *in);
+  intake *in = lesg_new_handle(L, sizeof *in, 2, INTAKE_MT);
   in->ls = ls;
   in->lease_ms = lease;
   in->ttl_ms = ttl;
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
-  luaL_setmetatable(L, INTAKE_MT);
   return 1;
 }
 
@@ -1173,7 +1176,7 @@ static esg_event *intake_event(lua_State *L, intake *in) {
 static int i_claim(lua_State *L) {
   intake *in = check_intake(L);
   esg_event *ev = intake_event(L, in);
-  lstore *ls = intake_store(L, in);
+  lstore *ls = lesg_use_store(L, in->ls);
   size_t klen;
   const char *key;
   if (lua_isnoneornil(L, 2)) {
@@ -1195,27 +1198,14 @@ static int i_claim(lua_State *L) {
   esg_claim_info ci;
   int rc = esg_claim(ls->s, key, hash, hlen, in->lease_ms, in->ttl_ms, &ci);
   lesg_check_clock(L, ls);
-  switch (rc) {
-  case ESG_NEW:
-    in->owned = 1;
-    in->token = ci.token;
-    memcpy(in->key, key, klen);
-    in->key[klen] = 0;
-    in->key_len = klen;
-    lua_pushliteral(L, "new");
-    return 1;
-  case ESG_DUPLICATE:
-    lua_pushliteral(L, "duplicate");
-    if (ci.result) lua_pushlstring(L, ci.result, ci.result_len);
-    else lua_pushnil(L);
-    return 2;
-  case ESG_BUSY:
-    lua_pushliteral(L, "busy");
-    lua_pushnumber(L, lesg_ms_to_s(ci.lease_until));
-    return 2;
-  default:
-    return lesg_push_fail(L, rc < 0 ? rc : ESG_ESTATE, esg_errmsg(ls->s));
-  }
+  if (rc != ESG_NEW) return push_claim_not_new(L, ls, rc, &ci);
+  in->owned = 1;
+  in->token = ci.token;
+  memcpy(in->key, key, klen);
+  in->key[klen] = 0;
+  in->key_len = klen;
+  lua_pushliteral(L, "new");
+  return 1;
 }
 
 /* in:settle(result) -> true (also when no claim is held), or nil, msg, code. Completes the held claim. */
@@ -1227,7 +1217,7 @@ static int i_settle(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  lstore *ls = intake_store(L, in);
+  lstore *ls = lesg_use_store(L, in->ls);
   in->owned = 0;
   int rc = esg_complete(ls->s, in->key, in->token, res, res ? len : 0);
   return lesg_push_ok(L, ls, rc);
@@ -1266,12 +1256,7 @@ static int i_event(lua_State *L) {
   intake *in = check_intake(L);
   size_t len;
   const char *json = esg_event_json(intake_event(L, in), &len);
-  esg_event **ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  *ud = NULL;
-  luaL_setmetatable(L, EVENT_MT);
-  int rc = esg_event_parse(json, len, ud);
-  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
-  return 1;
+  return push_new_event(L, json, len);
 }
 
 static int i_id(lua_State *L) {
@@ -1329,13 +1314,7 @@ static int l_sha256(lua_State *L) {
   const char *d = luaL_checklstring(L, 1, &len);
   uint8_t h[32];
   esg_sha256(d, len, h);
-  if (lua_toboolean(L, 2)) {
-    lua_pushlstring(L, (const char *)h, 32);
-  } else {
-    char hex[65];
-    esg_hex(h, 32, hex);
-    lua_pushstring(L, hex);
-  }
+  push_sha256(L, h, lua_toboolean(L, 2));
   return 1;
 }
 
@@ -1518,12 +1497,14 @@ static const luaL_Reg module_fns[] = {
 
 static const luaL_Reg webhook_fns[] = {{"sign", w_sign}, {"verify", w_verify}, {"secret", w_secret}, {NULL, NULL}};
 
-static void new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+/* Registers the metatable name: meta, and methods (plus those more adds) under __index. */
+void lesg_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods,
+                   void (*more)(lua_State *L)) {
   luaL_newmetatable(L, name);
   if (meta) luaL_setfuncs(L, meta, 0);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
-  if (strcmp(name, STORE_MT) == 0) lesg_feat_methods(L);
+  if (more) more(L);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }
@@ -1531,10 +1512,10 @@ static void new_type(lua_State *L, const char *name, const luaL_Reg *meta, const
 int luaopen_esg(lua_State *L) {
   if (esg_version_number() != ESG_VERSION_NUMBER)
     return luaL_error(L, "esg: built for libesg %s but linked with %s", ESG_VERSION_STRING, esg_version());
-  new_type(L, STORE_MT, store_meta, store_methods);
-  new_type(L, EVENT_MT, event_meta, event_methods);
-  new_type(L, CLAIM_MT, NULL, claim_methods);
-  new_type(L, INTAKE_MT, intake_meta, intake_methods);
+  lesg_new_type(L, STORE_MT, store_meta, store_methods, lesg_feat_methods);
+  lesg_new_type(L, EVENT_MT, event_meta, event_methods, NULL);
+  lesg_new_type(L, CLAIM_MT, NULL, claim_methods, NULL);
+  lesg_new_type(L, INTAKE_MT, intake_meta, intake_methods, NULL);
 
   luaL_newlib(L, module_fns);
   lua_pushliteral(L, "esg " ESG_VERSION_STRING);

@@ -7,6 +7,7 @@
 #define LESG_INT_H
 
 #include <lua.h>
+#include <lauxlib.h>
 #include "esg.h"
 
 #define STORE_MT "esg.Store"
@@ -35,6 +36,7 @@ typedef struct lesg_dep {
 
 void lesg_dep_link(lstore *ls, lesg_dep *d);
 void lesg_dep_unlink(lesg_dep *d);
+void lesg_dep_close(lesg_dep *d);
 void lesg_close_deps(lua_State *L, lstore *ls);
 
 int lesg_push_fail(lua_State *L, int rc, const char *msg);
@@ -45,8 +47,14 @@ int lesg_opt_table(lua_State *L, int arg);
 int lesg_opt_bool(lua_State *L, int opts, const char *field);
 const char *lesg_json_arg(lua_State *L, int arg, size_t *len);
 lstore *lesg_check_store(lua_State *L, int arg);
+lstore *lesg_use_store(lua_State *L, lstore *ls);
 void lesg_check_clock(lua_State *L, lstore *ls);
 int lesg_push_ok(lua_State *L, lstore *ls, int rc);
+int lesg_push_ok_or_nil(lua_State *L, lstore *ls, int rc);
+int lesg_push_count(lua_State *L, lstore *ls, int rc, int64_t n);
+void *lesg_new_handle(lua_State *L, size_t size, int nuv, const char *mt);
+void lesg_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods,
+                   void (*more)(lua_State *L));
 const char *lesg_check_key(lua_State *L, int arg);
 void lesg_push_stored(lua_State *L, const esg_stored_event *e, int decode);
 /* The esg_event of an esg.Event argument, or NULL when it is not one. */

@@ -105,8 +105,7 @@ static void cache_dep_close(lesg_dep *d) {
 static lcache *check_cache(lua_State *L, int arg) {
   lcache *lc = luaL_checkudata(L, arg, CACHE_MT);
   if (!lc->c) luaL_error(L, "attempt to use a closed cache");
-  lc->dep.owner->L = L;
-  lc->dep.owner->clock_failed = 0;
+  lesg_use_store(L, lc->dep.owner); /* open while the cache is */
   return lc;
 }
 
@@ -134,11 +133,7 @@ static int m_cache(lua_State *L) {
   o.collect_field = opt_str(L, opts, "collect_field");
   o.collect_id_field = opt_str(L, opts, "collect_id_field");
   o.version_field = opt_str(L, opts, "version_field");
-  lcache *lc = lua_newuserdatauv(L, sizeof *lc, 1);
-  memset(lc, 0, sizeof *lc);
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
-  luaL_setmetatable(L, CACHE_MT);
+  lcache *lc = lesg_new_handle(L, sizeof *lc, 1, CACHE_MT);
   int rc = esg_cache_open(&lc->c, ls->s, &o);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   lc->dep.close = cache_dep_close;
@@ -148,11 +143,7 @@ static int m_cache(lua_State *L) {
 
 static int cache_close(lua_State *L) {
   lcache *lc = luaL_checkudata(L, 1, CACHE_MT);
-  if (lc->c) {
-    lesg_dep_unlink(&lc->dep);
-    esg_cache_close(lc->c);
-    lc->c = NULL;
-  }
+  if (lc->c) lesg_dep_close(&lc->dep);
   return 0;
 }
 
@@ -166,6 +157,14 @@ static int push_entry(lua_State *L, const esg_cache_entry *e) {
   lua_pushinteger(L, (lua_Integer)e->version);
   lua_pushnumber(L, ms_to_s(e->expires));
   return 4;
+}
+
+/* Pushes the result of a cache call that returns ESG_OK or an error: true, or nil, msg, code. */
+static int cache_push_ok(lua_State *L, lcache *lc, int rc) {
+  lesg_check_clock(L, lc->dep.owner);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* cache:get(key) -> "hit"|"miss"|"negative"|"stale", value (JSON string or nil), version, expires. */
@@ -188,11 +187,7 @@ static int c_put(lua_State *L) {
   lua_settop(L, 3);
   size_t len;
   const char *v = lesg_json_arg(L, 3, &len);
-  int rc = esg_cache_put(lc->c, key, v, len, ttl);
-  lesg_check_clock(L, lc->dep.owner);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
-  lua_pushboolean(L, 1);
-  return 1;
+  return cache_push_ok(L, lc, esg_cache_put(lc->c, key, v, len, ttl));
 }
 
 /* cache:put_negative(key [, ttl]) -> true, or nil, msg, code. */
@@ -200,21 +195,13 @@ static int c_put_negative(lua_State *L) {
   lcache *lc = check_cache(L, 1);
   const char *key = lesg_check_key(L, 2);
   int64_t ttl = lua_isnoneornil(L, 3) ? 0 : s_to_ms(luaL_checknumber(L, 3));
-  int rc = esg_cache_put_negative(lc->c, key, ttl);
-  lesg_check_clock(L, lc->dep.owner);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
-  lua_pushboolean(L, 1);
-  return 1;
+  return cache_push_ok(L, lc, esg_cache_put_negative(lc->c, key, ttl));
 }
 
 /* cache:invalidate(key) -> true, or nil, msg, code. */
 static int c_invalidate(lua_State *L) {
   lcache *lc = check_cache(L, 1);
-  int rc = esg_cache_invalidate(lc->c, lesg_check_key(L, 2));
-  lesg_check_clock(L, lc->dep.owner);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
-  lua_pushboolean(L, 1);
-  return 1;
+  return cache_push_ok(L, lc, esg_cache_invalidate(lc->c, lesg_check_key(L, 2)));
 }
 
 typedef struct loader_call {
@@ -528,13 +515,7 @@ static int m_latch_check_doc(lua_State *L) {
 static int m_latch_cancel(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   const char *key = lesg_check_key(L, 2), *side = lesg_check_key(L, 3), *hash = lesg_check_key(L, 4);
-  int rc = esg_latch_cancel(ls->s, key, side, hash);
-  lesg_check_clock(L, ls);
-  if (rc == ESG_NOT_FOUND) {
-    lua_pushnil(L);
-    return 1;
-  }
-  return lesg_push_ok(L, ls, rc);
+  return lesg_push_ok_or_nil(L, ls, esg_latch_cancel(ls->s, key, side, hash));
 }
 
 /* store:latch_pending(key, side) -> number of unexpired pending latches. */
@@ -543,10 +524,7 @@ static int m_latch_pending(lua_State *L) {
   const char *key = lesg_check_key(L, 2), *side = lesg_check_key(L, 3);
   int n = 0;
   int rc = esg_latch_pending(ls->s, key, side, &n);
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushinteger(L, n);
-  return 1;
+  return lesg_push_count(L, ls, rc, n);
 }
 
 /* store:purge_latches() -> number deleted. */
@@ -554,10 +532,7 @@ static int m_purge_latches(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   int64_t n = 0;
   int rc = esg_latches_purge(ls->s, &n);
-  lesg_check_clock(L, ls);
-  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  lua_pushinteger(L, (lua_Integer)n);
-  return 1;
+  return lesg_push_count(L, ls, rc, n);
 }
 
 /* -------------------------------------------------------------- resync -- */
@@ -588,13 +563,7 @@ static int m_set_cursor(lua_State *L) {
 /* store:delete_cursor(name) -> true, or nil when there was none, or nil, msg, code. */
 static int m_delete_cursor(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
-  int rc = esg_cursor_delete(ls->s, lesg_check_key(L, 2));
-  lesg_check_clock(L, ls);
-  if (rc == ESG_NOT_FOUND) {
-    lua_pushnil(L);
-    return 1;
-  }
-  return lesg_push_ok(L, ls, rc);
+  return lesg_push_ok_or_nil(L, ls, esg_cursor_delete(ls->s, lesg_check_key(L, 2)));
 }
 
 /* The sink of resync and replay: a Lua function(record) called protected; false stops. */
@@ -829,14 +798,10 @@ static int m_snapshot(lua_State *L) {
   const char *source = lesg_check_key(L, 2);
   int opts = lesg_opt_table(L, 3);
   lua_settop(L, 3);
-  lsnap *s = lua_newuserdatauv(L, sizeof *s, 1);
-  memset(s, 0, sizeof *s);
+  lsnap *s = lesg_new_handle(L, sizeof *s, 1, SNAPSHOT_MT);
   s->sink_ref = LUA_NOREF;
   s->sc.cb.err_ref = LUA_NOREF;
   s->sc.cb.L = L;
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
-  luaL_setmetatable(L, SNAPSHOT_MT);
   int ud = lua_gettop(L);
   esg_resync_opts o;
   resync_opts(L, opts, &o, &s->sc);
@@ -886,11 +851,7 @@ static int sn_finish(lua_State *L) {
 
 static int sn_close(lua_State *L) {
   lsnap *s = luaL_checkudata(L, 1, SNAPSHOT_MT);
-  if (s->sn) {
-    lesg_dep_unlink(&s->dep);
-    esg_snapshot_close(s->sn);
-    s->sn = NULL;
-  }
+  if (s->sn) lesg_dep_close(&s->dep);
   if (s->sink_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, s->sink_ref);
     s->sink_ref = LUA_NOREF;
@@ -928,11 +889,10 @@ static int m_replay(lua_State *L) {
 /* -------------------------------------------------------------- egress -- */
 
 typedef struct legress {
-  lesg_dep dep;       /* linked when opened on a store */
+  lesg_dep dep;             /* linked when opened on a store */
   esg_egress *e;
-  lua_State *L;
+  cb_state cb;              /* the caller, and the first error a callback raised (fn unused) */
   int done_ref, retry_ref;  /* Lua callbacks, or LUA_NOREF */
-  int err_ref;              /* the first error a callback raised */
   int has_store;
 } legress;
 
@@ -945,7 +905,7 @@ static void egress_dep_close(lesg_dep *d) {
 static legress *check_egress(lua_State *L) {
   legress *g = luaL_checkudata(L, 1, EGRESS_MT);
   if (!g->e) luaL_error(L, "attempt to use a closed egress engine");
-  g->L = L;
+  g->cb.L = L;
   if (g->has_store) g->dep.owner->L = L;
   return g;
 }
@@ -986,19 +946,14 @@ static int done_body(lua_State *L) {
   return 0;
 }
 
-static void keep_egress_error(legress *g) {
-  if (g->err_ref == LUA_NOREF) g->err_ref = luaL_ref(g->L, LUA_REGISTRYINDEX);
-  else lua_pop(g->L, 1);
-}
-
 static void egress_on_done(void *ud, const esg_egress_result *r) {
   legress *g = ud;
-  lua_State *L = g->L;
-  if (L && g->done_ref != LUA_NOREF && g->err_ref == LUA_NOREF && lua_checkstack(L, 6)) {
+  lua_State *L = g->cb.L;
+  if (L && g->done_ref != LUA_NOREF && g->cb.err_ref == LUA_NOREF && lua_checkstack(L, 6)) {
     lua_pushcfunction(L, done_body);
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->done_ref);
     lua_pushlightuserdata(L, (void *)r);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) keep_egress_error(g);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) cb_keep_error(&g->cb);
   }
   if (L && r->request_ud) luaL_unref(L, LUA_REGISTRYINDEX, (int)(intptr_t)r->request_ud);
 }
@@ -1006,24 +961,26 @@ static void egress_on_done(void *ud, const esg_egress_result *r) {
 static void egress_on_retry(void *ud, const char *event_id, int attempt, int http_status, int64_t delay_ms,
                             const char *error) {
   legress *g = ud;
-  lua_State *L = g->L;
-  if (!L || g->retry_ref == LUA_NOREF || g->err_ref != LUA_NOREF || !lua_checkstack(L, 8)) return;
+  lua_State *L = g->cb.L;
+  if (!L || g->retry_ref == LUA_NOREF || g->cb.err_ref != LUA_NOREF || !lua_checkstack(L, 8)) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->retry_ref);
   lua_pushstring(L, event_id);
   lua_pushinteger(L, attempt);
   lua_pushinteger(L, http_status);
   lua_pushnumber(L, ms_to_s(delay_ms));
   lua_pushstring(L, error ? error : "");
-  if (lua_pcall(L, 5, 0, 0) != LUA_OK) keep_egress_error(g);
+  if (lua_pcall(L, 5, 0, 0) != LUA_OK) cb_keep_error(&g->cb);
 }
 
-static void egress_raise(lua_State *L, legress *g) {
-  if (g->err_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
-    g->err_ref = LUA_NOREF;
-    lua_error(L);
+/* opts[field]: a registry reference to a function, or LUA_NOREF when absent. */
+static int opt_fn_ref(lua_State *L, int opts, const char *field) {
+  lua_getfield(L, opts, field);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return LUA_NOREF;
   }
+  luaL_checktype(L, -1, LUA_TFUNCTION);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /*
@@ -1066,37 +1023,21 @@ static int l_egress(lua_State *L) {
   o.claim_lease_ms = lesg_opt_ms(L, opts, "claim_lease", 0);
   o.complete_on_fault = lesg_opt_bool(L, opts, "complete_on_fault");
   o.seed = (uint64_t)opt_int(L, opts, "seed", 0, 0, INT64_MAX);
-  legress *g = lua_newuserdatauv(L, sizeof *g, 1);
-  memset(g, 0, sizeof *g);
-  g->done_ref = g->retry_ref = g->err_ref = LUA_NOREF;
-  g->L = L;
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, -2, 1);
-  luaL_setmetatable(L, EGRESS_MT);
+  legress *g = lesg_new_handle(L, sizeof *g, 1, EGRESS_MT);
+  g->done_ref = g->retry_ref = g->cb.err_ref = LUA_NOREF;
+  g->cb.L = L;
   if (opts) {
-    lua_getfield(L, opts, "on_done");
-    if (!lua_isnil(L, -1)) {
-      luaL_checktype(L, -1, LUA_TFUNCTION);
-      g->done_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    } else {
-      lua_pop(L, 1);
-    }
-    lua_getfield(L, opts, "on_retry");
-    if (!lua_isnil(L, -1)) {
-      luaL_checktype(L, -1, LUA_TFUNCTION);
-      g->retry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    } else {
-      lua_pop(L, 1);
-    }
+    g->done_ref = opt_fn_ref(L, opts, "on_done");
+    g->retry_ref = opt_fn_ref(L, opts, "on_retry");
   }
   o.on_done = egress_on_done;
   o.on_retry = egress_on_retry;
   o.ud = g;
+  g->dep.close = egress_dep_close; /* also closes an engine without a store (eg_close) */
   int rc = esg_egress_open(&g->e, ls ? ls->s : NULL, &o);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   if (ls) {
     g->has_store = 1;
-    g->dep.close = egress_dep_close;
     lesg_dep_link(ls, &g->dep);
   }
   return 1;
@@ -1105,18 +1046,14 @@ static int l_egress(lua_State *L) {
 static int eg_close(lua_State *L) {
   legress *g = luaL_checkudata(L, 1, EGRESS_MT);
   if (g->e) {
-    g->L = L;
-    if (g->has_store) {
-      g->dep.owner->L = L;
-      lesg_dep_unlink(&g->dep);
-    }
-    esg_egress_close(g->e); /* unfinished deliveries end cancelled: their callbacks run now */
-    g->e = NULL;
+    g->cb.L = L;
+    if (g->has_store) g->dep.owner->L = L;
+    lesg_dep_close(&g->dep); /* unfinished deliveries end cancelled: their callbacks run now */
   }
   if (g->done_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->done_ref);
   if (g->retry_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->retry_ref);
-  if (g->err_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
-  g->done_ref = g->retry_ref = g->err_ref = LUA_NOREF;
+  if (g->cb.err_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->cb.err_ref);
+  g->done_ref = g->retry_ref = g->cb.err_ref = LUA_NOREF;
   return 0;
 }
 
@@ -1187,7 +1124,7 @@ static int eg_run(lua_State *L) {
     timeout = t < 0 ? -1 : (int)(t * 1000.0 + 0.5);
   }
   int rc = esg_egress_run(g->e, timeout);
-  egress_raise(L, g);
+  cb_raise(&g->cb);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(g->e));
   lua_pushstring(L, rc == ESG_BUSY ? "busy" : "idle");
   return 1;
@@ -1197,7 +1134,7 @@ static int eg_run(lua_State *L) {
 static int eg_drain(lua_State *L) {
   legress *g = check_egress(L);
   int rc = esg_egress_drain(g->e);
-  egress_raise(L, g);
+  cb_raise(&g->cb);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(g->e));
   lua_pushboolean(L, 1);
   return 1;
@@ -1222,15 +1159,6 @@ static int l_retryable(lua_State *L) {
 }
 
 /* ------------------------------------------------------------- module -- */
-
-static void new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  if (meta) luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
 
 void lesg_feat_methods(lua_State *L) {
   static const luaL_Reg fns[] = {
@@ -1263,10 +1191,10 @@ void lesg_feat_open(lua_State *L) {
   static const luaL_Reg loader_methods[] = {{"counts", hl_counts}, {"close", hl_close}, {NULL, NULL}};
   static const luaL_Reg loader_meta[] = {{"__gc", hl_close}, {"__close", hl_close}, {NULL, NULL}};
   static const luaL_Reg latch_fns[] = {{"flagged", lt_flagged}, {"mark", lt_mark}, {NULL, NULL}};
-  new_type(L, CACHE_MT, cache_meta, cache_methods);
-  new_type(L, SNAPSHOT_MT, snap_meta, snap_methods);
-  new_type(L, EGRESS_MT, egress_meta, egress_methods);
-  new_type(L, LOADER_MT, loader_meta, loader_methods);
+  lesg_new_type(L, CACHE_MT, cache_meta, cache_methods, NULL);
+  lesg_new_type(L, SNAPSHOT_MT, snap_meta, snap_methods, NULL);
+  lesg_new_type(L, EGRESS_MT, egress_meta, egress_methods, NULL);
+  lesg_new_type(L, LOADER_MT, loader_meta, loader_methods, NULL);
   luaL_newlib(L, latch_fns);
   lua_setfield(L, -2, "latch");
   lua_pushcfunction(L, l_http_loader);

@@ -32,13 +32,12 @@ print("mock CRM: %(requests)d requests, %(deals)d deals created, %(refused)d ref
 db=$tmp/crm.db
 script=$here/gateway.lua
 events=$here/events.jsonl
+# Runs the gateway over the sample events (exit status 1 when it records faults).
+run_gateway() { "$esg" run "$script" -i "$events" --db "$db" --no-progress 2>&1; }
 echo "== esg demo: crm/gateway.lua over $(wc -l <"$events") events -> the mock CRM at $CRM_URL"
 echo
 echo "== run 1: a fresh store"
-set +e
-"$esg" run "$script" -i "$events" --db "$db" --no-progress 2>&1
-rc1=$?
-set -e
+rc1=0; run_gateway || rc1=$?
 echo "(exit status $rc1: 1 means faults were recorded)"
 echo "== what the mock CRM answered (in arrival order):"
 python3 -c 'import json,sys
@@ -51,10 +50,7 @@ echo "== the fault record, kept in the store (esg faults list):"
 "$esg" faults list --db "$db" 2>&1
 echo
 echo "== run 2: the same events again; every one is a duplicate, nothing is sent:"
-set +e
-"$esg" run "$script" -i "$events" --db "$db" --no-progress 2>&1
-rc2=$?
-set -e
+rc2=0; run_gateway || rc2=$?
 echo "(exit status $rc2)"
 crm_stats
 requests=$(grep -c . "$tmp/crm.log")

@@ -159,6 +159,22 @@ local function store_path(opts)
   return p
 end
 
+-- Parses a command's arguments (after the command), answering a parse error and --help.
+-- Returns opts, positionals, or nil, exit status.
+local function parse_cmd(cmd, args, spec, aliases)
+  local opts, pos = parse(args, 2, spec, aliases)
+  if not opts then return nil, usage_error(cmd, pos) end
+  if opts.help then io_stdout:write(USAGE[cmd], "\n"); return nil, 0 end
+  return opts, pos
+end
+
+-- The store a command works on (--db or ESG_DB), or nil, exit status after a usage error.
+local function cmd_store_path(cmd, opts)
+  local path = store_path(opts)
+  if not path then return nil, usage_error(cmd, "no store: pass --db PATH (or set ESG_DB)") end
+  return path
+end
+
 -- ------------------------------------------------------------------ run --
 
 local function summary(name, c, faults)
@@ -236,9 +252,8 @@ local function load_gateway(cmd, script, opts)
 end
 
 local function cmd_run(args)
-  local opts, pos = parse(args, 2, RUN_OPTS, RUN_ALIASES)
-  if not opts then return usage_error("run", pos) end
-  if opts.help then io_stdout:write(USAGE.run, "\n"); return 0 end
+  local opts, pos = parse_cmd("run", args, RUN_OPTS, RUN_ALIASES)
+  if not opts then return pos end
   if #pos ~= 1 then return usage_error("run", "expected one SCRIPT.lua") end
   local script = pos[1]
   local fault_ttl = number_opt(opts, "fault-ttl", 0)
@@ -303,16 +318,15 @@ end
 local function cmd_faults(args)
   local spec = { json = "flag", all = "flag", script = "value", ["older-than"] = "value" }
   for k, v in pairs(RUN_OPTS) do spec[k] = v end
-  local opts, pos = parse(args, 2, spec, RUN_ALIASES)
-  if not opts then return usage_error("faults", pos) end
-  if opts.help then io_stdout:write(USAGE.faults, "\n"); return 0 end
+  local opts, pos = parse_cmd("faults", args, spec, RUN_ALIASES)
+  if not opts then return pos end
   local sub = pos[1] or "list"
   if sub ~= "list" and sub ~= "show" and sub ~= "purge" and sub ~= "resubmit" then
     return usage_error("faults", "unknown subcommand " .. sub)
   end
   if sub == "resubmit" then return faults_resubmit(opts, pos) end
-  local path = store_path(opts)
-  if not path then return usage_error("faults", "no store: pass --db PATH (or set ESG_DB)") end
+  local path, status = cmd_store_path("faults", opts)
+  if not path then return status end
   local older = number_opt(opts, "older-than", -1)
   local store = open_store(path)
   if not store then return 2 end
@@ -363,11 +377,10 @@ end
 -- --------------------------------------------------------------- events --
 
 local function cmd_events(args)
-  local opts, pos = parse(args, 2, { db = "value", json = "flag", help = "flag" }, { h = "help" })
-  if not opts then return usage_error("events", pos) end
-  if opts.help then io_stdout:write(USAGE.events, "\n"); return 0 end
-  local path = store_path(opts)
-  if not path then return usage_error("events", "no store: pass --db PATH (or set ESG_DB)") end
+  local opts, pos = parse_cmd("events", args, { db = "value", json = "flag", help = "flag" }, { h = "help" })
+  if not opts then return pos end
+  local path, status = cmd_store_path("events", opts)
+  if not path then return status end
   local store = open_store(path)
   if not store then return 2 end
   local rc = 0
@@ -394,12 +407,11 @@ end
 -- ---------------------------------------------------------------- stats --
 
 local function cmd_stats(args)
-  local opts, pos = parse(args, 2, { db = "value", json = "flag", help = "flag" }, { h = "help" })
-  if not opts then return usage_error("stats", pos) end
-  if opts.help then io_stdout:write(USAGE.stats, "\n"); return 0 end
+  local opts, pos = parse_cmd("stats", args, { db = "value", json = "flag", help = "flag" }, { h = "help" })
+  if not opts then return pos end
   if #pos > 0 then return usage_error("stats", "unexpected argument " .. pos[1]) end
-  local path = store_path(opts)
-  if not path then return usage_error("stats", "no store: pass --db PATH (or set ESG_DB)") end
+  local path, status = cmd_store_path("stats", opts)
+  if not path then return status end
   local store = open_store(path)
   if not store then return 2 end
   local runs = store:events(gateway.RUN_KEY, { decode = true }) or {}
@@ -443,12 +455,11 @@ local function read_payload(path)
 end
 
 local function cmd_webhook(args)
-  local opts, pos = parse(args, 2, {
+  local opts, pos = parse_cmd("webhook", args, {
     secret = "list", id = "value", timestamp = "value", signature = "value", tolerance = "value",
     now = "value", help = "flag",
   }, { h = "help" })
-  if not opts then return usage_error("webhook", pos) end
-  if opts.help then io_stdout:write(USAGE.webhook, "\n"); return 0 end
+  if not opts then return pos end
   local sub = pos[1]
   if sub == "secret" then
     io_stdout:write(assert(esg.webhook.secret()), "\n")

@@ -8,9 +8,7 @@ local BUILD = os.getenv("ESG_BUILD_DIR") or (SRC .. "/build")
 local ESG = os.getenv("ESG_BIN") or (BUILD .. "/bindings/lua/esg")
 local q = T.q
 
-local rc, out, err = T.sh(q(SRC .. "/examples/crm/run.sh") .. " " .. q(BUILD))
-if rc ~= 0 then io.stderr:write(out or "", err or "") end
-T.eq(rc, 0, "examples/crm/run.sh")
+local rc, out, err = T.run_example("crm")
 T.match(out, "delivered%s+6", "run 1 delivers six deals")
 T.match(out, "duplicates%s+12", "run 2: every event a duplicate")
 T.match(out, "Ada King", "orders are enriched from the collected customer")

@@ -78,6 +78,18 @@ end
 
 function T.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
+-- Runs examples/NAME/run.sh on the build (it checks its own outcome) and checks it
+-- exits 0, showing its output when not. Returns exit code, stdout, stderr.
+function T.run_example(name)
+  local src = os.getenv("ESG_SOURCE_DIR") or "../.."
+  local build = os.getenv("ESG_BUILD_DIR") or (src .. "/build")
+  local script = "examples/" .. name .. "/run.sh"
+  local rc, out, err = T.sh(T.q(src .. "/" .. script) .. " " .. T.q(build))
+  if rc ~= 0 then io.stderr:write(out or "", err or "") end
+  T.eq(rc, 0, script)
+  return rc, out, err
+end
+
 function T.done()
   print(fmt("%d passed, %d failed", T.passed, T.failed))
   os.exit(T.failed == 0 and 0 or 1)
