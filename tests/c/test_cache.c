@@ -23,6 +23,18 @@ static esg_cache *open_cache(esg_store *s, const esg_cache_opts *o) {
   return c;
 }
 
+/* Closes c and opens a new cache on the same store with o (changed since, or NULL: the defaults). */
+static esg_cache *reopen(esg_cache *c, esg_store *s, const esg_cache_opts *o) {
+  esg_cache_close(c);
+  return open_cache(s, o);
+}
+
+/* Closes the cache, then its store. */
+static void close_all(esg_cache *c, esg_store *s) {
+  esg_cache_close(c);
+  esg_store_close(s);
+}
+
 static esg_cache_stats stats(esg_cache *c) {
   esg_cache_stats st;
   memset(&st, 0xff, sizeof st);
@@ -148,20 +160,16 @@ static void test_outcomes(void) {
   CHECK(st.mem_hits == 4); /* every fresh answer after a put came from memory */
   CHECK(st.mem_entries == 1 && st.mem_bytes > 0);
 
-  esg_cache_close(c);
   esg_cache_close(NULL);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* ------------------------------------------------- TTL and staleness -- */
 
 static void test_ttl(void) {
   int64_t now = T0;
+  esg_cache_opts o = {.ttl_ms = 1000, .negative_ttl_ms = 200, .max_stale_ms = 5000};
   esg_store *s = tu_open(tu_path("cache-ttl.db"), &now);
-  esg_cache_opts o = {0};
-  o.ttl_ms = 1000;
-  o.negative_ttl_ms = 200;
-  o.max_stale_ms = 5000;
   esg_cache *c = open_cache(s, &o);
   esg_cache_entry e;
 
@@ -202,19 +210,17 @@ static void test_ttl(void) {
   CHECK(st.stale == 3);
 
   /* max_stale_ms -1: never stale */
-  esg_cache_close(c);
   o.max_stale_ms = -1;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   now = T0;
   CHECK_RC(ESG_OK, esg_cache_put(c, "k", "\"v\"", 3, 0));
   now = T0 + 1000;
   EXPECT(c, "k", ESG_CACHE_MISS, NULL);
 
   /* mem_ttl_ms: memory is trusted only that long, then the store is read again */
-  esg_cache_close(c);
   o.max_stale_ms = 0;
   o.mem_ttl_ms = 100;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   now = T0;
   CHECK_RC(ESG_OK, esg_cache_put(c, "m", "1", 1, 0));
   now = T0 + 99;
@@ -227,10 +233,9 @@ static void test_ttl(void) {
   CHECK(stats(c).mem_hits == 2);
 
   /* purge drops what can no longer be served, and only that */
-  esg_cache_close(c);
   o.mem_ttl_ms = 0;
   o.max_stale_ms = 5000;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   now = T0 + 100000;
   CHECK_RC(ESG_OK, esg_cache_put(c, "fresh", "1", 1, 0));
   CHECK_RC(ESG_OK, esg_cache_put(c, "stale", "1", 1, 0));
@@ -244,18 +249,15 @@ static void test_ttl(void) {
   EXPECT(c, "fresh", ESG_CACHE_HIT, ns("2"));
   EXPECT(c, "neg", ESG_CACHE_MISS, NULL);
 
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* --------------------------------------------------------- read-through -- */
 
 static void test_read_through(void) {
   int64_t now = T0;
+  esg_cache_opts o = {.ttl_ms = 1000, .negative_ttl_ms = 100};
   esg_store *s = tu_open(tu_path("cache-rt.db"), &now);
-  esg_cache_opts o = {0};
-  o.ttl_ms = 1000;
-  o.negative_ttl_ms = 100;
   esg_cache *c = open_cache(s, &o);
   ldr l = {0};
   esg_cache_entry e;
@@ -317,19 +319,15 @@ static void test_read_through(void) {
   CHECK(st.hits == 2);
   CHECK(st.negatives == 2);
 
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* ---------------------------------------- failures and stale-if-error -- */
 
 static void test_stale_if_error(void) {
   int64_t now = T0;
+  esg_cache_opts o = {.ttl_ms = 1000, .max_stale_ms = 10000, .load_timeout_ms = 500};
   esg_store *s = tu_open(tu_path("cache-sie.db"), &now);
-  esg_cache_opts o = {0};
-  o.ttl_ms = 1000;
-  o.max_stale_ms = 10000;
-  o.load_timeout_ms = 500;
   esg_cache *c = open_cache(s, &o);
   ldr l = {0};
   l.now = &now;
@@ -344,8 +342,7 @@ static void test_stale_if_error(void) {
                          "over max_value_bytes", "returned UNKNOWN"};
   esg_cache_opts small = o;
   small.max_value_bytes = 4096;
-  esg_cache_close(c);
-  c = open_cache(s, &small);
+  c = reopen(c, s, &small);
   for (int i = 0; i < 6; i++) {
     l.mode = modes[i];
     l.advance = 501;
@@ -396,9 +393,8 @@ static void test_stale_if_error(void) {
   CHECK(e.result == ESG_CACHE_HIT && e.loaded == 1);
 
   /* a non-JSON value is fine when the cache does not check JSON */
-  esg_cache_close(c);
   o.no_json_check = 1;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   l.mode = LD_GARBAGE;
   CHECK_RC(ESG_OK, esg_cache_get_or_load(c, "html", loader, &l, &e));
   CHECK(e.result == ESG_CACHE_HIT);
@@ -407,16 +403,14 @@ static void test_stale_if_error(void) {
   CHECK_RC(ESG_OK, esg_cache_get(c, "bin", &e));
   CHECK(e.result == ESG_CACHE_HIT && e.len == 3 && memcmp(e.value, "\x01\x00\x02", 3) == 0);
   /* ... and no load timeout when -1 */
-  esg_cache_close(c);
   o.load_timeout_ms = -1;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   l.mode = LD_SLOW;
   l.advance = 1000000;
   CHECK_RC(ESG_OK, esg_cache_get_or_load(c, "unhurried", loader, &l, &e));
   CHECK(l.deadline == INT64_MAX);
 
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* --------------------------------------------------------- single flight -- */
@@ -437,14 +431,12 @@ typedef struct racer {
 static void *race(void *p) {
   racer *r = p;
   esg_store *s = tu_open(r->path, r->now);
-  esg_cache_opts o = {0};
-  esg_cache *c = open_cache(s, &o);
+  esg_cache *c = open_cache(s, &(esg_cache_opts){0});
   pthread_barrier_wait(r->bar);
   r->rc = esg_cache_get_or_load(c, "hot", loader, r->l, &r->e);
   snprintf(r->value, sizeof r->value, "%s", r->e.value ? r->e.value : "(null)");
   esg_cache_stats_get(c, &r->st);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
   return NULL;
 }
 
@@ -506,17 +498,14 @@ typedef struct waiter {
 static void *wait_follower(void *p) {
   waiter *w = p;
   esg_store *s = tu_open(w->path, w->now);
-  esg_cache_opts o = {0};
-  o.load_timeout_ms = 50;
-  esg_cache *c = open_cache(s, &o);
+  esg_cache *c = open_cache(s, &(esg_cache_opts){.load_timeout_ms = 50});
   ldr l = {0};
   esg_cache_entry e;
   usleep(50000); /* the leader is inside its loader by now */
   w->rc = esg_cache_get_or_load(c, "sloth", loader, &l, &e);
   w->result = e.result;
   if (atomic_load(&l.calls) != 0) w->rc = 99; /* a follower must not load */
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
   return NULL;
 }
 
@@ -536,17 +525,15 @@ static void test_follower_timeout(void) {
   CHECK_RC(ESG_ETIMEDOUT, w.rc);
   CHECK(w.result == ESG_CACHE_MISS);
   CHECK(atomic_load(&l.calls) == 1);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* ------------------------------------------------------------ two tiers -- */
 
 static void test_lru(void) {
   int64_t now = T0;
+  esg_cache_opts o = {.mem_entries = 3};
   esg_store *s = tu_open(tu_path("cache-lru.db"), &now);
-  esg_cache_opts o = {0};
-  o.mem_entries = 3;
   esg_cache *c = open_cache(s, &o);
   char key[16], val[16];
   for (int i = 1; i <= 3; i++) {
@@ -573,12 +560,11 @@ static void test_lru(void) {
   /* k1 was the oldest at k2's return */
   EXPECT(c, "k1", ESG_CACHE_HIT, ns("1"));
   CHECK(stats(c).mem_hits == 5);
-  esg_cache_close(c);
 
   /* the byte bound */
   o.mem_entries = 0;
   o.mem_bytes = 1000;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   char big[301];
   memset(big, 'x', 300);
   big[0] = '"';
@@ -606,21 +592,19 @@ static void test_lru(void) {
   EXPECT(c, "huge", ESG_CACHE_HIT, ns(huge));
   CHECK(stats(c).mem_hits == mh);
   CHECK(stats(c).mem_bytes <= 1000);
-  esg_cache_close(c);
 
   /* no memory tier at all */
   o.mem_entries = -1;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   EXPECT(c, "k1", ESG_CACHE_HIT, ns("1"));
   EXPECT(c, "k1", ESG_CACHE_HIT, ns("1"));
   st = stats(c);
   CHECK(st.mem_hits == 0 && st.mem_entries == 0 && st.hits == 2);
-  esg_cache_close(c);
 
   /* many keys: the table grows and entries are found after many evictions and deletes */
   o.mem_entries = 500;
   o.mem_bytes = 0;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &o);
   for (int i = 0; i < 2000; i++) {
     snprintf(key, sizeof key, "g%d", i);
     snprintf(val, sizeof val, "%d", i);
@@ -638,8 +622,7 @@ static void test_lru(void) {
     else if (i % 7 == 0 ? e.result != ESG_CACHE_MISS : (e.result != ESG_CACHE_HIT || strcmp(e.value, val) != 0)) bad++;
   }
   CHECK(bad == 0);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 static void test_restart(void) {
@@ -649,8 +632,7 @@ static void test_restart(void) {
   esg_cache *c = open_cache(s, NULL);
   CHECK_RC(ESG_OK, esg_cache_put(c, "kept", "{\"k\":1}", 7, 0));
   CHECK_RC(ESG_OK, esg_cache_put_negative(c, "absent", 0));
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 
   s = tu_open(path, &now);
   c = open_cache(s, NULL);
@@ -658,8 +640,7 @@ static void test_restart(void) {
   EXPECT(c, "absent", ESG_CACHE_NEGATIVE, NULL);
   esg_cache_stats st = stats(c);
   CHECK(st.mem_hits == 0 && st.hits == 1 && st.negatives == 1);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 
   /* a private in-memory store works too (and shares nothing) */
   esg_store_opts so = {0};
@@ -672,8 +653,7 @@ static void test_restart(void) {
   esg_cache_entry e;
   CHECK_RC(ESG_OK, esg_cache_get_or_load(c, "m", loader, &l, &e));
   CHECK(e.result == ESG_CACHE_HIT && e.loaded == 1);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* Two handles of one process on one file: writes through one are seen by the other's memory tier. */
@@ -767,14 +747,9 @@ static void test_collect(void) {
   EXPECT(c, "a/1", ESG_CACHE_MISS, NULL);
   EXPECT(c, "b/2", ESG_CACHE_MISS, NULL);
   CHECK_RC(ESG_EINVAL, esg_cache_collect(c, NULL, NULL));
-  esg_cache_close(c);
 
   /* a configured field, id member and version field */
-  esg_cache_opts o = {0};
-  o.collect_field = "after";
-  o.collect_id_field = "sku";
-  o.version_field = "rev";
-  c = open_cache(s, &o);
+  c = reopen(c, s, &(esg_cache_opts){.collect_field = "after", .collect_id_field = "sku", .version_field = "rev"});
   CHECK_RC(ESG_OK, collect(c, "{\"id\":\"v1\",\"type\":\"t\",\"timestamp\":9000,\"before\":{\"sku\":\"A\",\"rev\":4},"
                               "\"after\":{\"sku\":\"A\",\"rev\":5}}", &key));
   CHECK_STR(key, "after/A");
@@ -791,16 +766,12 @@ static void test_collect(void) {
   CHECK_RC(ESG_OK, esg_cache_put(c, "after/B", "{\"sku\":\"B\",\"rev\":10}", 20, 0));
   CHECK_RC(ESG_STALE, collect(c, "{\"id\":\"v7\",\"type\":\"t\",\"timestamp\":1,\"after\":{\"sku\":\"B\",\"rev\":10}}", NULL));
   CHECK_RC(ESG_OK, collect(c, "{\"id\":\"v8\",\"type\":\"t\",\"timestamp\":1,\"after\":{\"sku\":\"B\",\"rev\":11}}", NULL));
-  esg_cache_close(c);
 
   /* an entity over max_value_bytes */
-  o = (esg_cache_opts){0};
-  o.max_value_bytes = 16;
-  c = open_cache(s, &o);
+  c = reopen(c, s, &(esg_cache_opts){.max_value_bytes = 16});
   CHECK_RC(ESG_ETOOBIG, collect(c, "{\"id\":\"w1\",\"type\":\"t\",\"timestamp\":1,\"w\":{\"id\":\"x\",\"pad\":\"0123456789\"}}", NULL));
   EXPECT(c, "w/x", ESG_CACHE_MISS, NULL);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* --------------------------------------------------------------- bad input -- */
@@ -890,12 +861,10 @@ static void test_bad_input(void) {
 
   /* after all of that the stored state is as it was */
   EXPECT(c, "k", ESG_CACHE_HIT, ns("{\"good\":1}"));
-  esg_cache_close(c);
-  c = open_cache(s, NULL); /* and in the store tier, not just in memory */
+  c = reopen(c, s, NULL); /* and in the store tier, not just in memory */
   EXPECT(c, "k", ESG_CACHE_HIT, ns("{\"good\":1}"));
   CHECK(stats(c).mem_hits == 0);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 /* With the real clock the memory tier reads a coarse clock plus a guard band: never late. */
@@ -912,8 +881,7 @@ static void test_real_clock(void) {
   CHECK_RC(ESG_OK, esg_cache_get(c, "brief", &e));
   CHECK(e.result == ESG_CACHE_HIT || e.result == ESG_CACHE_STALE);
   CHECK(stats(c).mem_hits == 1);
-  esg_cache_close(c);
-  esg_store_close(s);
+  close_all(c, s);
 }
 
 int main(void) {

@@ -112,6 +112,55 @@ static int submit(esg_egress *e, const char *url, const char *id, const char *pk
   return esg_egress_submit(e, &r);
 }
 
+/* Submits n events to url with the ids <prefix>0 .. <prefix>n-1, each checked. */
+static void submit_n(esg_egress *e, const char *url, const char *prefix, int n, const char *pkey) {
+  char id[64];
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof id, "%s%d", prefix, i);
+    CHECK_RC(ESG_OK, submit(e, url, id, pkey));
+  }
+}
+
+/* A request for event id to url under the claim of key id with token. */
+static esg_egress_request claimed_request(const char *id, const char *url, int64_t token) {
+  esg_egress_request r = {0};
+  r.event_id = id;
+  r.url = url;
+  r.claim_key = id;
+  r.claim_token = token;
+  return r;
+}
+
+/* The result recorded by id's completed claim, which a new claim sees as a duplicate. */
+static const char *claim_result(esg_store *s, const char *id, char *out, size_t n) {
+  esg_claim_info ci;
+  CHECK_RC(ESG_DUPLICATE, esg_claim(s, id, NULL, 0, 30000, 3600000, &ci));
+  snprintf(out, n, "%.*s", (int)ci.result_len, (const char *)ci.result);
+  return out;
+}
+
+#define ANY (-1)
+
+/* Whether x ended with outcome after attempts attempts and HTTP status (ANY: whatever they were). */
+static int ended(const outc *x, int outcome, int attempts, int status) {
+  return x && x->outcome == outcome && (attempts == ANY || x->attempts == attempts) &&
+         (status == ANY || x->status == status);
+}
+
+static esg_egress_stats stats_of(esg_egress *e) {
+  esg_egress_stats st;
+  esg_egress_get_stats(e, &st);
+  return st;
+}
+
+/* Request i as the server received it (zeroed if there is none). */
+static httpd_req received(httpd *h, int i) {
+  httpd_req q;
+  memset(&q, 0, sizeof q);
+  httpd_get(h, i, &q);
+  return q;
+}
+
 typedef struct fault_seen {
   int n;
   int64_t id;
@@ -133,6 +182,50 @@ static int fault_cb(void *ud, const esg_fault *f) {
   s->first = f->first_attempt;
   s->last = f->last_attempt;
   return 0;
+}
+
+/* Every fault in the store (the count, and the fields of the last one listed). */
+static fault_seen faults_listed(esg_store *s) {
+  fault_seen fs = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, fault_cb, &fs));
+  return fs;
+}
+
+/* One test's world: the local server, a store on the fake clock at now (when named), the
+   callbacks' record c, the options o (fast_opts to start with) and the engine e once opened. */
+typedef struct fx {
+  httpd *h;
+  int64_t now;
+  esg_store *s;
+  ctx *c;
+  esg_egress_opts o;
+  esg_egress *e;
+  char url[128];
+} fx;
+
+static void fx_start(fx *f, const char *store) {
+  memset(f, 0, sizeof *f);
+  f->h = httpd_start();
+  f->now = 1700000000000; /* a whole second, so HTTP-dates are exact */
+  if (store) f->s = tu_open(tu_path(store), &f->now);
+  f->c = calloc(1, sizeof *f->c);
+  f->o = fast_opts(f->c);
+}
+
+/* Opens the engine on the store with the options as they are now. */
+static void fx_open(fx *f) { f->e = open_e(f->s, &f->o); }
+
+/* The server's url for path, kept in f->url. */
+static const char *fx_url(fx *f, const char *path) {
+  httpd_url(f->h, path, f->url, sizeof f->url);
+  return f->url;
+}
+
+static void fx_stop(fx *f) {
+  esg_egress_close(f->e);
+  esg_store_close(f->s);
+  httpd_stop(f->h);
+  free(f->c);
 }
 
 /* ----------------------------------------------------------------- tests -- */
@@ -198,40 +291,31 @@ static void test_bad_input(void) {
 
 /* Delivery, the request as received, the claim completed with status and digest. */
 static void test_deliver_and_claim(void) {
-  httpd *h = httpd_start();
-  int64_t now = 1700000000000;
-  esg_store *s = tu_open(tu_path("egress-basic.db"), &now);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  esg_egress *e = open_e(s, &o);
-  char url[128];
-  httpd_url(h, "/hook?x=1", url, sizeof url);
+  fx f;
+  fx_start(&f, "egress-basic.db");
+  fx_open(&f);
+  const char *url = fx_url(&f, "/hook?x=1");
   esg_claim_info ci;
-  CHECK_RC(ESG_NEW, esg_claim(s, "evt-1", NULL, 0, 30000, 3600000, &ci));
+  CHECK_RC(ESG_NEW, esg_claim(f.s, "evt-1", NULL, 0, 30000, 3600000, &ci));
   const char *hdrs[] = {"X-Trace: abc"};
-  esg_egress_request r = {0};
-  r.event_id = "evt-1";
-  r.url = url;
+  esg_egress_request r = claimed_request("evt-1", url, ci.token);
   r.headers = hdrs;
   r.n_headers = 1;
   const char *body = event_json("evt-1", "k1");
   r.body = body;
   r.body_len = strlen(body);
-  r.claim_key = "evt-1";
-  r.claim_token = ci.token;
-  CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
-  esg_egress_stats st;
-  esg_egress_get_stats(e, &st);
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  esg_egress_stats st = stats_of(f.e);
   CHECK(st.submitted == 1 && st.queued == 1 && st.in_flight == 0);
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(c->n == 1);
-  CHECK(c->o[0].outcome == ESG_EGRESS_DELIVERED && c->o[0].status == 200 && c->o[0].attempts == 1);
-  CHECK(c->o[0].store_rc == ESG_OK);
-  CHECK_STR(c->o[0].body, "ok");
-  CHECK_STR(c->o[0].error, "");
-  CHECK(httpd_count(h) == 1);
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(f.c->n == 1);
+  CHECK(ended(&f.c->o[0], ESG_EGRESS_DELIVERED, 1, 200));
+  CHECK(f.c->o[0].store_rc == ESG_OK);
+  CHECK_STR(f.c->o[0].body, "ok");
+  CHECK_STR(f.c->o[0].error, "");
+  CHECK(httpd_count(f.h) == 1);
   httpd_req q;
-  CHECK(httpd_get(h, 0, &q) == 0);
+  CHECK(httpd_get(f.h, 0, &q) == 0);
   CHECK_STR(q.method, "POST");
   CHECK_STR(q.path, "/hook?x=1");
   CHECK(q.body_len == strlen(body) && strcmp(q.body, body) == 0);
@@ -241,9 +325,8 @@ static void test_deliver_and_claim(void) {
   CHECK_STR(httpd_header(&q, "X-Trace", v, sizeof v), "abc");
   CHECK(httpd_header(&q, "Expect", v, sizeof v) == NULL || v[0] == '\0');
   /* the claim is completed: a duplicate sees the status and the digest of "ok" */
-  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "evt-1", NULL, 0, 30000, 3600000, &ci));
   char res[256];
-  snprintf(res, sizeof res, "%.*s", (int)ci.result_len, (const char *)ci.result);
+  claim_result(f.s, "evt-1", res, sizeof res);
   uint8_t d[32];
   char hex[65];
   esg_sha256("ok", 2, d);
@@ -251,7 +334,7 @@ static void test_deliver_and_claim(void) {
   char want[200];
   snprintf(want, sizeof want, "{\"status\":200,\"sha256\":\"%s\"}", hex);
   CHECK_STR(res, want);
-  esg_egress_get_stats(e, &st);
+  st = stats_of(f.e);
   CHECK(st.delivered == 1 && st.attempts == 1 && st.queued == 0 && st.connects == 1);
 
   /* methods: PUT with a body and its own content type, GET without */
@@ -260,16 +343,16 @@ static void test_deliver_and_claim(void) {
   r.event_id = "evt-put";
   r.headers = ct;
   r.claim_key = NULL;
-  CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
   esg_egress_request g = {0};
   g.event_id = "evt-get";
   g.method = "GET";
   g.url = url;
-  CHECK_RC(ESG_OK, esg_egress_submit(e, &g));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(httpd_count(h) == 3);
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &g));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(httpd_count(f.h) == 3);
   for (int i = 1; i < 3; i++) {
-    CHECK(httpd_get(h, i, &q) == 0);
+    CHECK(httpd_get(f.h, i, &q) == 0);
     if (strcmp(q.method, "PUT") == 0) {
       CHECK_STR(httpd_header(&q, "Content-Type", v, sizeof v), "text/plain");
       CHECK(q.body_len == strlen(body));
@@ -279,234 +362,183 @@ static void test_deliver_and_claim(void) {
       CHECK_STR(httpd_header(&q, "Idempotency-Key", v, sizeof v), "evt-get");
     }
   }
-  esg_egress_close(e);
-  esg_store_close(s);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
+}
+
+/* A rule answering /<tag><status> with status count times (0: always), and the event
+   evt-<tag><status> submitted to it. */
+static void submit_to_status(fx *f, char tag, int status, int count) {
+  char path[64], id[64];
+  snprintf(path, sizeof path, "/%c%d", tag, status);
+  httpd_rule_add(f->h, &(httpd_rule){.path = path, .count = count, .status = status});
+  snprintf(id, sizeof id, "evt-%c%d", tag, status);
+  CHECK_RC(ESG_OK, submit(f->e, fx_url(f, path), id, NULL));
 }
 
 /* Every retry class ends delivered on the third attempt; other 4xx fail at once with a fault. */
 static void test_retry_classes(void) {
-  httpd *h = httpd_start();
-  int64_t now = 1700000000000;
-  esg_store *s = tu_open(tu_path("egress-classes.db"), &now);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_in_flight = 8;
-  esg_egress *e = open_e(s, &o);
+  fx f;
+  fx_start(&f, "egress-classes.db");
+  f.o.max_in_flight = 8;
+  fx_open(&f);
   int retry[] = {408, 425, 429, 500, 502, 503, 504};
   int fail[] = {400, 401, 403, 404, 409, 422};
-  char path[64], url[128], id[64];
-  for (size_t i = 0; i < sizeof retry / sizeof *retry; i++) {
-    snprintf(path, sizeof path, "/r%d", retry[i]);
-    httpd_rule rule = {path, 2, retry[i], NULL, 0, 0, NULL, NULL};
-    httpd_rule_add(h, &rule);
-    httpd_url(h, path, url, sizeof url);
-    snprintf(id, sizeof id, "evt-r%d", retry[i]);
-    CHECK_RC(ESG_OK, submit(e, url, id, NULL));
-  }
-  for (size_t i = 0; i < sizeof fail / sizeof *fail; i++) {
-    snprintf(path, sizeof path, "/f%d", fail[i]);
-    httpd_rule rule = {path, 0, fail[i], NULL, 0, 0, NULL, NULL};
-    httpd_rule_add(h, &rule);
-    httpd_url(h, path, url, sizeof url);
-    snprintf(id, sizeof id, "evt-f%d", fail[i]);
-    CHECK_RC(ESG_OK, submit(e, url, id, NULL));
-  }
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
+  char id[64];
+  for (size_t i = 0; i < sizeof retry / sizeof *retry; i++) submit_to_status(&f, 'r', retry[i], 2);
+  for (size_t i = 0; i < sizeof fail / sizeof *fail; i++) submit_to_status(&f, 'f', fail[i], 0);
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   for (size_t i = 0; i < sizeof retry / sizeof *retry; i++) {
     snprintf(id, sizeof id, "evt-r%d", retry[i]);
-    outc *x = outcome_of(c, id);
-    CHECK(x && x->outcome == ESG_EGRESS_DELIVERED && x->attempts == 3 && x->status == 200);
+    CHECK(ended(outcome_of(f.c, id), ESG_EGRESS_DELIVERED, 3, 200));
   }
   outc *x;
   for (size_t i = 0; i < sizeof fail / sizeof *fail; i++) {
     snprintf(id, sizeof id, "evt-f%d", fail[i]);
-    x = outcome_of(c, id);
-    CHECK(x && x->outcome == ESG_EGRESS_REFUSED && x->attempts == 1 && x->status == fail[i] && x->fault_id > 0);
+    x = outcome_of(f.c, id);
+    CHECK(ended(x, ESG_EGRESS_REFUSED, 1, fail[i]) && x->fault_id > 0);
     if (x) {
       fault_seen fs = {0};
-      CHECK_RC(ESG_OK, esg_fault_get(s, x->fault_id, fault_cb, &fs));
+      CHECK_RC(ESG_OK, esg_fault_get(f.s, x->fault_id, fault_cb, &fs));
       CHECK_STR(fs.event_id, id);
       CHECK_STR(fs.stage, "deliver");
       CHECK(fs.status == fail[i] && fs.attempts == 1);
       CHECK_CONTAINS(fs.error, "not retryable");
     }
   }
-  esg_egress_stats st;
-  esg_egress_get_stats(e, &st);
+  esg_egress_stats st = stats_of(f.e);
   CHECK(st.delivered == 7 && st.faulted == 6 && st.retried == 14 && st.attempts == 7 * 3 + 6);
-  esg_egress_close(e);
-  esg_store_close(s);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 }
 
 /* Network errors retry: the connection closed without an answer, twice, then 200.
    Each close is on a fresh connection here: on a reused one libcurl itself resends
    once before reporting, which would blur the count. */
 static void test_network_error(void) {
-  httpd *h = httpd_start();
-  httpd_rule cl = {"/closed", 2, 0, NULL, 0, 1, NULL, NULL};
-  httpd_rule_add(h, &cl);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_in_flight = 1;
-  esg_egress *e = open_e(NULL, &o);
-  char url[128];
-  httpd_url(h, "/closed", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-closed", NULL));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(c->n == 1 && c->o[0].outcome == ESG_EGRESS_DELIVERED && c->o[0].attempts == 3 && c->o[0].status == 200);
-  CHECK(c->nr == 2 && c->r[0].status == 0 && c->r[1].status == 0);
-  CHECK(httpd_count(h) == 3 && httpd_connections(h) == 3);
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx f;
+  fx_start(&f, NULL);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/closed", .count = 2, .close = 1});
+  f.o.max_in_flight = 1;
+  fx_open(&f);
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/closed"), "evt-closed", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(f.c->n == 1 && ended(&f.c->o[0], ESG_EGRESS_DELIVERED, 3, 200));
+  CHECK(f.c->nr == 2 && f.c->r[0].status == 0 && f.c->r[1].status == 0);
+  CHECK(httpd_count(f.h) == 3 && httpd_connections(f.h) == 3);
+  fx_stop(&f);
 }
 
 /* Exhausted: a fault with every field, the claim released, nothing released twice. */
 static void test_exhausted_fault(void) {
-  httpd *h = httpd_start();
-  httpd_default_status(h, 503);
-  int64_t now = 1700000000000;
-  esg_store *s = tu_open(tu_path("egress-exhaust.db"), &now);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_attempts = 3;
-  esg_egress *e = open_e(s, &o);
-  char url[128];
-  httpd_url(h, "/down", url, sizeof url);
+  fx f;
+  fx_start(&f, "egress-exhaust.db");
+  httpd_default_status(f.h, 503);
+  f.o.max_attempts = 3;
+  fx_open(&f);
   esg_claim_info ci;
-  CHECK_RC(ESG_NEW, esg_claim(s, "evt-x", NULL, 0, 30000, 3600000, &ci));
-  esg_egress_request r = {0};
-  r.event_id = "evt-x";
-  r.url = url;
+  CHECK_RC(ESG_NEW, esg_claim(f.s, "evt-x", NULL, 0, 30000, 3600000, &ci));
+  esg_egress_request r = claimed_request("evt-x", fx_url(&f, "/down"), ci.token);
   r.body = "{\"transformed\":true}";
   r.body_len = strlen(r.body);
   r.event = event_json("evt-x", "k");
   r.event_len = strlen(r.event);
-  r.claim_key = "evt-x";
-  r.claim_token = ci.token;
-  CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(c->n == 1 && c->o[0].outcome == ESG_EGRESS_EXHAUSTED && c->o[0].attempts == 3 && c->o[0].status == 503);
-  CHECK_CONTAINS(c->o[0].error, "HTTP 503 after 3 attempts");
-  CHECK(c->o[0].store_rc == ESG_OK && c->o[0].fault_id > 0);
-  CHECK(c->nr == 2 && c->r[0].attempt == 1 && c->r[1].attempt == 2);
-  fault_seen fs = {0};
-  CHECK_RC(ESG_OK, esg_faults_list(s, fault_cb, &fs));
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  outc *x = &f.c->o[0];
+  CHECK(f.c->n == 1 && ended(x, ESG_EGRESS_EXHAUSTED, 3, 503));
+  CHECK_CONTAINS(x->error, "HTTP 503 after 3 attempts");
+  CHECK(x->store_rc == ESG_OK && x->fault_id > 0);
+  CHECK(f.c->nr == 2 && f.c->r[0].attempt == 1 && f.c->r[1].attempt == 2);
+  fault_seen fs = faults_listed(f.s);
   CHECK(fs.n == 1);
   CHECK_STR(fs.event_id, "evt-x");
   CHECK_STR(fs.stage, "deliver");
   CHECK(fs.status == 503 && fs.attempts == 3);
-  CHECK(fs.first > 0 && fs.first <= fs.last && fs.last == c->o[0].last);
+  CHECK(fs.first > 0 && fs.first <= fs.last && fs.last == x->last);
   CHECK_STR(fs.event, event_json("evt-x", "k")); /* the event, not the transformed body */
   /* released once: the old token is refused, a new claim is NEW */
-  CHECK_RC(ESG_ETOKEN, esg_release(s, "evt-x", ci.token));
-  CHECK_RC(ESG_NEW, esg_claim(s, "evt-x", NULL, 0, 30000, 3600000, &ci));
-  CHECK(httpd_count(h) == 3);
+  CHECK_RC(ESG_ETOKEN, esg_release(f.s, "evt-x", ci.token));
+  CHECK_RC(ESG_NEW, esg_claim(f.s, "evt-x", NULL, 0, 30000, 3600000, &ci));
+  CHECK(httpd_count(f.h) == 3);
 
   /* complete_on_fault: the claim records the fault instead */
-  esg_egress_close(e);
-  o.complete_on_fault = 1;
-  o.max_attempts = 1;
-  e = open_e(s, &o);
+  esg_egress_close(f.e);
+  f.o.complete_on_fault = 1;
+  f.o.max_attempts = 1;
+  fx_open(&f);
   r.claim_token = ci.token;
-  CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "evt-x", NULL, 0, 30000, 3600000, &ci));
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   char res[128];
-  snprintf(res, sizeof res, "%.*s", (int)ci.result_len, (const char *)ci.result);
+  claim_result(f.s, "evt-x", res, sizeof res);
   CHECK_CONTAINS(res, "\"fault\":");
   CHECK_CONTAINS(res, "\"status\":503");
-  esg_egress_close(e);
-  esg_store_close(s);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 }
 
 /* Retry-After as delta seconds and as an HTTP-date, on a fake clock the test moves. */
 static void test_retry_after(void) {
-  httpd *h = httpd_start();
-  int64_t now = 1700000000000; /* a whole second, so HTTP-dates are exact */
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.clock = tu_clock;
-  o.clock_ud = &now;
-  o.max_elapsed_ms = 300000;
-  esg_egress *e = open_e(NULL, &o);
-  char url[128];
-  httpd_rule ra = {"/ra", 1, 429, "120", 0, 0, NULL, NULL};
-  httpd_rule_add(h, &ra);
-  httpd_url(h, "/ra", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-ra", NULL));
-  CHECK_RC(ESG_BUSY, esg_egress_run(e, 200));
-  CHECK(httpd_count(h) == 1);
-  CHECK(c->nr == 1 && c->r[0].delay == 120000 && c->r[0].status == 429);
-  now += 119999;
-  CHECK_RC(ESG_BUSY, esg_egress_run(e, 30));
-  CHECK(httpd_count(h) == 1); /* not a millisecond early */
-  now += 1;
-  CHECK_RC(ESG_OK, esg_egress_run(e, 5000));
-  CHECK(httpd_count(h) == 2);
-  CHECK(c->n == 1 && c->o[0].outcome == ESG_EGRESS_DELIVERED && c->o[0].attempts == 2);
-  CHECK(c->o[0].last - c->o[0].first == 120000);
+  fx f;
+  fx_start(&f, NULL);
+  f.o.clock = tu_clock;
+  f.o.clock_ud = &f.now;
+  f.o.max_elapsed_ms = 300000;
+  fx_open(&f);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/ra", .count = 1, .status = 429, .retry_after = "120"});
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/ra"), "evt-ra", NULL));
+  CHECK_RC(ESG_BUSY, esg_egress_run(f.e, 200));
+  CHECK(httpd_count(f.h) == 1);
+  CHECK(f.c->nr == 1 && f.c->r[0].delay == 120000 && f.c->r[0].status == 429);
+  f.now += 119999;
+  CHECK_RC(ESG_BUSY, esg_egress_run(f.e, 30));
+  CHECK(httpd_count(f.h) == 1); /* not a millisecond early */
+  f.now += 1;
+  CHECK_RC(ESG_OK, esg_egress_run(f.e, 5000));
+  CHECK(httpd_count(f.h) == 2);
+  CHECK(f.c->n == 1 && ended(&f.c->o[0], ESG_EGRESS_DELIVERED, 2, ANY));
+  CHECK(f.c->o[0].last - f.c->o[0].first == 120000);
 
   /* an HTTP-date 90 s after the fake now */
   char date[64];
-  time_t t = (time_t)((now + 90000) / 1000);
+  time_t t = (time_t)((f.now + 90000) / 1000);
   struct tm tm;
   gmtime_r(&t, &tm);
   strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  httpd_rule rd = {"/rd", 1, 503, date, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &rd);
-  httpd_url(h, "/rd", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-rd", NULL));
-  CHECK_RC(ESG_BUSY, esg_egress_run(e, 200));
-  CHECK(c->nr == 2 && c->r[1].delay == 90000 && c->r[1].status == 503);
-  now += 89000;
-  CHECK_RC(ESG_BUSY, esg_egress_run(e, 30));
-  CHECK(httpd_count(h) == 3);
-  now += 1000;
-  CHECK_RC(ESG_OK, esg_egress_run(e, 5000));
-  CHECK(httpd_count(h) == 4);
-  outc *x = outcome_of(c, "evt-rd");
-  CHECK(x && x->outcome == ESG_EGRESS_DELIVERED && x->attempts == 2);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/rd", .count = 1, .status = 503, .retry_after = date});
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/rd"), "evt-rd", NULL));
+  CHECK_RC(ESG_BUSY, esg_egress_run(f.e, 200));
+  CHECK(f.c->nr == 2 && f.c->r[1].delay == 90000 && f.c->r[1].status == 503);
+  f.now += 89000;
+  CHECK_RC(ESG_BUSY, esg_egress_run(f.e, 30));
+  CHECK(httpd_count(f.h) == 3);
+  f.now += 1000;
+  CHECK_RC(ESG_OK, esg_egress_run(f.e, 5000));
+  CHECK(httpd_count(f.h) == 4);
+  CHECK(ended(outcome_of(f.c, "evt-rd"), ESG_EGRESS_DELIVERED, 2, ANY));
 
   /* Retry-After beyond the total time limit: give up now rather than hold the key */
-  httpd_rule rl = {"/rl", 1, 503, "3600", 0, 0, NULL, NULL};
-  httpd_rule_add(h, &rl);
-  httpd_url(h, "/rl", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-rl", NULL));
-  CHECK_RC(ESG_OK, esg_egress_run(e, 5000));
-  x = outcome_of(c, "evt-rl");
-  CHECK(x && x->outcome == ESG_EGRESS_EXHAUSTED && x->attempts == 1 && x->status == 503);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/rl", .count = 1, .status = 503, .retry_after = "3600"});
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/rl"), "evt-rl", NULL));
+  CHECK_RC(ESG_OK, esg_egress_run(f.e, 5000));
+  outc *x = outcome_of(f.c, "evt-rl");
+  CHECK(ended(x, ESG_EGRESS_EXHAUSTED, 1, 503));
   if (x) CHECK_CONTAINS(x->error, "Retry-After");
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 }
 
 /* Full jitter: every delay within [0, min(cap, base * 2^(n-1))], spread out, reproducible by seed. */
 static void jitter_run(ctx *c, uint64_t seed) {
-  httpd *h = httpd_start();
-  httpd_default_status(h, 500);
-  esg_egress_opts o = fast_opts(c);
-  o.seed = seed;
-  o.max_attempts = 6;
-  o.backoff_base_ms = 2;
-  o.backoff_cap_ms = 12;
-  esg_egress *e = open_e(NULL, &o);
-  char url[128], id[32];
-  httpd_url(h, "/j", url, sizeof url);
-  for (int i = 0; i < 10; i++) {
-    snprintf(id, sizeof id, "evt-j%d", i);
-    CHECK_RC(ESG_OK, submit(e, url, id, "one-key")); /* one lane: a deterministic order */
-  }
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  esg_egress_close(e);
-  httpd_stop(h);
+  fx f;
+  fx_start(&f, NULL);
+  httpd_default_status(f.h, 500);
+  f.o.seed = seed;
+  f.o.max_attempts = 6;
+  f.o.backoff_base_ms = 2;
+  f.o.backoff_cap_ms = 12;
+  fx_open(&f);
+  submit_n(f.e, fx_url(&f, "/j"), "evt-j", 10, "one-key"); /* one lane: a deterministic order */
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  *c = *f.c;
+  fx_stop(&f);
 }
 
 static void test_jitter(void) {
@@ -545,93 +577,75 @@ static void test_jitter(void) {
 
 /* Per-attempt timeouts against a stalling server; connection refused is a network error. */
 static void test_timeouts(void) {
-  httpd *h = httpd_start();
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.timeout_ms = 150;
-  o.max_attempts = 3;
-  esg_egress *e = open_e(NULL, &o);
-  char url[128];
-  httpd_rule st = {"/slow", 1, 200, NULL, 3000, 0, NULL, NULL};
-  httpd_rule_add(h, &st);
-  httpd_url(h, "/slow", url, sizeof url);
+  fx f;
+  fx_start(&f, NULL);
+  f.o.timeout_ms = 150;
+  f.o.max_attempts = 3;
+  fx_open(&f);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/slow", .count = 1, .status = 200, .stall_ms = 3000});
   int64_t t0 = httpd_now_ms();
-  CHECK_RC(ESG_OK, submit(e, url, "evt-slow", NULL));
-  httpd_rule never = {"/never", 0, 200, NULL, -1, 0, NULL, NULL};
-  httpd_rule_add(h, &never);
-  httpd_url(h, "/never", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-never", NULL));
-  CHECK_RC(ESG_OK, submit(e, "http://127.0.0.1:1/refused", "evt-refused", NULL));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/slow"), "evt-slow", NULL));
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/never", .status = 200, .stall_ms = -1});
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/never"), "evt-never", NULL));
+  CHECK_RC(ESG_OK, submit(f.e, "http://127.0.0.1:1/refused", "evt-refused", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   int64_t took = httpd_now_ms() - t0;
   CHECK(took < 2500); /* three 150 ms attempts, not the 3 s stall */
-  outc *x = outcome_of(c, "evt-slow");
-  CHECK(x && x->outcome == ESG_EGRESS_DELIVERED && x->attempts == 2);
-  x = outcome_of(c, "evt-never");
-  CHECK(x && x->outcome == ESG_EGRESS_EXHAUSTED && x->attempts == 3 && x->status == 0);
+  CHECK(ended(outcome_of(f.c, "evt-slow"), ESG_EGRESS_DELIVERED, 2, ANY));
+  outc *x = outcome_of(f.c, "evt-never");
+  CHECK(ended(x, ESG_EGRESS_EXHAUSTED, 3, 0));
   if (x) CHECK_CONTAINS(x->error, "imeout");
-  x = outcome_of(c, "evt-refused");
-  CHECK(x && x->outcome == ESG_EGRESS_EXHAUSTED && x->attempts == 3 && x->status == 0);
+  x = outcome_of(f.c, "evt-refused");
+  CHECK(ended(x, ESG_EGRESS_EXHAUSTED, 3, 0));
   if (x) CHECK_CONTAINS(x->error, "connect");
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 
   /* the total-time bound: attempts stop once max_elapsed has passed */
-  h = httpd_start();
-  httpd_default_status(h, 503);
-  c = calloc(1, sizeof *c);
-  o = fast_opts(c);
-  o.max_attempts = 1000;
-  o.backoff_base_ms = 10;
-  o.backoff_cap_ms = 10;
-  o.max_elapsed_ms = 120;
-  e = open_e(NULL, &o);
-  httpd_url(h, "/x", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-time", NULL));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(c->n == 1 && c->o[0].outcome == ESG_EGRESS_EXHAUSTED && c->o[0].attempts > 2 && c->o[0].attempts < 1000);
-  CHECK(c->o[0].last - c->o[0].first <= 120 + 50); /* scheduled within the limit; started when the loop woke */
-  CHECK_CONTAINS(c->o[0].error, "time limit");
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx_start(&f, NULL);
+  httpd_default_status(f.h, 503);
+  f.o.max_attempts = 1000;
+  f.o.backoff_base_ms = 10;
+  f.o.backoff_cap_ms = 10;
+  f.o.max_elapsed_ms = 120;
+  fx_open(&f);
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/x"), "evt-time", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  x = &f.c->o[0];
+  CHECK(f.c->n == 1 && ended(x, ESG_EGRESS_EXHAUSTED, ANY, ANY) && x->attempts > 2 && x->attempts < 1000);
+  CHECK(x->last - x->first <= 120 + 50); /* scheduled within the limit; started when the loop woke */
+  CHECK_CONTAINS(x->error, "time limit");
+  fx_stop(&f);
 }
 
 /* Per-key order: one at a time, in submit order, retries included; a failing key blocks nobody. */
 static void test_order(void) {
-  httpd *h = httpd_start();
-  httpd_rule b = {"/b", 3, 503, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &b);
-  httpd_rule cf = {"/c", 0, 500, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &cf);
-  httpd_rule sl = {"/a", 0, 200, NULL, 3, 0, NULL, NULL}; /* slow enough for overlap to show */
-  httpd_rule_add(h, &sl);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_in_flight = 4;
-  o.max_attempts = 6;
-  o.backoff_base_ms = 10;
-  o.backoff_cap_ms = 40;
-  esg_egress *e = open_e(NULL, &o);
+  fx f;
+  fx_start(&f, NULL);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/b", .count = 3, .status = 503});
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/c", .status = 500});
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/a", .status = 200, .stall_ms = 3}); /* slow enough for overlap to show */
+  f.o.max_in_flight = 4;
+  f.o.max_attempts = 6;
+  f.o.backoff_base_ms = 10;
+  f.o.backoff_cap_ms = 40;
+  fx_open(&f);
   char ua[128], ub[128], uc[128], id[32];
-  httpd_url(h, "/a", ua, sizeof ua);
-  httpd_url(h, "/b", ub, sizeof ub);
-  httpd_url(h, "/c", uc, sizeof uc);
+  httpd_url(f.h, "/a", ua, sizeof ua);
+  httpd_url(f.h, "/b", ub, sizeof ub);
+  httpd_url(f.h, "/c", uc, sizeof uc);
   for (int i = 0; i < 6; i++) {
     snprintf(id, sizeof id, "c%d", i);
-    CHECK_RC(ESG_OK, submit(e, uc, id, "key-c"));
+    CHECK_RC(ESG_OK, submit(f.e, uc, id, "key-c"));
     snprintf(id, sizeof id, "b%d", i);
-    CHECK_RC(ESG_OK, submit(e, ub, id, "key-b"));
+    CHECK_RC(ESG_OK, submit(f.e, ub, id, "key-b"));
     snprintf(id, sizeof id, "a%d", i);
-    CHECK_RC(ESG_OK, submit(e, ua, id, "key-a"));
+    CHECK_RC(ESG_OK, submit(f.e, ua, id, "key-a"));
   }
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  int n = httpd_count(h);
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  int n = httpd_count(f.h);
   int last_a = -1, last_b = -1, last_c = -1, last_a_at = -1, first_c5 = -1, bcount = 0;
   for (int i = 0; i < n; i++) {
-    httpd_req q;
-    httpd_get(h, i, &q);
+    httpd_req q = received(f.h, i);
     char k[64];
     httpd_header(&q, "Idempotency-Key", k, sizeof k);
     int seq = atoi(k + 1);
@@ -646,9 +660,10 @@ static void test_order(void) {
   CHECK(bcount == 6 + 3);
   CHECK(last_a_at < first_c5); /* key a finished long before failing key c got to its last event */
   /* one at a time per key: each request of a key arrived after the previous one was answered */
+  ctx *c = f.c;
   for (int i = 0; i < c->n; i++) {
     if (c->o[i].id[0] == 'a' || c->o[i].id[0] == 'b') CHECK(c->o[i].outcome == ESG_EGRESS_DELIVERED);
-    if (c->o[i].id[0] == 'c') CHECK(c->o[i].outcome == ESG_EGRESS_EXHAUSTED && c->o[i].attempts == 6);
+    if (c->o[i].id[0] == 'c') CHECK(ended(&c->o[i], ESG_EGRESS_EXHAUSTED, 6, ANY));
   }
   /* outcomes of one key are reported in order too */
   int la = -1, lb = -1;
@@ -663,339 +678,248 @@ static void test_order(void) {
       lb = seq;
     }
   }
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 }
 
 /* Concurrency: different keys overlap, up to max_in_flight and no more. */
 static void test_parallel(void) {
-  httpd *h = httpd_start();
-  httpd_rule sl = {NULL, 0, 200, NULL, 200, 0, NULL, NULL};
-  httpd_rule_add(h, &sl);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_in_flight = 4;
-  esg_egress *e = open_e(NULL, &o);
-  char url[128], id[32];
-  httpd_url(h, "/p", url, sizeof url);
-  for (int i = 0; i < 8; i++) {
-    snprintf(id, sizeof id, "p%d", i);
-    CHECK_RC(ESG_OK, submit(e, url, id, NULL));
-  }
+  fx f;
+  fx_start(&f, NULL);
+  httpd_rule_add(f.h, &(httpd_rule){.status = 200, .stall_ms = 200});
+  f.o.max_in_flight = 4;
+  fx_open(&f);
+  submit_n(f.e, fx_url(&f, "/p"), "p", 8, NULL);
   int64_t t0 = httpd_now_ms();
-  CHECK_RC(ESG_BUSY, esg_egress_run(e, 50));
-  esg_egress_stats st;
-  esg_egress_get_stats(e, &st);
+  CHECK_RC(ESG_BUSY, esg_egress_run(f.e, 50));
+  esg_egress_stats st = stats_of(f.e);
   CHECK(st.in_flight == 4 && st.queued == 4);
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   int64_t took = httpd_now_ms() - t0;
   CHECK(took >= 390 && took < 1200); /* two waves of 200 ms, not eight */
-  CHECK(c->n == 8);
-  CHECK(httpd_connections(h) <= 4);
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  CHECK(f.c->n == 8);
+  CHECK(httpd_connections(f.h) <= 4);
+  fx_stop(&f);
 }
 
 /* Token bucket: the burst goes at once, then starts are 1/rate apart. */
 static void test_rate_limit(void) {
-  httpd *h = httpd_start();
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_in_flight = 8;
-  o.rate_per_s = 20;
-  o.rate_burst = 3;
-  esg_egress *e = open_e(NULL, &o);
-  char url[128], id[32];
-  httpd_url(h, "/rate", url, sizeof url);
-  for (int i = 0; i < 8; i++) {
-    snprintf(id, sizeof id, "q%d", i);
-    CHECK_RC(ESG_OK, submit(e, url, id, NULL));
-  }
+  fx f;
+  fx_start(&f, NULL);
+  f.o.max_in_flight = 8;
+  f.o.rate_per_s = 20;
+  f.o.rate_burst = 3;
+  fx_open(&f);
+  submit_n(f.e, fx_url(&f, "/rate"), "q", 8, NULL);
   int64_t t0 = httpd_now_ms();
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   int64_t took = httpd_now_ms() - t0;
-  CHECK(httpd_count(h) == 8);
+  CHECK(httpd_count(f.h) == 8);
   CHECK(took >= 5 * 50 - 10); /* five beyond the burst, 50 ms apart */
-  httpd_req q0, q2, q3;
-  httpd_get(h, 0, &q0);
-  httpd_get(h, 2, &q2);
-  httpd_get(h, 3, &q3);
+  httpd_req q0 = received(f.h, 0), q2 = received(f.h, 2), q3 = received(f.h, 3);
   CHECK(q2.t_ms - q0.t_ms < 50);  /* the burst: together (one token each would be 100 ms) */
   CHECK(q3.t_ms - q0.t_ms >= 30); /* the fourth waits for a token */
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 }
 
 /* Faults: resubmitted with the same id (the receiver sees the same key), deleted on success. */
 static void test_resubmit(void) {
-  httpd *h = httpd_start();
-  httpd_rule f = {"/flaky", 2, 503, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &f);
-  int64_t now = 1700000000000;
-  esg_store *s = tu_open(tu_path("egress-resubmit.db"), &now);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_attempts = 2;
-  esg_egress *e = open_e(s, &o);
-  char url[128];
-  httpd_url(h, "/flaky", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-rs", "pk-1"));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
+  fx f;
+  fx_start(&f, "egress-resubmit.db");
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/flaky", .count = 2, .status = 503});
+  f.o.max_attempts = 2;
+  fx_open(&f);
+  const char *url = fx_url(&f, "/flaky"); /* f.url: the /gone below replaces it for t too */
+  ctx *c = f.c;
+  CHECK_RC(ESG_OK, submit(f.e, url, "evt-rs", "pk-1"));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   CHECK(c->n == 1 && c->o[0].outcome == ESG_EGRESS_EXHAUSTED);
   int64_t fid = c->o[0].fault_id;
   CHECK(fid > 0);
 
   esg_egress_request t = {0};
-  CHECK_RC(ESG_EINVAL, esg_egress_resubmit(e, fid, &t)); /* no url */
+  CHECK_RC(ESG_EINVAL, esg_egress_resubmit(f.e, fid, &t)); /* no url */
   t.url = url;
   t.event_id = "someone-else";
-  CHECK_RC(ESG_EINVAL, esg_egress_resubmit(e, fid, &t));
+  CHECK_RC(ESG_EINVAL, esg_egress_resubmit(f.e, fid, &t));
   t.event_id = NULL;
-  CHECK_RC(ESG_NOT_FOUND, esg_egress_resubmit(e, fid + 100, &t));
-  CHECK_RC(ESG_OK, esg_egress_resubmit(e, fid, &t));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(c->n == 2 && c->o[1].outcome == ESG_EGRESS_DELIVERED && c->o[1].attempts == 3);
+  CHECK_RC(ESG_NOT_FOUND, esg_egress_resubmit(f.e, fid + 100, &t));
+  CHECK_RC(ESG_OK, esg_egress_resubmit(f.e, fid, &t));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(c->n == 2 && ended(&c->o[1], ESG_EGRESS_DELIVERED, 3, ANY));
   CHECK(c->o[1].first == c->o[0].first);
   fault_seen fs = {0};
-  CHECK_RC(ESG_NOT_FOUND, esg_fault_get(s, fid, fault_cb, &fs));
-  CHECK(httpd_count(h) == 3);
+  CHECK_RC(ESG_NOT_FOUND, esg_fault_get(f.s, fid, fault_cb, &fs));
+  CHECK(httpd_count(f.h) == 3);
   char k[3][64];
   for (int i = 0; i < 3; i++) {
-    httpd_req q;
-    httpd_get(h, i, &q);
+    httpd_req q = received(f.h, i);
     httpd_header(&q, "Idempotency-Key", k[i], sizeof k[i]);
     CHECK_STR(k[i], "evt-rs");
     CHECK_STR(q.body, event_json("evt-rs", "pk-1")); /* the stored event is the body */
   }
 
   /* failing again: one fault replaces the other, attempts carried over */
-  httpd_rule g = {"/gone", 0, 410, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &g);
-  httpd_url(h, "/gone", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-gone", NULL));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/gone", .status = 410});
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/gone"), "evt-gone", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   int64_t f1 = c->o[2].fault_id;
   CHECK(c->o[2].outcome == ESG_EGRESS_REFUSED && f1 > 0);
-  CHECK_RC(ESG_OK, esg_egress_resubmit(e, f1, &t));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(c->n == 4 && c->o[3].outcome == ESG_EGRESS_REFUSED && c->o[3].attempts == 2);
+  CHECK_RC(ESG_OK, esg_egress_resubmit(f.e, f1, &t));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(c->n == 4 && ended(&c->o[3], ESG_EGRESS_REFUSED, 2, ANY));
   int64_t f2 = c->o[3].fault_id;
   CHECK(f2 > f1);
-  CHECK_RC(ESG_NOT_FOUND, esg_fault_get(s, f1, fault_cb, &fs));
-  memset(&fs, 0, sizeof fs);
-  CHECK_RC(ESG_OK, esg_faults_list(s, fault_cb, &fs));
+  CHECK_RC(ESG_NOT_FOUND, esg_fault_get(f.s, f1, fault_cb, &fs));
+  fs = faults_listed(f.s);
   CHECK(fs.n == 1 && fs.id == f2 && fs.attempts == 2 && fs.status == 410);
   CHECK_STR(fs.event_id, "evt-gone");
-  esg_egress_close(e);
-  esg_store_close(s);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 }
 
 /* The idempotency header (custom name here) is present and the same on every attempt. */
 static void test_idempotency_header(void) {
-  httpd *h = httpd_start();
-  httpd_rule f = {"/i", 3, 500, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &f);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.idempotency_header = "X-Request-Id";
-  esg_egress *e = open_e(NULL, &o);
-  char url[128];
-  httpd_url(h, "/i", url, sizeof url);
-  CHECK_RC(ESG_OK, submit(e, url, "evt-idem-1", NULL));
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(httpd_count(h) == 4);
+  fx f;
+  fx_start(&f, NULL);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/i", .count = 3, .status = 500});
+  f.o.idempotency_header = "X-Request-Id";
+  fx_open(&f);
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/i"), "evt-idem-1", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(httpd_count(f.h) == 4);
   for (int i = 0; i < 4; i++) {
-    httpd_req q;
+    httpd_req q = received(f.h, i);
     char v[64];
-    httpd_get(h, i, &q);
     CHECK_STR(httpd_header(&q, "X-Request-Id", v, sizeof v), "evt-idem-1");
     CHECK(httpd_header(&q, "Idempotency-Key", v, sizeof v) == NULL);
   }
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 }
 
 /* Keep-alive: sequential deliveries share one connection; parallel ones at most max_in_flight. */
 static void test_connection_reuse(void) {
-  httpd *h = httpd_start();
-  httpd_rule f = {"/k", 2, 503, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &f);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.max_in_flight = 1;
-  esg_egress *e = open_e(NULL, &o);
-  char url[128], id[32];
-  httpd_url(h, "/k", url, sizeof url);
-  for (int i = 0; i < 30; i++) {
-    snprintf(id, sizeof id, "k%d", i);
-    CHECK_RC(ESG_OK, submit(e, url, id, NULL));
-  }
-  CHECK_RC(ESG_OK, esg_egress_drain(e));
-  CHECK(httpd_count(h) == 32);
-  CHECK(httpd_connections(h) == 1);
-  for (int i = 0; i < 32; i++) {
-    httpd_req q;
-    httpd_get(h, i, &q);
-    CHECK(q.conn == 1);
-  }
-  esg_egress_stats st;
-  esg_egress_get_stats(e, &st);
+  fx f;
+  fx_start(&f, NULL);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/k", .count = 2, .status = 503});
+  f.o.max_in_flight = 1;
+  fx_open(&f);
+  submit_n(f.e, fx_url(&f, "/k"), "k", 30, NULL);
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(httpd_count(f.h) == 32);
+  CHECK(httpd_connections(f.h) == 1);
+  for (int i = 0; i < 32; i++) CHECK(received(f.h, i).conn == 1);
+  esg_egress_stats st = stats_of(f.e);
   CHECK(st.connects == 1 && st.attempts == 32 && st.delivered == 30);
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  fx_stop(&f);
 
-  h = httpd_start();
-  c = calloc(1, sizeof *c);
-  o = fast_opts(c);
-  o.max_in_flight = 4;
-  e = open_e(NULL, &o);
-  httpd_url(h, "/k", url, sizeof url);
+  fx_start(&f, NULL);
+  f.o.max_in_flight = 4;
+  fx_open(&f);
+  const char *url = fx_url(&f, "/k");
+  char prefix[32];
   for (int round = 0; round < 5; round++) {
-    for (int i = 0; i < 20; i++) {
-      snprintf(id, sizeof id, "m%d-%d", round, i);
-      CHECK_RC(ESG_OK, submit(e, url, id, NULL));
-    }
-    CHECK_RC(ESG_OK, esg_egress_drain(e));
+    snprintf(prefix, sizeof prefix, "m%d-", round);
+    submit_n(f.e, url, prefix, 20, NULL);
+    CHECK_RC(ESG_OK, esg_egress_drain(f.e));
   }
-  CHECK(httpd_count(h) == 100);
-  CHECK(httpd_connections(h) <= 4);
-  esg_egress_get_stats(e, &st);
-  CHECK(st.connects <= 4);
-  esg_egress_close(e);
-  httpd_stop(h);
-  free(c);
+  CHECK(httpd_count(f.h) == 100);
+  CHECK(httpd_connections(f.h) <= 4);
+  CHECK(stats_of(f.e).connects <= 4);
+  fx_stop(&f);
 }
 
 /* Close with work left: callbacks say cancelled, claims are released at once. */
 static void test_cancel_on_close(void) {
-  httpd *h = httpd_start();
-  httpd_default_status(h, 503);
-  int64_t now = 1700000000000;
-  esg_store *s = tu_open(tu_path("egress-cancel.db"), &now);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.backoff_base_ms = 10000;
-  o.backoff_cap_ms = 10000;
-  esg_egress *e = open_e(s, &o);
-  char url[128], id[32];
-  httpd_url(h, "/c", url, sizeof url);
+  fx f;
+  fx_start(&f, "egress-cancel.db");
+  httpd_default_status(f.h, 503);
+  f.o.backoff_base_ms = 10000;
+  f.o.backoff_cap_ms = 10000;
+  fx_open(&f);
+  const char *url = fx_url(&f, "/c");
+  char id[32];
   for (int i = 0; i < 3; i++) {
     snprintf(id, sizeof id, "cx%d", i);
     esg_claim_info ci;
-    CHECK_RC(ESG_NEW, esg_claim(s, id, NULL, 0, 30000, 3600000, &ci));
-    esg_egress_request r = {0};
-    r.event_id = id;
-    r.url = url;
+    CHECK_RC(ESG_NEW, esg_claim(f.s, id, NULL, 0, 30000, 3600000, &ci));
+    esg_egress_request r = claimed_request(id, url, ci.token);
     r.partition_key = "same";
-    r.claim_key = id;
-    r.claim_token = ci.token;
-    CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
+    CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
   }
-  CHECK_RC(ESG_BUSY, esg_egress_run(e, 100)); /* cx0 failed once and waits its backoff */
-  esg_egress_close(e);
-  CHECK(c->n == 3);
-  for (int i = 0; i < c->n; i++) CHECK(c->o[i].outcome == ESG_EGRESS_CANCELLED);
+  CHECK_RC(ESG_BUSY, esg_egress_run(f.e, 100)); /* cx0 failed once and waits its backoff */
+  esg_egress_close(f.e);
+  f.e = NULL;
+  CHECK(f.c->n == 3);
+  for (int i = 0; i < f.c->n; i++) CHECK(f.c->o[i].outcome == ESG_EGRESS_CANCELLED);
   for (int i = 0; i < 3; i++) {
     snprintf(id, sizeof id, "cx%d", i);
-    CHECK_RC(ESG_NEW, esg_claim(s, id, NULL, 0, 30000, 3600000, NULL));
+    CHECK_RC(ESG_NEW, esg_claim(f.s, id, NULL, 0, 30000, 3600000, NULL));
   }
-  fault_seen fs = {0};
-  CHECK_RC(ESG_OK, esg_faults_list(s, fault_cb, &fs));
-  CHECK(fs.n == 0);
-  esg_store_close(s);
-  httpd_stop(h);
-  free(c);
+  CHECK(faults_listed(f.s).n == 0);
+  fx_stop(&f);
 }
 
 /* A claim taken over by another worker during the backoff stops the delivery (claim_lease_ms). */
 static void test_claim_takeover(void) {
-  httpd *h = httpd_start();
-  httpd_rule f = {"/t", 1, 503, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &f);
-  int64_t now = 1700000000000;
-  esg_store *s = tu_open(tu_path("egress-takeover.db"), &now);
-  ctx *c = calloc(1, sizeof *c);
-  esg_egress_opts o = fast_opts(c);
-  o.claim_lease_ms = 30000;
-  o.backoff_base_ms = 1000;
-  o.backoff_cap_ms = 1000;
-  o.clock = tu_clock;
-  o.clock_ud = &now;
-  esg_egress *e = open_e(s, &o);
-  char url[128];
-  httpd_url(h, "/t", url, sizeof url);
+  fx f;
+  fx_start(&f, "egress-takeover.db");
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/t", .count = 1, .status = 503});
+  f.o.claim_lease_ms = 30000;
+  f.o.backoff_base_ms = 1000;
+  f.o.backoff_cap_ms = 1000;
+  f.o.clock = tu_clock;
+  f.o.clock_ud = &f.now;
+  fx_open(&f);
   esg_claim_info ci;
-  CHECK_RC(ESG_NEW, esg_claim(s, "evt-t", NULL, 0, 1000, 3600000, &ci));
-  esg_egress_request r = {0};
-  r.event_id = "evt-t";
-  r.url = url;
-  r.claim_key = "evt-t";
-  r.claim_token = ci.token;
-  CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
-  CHECK_RC(ESG_BUSY, esg_egress_run(e, 100)); /* 503, waits (fake clock) */
-  now += 5000;                                /* lease ran out: another worker takes over */
+  CHECK_RC(ESG_NEW, esg_claim(f.s, "evt-t", NULL, 0, 1000, 3600000, &ci));
+  esg_egress_request r = claimed_request("evt-t", fx_url(&f, "/t"), ci.token);
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  CHECK_RC(ESG_BUSY, esg_egress_run(f.e, 100)); /* 503, waits (fake clock) */
+  f.now += 5000;                                /* lease ran out: another worker takes over */
   esg_claim_info other;
-  CHECK_RC(ESG_NEW, esg_claim(s, "evt-t", NULL, 0, 1000, 3600000, &other));
+  CHECK_RC(ESG_NEW, esg_claim(f.s, "evt-t", NULL, 0, 1000, 3600000, &other));
   CHECK(other.attempts == 2);
-  CHECK_RC(ESG_OK, esg_egress_run(e, 1000));
-  CHECK(c->n == 1 && c->o[0].outcome == ESG_EGRESS_CANCELLED);
-  CHECK_CONTAINS(c->o[0].error, "taken over");
-  CHECK(httpd_count(h) == 1);
-  CHECK_RC(ESG_OK, esg_complete(s, "evt-t", other.token, NULL, 0)); /* the new owner's claim is intact */
-  esg_egress_close(e);
-  esg_store_close(s);
-  httpd_stop(h);
-  free(c);
+  CHECK_RC(ESG_OK, esg_egress_run(f.e, 1000));
+  CHECK(f.c->n == 1 && f.c->o[0].outcome == ESG_EGRESS_CANCELLED);
+  CHECK_CONTAINS(f.c->o[0].error, "taken over");
+  CHECK(httpd_count(f.h) == 1);
+  CHECK_RC(ESG_OK, esg_complete(f.s, "evt-t", other.token, NULL, 0)); /* the new owner's claim is intact */
+  fx_stop(&f);
 }
 
 /* The cache's HTTP loader: 200 with an ETag, then a 304 revalidation that refreshes the TTL, 404 negative. */
 static void test_cache_loader(void) {
-  httpd *h = httpd_start();
-  httpd_rule first = {"/things/t%201", 1, 200, NULL, 0, 0, "{\"name\":\"one\"}", "\"v1\""};
-  httpd_rule_add(h, &first);
-  httpd_rule again = {"/things/t%201", 0, 304, NULL, 0, 0, NULL, "\"v1\""};
-  httpd_rule_add(h, &again);
-  httpd_rule gone = {"/things/t2", 0, 404, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &gone);
-  httpd_rule boom = {"/things/t3", 0, 500, NULL, 0, 0, NULL, NULL};
-  httpd_rule_add(h, &boom);
-  int64_t now = 1700000000000;
-  esg_store *s = tu_open(tu_path("egress-loader.db"), &now);
+  fx f;
+  fx_start(&f, "egress-loader.db");
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t%201", .count = 1, .status = 200,
+                                    .body = "{\"name\":\"one\"}", .etag = "\"v1\""});
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t%201", .status = 304, .etag = "\"v1\""});
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t2", .status = 404});
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t3", .status = 500});
   esg_cache_opts co = {0};
   co.ttl_ms = 1000;
   co.mem_entries = -1; /* store tier only: every refresh is visible */
   esg_cache *cache = NULL;
-  CHECK_RC(ESG_OK, esg_cache_open(&cache, s, &co));
-  char url[128];
-  httpd_url(h, "/things/{key}", url, sizeof url);
+  CHECK_RC(ESG_OK, esg_cache_open(&cache, f.s, &co));
   esg_http_loader_opts lo = {0};
-  lo.url = url;
+  lo.url = fx_url(&f, "/things/{key}");
   lo.clock = tu_clock;
-  lo.clock_ud = &now;
+  lo.clock_ud = &f.now;
   esg_http_loader *l = NULL;
   CHECK_RC(ESG_OK, esg_http_loader_open(&l, &lo));
   esg_cache_entry ent;
   CHECK_RC(ESG_OK, esg_cache_get_or_load(cache, "t 1", esg_http_loader_load, l, &ent));
   CHECK(ent.result == ESG_CACHE_HIT && ent.loaded == 1);
   CHECK(ent.value && strcmp(ent.value, "{\"name\":\"one\"}") == 0);
-  now += 2000; /* past the TTL: revalidate */
+  f.now += 2000; /* past the TTL: revalidate */
   CHECK_RC(ESG_OK, esg_cache_get_or_load(cache, "t 1", esg_http_loader_load, l, &ent));
   CHECK(ent.result == ESG_CACHE_HIT && ent.loaded == 1);
   CHECK(ent.value && strcmp(ent.value, "{\"name\":\"one\"}") == 0);
-  CHECK(ent.expires >= now + 1000 - 1);
-  CHECK(httpd_count(h) == 2);
-  httpd_req q;
+  CHECK(ent.expires >= f.now + 1000 - 1);
+  CHECK(httpd_count(f.h) == 2);
+  httpd_req q = received(f.h, 0);
   char v[64];
-  httpd_get(h, 0, &q);
   CHECK(httpd_header(&q, "If-None-Match", v, sizeof v) == NULL);
-  httpd_get(h, 1, &q);
+  q = received(f.h, 1);
   CHECK_STR(q.method, "GET");
   CHECK_STR(httpd_header(&q, "If-None-Match", v, sizeof v), "\"v1\"");
   CHECK(q.conn == 1); /* kept alive */
@@ -1009,8 +933,7 @@ static void test_cache_loader(void) {
   esg_http_loader_close(l);
   esg_http_loader_close(NULL);
   esg_cache_close(cache);
-  esg_store_close(s);
-  httpd_stop(h);
+  fx_stop(&f);
 }
 
 /* ---------------------------------------------------------------- crash -- */
@@ -1021,6 +944,32 @@ static int64_t skew_ms;
 static int64_t skewed_clock(void *ud) {
   (void)ud;
   return esg_clock_real(NULL) + skew_ms;
+}
+
+/* Event i of the crash run, on one of 20 partition keys, and its claim. */
+typedef struct crash_evt {
+  char id[32], pk[32];
+  const char *body;
+  esg_claim_info ci;
+} crash_evt;
+
+/* Claims event i with its body's hash as the payload hash; returns esg_claim's status. */
+static int crash_claim(esg_store *s, int i, crash_evt *ev) {
+  snprintf(ev->id, sizeof ev->id, "evt-%d", i);
+  snprintf(ev->pk, sizeof ev->pk, "thing-%d", i % 20);
+  ev->body = event_json(ev->id, ev->pk);
+  uint8_t hash[32];
+  esg_sha256(ev->body, strlen(ev->body), hash);
+  return esg_claim(s, ev->id, hash, 32, 2000, 3600000, &ev->ci);
+}
+
+/* Submits a claimed event to url, under its claim. */
+static int crash_submit(esg_egress *e, const char *url, const crash_evt *ev) {
+  esg_egress_request r = claimed_request(ev->id, url, ev->ci.token);
+  r.partition_key = ev->pk;
+  r.body = ev->body;
+  r.body_len = strlen(ev->body);
+  return esg_egress_submit(e, &r);
 }
 
 /* Claims and delivers events [0, CRASH_N) with egress; the parent kills it part way. */
@@ -1034,23 +983,9 @@ static void crash_child(const char *path, const char *url) {
   esg_egress *e = NULL;
   if (esg_egress_open(&e, s, &o) != ESG_OK) _exit(4);
   for (int i = 0; i < CRASH_N; i++) {
-    char id[32], pk[32];
-    snprintf(id, sizeof id, "evt-%d", i);
-    snprintf(pk, sizeof pk, "thing-%d", i % 20);
-    const char *body = event_json(id, pk);
-    uint8_t hash[32];
-    esg_sha256(body, strlen(body), hash);
-    esg_claim_info ci;
-    if (esg_claim(s, id, hash, 32, 2000, 3600000, &ci) != ESG_NEW) _exit(5);
-    esg_egress_request r = {0};
-    r.event_id = id;
-    r.url = url;
-    r.partition_key = pk;
-    r.body = body;
-    r.body_len = strlen(body);
-    r.claim_key = id;
-    r.claim_token = ci.token;
-    if (esg_egress_submit(e, &r) != ESG_OK) _exit(6);
+    crash_evt ev;
+    if (crash_claim(s, i, &ev) != ESG_NEW) _exit(5);
+    if (crash_submit(e, url, &ev) != ESG_OK) _exit(6);
     if (i % 10 == 9) esg_egress_run(e, 0); /* deliver while claiming, like a gateway */
   }
   esg_egress_drain(e);
@@ -1061,8 +996,7 @@ static void crash_child(const char *path, const char *url) {
 
 static void test_crash_takeover(void) {
   httpd *h = httpd_start();
-  httpd_rule slow = {NULL, 0, 200, NULL, 4, 0, NULL, NULL}; /* 4 ms each: the kill lands mid-run */
-  httpd_rule_add(h, &slow);
+  httpd_rule_add(h, &(httpd_rule){.status = 200, .stall_ms = 4}); /* 4 ms each: the kill lands mid-run */
   char url[128];
   httpd_url(h, "/deliver", url, sizeof url);
   char path[4096];
@@ -1092,30 +1026,16 @@ static void test_crash_takeover(void) {
   esg_egress *e = open_e(s, &o);
   int dups = 0, taken = 0;
   for (int i = 0; i < CRASH_N; i++) {
-    char id[32], pk[32];
-    snprintf(id, sizeof id, "evt-%d", i);
-    snprintf(pk, sizeof pk, "thing-%d", i % 20);
-    const char *body = event_json(id, pk);
-    uint8_t hash[32];
-    esg_sha256(body, strlen(body), hash);
-    esg_claim_info ci;
-    int rc = esg_claim(s, id, hash, 32, 2000, 3600000, &ci);
+    crash_evt ev;
+    int rc = crash_claim(s, i, &ev);
     if (rc == ESG_DUPLICATE) {
       dups++;
       continue;
     }
     CHECK(rc == ESG_NEW);
     if (rc != ESG_NEW) continue;
-    if (ci.attempts > 1) taken++;
-    esg_egress_request r = {0};
-    r.event_id = id;
-    r.url = url;
-    r.partition_key = pk;
-    r.body = body;
-    r.body_len = strlen(body);
-    r.claim_key = id;
-    r.claim_token = ci.token;
-    CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
+    if (ev.ci.attempts > 1) taken++;
+    CHECK_RC(ESG_OK, crash_submit(e, url, &ev));
   }
   CHECK_RC(ESG_OK, esg_egress_drain(e));
   CHECK(dups > 0 && taken > 0 && dups + c->n == CRASH_N);
@@ -1132,8 +1052,7 @@ static void test_crash_takeover(void) {
   int *seen = calloc(CRASH_N, sizeof *seen);
   int n = httpd_count(h), bad_key = 0, repeats = 0;
   for (int i = 0; i < n; i++) {
-    httpd_req q;
-    httpd_get(h, i, &q);
+    httpd_req q = received(h, i);
     char k[64], want[64];
     int idx = -1;
     if (sscanf(q.body, "{\"id\":\"evt-%d\"", &idx) != 1 || idx < 0 || idx >= CRASH_N) {
