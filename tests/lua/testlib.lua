@@ -44,11 +44,16 @@ end
 
 -- A fresh directory under ESG_TEST_TMP (or /tmp).
 local seq = 0
+-- A fresh directory of its own: mktemp makes the name unique across the test
+-- processes ctest runs in parallel (a time and a counter are not).
 function T.tmpdir(tag)
   seq = seq + 1
   local base = os.getenv("ESG_TEST_TMP") or "/tmp"
-  local dir = fmt("%s/%s-%d-%d", base, tag or "t", os.time(), seq)
-  os.execute(fmt("rm -rf '%s' && mkdir -p '%s'", dir, dir))
+  os.execute(fmt("mkdir -p '%s'", base))
+  local p = assert(io.popen(fmt("mktemp -d '%s/%s-%d-XXXXXX'", base, tag or "t", seq)))
+  local dir = p:read("l")
+  p:close()
+  assert(dir and dir ~= "", "mktemp -d failed under " .. base)
   return dir
 end
 
