@@ -71,4 +71,13 @@ typedef struct esg__backend {
 
 extern const esg__backend esg__sqlite_backend;
 
+/* Claims pending in an open group (claims_pending.c). */
+typedef struct esg__pend esg__pend;
+esg__pend *esg__pend_find(esg_store *s, const char *key); /* NULL when not pending */
+int esg__pend_add(esg_store *s, const char *key, const esg__claim_row *row);
+esg__claim_row *esg__pend_row(esg__pend *p);
+void esg__pend_drop(esg_store *s, esg__pend *p);
+int esg__pend_write_all(esg_store *s); /* writes the in-progress rows, then forgets them all */
+void esg__pend_free(esg_store *s);
+
 #endif

@@ -97,6 +97,55 @@ static int try_insert(esg_store *s, const char *key, const void *hash, size_t ha
 }
 
 /*
+ * A claim while a group is open (claims_pending.c): the read runs inside the
+ * group's transaction, which holds the write lock, and a new claim is kept in
+ * memory rather than written, so its completion writes the row once.
+ */
+static int group_claim(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms,
+                       int64_t ttl_ms, esg_claim_info *out) {
+  int64_t now = s->clock(s->clock_ud);
+  esg__pend *p = esg__pend_find(s, key);
+  if (p) {
+    esg__claim_row *held = esg__pend_row(p);
+    int rc = judge(s, key, held, hash, hash_len, now);
+    if (rc == -1 && held->expires > now) { /* its lease ran out inside the group: take over */
+      int attempts = held->attempts + 1;
+      esg__pend_drop(s, p);
+      esg__claim_row row = fresh(s, hash, hash_len, lease_ms, ttl_ms, now, attempts);
+      if ((rc = esg__pend_add(s, key, &row)) == ESG_OK) rc = ESG_NEW;
+      report(out, &row);
+      return rc;
+    }
+    if (rc != -1) {
+      report(out, held);
+      return rc;
+    }
+    esg__pend_drop(s, p); /* expired: as if absent */
+  }
+  esg__claim_row row;
+  int rc = s->be->claim_get(s, key, &row);
+  if (rc == ESG_OK && row.expires > now) {
+    rc = judge(s, key, &row, hash, hash_len, now);
+    if (rc >= 0 || rc == ESG_EMISMATCH) {
+      report(out, &row);
+      return rc;
+    }
+    return slow_claim(s, key, hash, hash_len, lease_ms, ttl_ms, out);
+  }
+  if (rc < 0 && rc != ESG_NOT_FOUND) return rc;
+  /* absent, or an expired row that the completion's write will replace */
+  bool own;
+  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+  row = fresh(s, hash, hash_len, lease_ms, ttl_ms, now, 1);
+  rc = esg__pend_add(s, key, &row);
+  if (rc == ESG_OK) {
+    report(out, &row);
+    rc = ESG_NEW;
+  }
+  return esg__unit_end(s, own, rc);
+}
+
+/*
  * Which statement goes first is a guess from the previous claim on this handle:
  * streams come in runs of new events or of redeliveries, so after a new key the
  * insert is tried first (one statement when it is new again), and after a
@@ -109,6 +158,7 @@ int esg_claim(esg_store *s, const char *key, const void *hash, size_t hash_len, 
   int rc = check_args(s, key, hash, hash_len, lease_ms, ttl_ms);
   if (rc != ESG_OK) return rc;
   if (out) memset(out, 0, sizeof *out);
+  if (s->group_open && !s->batch) return group_claim(s, key, hash, hash_len, lease_ms, ttl_ms, out);
   int64_t now = s->clock(s->clock_ud);
   bool inserted = false;
   /* (in group mode, a read never opens a group: only insert first into a group already open) */
@@ -158,6 +208,28 @@ int esg_claim_wait(esg_store *s, const char *key, const void *hash, size_t hash_
   }
 }
 
+/* complete (0), release (1) or extend (2) a claim pending in the open group: the same rules as the backend's. */
+static int pending_by_token(esg_store *s, esg__pend *p, const char *key, int64_t token, int which, const void *result,
+                            size_t len, int64_t lease_ms, int64_t now) {
+  esg__claim_row *row = esg__pend_row(p);
+  if (row->token != token || row->expires <= now) return ESG_ETOKEN;
+  if (which == 2) {
+    row->lease_until = now + lease_ms;
+    return ESG_OK;
+  }
+  int rc = ESG_OK;
+  if (which == 0) {
+    esg__claim_row done = *row;
+    done.done = true;
+    done.result = result ? (len ? result : "") : NULL;
+    done.result_len = result ? len : 0;
+    done.expires = now + row->ttl;
+    rc = s->be->claim_replace(s, key, &done);
+  }
+  if (rc == ESG_OK) esg__pend_drop(s, p);
+  return rc;
+}
+
 static int by_token(esg_store *s, const char *key, int64_t token, int which, const void *result, size_t len,
                     int64_t lease_ms) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
@@ -167,9 +239,16 @@ static int by_token(esg_store *s, const char *key, int64_t token, int which, con
   bool own;
   if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
   int64_t now = s->clock(s->clock_ud);
-  if (which == 0) rc = s->be->claim_complete(s, key, token, result, len, now);
-  else if (which == 1) rc = s->be->claim_release(s, key, token, now);
-  else rc = s->be->claim_extend(s, key, token, now + lease_ms, now);
+  esg__pend *p = s->group_open ? esg__pend_find(s, key) : NULL;
+  if (p) {
+    rc = pending_by_token(s, p, key, token, which, result, len, lease_ms, now);
+  } else if (which == 0) {
+    rc = s->be->claim_complete(s, key, token, result, len, now);
+  } else if (which == 1) {
+    rc = s->be->claim_release(s, key, token, now);
+  } else {
+    rc = s->be->claim_extend(s, key, token, now + lease_ms, now);
+  }
   if (rc == ESG_ETOKEN)
     esg__fail(&s->err, rc, "token %lld no longer owns claim \"%s\" (taken over, released, completed or expired)",
               (long long)token, key);

@@ -45,6 +45,8 @@ struct esg_store {
   int group_n;                  /* writes in the open group */
   int64_t group_started;
   bool expect_seen;             /* the last claim found its key: try the read first (claims.c) */
+  struct esg__pend *pend;       /* claims pending in the open group (claims_pending.c) */
+  size_t pend_cap, pend_used, pend_live;
   uint64_t rng;                 /* xorshift state for fencing tokens */
   esg__buf result, doc;         /* memory behind pointers handed to callers */
 };

@@ -49,8 +49,9 @@ int esg_store_open(esg_store **out, const char *path, const esg_store_opts *opts
 
 void esg_store_close(esg_store *s) {
   if (!s) return;
-  if (s->group_open) s->be->commit(s);
+  if (s->group_open) esg_store_flush(s);
   if (s->batch) s->be->rollback(s);
+  esg__pend_free(s);
   s->be->close(s);
   esg__buf_free(&s->result);
   esg__buf_free(&s->doc);
@@ -75,9 +76,11 @@ int64_t esg__token(esg_store *s) {
 int esg_store_flush(esg_store *s) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   if (!s->group_open) return ESG_OK;
+  int rc = esg__pend_write_all(s); /* claims still in progress go in as such */
   s->group_open = false;
   s->group_n = 0;
-  return s->be->commit(s);
+  int crc = s->be->commit(s);
+  return rc != ESG_OK ? rc : crc;
 }
 
 int esg_store_begin(esg_store *s) {

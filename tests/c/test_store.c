@@ -329,8 +329,67 @@ static void test_correlate(void) {
   esg_store_close(s);
 }
 
+/* Claims made while a group is open are held in memory until completed or committed. */
+static void test_group_pending_claims(void) {
+  int64_t now = 1000;
+  const char *path = tu_path("pending.db");
+  esg_store_opts o = {0};
+  o.clock = tu_clock;
+  o.clock_ud = &now;
+  o.group_commit_ms = 1000000;
+  o.group_commit_max = 100000;
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  const uint8_t h1[32] = {1}, h2[32] = {2};
+  esg_claim_info a, b, c;
+  CHECK_RC(ESG_NEW, esg_claim(s, "opener", NULL, 0, 1000, 60000, NULL)); /* opens the group */
+  CHECK_RC(ESG_NEW, esg_claim(s, "p1", h1, 32, 1000, 60000, &a));          /* pending */
+  CHECK_RC(ESG_BUSY, esg_claim(s, "p1", h1, 32, 1000, 60000, &b));
+  CHECK(b.lease_until == now + 1000);
+  CHECK_RC(ESG_EMISMATCH, esg_claim(s, "p1", h2, 32, 1000, 60000, NULL));
+  CHECK_RC(ESG_ETOKEN, esg_complete(s, "p1", a.token + 1, "x", 1));
+  CHECK_RC(ESG_OK, esg_complete(s, "p1", a.token, "r1", 2));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "p1", h1, 32, 1000, 60000, &b));
+  CHECK(b.result_len == 2 && memcmp(b.result, "r1", 2) == 0);
+  CHECK_RC(ESG_ETOKEN, esg_complete(s, "p1", a.token, "r1", 2));
+  /* release, extend and takeover of pending claims */
+  CHECK_RC(ESG_NEW, esg_claim(s, "p2", h1, 32, 1000, 60000, &a));
+  CHECK_RC(ESG_OK, esg_release(s, "p2", a.token));
+  CHECK_RC(ESG_ETOKEN, esg_release(s, "p2", a.token));
+  CHECK_RC(ESG_NEW, esg_claim(s, "p2", h2, 32, 100000, 600000, &b)); /* released: no mismatch, a fresh claim */
+  CHECK(b.attempts == 1);
+  CHECK_RC(ESG_NEW, esg_claim(s, "p3", h1, 32, 1000, 60000, &a));
+  now += 900;
+  CHECK_RC(ESG_OK, esg_claim_extend(s, "p3", a.token, 1000));
+  now += 900;
+  CHECK_RC(ESG_BUSY, esg_claim(s, "p3", h1, 32, 1000, 60000, NULL));
+  now += 200; /* the lease ran out: taken over inside the group */
+  CHECK_RC(ESG_NEW, esg_claim(s, "p3", h1, 32, 1000, 60000, &c));
+  CHECK(c.attempts == 2 && c.token != a.token);
+  CHECK_RC(ESG_ETOKEN, esg_complete(s, "p3", a.token, NULL, 0));
+  /* the group commits with p2 and p3 still in progress: they are written as such */
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  esg_store *other = tu_open(path, &now);
+  CHECK_RC(ESG_DUPLICATE, esg_claim(other, "p1", h1, 32, 1000, 60000, &b));
+  CHECK(b.result_len == 2);
+  CHECK_RC(ESG_BUSY, esg_claim(other, "p2", h2, 32, 1000, 60000, NULL));
+  CHECK_RC(ESG_BUSY, esg_claim(other, "p3", h1, 32, 1000, 60000, &b));
+  CHECK(b.attempts == 2);
+  /* and their owner still finishes them through the store */
+  CHECK_RC(ESG_OK, esg_complete(s, "p3", c.token, "r3", 2));
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(other, "p3", h1, 32, 1000, 60000, NULL));
+  /* closing commits pending claims too */
+  CHECK_RC(ESG_NEW, esg_claim(s, "q0", NULL, 0, 1000, 60000, NULL));
+  CHECK_RC(ESG_NEW, esg_claim(s, "q1", NULL, 0, 1000, 60000, NULL));
+  esg_store_close(s);
+  CHECK_RC(ESG_BUSY, esg_claim(other, "q1", NULL, 0, 1000, 60000, NULL));
+  esg_store_close(other);
+}
+
 int main(void) {
   RUN(test_correlate);
+  RUN(test_group_pending_claims);
   RUN(test_open);
   RUN(test_schema_newer);
   RUN(test_event_log);
