@@ -10,10 +10,12 @@
 #define PROCS 4
 #define KEYS 10000
 
-static void worker(const char *path, int id, int fd) {
+static void worker(const char *path, int id, int fd, int group_ms) {
   esg_store *s = NULL;
   esg_store_opts o = {0};
   o.busy_timeout_ms = 30000;
+  o.group_commit_ms = group_ms; /* > 0: claims pend in memory inside each open group */
+  o.group_commit_max = 50;
   if (esg_store_open(&s, path, &o) != ESG_OK) _exit(3);
   unsigned char *mine = calloc(KEYS, 1);
   unsigned seed = (unsigned)id * 7919u;
@@ -35,13 +37,13 @@ static void worker(const char *path, int id, int fd) {
       _exit(5);
     }
   }
-  esg_store_close(s);
+  esg_store_close(s); /* commits the last group */
   ssize_t w = write(fd, mine, KEYS);
   _exit(w == KEYS ? 0 : 6);
 }
 
-static void test_race(void) {
-  const char *path = tu_path("race.db");
+static void race(const char *name, int group_ms) {
+  const char *path = tu_path(name);
   int64_t now = 0;
   esg_store_close(tu_open(path, &now)); /* create the schema once, before the race */
   int fds[PROCS][2];
@@ -51,7 +53,7 @@ static void test_race(void) {
     pids[p] = fork();
     if (pids[p] == 0) {
       close(fds[p][0]);
-      worker(path, p, fds[p][1]);
+      worker(path, p, fds[p][1], group_ms);
     }
     close(fds[p][1]);
   }
@@ -91,7 +93,13 @@ static void test_race(void) {
   esg_store_close(s);
 }
 
+static void test_race(void) { race("race.db", 0); }
+
+/* The same race with group commit: every process holds its group's claims in memory. */
+static void test_race_grouped(void) { race("race-grouped.db", 5); }
+
 int main(void) {
   RUN(test_race);
+  RUN(test_race_grouped);
   return tu_done();
 }
