@@ -6,7 +6,8 @@
  * Environment: ESG_BENCH_N, ESG_BENCH_REPS (used when the argument is absent),
  * ESG_BENCH_DIR (temporary files; default $TMPDIR or /tmp), ESG_BENCH_WRK_SECS
  * (seconds per wrk run; default 3), ESG_BENCH_GROUP_MS (the store's group commit for
- * esg-egress; default 100), ESG_BENCH_ONLY (one label, for profiling),
+ * esg-egress; default 100), ESG_BENCH_ONLY (one label, or one label at one level
+ * such as esg-egress-16, for profiling),
  * ESG_BENCH_NOSTORE (esg-egress without claims: the engine alone, for profiling),
  * ESG_BENCH_STRICT (exit 3 when a target ratio is missed).
  *
@@ -27,6 +28,7 @@
 #include <arpa/inet.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include "esg.h"
@@ -337,12 +339,20 @@ static double run_esg(const char *url, const events *ev, int conc, const char *d
 
 /* ------------------------------------------------------------------ main -- */
 
+/* CPU seconds (user + system) of this process, or of its waited-for children (wrk). */
+static double cpu_s(int who) {
+  struct rusage ru;
+  getrusage(who, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+         (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 int main(int argc, char **argv) {
   size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000, 0);
   int reps = (int)arg_or_env(argc, argv, 2, "ESG_BENCH_REPS", 3, 0);
   int secs = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_WRK_SECS", 3, 0);
   int group_ms = (int)arg_or_env(0, NULL, 1, "ESG_BENCH_GROUP_MS", 100, 0);
-  const char *only = getenv("ESG_BENCH_ONLY"); /* one label (wrk, curl, esg-egress), for profiling */
+  const char *only = getenv("ESG_BENCH_ONLY"); /* "esg-egress" or "esg-egress-16": for profiling */
   if (n == 0 || reps <= 0 || secs <= 0) {
     fprintf(stderr, "bench_w3: N, REPS and ESG_BENCH_WRK_SECS must be positive\n");
     return 2;
@@ -381,9 +391,12 @@ int main(int argc, char **argv) {
       int c = LEVELS[li];
       for (int k = 0; k < NAPPROACH && !failed; k++) {
         int a = (k + rep + li) % NAPPROACH;
-        if (only && *only && strcmp(only, LABELS[a]) != 0) continue;
+        char full[64];
+        snprintf(full, sizeof full, "%s-%d", LABELS[a], c);
+        if (only && *only && strcmp(only, LABELS[a]) != 0 && strcmp(only, full) != 0) continue;
         size_t bad = 0, nreq = n;
-        double x;
+        int who = a == A_WRK ? RUSAGE_CHILDREN : RUSAGE_SELF;
+        double cpu0 = cpu_s(who), x;
         if (a == A_WRK) x = run_wrk(wrk, dir, url, c, secs, &nreq);
         else if (a == A_CURL) x = run_curl(url, &ev, c, &bad);
         else if (a == A_ESG) x = run_esg(url, &ev, c, dir, group_ms, &bad);
@@ -395,7 +408,9 @@ int main(int argc, char **argv) {
         }
         eps[(rep * NAPPROACH + a) * NLEVEL + li] = x;
         cnt[a * NLEVEL + li] = nreq;
-        printf("RUN rep=%d label=%s-%d n=%zu eps=%.0f\n", rep + 1, LABELS[a], c, nreq, x);
+        /* the client's CPU per request: where a CPU-bound client's throughput goes */
+        double cpu_us = nreq ? (cpu_s(who) - cpu0) * 1e6 / (double)nreq : 0;
+        printf("RUN rep=%d label=%s-%d n=%zu eps=%.0f cpu_us=%.1f\n", rep + 1, LABELS[a], c, nreq, x, cpu_us);
         fflush(stdout);
       }
     }

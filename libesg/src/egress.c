@@ -56,16 +56,23 @@ struct esg_egress {
   esg__heap heap;
   esg__ready ready;
   esg__lane *all;              /* every lane, for close */
+  struct esg__lane_node *spare; /* emptied lanes for reuse, linked by next */
+  int n_spare;
   esg_egress_stats st;
   uint64_t jobs;               /* unfinished deliveries */
   bool in_callback, running, closing;
 };
 
-/* The lane list for close: lanes link through a small header kept beside them. */
+/* A lane, its links in the list of every lane (for close), and its key. */
 typedef struct esg__lane_node {
   esg__lane lane;              /* first, so a lane pointer is a node pointer */
   struct esg__lane_node *prev, *next;
+  size_t cap;                  /* bytes in key[] */
+  char key[];
 } esg__lane_node;
+
+/* Emptied lanes kept for reuse: a busy engine empties and refills lanes all the time. */
+#define SPARE_LANES 256
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
@@ -178,17 +185,8 @@ nomem:
   return esg__fail(NULL, ESG_ENOMEM, "out of memory (or curl init failed) opening egress");
 }
 
-static void job_free(esg__job *j) {
-  if (!j) return;
-  free(j->event_id);
-  free(j->method);
-  free(j->url);
-  free(j->claim_key);
-  curl_slist_free_all(j->headers);
-  free(j->body);
-  free(j->event);
-  free(j);
-}
+/* A job is one block (make_job): freeing it frees its strings and header list. */
+static void job_free(esg__job *j) { free(j); }
 
 static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot);
 
@@ -213,8 +211,12 @@ void esg_egress_close(esg_egress *e) {
       job_free(j);
     }
     lane_unlink(e, l);
-    free(l->key);
     free(l);
+  }
+  while (e->spare) {
+    esg__lane_node *n = e->spare;
+    e->spare = n->next;
+    free(n);
   }
   for (int i = 0; e->slots && i < e->max_in_flight; i++) {
     if (e->slots[i].easy) curl_easy_cleanup(e->slots[i].easy);
@@ -245,13 +247,31 @@ static char *dupmem(const void *p, size_t n) {
   return d;
 }
 
-static int add_header(struct curl_slist **list, const char *line) {
-  struct curl_slist *n = curl_slist_append(*list, line);
-  if (!n) return ESG_ENOMEM;
-  *list = n;
-  return ESG_OK;
+/* Copies n bytes and a NUL to *at, advancing it; returns the copy. */
+static char *put(char **at, const void *p, size_t n) {
+  char *d = *at;
+  if (n) memcpy(d, p, n);
+  d[n] = '\0';
+  *at += n + 1;
+  return d;
 }
 
+/* Writes "name: value" to *at, advancing it; returns the line. */
+static char *put_line(char **at, const char *name, const char *value) {
+  size_t a = strlen(name), b = strlen(value);
+  char *d = *at;
+  memcpy(d, name, a);
+  memcpy(d + a, ": ", 2);
+  memcpy(d + a + 2, value, b + 1);
+  *at += a + b + 3;
+  return d;
+}
+
+/*
+ * Checks a request and copies it into one block: the job, its header list (our
+ * own curl_slist nodes, which libcurl only reads) and every string, so a
+ * delivery costs one allocation rather than one per field and header.
+ */
 static int make_job(esg_egress *e, const esg_egress_request *r, esg__job **out) {
   *out = NULL;
   int rc = esg__check_key(&e->err, "event_id", r->event_id);
@@ -268,44 +288,73 @@ static int make_job(esg_egress *e, const esg_egress_request *r, esg__job **out) 
     return esg__fail(&e->err, ESG_ETOOBIG, "partition_key is longer than %d bytes", ESG_KEY_MAX);
   if (r->claim_key && (rc = esg__check_key(&e->err, "claim_key", r->claim_key)) != ESG_OK) return rc;
   bool own_ct = false;
-  size_t ctl = strlen("content-type:");
+  size_t ctl = strlen("content-type:"), hdr_bytes = 0;
   for (size_t i = 0; i < r->n_headers; i++) {
     const char *h = r->headers[i];
     if (!h || !strchr(h, ':') || has_ctl(h))
       return esg__fail(&e->err, ESG_EINVAL, "header %zu is not one line \"Name: value\"", i);
     if (strncasecmp(h, "content-type:", ctl) == 0) own_ct = true;
+    hdr_bytes += strlen(h) + 1;
   }
-
-  esg__job *j = calloc(1, sizeof *j);
+  bool ct = r->body && !own_ct;
+  size_t id_len = strlen(r->event_id), method_len = strlen(method), url_len = strlen(r->url);
+  size_t claim_len = r->claim_key ? strlen(r->claim_key) : 0;
+  size_t nh = 2 + (ct ? 1 : 0) + r->n_headers; /* idempotency key, [content type], Expect, the caller's */
+  size_t size = sizeof(esg__job) + nh * sizeof(struct curl_slist) + id_len + 1 + method_len + 1 + url_len + 1 +
+                (r->claim_key ? claim_len + 1 : 0) + (r->body ? r->body_len + 1 : 0) +
+                (r->event ? r->event_len + 1 : 0) + strlen(e->idem_header) + id_len + 3 +
+                (ct ? strlen("Content-Type") + strlen(e->content_type) + 3 : 0) + hdr_bytes;
+  esg__job *j = malloc(size);
   if (!j) return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
-  j->event_id = strdup(r->event_id);
-  j->method = strdup(method);
-  j->url = strdup(r->url);
-  j->claim_key = r->claim_key ? strdup(r->claim_key) : NULL;
+  memset(j, 0, sizeof *j);
+  struct curl_slist *h = (struct curl_slist *)(j + 1);
+  char *at = (char *)(h + nh);
+  j->event_id = put(&at, r->event_id, id_len);
+  j->method = put(&at, method, method_len);
+  j->url = put(&at, r->url, url_len);
+  j->claim_key = r->claim_key ? put(&at, r->claim_key, claim_len) : NULL;
   j->claim_token = r->claim_token;
-  j->body = r->body ? dupmem(r->body, r->body_len) : NULL;
+  j->body = r->body ? put(&at, r->body, r->body_len) : NULL;
   j->body_len = r->body ? r->body_len : 0;
-  j->event = r->event ? dupmem(r->event, r->event_len) : NULL;
+  j->event = r->event ? put(&at, r->event, r->event_len) : NULL;
   j->event_len = r->event ? r->event_len : 0;
   j->ud = r->ud;
-  bool bad = !j->event_id || !j->method || !j->url || (r->claim_key && !j->claim_key) || (r->body && !j->body) ||
-             (r->event && !j->event);
-  char line[ESG_KEY_MAX + 300];
-  snprintf(line, sizeof line, "%s: %s", e->idem_header, r->event_id);
-  bad = bad || add_header(&j->headers, line) != ESG_OK;
-  if (!bad && r->body && !own_ct) {
-    snprintf(line, sizeof line, "Content-Type: %s", e->content_type);
-    bad = add_header(&j->headers, line) != ESG_OK;
-  }
-  /* no "Expect: 100-continue" round trip before large bodies */
-  bad = bad || add_header(&j->headers, "Expect:") != ESG_OK;
-  for (size_t i = 0; !bad && i < r->n_headers; i++) bad = add_header(&j->headers, r->headers[i]) != ESG_OK;
-  if (bad) {
-    job_free(j);
-    return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
-  }
+  size_t k = 0;
+  h[k++].data = put_line(&at, e->idem_header, r->event_id);
+  if (ct) h[k++].data = put_line(&at, "Content-Type", e->content_type);
+  h[k++].data = (char *)"Expect:"; /* no "Expect: 100-continue" round trip before large bodies */
+  for (size_t i = 0; i < r->n_headers; i++) h[k++].data = put(&at, r->headers[i], strlen(r->headers[i]));
+  for (size_t i = 0; i < nh; i++) h[i].next = i + 1 < nh ? &h[i + 1] : NULL;
+  j->headers = h;
   *out = j;
   return ESG_OK;
+}
+
+/* A cleared lane with room for a key of len bytes: a spare one if it fits. */
+static esg__lane_node *lane_new(esg_egress *e, size_t len) {
+  esg__lane_node *n = e->spare;
+  if (n && n->cap > len) {
+    e->spare = n->next;
+    e->n_spare--;
+  } else {
+    size_t cap = len < 48 ? 48 : len + 1;
+    if (!(n = malloc(sizeof *n + cap))) return NULL;
+    n->cap = cap;
+  }
+  memset(&n->lane, 0, sizeof n->lane);
+  n->prev = n->next = NULL;
+  return n;
+}
+
+static void lane_free(esg_egress *e, esg__lane *l) {
+  esg__lane_node *n = (esg__lane_node *)l;
+  if (e->n_spare >= SPARE_LANES) {
+    free(n);
+    return;
+  }
+  n->next = e->spare;
+  e->spare = n;
+  e->n_spare++;
 }
 
 /* Appends j to its key's lane (or a lane of its own); a lane that was empty becomes ready. */
@@ -322,15 +371,16 @@ static int enqueue(esg_egress *e, esg__job *j, const char *pkey) {
     l->tail->next = j;
     l->tail = j;
   } else {
-    esg__lane_node *n = calloc(1, sizeof *n);
+    size_t len = keyed ? strlen(pkey) : 0;
+    esg__lane_node *n = lane_new(e, len);
     if (!n) return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
     l = &n->lane;
     if (keyed) {
-      l->key = strdup(pkey);
+      memcpy(n->key, pkey, len + 1);
+      l->key = n->key;
       l->hash = h;
-      if (!l->key || esg__lanes_add(&e->lanes, l) != ESG_OK) {
-        free(l->key);
-        free(n);
+      if (esg__lanes_add(&e->lanes, l) != ESG_OK) {
+        lane_free(e, l);
         return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
       }
     }
@@ -527,7 +577,6 @@ static void pump(esg_egress *e, int64_t *wait_ms) {
       if (rc == ESG_ETOKEN) {
         snprintf(j->error, sizeof j->error, "cancelled: claim \"%.200s\" was taken over by another worker",
                  j->claim_key);
-        free(j->claim_key);
         j->claim_key = NULL; /* not ours to release any more */
         finish(e, j, ESG_EGRESS_CANCELLED, NULL);
         continue;
@@ -542,6 +591,35 @@ static void pump(esg_egress *e, int64_t *wait_ms) {
 }
 
 /* ----------------------------------------------------------- finishing -- */
+
+/* The SHA-256 of nothing: most answers (204, 202) have no body, and need no hashing. */
+static const char EMPTY_SHA256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/* Writes {"status":N,"sha256":"<hex>"} (the result a delivery completes its claim with); returns its length. */
+static size_t delivered_result(char out[200], int status, const void *body, size_t len) {
+  static const char head[] = "{\"status\":", mid[] = ",\"sha256\":\"", tail[] = "\"}";
+  char *o = out;
+  memcpy(o, head, sizeof head - 1);
+  o += sizeof head - 1;
+  char digits[12];
+  int nd = 0;
+  unsigned v = status < 0 ? 0 : (unsigned)status;
+  do digits[nd++] = (char)('0' + v % 10);
+  while ((v /= 10) && nd < 11);
+  while (nd) *o++ = digits[--nd];
+  memcpy(o, mid, sizeof mid - 1);
+  o += sizeof mid - 1;
+  if (len) {
+    uint8_t d[32];
+    esg_sha256(body, len, d);
+    esg_hex(d, 32, o);
+  } else {
+    memcpy(o, EMPTY_SHA256, 64);
+  }
+  o += 64;
+  memcpy(o, tail, sizeof tail); /* with its NUL */
+  return (size_t)(o - out) + sizeof tail - 1;
+}
 
 static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot) {
   esg_egress_result r = {0};
@@ -561,12 +639,8 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
   if (outcome == ESG_EGRESS_DELIVERED) {
     e->st.delivered++;
     if (e->store && j->claim_key) {
-      uint8_t d[32];
-      char hex[65];
-      esg_sha256(r.body, r.body_len, d);
-      esg_hex(d, 32, hex);
-      int n = snprintf(result, sizeof result, "{\"status\":%d,\"sha256\":\"%s\"}", j->http_status, hex);
-      r.store_rc = esg_complete(e->store, j->claim_key, j->claim_token, result, (size_t)n);
+      size_t n = delivered_result(result, j->http_status, r.body, r.body_len);
+      r.store_rc = esg_complete(e->store, j->claim_key, j->claim_token, result, n);
     }
     if (e->store && j->fault_id) esg_fault_delete(e->store, j->fault_id);
   } else if (outcome == ESG_EGRESS_REFUSED || outcome == ESG_EGRESS_EXHAUSTED) {
@@ -599,7 +673,6 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
     if (e->store && j->claim_key) esg_release(e->store, j->claim_key, j->claim_token);
   }
   /* the claim is settled: nothing may complete or release it again */
-  free(j->claim_key);
   j->claim_key = NULL;
   e->jobs--;
   if (e->on_done) {
@@ -618,8 +691,7 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
   } else {
     if (l->key) esg__lanes_remove(&e->lanes, l);
     lane_unlink(e, l);
-    free(l->key);
-    free(l);
+    lane_free(e, l);
   }
 }
 

@@ -40,7 +40,7 @@ enum { ESG__LANE_READY = 1, ESG__LANE_WAIT, ESG__LANE_FLIGHT };
 
 /* The deliveries of one partition key (or of one unkeyed delivery): only the head moves. */
 typedef struct esg__lane {
-  char *key;                    /* NULL for an unkeyed delivery's own lane */
+  char *key;                    /* NULL for an unkeyed delivery's own lane; kept beside the lane */
   uint64_t hash;
   esg__job *head, *tail;
   struct esg__lane *hnext;      /* chain in the lane table */
