@@ -28,6 +28,8 @@ typedef struct esg__slot {
   size_t resp_len, resp_cap, resp_max;
   char errbuf[CURL_ERROR_SIZE];
   bool plain_post;             /* the handle is set up for a POST with a body: skip the reset */
+  char *url;                   /* the URL the handle has (owned), so the same one is not set again */
+  CURLU *uh;                   /* that URL parsed once, for all the deliveries that go there */
   struct esg__slot *next_free;
 } esg__slot;
 
@@ -221,6 +223,8 @@ void esg_egress_close(esg_egress *e) {
   for (int i = 0; e->slots && i < e->max_in_flight; i++) {
     if (e->slots[i].easy) curl_easy_cleanup(e->slots[i].easy);
     free(e->slots[i].resp);
+    free(e->slots[i].url);
+    curl_url_cleanup(e->slots[i].uh);
   }
   if (e->multi) curl_multi_cleanup(e->multi);
   esg__lanes_free(&e->lanes);
@@ -488,7 +492,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   return len; /* what is beyond the cap is read and dropped */
 }
 
-static int start(esg_egress *e, esg__job *j) {
+static int start(esg_egress *e, esg__job *j, int64_t now) {
   esg__slot *s = e->free_slots;
   e->free_slots = s->next_free;
   CURL *h = s->easy;
@@ -506,9 +510,28 @@ static int start(esg_egress *e, esg__job *j) {
     curl_easy_setopt(h, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(h, CURLOPT_PRIVATE, s);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, s->errbuf);
+    free(s->url);
+    s->url = NULL;
   }
   s->plain_post = plain_post;
-  curl_easy_setopt(h, CURLOPT_URL, j->url);
+  if (!s->url || strcmp(s->url, j->url) != 0) {
+    /* Most deliveries go where the previous one went. Handing libcurl the URL parsed
+       (CURLOPT_CURLU) spares it parsing and normalising the string on every transfer;
+       a URL our parse refuses goes as a string, for libcurl to fail as it would. */
+    free(s->url);
+    s->url = strdup(j->url);
+    if (!s->uh) s->uh = curl_url();
+    if (s->url && s->uh &&
+        curl_url_set(s->uh, CURLUPART_URL, j->url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK) {
+      curl_easy_setopt(h, CURLOPT_URL, NULL);
+      curl_easy_setopt(h, CURLOPT_CURLU, s->uh);
+    } else {
+      curl_easy_setopt(h, CURLOPT_CURLU, NULL);
+      curl_easy_setopt(h, CURLOPT_URL, j->url);
+      free(s->url);
+      s->url = NULL; /* set it again next time */
+    }
+  }
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, j->headers);
   if (strcmp(j->method, "GET") == 0 && !j->body) {
     curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
@@ -519,7 +542,6 @@ static int start(esg_egress *e, esg__job *j) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, j->body ? j->body : "");
     if (!plain_post) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, j->method);
   }
-  int64_t now = now_of(e);
   j->attempts++;
   if (j->attempts == 1) j->first_at = now;
   j->last_at = now;
@@ -582,7 +604,7 @@ static void pump(esg_egress *e, int64_t *wait_ms) {
         continue;
       }
     }
-    if (start(e, j) != ESG_OK) finish(e, j, ESG_EGRESS_REFUSED, NULL);
+    if (start(e, j, now) != ESG_OK) finish(e, j, ESG_EGRESS_REFUSED, NULL);
   }
   if ((top = esg__heap_top(&e->heap))) {
     int64_t w = top->head->next_at - now;
@@ -704,12 +726,12 @@ static void settle(esg_egress *e, esg__slot *s, CURLcode cc) {
   long connects = 0;
   curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
   e->st.connects += (uint64_t)connects;
-  int64_t now = now_of(e);
   j->http_status = cc == CURLE_OK ? (int)status : 0;
   if (cc == CURLE_OK && status >= 200 && status < 300) {
     finish(e, j, ESG_EGRESS_DELIVERED, s);
     return;
   }
+  int64_t now = now_of(e);
   char why[200];
   if (cc != CURLE_OK)
     snprintf(why, sizeof why, "%s%s%.120s", curl_easy_strerror(cc), s->errbuf[0] ? ": " : "", s->errbuf);

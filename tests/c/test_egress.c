@@ -588,6 +588,38 @@ static void test_jitter(void) {
   free(d);
 }
 
+/* One slot going from URL to URL (each parsed once, then reused), and a URL that does
+   not parse: refused at its first attempt, and the slot still works after it. */
+static void test_urls(void) {
+  fx f;
+  fx_start(&f, NULL);
+  f.o.max_in_flight = 1;
+  fx_open(&f);
+  char a[256], b[256];
+  snprintf(a, sizeof a, "%s", fx_url(&f, "/a?q=1"));
+  snprintf(b, sizeof b, "%s", fx_url(&f, "/b"));
+  CHECK_RC(ESG_OK, submit(f.e, a, "evt-a1", NULL));
+  CHECK_RC(ESG_OK, submit(f.e, a, "evt-a2", NULL));
+  CHECK_RC(ESG_OK, submit(f.e, "http://[::1", "evt-bad", NULL));
+  CHECK_RC(ESG_OK, submit(f.e, b, "evt-b", NULL));
+  CHECK_RC(ESG_OK, submit(f.e, a, "evt-a3", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  outc *x = outcome_of(f.c, "evt-bad");
+  CHECK(ended(x, ESG_EGRESS_REFUSED, 1, 0));
+  if (x) CHECK_CONTAINS(x->error, "not retryable");
+  CHECK(ended(outcome_of(f.c, "evt-a1"), ESG_EGRESS_DELIVERED, 1, 200));
+  CHECK(ended(outcome_of(f.c, "evt-b"), ESG_EGRESS_DELIVERED, 1, 200));
+  CHECK(ended(outcome_of(f.c, "evt-a3"), ESG_EGRESS_DELIVERED, 1, 200));
+  CHECK(httpd_count(f.h) == 4);
+  const char *want[] = {"/a?q=1", "/a?q=1", "/b", "/a?q=1"};
+  for (int i = 0; i < 4 && i < httpd_count(f.h); i++) {
+    httpd_req q;
+    CHECK(httpd_get(f.h, i, &q) == 0);
+    CHECK_STR(q.path, want[i]);
+  }
+  fx_stop(&f);
+}
+
 /* Per-attempt timeouts against a stalling server; connection refused is a network error. */
 static void test_timeouts(void) {
   fx f;
@@ -1100,6 +1132,7 @@ int main(void) {
   RUN(test_exhausted_fault);
   RUN(test_retry_after);
   RUN(test_jitter);
+  RUN(test_urls);
   RUN(test_timeouts);
   RUN(test_order);
   RUN(test_parallel);
