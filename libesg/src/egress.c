@@ -43,6 +43,7 @@ struct esg_egress {
   double burst;
   bool complete_on_fault;
   char *idem_header, *content_type;
+  char *proxy[3], *no_proxy;   /* the proxy environment as libcurl reads it: http, https, all */
   size_t max_resp;
   esg_clock_fn clock;
   void *clock_ud;
@@ -121,6 +122,41 @@ static void lane_unlink(esg_egress *e, esg__lane *l) {
   if (n->next) n->next->prev = n->prev;
 }
 
+/* *out: a copy of the first of two environment variables that is set, or NULL. False when out of memory. */
+static bool env_copy(char **out, const char *a, const char *b) {
+  const char *v = getenv(a);
+  if (!v && b) v = getenv(b);
+  *out = v ? strdup(v) : NULL;
+  return !v || *out;
+}
+
+/*
+ * The proxy variables, read once: libcurl would read them on every transfer
+ * (five getenv calls a request). The same rules as libcurl's: http_proxy only in
+ * lower case, the others in either, all_proxy when the scheme has none, and
+ * no_proxy's exceptions. False when out of memory.
+ */
+static bool read_proxy_env(esg_egress *e) {
+  bool ok = env_copy(&e->proxy[0], "http_proxy", NULL);
+  ok &= env_copy(&e->proxy[1], "https_proxy", "HTTPS_PROXY");
+  ok &= env_copy(&e->proxy[2], "all_proxy", "ALL_PROXY");
+  ok &= env_copy(&e->no_proxy, "no_proxy", "NO_PROXY");
+  return ok;
+}
+
+/* Sets the proxy for a URL from the snapshot; other schemes keep libcurl's own lookup. */
+static void set_proxy(const esg_egress *e, CURL *h, const char *url) {
+  int which = strncasecmp(url, "http://", 7) == 0 ? 0 : strncasecmp(url, "https://", 8) == 0 ? 1 : -1;
+  if (which < 0) {
+    curl_easy_setopt(h, CURLOPT_PROXY, NULL);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, NULL);
+    return;
+  }
+  const char *p = e->proxy[which] ? e->proxy[which] : e->proxy[2];
+  curl_easy_setopt(h, CURLOPT_PROXY, p ? p : ""); /* "": none, and no lookup */
+  curl_easy_setopt(h, CURLOPT_NOPROXY, e->no_proxy ? e->no_proxy : "");
+}
+
 int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
@@ -166,11 +202,12 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
   if (!e->rng) e->rng = 1;
   e->tokens = e->burst;
   e->tokens_at = now_of(e);
+  bool env_ok = read_proxy_env(e);
   e->idem_header = strdup(hdr);
   e->content_type = strdup(ct);
   e->slots = calloc((size_t)e->max_in_flight, sizeof *e->slots);
   e->multi = curl_multi_init();
-  if (!e->idem_header || !e->content_type || !e->slots || !e->multi) goto nomem;
+  if (!env_ok || !e->idem_header || !e->content_type || !e->slots || !e->multi) goto nomem;
   for (int i = e->max_in_flight - 1; i >= 0; i--) {
     esg__slot *s = &e->slots[i];
     if (!(s->easy = curl_easy_init())) goto nomem;
@@ -232,6 +269,8 @@ void esg_egress_close(esg_egress *e) {
   free(e->slots);
   free(e->idem_header);
   free(e->content_type);
+  for (int i = 0; i < 3; i++) free(e->proxy[i]);
+  free(e->no_proxy);
   free(e);
 }
 
@@ -301,9 +340,12 @@ static int make_job(esg_egress *e, const esg_egress_request *r, esg__job **out) 
     hdr_bytes += strlen(h) + 1;
   }
   bool ct = r->body && !own_ct;
+  /* libcurl asks "Expect: 100-continue" (a round trip) before large bodies; an empty
+     Expect header stops it. Below 1 KiB no libcurl version asks, so no header. */
+  bool no_expect = r->body && r->body_len >= 1024;
   size_t id_len = strlen(r->event_id), method_len = strlen(method), url_len = strlen(r->url);
   size_t claim_len = r->claim_key ? strlen(r->claim_key) : 0;
-  size_t nh = 2 + (ct ? 1 : 0) + r->n_headers; /* idempotency key, [content type], Expect, the caller's */
+  size_t nh = 1 + ct + no_expect + r->n_headers; /* idempotency key, [content type], [Expect], the caller's */
   size_t size = sizeof(esg__job) + nh * sizeof(struct curl_slist) + id_len + 1 + method_len + 1 + url_len + 1 +
                 (r->claim_key ? claim_len + 1 : 0) + (r->body ? r->body_len + 1 : 0) +
                 (r->event ? r->event_len + 1 : 0) + strlen(e->idem_header) + id_len + 3 +
@@ -326,7 +368,7 @@ static int make_job(esg_egress *e, const esg_egress_request *r, esg__job **out) 
   size_t k = 0;
   h[k++].data = put_line(&at, e->idem_header, r->event_id);
   if (ct) h[k++].data = put_line(&at, "Content-Type", e->content_type);
-  h[k++].data = (char *)"Expect:"; /* no "Expect: 100-continue" round trip before large bodies */
+  if (no_expect) h[k++].data = (char *)"Expect:";
   for (size_t i = 0; i < r->n_headers; i++) h[k++].data = put(&at, r->headers[i], strlen(r->headers[i]));
   for (size_t i = 0; i < nh; i++) h[i].next = i + 1 < nh ? &h[i + 1] : NULL;
   j->headers = h;
@@ -520,6 +562,7 @@ static int start(esg_egress *e, esg__job *j, int64_t now) {
        a URL our parse refuses goes as a string, for libcurl to fail as it would. */
     free(s->url);
     s->url = strdup(j->url);
+    set_proxy(e, h, j->url);
     if (!s->uh) s->uh = curl_url();
     if (s->url && s->uh &&
         curl_url_set(s->uh, CURLUPART_URL, j->url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK) {

@@ -617,6 +617,57 @@ static void test_urls(void) {
     CHECK(httpd_get(f.h, i, &q) == 0);
     CHECK_STR(q.path, want[i]);
   }
+
+  /* a larger body goes in one exchange, without an "Expect: 100-continue" wait */
+  static char big[40000];
+  memset(big, 'x', sizeof big);
+  esg_egress_request r = {0};
+  r.event_id = "evt-big";
+  r.url = b;
+  r.body = big;
+  r.body_len = sizeof big;
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(ended(outcome_of(f.c, "evt-big"), ESG_EGRESS_DELIVERED, 1, 200));
+  httpd_req q;
+  CHECK(httpd_get(f.h, 4, &q) == 0);
+  CHECK(q.body_len == sizeof big);
+  char v[64];
+  CHECK(httpd_header(&q, "Expect", v, sizeof v) == NULL || v[0] == '\0');
+  fx_stop(&f);
+}
+
+/* The proxy environment, read when the engine opens (as libcurl would read it per
+   transfer): http_proxy sends through the proxy, no_proxy exempts a host. */
+static void test_proxy_env(void) {
+  const char *names[] = {"http_proxy", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"};
+  for (int i = 0; i < 5; i++) unsetenv(names[i]);
+  fx f;
+  fx_start(&f, NULL);
+  char proxy[128];
+  snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", httpd_port(f.h));
+  setenv("http_proxy", proxy, 1);
+  fx_open(&f);
+  unsetenv("http_proxy"); /* read once: this engine keeps using it */
+  CHECK_RC(ESG_OK, submit(f.e, "http://gateway.invalid/orders", "evt-proxied", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(ended(outcome_of(f.c, "evt-proxied"), ESG_EGRESS_DELIVERED, 1, 200));
+  httpd_req q;
+  CHECK(httpd_get(f.h, 0, &q) == 0);
+  CHECK_STR(q.path, "http://gateway.invalid/orders"); /* the absolute form a proxy receives */
+  fx_stop(&f);
+
+  fx_start(&f, NULL);
+  setenv("http_proxy", "http://127.0.0.1:1", 1); /* nothing listens there */
+  setenv("no_proxy", "127.0.0.1", 1);
+  fx_open(&f);
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/direct"), "evt-direct", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(ended(outcome_of(f.c, "evt-direct"), ESG_EGRESS_DELIVERED, 1, 200));
+  CHECK(httpd_get(f.h, 0, &q) == 0);
+  CHECK_STR(q.path, "/direct");
+  unsetenv("http_proxy");
+  unsetenv("no_proxy");
   fx_stop(&f);
 }
 
@@ -1133,6 +1184,7 @@ int main(void) {
   RUN(test_retry_after);
   RUN(test_jitter);
   RUN(test_urls);
+  RUN(test_proxy_env);
   RUN(test_timeouts);
   RUN(test_order);
   RUN(test_parallel);
