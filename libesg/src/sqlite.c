@@ -137,12 +137,14 @@ static int sq_open(esg_store *s, const char *path, const esg_store_opts *o) {
   if ((rc = exec_sql(s, setup, "configuring the connection")) != ESG_OK ||
       (rc = exec_sql(s, "PRAGMA cache_size=-16384;", "configuring the cache")) != ESG_OK)
     return rc;
+  q->ckpt = esg__ckpt_attach(q->db);
   return migrate(s);
 }
 
 static void sq_close(esg_store *s) {
   esg__sq *q = s->db;
   if (!q) return;
+  esg__ckpt_detach(q->db, q->ckpt);
   for (int i = 0; i < ESG__STMT_SLOTS; i++) sqlite3_finalize(q->cache[i].stmt);
   sqlite3_close_v2(q->db);
   free(q);

@@ -10,8 +10,11 @@
 
 #define ESG__STMT_SLOTS 128
 
+typedef struct esg__ckpt esg__ckpt;
+
 typedef struct esg__sq {
   sqlite3 *db;
+  esg__ckpt *ckpt;            /* WAL checkpoints on a thread (sqlite_checkpoint.c); NULL: SQLite's inline ones */
   struct {
     const char *sql; /* keyed by the address of a static SQL string */
     sqlite3_stmt *stmt;
@@ -33,6 +36,11 @@ int esg__sq_exec(esg_store *s, sqlite3_stmt *st, const char *what);
 /* Binds text/blob, tolerating NULL for an empty blob. */
 void esg__sq_bind_text(sqlite3_stmt *st, int i, const char *v);
 void esg__sq_bind_blob(sqlite3_stmt *st, int i, const void *v, size_t len);
+
+/* Moves db's WAL checkpoints to a thread of the handle's own (NULL: they stay inline). */
+esg__ckpt *esg__ckpt_attach(sqlite3 *db);
+/* Stops that thread; before db is closed. */
+void esg__ckpt_detach(sqlite3 *db, esg__ckpt *c);
 
 /* Each feature's operations, in its own file. */
 int esg__sq_claim_get(esg_store *s, const char *key, esg__claim_row *row);

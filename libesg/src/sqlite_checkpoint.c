@@ -1,0 +1,112 @@
+/*
+ * WAL checkpoints off the caller's thread. SQLite's default copies the log back
+ * into the database inside the commit that pushes the log past 1000 pages, with
+ * two fsyncs: a stall of milliseconds in whatever loop made that commit (an
+ * egress engine stops delivering meanwhile). Here the commit only asks, and a
+ * thread with its own connection does the copying (a PASSIVE checkpoint: it never
+ * waits for, nor blocks, the writer or the readers).
+ *
+ * The log restarts from its beginning only when a write begins after a checkpoint
+ * that copied all of it, which a checkpoint racing the writer may never see; so
+ * when the log reaches RUNAWAY pages the commit checkpoints inline, as SQLite
+ * would have, finding most of the copying done. The same inline checkpoint serves
+ * a child process that uses its parent's handle after fork(), where the thread
+ * does not exist.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "sqlite_int.h"
+
+#define THRESHOLD 1000        /* pages: SQLite's own autocheckpoint point */
+#define RUNAWAY (4 * THRESHOLD)
+
+struct esg__ckpt {
+  char *path;                 /* the database file, for the thread's own connection */
+  pid_t pid;                  /* the process the thread runs in */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t thread;
+  bool started, failed, want, stop;
+};
+
+static void *ckpt_main(void *arg) {
+  esg__ckpt *c = arg;
+  sqlite3 *db = NULL;
+  if (sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    sqlite3_close(db);
+    db = NULL;
+  }
+  pthread_mutex_lock(&c->mu);
+  if (!db) c->failed = true; /* commits go back to checkpointing inline */
+  while (db && !c->stop) {
+    if (!c->want) {
+      pthread_cond_wait(&c->cv, &c->mu);
+      continue;
+    }
+    c->want = false;
+    pthread_mutex_unlock(&c->mu);
+    sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL); /* a miss is retried next commit */
+    pthread_mutex_lock(&c->mu);
+  }
+  pthread_mutex_unlock(&c->mu);
+  sqlite3_close(db);
+  return NULL;
+}
+
+/* Asks the thread for a checkpoint, starting it the first time; false when it cannot run here. */
+static bool ask(esg__ckpt *c) {
+  if (c->pid != getpid()) return false;
+  pthread_mutex_lock(&c->mu);
+  if (!c->started && !c->failed) {
+    c->started = pthread_create(&c->thread, NULL, ckpt_main, c) == 0;
+    c->failed = !c->started;
+  }
+  bool ok = !c->failed;
+  if (ok && !c->want) {
+    c->want = true;
+    pthread_cond_signal(&c->cv);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return ok;
+}
+
+static int on_commit(void *ud, sqlite3 *db, const char *name, int pages) {
+  esg__ckpt *c = ud;
+  if (pages < THRESHOLD) return SQLITE_OK;
+  if (pages >= RUNAWAY || !ask(c)) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  return SQLITE_OK;
+}
+
+esg__ckpt *esg__ckpt_attach(sqlite3 *db) {
+  const char *path = sqlite3_db_filename(db, "main");
+  if (!path || !*path) return NULL; /* in memory: nothing to copy back */
+  esg__ckpt *c = calloc(1, sizeof *c);
+  if (!c || !(c->path = strdup(path))) {
+    free(c);
+    return NULL; /* SQLite's own inline checkpoints stay */
+  }
+  c->pid = getpid();
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  sqlite3_wal_hook(db, on_commit, c); /* replaces the inline autocheckpoint */
+  return c;
+}
+
+void esg__ckpt_detach(sqlite3 *db, esg__ckpt *c) {
+  if (!c) return;
+  sqlite3_wal_hook(db, NULL, NULL);
+  if (c->pid == getpid()) { /* after fork() the thread and its lock are the parent's */
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    bool started = c->started;
+    pthread_mutex_unlock(&c->mu);
+    if (started) pthread_join(c->thread, NULL);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+  }
+  free(c->path);
+  free(c);
+}
