@@ -29,6 +29,7 @@ struct esg__ckpt {
   pthread_cond_t cv;
   pthread_t thread;
   bool started, failed, want, stop;
+  int asked;                  /* log pages at the last request (the committing thread's) */
 };
 
 static void *ckpt_main(void *arg) {
@@ -72,9 +73,13 @@ static bool ask(esg__ckpt *c) {
   return ok;
 }
 
+/* After each commit: a request per THRESHOLD pages the log grew (a checkpoint costs
+   two fsyncs, which compete with the writer's own), inline past RUNAWAY. */
 static int on_commit(void *ud, sqlite3 *db, const char *name, int pages) {
   esg__ckpt *c = ud;
-  if (pages < THRESHOLD) return SQLITE_OK;
+  if (pages < c->asked) c->asked = 0; /* the log restarted */
+  if (pages - c->asked < THRESHOLD) return SQLITE_OK;
+  c->asked = pages;
   if (pages >= RUNAWAY || !ask(c)) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   return SQLITE_OK;
 }
