@@ -657,10 +657,12 @@ static void pump(esg_egress *e, int64_t *wait_ms) {
 
 /* ----------------------------------------------------------- finishing -- */
 
-/* The SHA-256 of nothing: most answers (204, 202) have no body, and need no hashing. */
-static const char EMPTY_SHA256[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/* Writes {"status":N,"sha256":"<hex>"} (the result a delivery completes its claim with); returns its length. */
+/*
+ * Writes the result a delivery completes its claim with, and returns its length:
+ * {"status":N,"sha256":"<hex of the body>"}, or {"status":N} for an answer without a
+ * body (204, most 202s), whose digest would say nothing. Every byte of it is stored
+ * in the claim row: the short form costs the store a fifth less work per delivery.
+ */
 static size_t delivered_result(char out[200], int status, const void *body, size_t len) {
   static const char head[] = "{\"status\":", mid[] = ",\"sha256\":\"", tail[] = "\"}";
   char *o = out;
@@ -672,15 +674,15 @@ static size_t delivered_result(char out[200], int status, const void *body, size
   do digits[nd++] = (char)('0' + v % 10);
   while ((v /= 10) && nd < 11);
   while (nd) *o++ = digits[--nd];
+  if (!len) {
+    memcpy(o, "}", 2);
+    return (size_t)(o - out) + 1;
+  }
   memcpy(o, mid, sizeof mid - 1);
   o += sizeof mid - 1;
-  if (len) {
-    uint8_t d[32];
-    esg_sha256(body, len, d);
-    esg_hex(d, 32, o);
-  } else {
-    memcpy(o, EMPTY_SHA256, 64);
-  }
+  uint8_t d[32];
+  esg_sha256(body, len, d);
+  esg_hex(d, 32, o);
   o += 64;
   memcpy(o, tail, sizeof tail); /* with its NUL */
   return (size_t)(o - out) + sizeof tail - 1;

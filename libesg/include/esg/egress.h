@@ -112,8 +112,8 @@ typedef struct esg_egress_request {
   const char *partition_key;   /* deliveries sharing it go one at a time, in submit order;
                                   NULL or "" = no ordering */
   const char *claim_key;       /* NULL = none; else the claim completed on success (result
-                                  {"status":N,"sha256":"<hex of the response body>"}) or
-                                  released on failure */
+                                  {"status":N,"sha256":"<hex of the response body>"}, or
+                                  {"status":N} when the answer had no body) or released on failure */
   int64_t claim_token;
   const char *event;           /* the event JSON stored in a fault for resubmission; NULL = the body */
   size_t event_len;
