@@ -2,6 +2,8 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "testutil.h"
 
 static esg_event *ev(const char *id, const char *type, long long ts, const char *pk) {
@@ -388,6 +390,19 @@ static void test_group_pending_claims(void) {
   esg_store_close(other);
 }
 
+/* Claims and completes keys first .. first+n-1, scattered over the key space; how many took. */
+static int fill(esg_store *s, const char *prefix, int first, int n) {
+  int done = 0;
+  for (int i = first; i < first + n; i++) {
+    char key[48];
+    snprintf(key, sizeof key, "%s%08x", prefix, (unsigned)i * 2654435761u);
+    esg_claim_info c;
+    if (esg_claim(s, key, NULL, 0, 60000, 3600000, &c) == ESG_NEW && esg_complete(s, key, c.token, "{}", 2) == ESG_OK)
+      done++;
+  }
+  return done;
+}
+
 /* Bytes in a file; 0 when it is not there. */
 static long long file_size(const char *path) {
   struct stat st;
@@ -414,13 +429,9 @@ static void test_wal_bounded(void) {
   CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
   long long most = 0;
   int n = 30000, done = 0;
-  for (int i = 0; i < n; i++) {
-    char key[32];
-    snprintf(key, sizeof key, "k%08x", (unsigned)i * 2654435761u);
-    esg_claim_info c;
-    if (esg_claim(s, key, NULL, 0, 60000, 3600000, &c) == ESG_NEW && esg_complete(s, key, c.token, "{}", 2) == ESG_OK)
-      done++;
-    if (i % 500 == 0 && file_size(wal) > most) most = file_size(wal);
+  for (int i = 0; i < n; i += 500) {
+    done += fill(s, "k", i, 500);
+    if (file_size(wal) > most) most = file_size(wal);
   }
   CHECK(done == n);
   CHECK_RC(ESG_OK, esg_store_flush(s));
@@ -438,6 +449,53 @@ static void test_wal_bounded(void) {
   sqlite3_close(db);
 }
 
+/*
+ * fork() with a handle whose checkpoint thread runs: the child (as a Python
+ * multiprocessing child would) closes the inherited handle, which must neither
+ * wait for a thread it does not have nor touch the parent's; it then works on a
+ * handle of its own, and the parent's handle and thread go on.
+ */
+static void test_fork_with_checkpointer(void) {
+  int64_t now = 1000;
+  const char *path = tu_path("forked.db");
+  esg_store_opts o = {0};
+  o.clock = tu_clock;
+  o.clock_ud = &now;
+  o.group_commit_ms = 1000000;
+  o.group_commit_max = 250;
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  CHECK(fill(s, "p", 0, 6000) == 6000); /* well past 1000 log pages: the thread has started */
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  pid_t pid = fork();
+  if (pid == 0) {
+    esg_store_close(s); /* the parent's handle, inherited */
+    esg_store *mine = NULL;
+    int ok = esg_store_open(&mine, path, &o) == ESG_OK && fill(mine, "c", 0, 3000) == 3000 &&
+             esg_store_flush(mine) == ESG_OK;
+    esg_store_close(mine);
+    _exit(ok ? 0 : 1);
+  }
+  CHECK(pid > 0);
+  int status = 0;
+  CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(fill(s, "q", 0, 6000) == 6000);
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "c00000000", NULL, 0, 60000, 3600000, NULL)); /* the child's */
+  esg_store_close(s);
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  sqlite3_stmt *st;
+  CHECK(sqlite3_prepare_v2(db, "SELECT count(*) FROM esg_claims WHERE done = 1", -1, &st, NULL) == SQLITE_OK);
+  CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 15000);
+  sqlite3_finalize(st);
+  CHECK(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK);
+  CHECK(sqlite3_step(st) == SQLITE_ROW);
+  CHECK_STR((const char *)sqlite3_column_text(st, 0), "ok");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 int main(void) {
   RUN(test_correlate);
   RUN(test_group_pending_claims);
@@ -448,5 +506,6 @@ int main(void) {
   RUN(test_batch);
   RUN(test_group_commit);
   RUN(test_wal_bounded);
+  RUN(test_fork_with_checkpointer);
   return tu_done();
 }
