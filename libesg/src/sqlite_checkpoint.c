@@ -12,6 +12,12 @@
  * would have, finding most of the copying done. The same inline checkpoint serves
  * a child process that uses its parent's handle after fork(), where the thread
  * does not exist.
+ *
+ * fork() while the thread is inside SQLite could leave the child with SQLite's
+ * internal locks (its allocator's, say) held by a thread that is not there, and
+ * the child's first SQLite call would wait forever. So the threads make their
+ * SQLite calls under one process-wide lock, which fork() takes first
+ * (pthread_atfork): the child starts with no checkpoint half done.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -24,6 +30,7 @@
 
 struct esg__ckpt {
   char *path;                 /* the database file, for the thread's own connection */
+  sqlite3 *db;                /* that connection, under in_sqlite */
   pid_t pid;                  /* the process the thread runs in */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -32,27 +39,41 @@ struct esg__ckpt {
   int asked;                  /* log pages at the last request (the committing thread's) */
 };
 
+/* Held by a checkpoint thread while it is inside SQLite, and by fork() (see above). */
+static pthread_mutex_t in_sqlite = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void fork_prepare(void) { pthread_mutex_lock(&in_sqlite); }
+static void fork_done(void) { pthread_mutex_unlock(&in_sqlite); }
+static void atfork_init(void) { pthread_atfork(fork_prepare, fork_done, fork_done); }
+
 static void *ckpt_main(void *arg) {
   esg__ckpt *c = arg;
-  sqlite3 *db = NULL;
-  if (sqlite3_open_v2(c->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-    sqlite3_close(db);
-    db = NULL;
+  pthread_mutex_lock(&in_sqlite);
+  if (sqlite3_open_v2(c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    sqlite3_close(c->db);
+    c->db = NULL;
   }
+  bool ok = c->db != NULL;
+  pthread_mutex_unlock(&in_sqlite);
   pthread_mutex_lock(&c->mu);
-  if (!db) c->failed = true; /* commits go back to checkpointing inline */
-  while (db && !c->stop) {
+  if (!ok) c->failed = true; /* commits go back to checkpointing inline */
+  while (ok && !c->stop) {
     if (!c->want) {
       pthread_cond_wait(&c->cv, &c->mu);
       continue;
     }
     c->want = false;
     pthread_mutex_unlock(&c->mu);
-    sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL); /* a miss is retried next commit */
+    pthread_mutex_lock(&in_sqlite);
+    sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL); /* a miss is retried next commit */
+    pthread_mutex_unlock(&in_sqlite);
     pthread_mutex_lock(&c->mu);
   }
   pthread_mutex_unlock(&c->mu);
-  sqlite3_close(db);
+  pthread_mutex_lock(&in_sqlite);
+  sqlite3_close(c->db);
+  c->db = NULL;
+  pthread_mutex_unlock(&in_sqlite);
   return NULL;
 }
 
@@ -61,6 +82,7 @@ static bool ask(esg__ckpt *c) {
   if (c->pid != getpid()) return false;
   pthread_mutex_lock(&c->mu);
   if (!c->started && !c->failed) {
+    pthread_once(&atfork_once, atfork_init);
     c->started = pthread_create(&c->thread, NULL, ckpt_main, c) == 0;
     c->failed = !c->started;
   }
@@ -102,7 +124,7 @@ esg__ckpt *esg__ckpt_attach(sqlite3 *db) {
 void esg__ckpt_detach(sqlite3 *db, esg__ckpt *c) {
   if (!c) return;
   sqlite3_wal_hook(db, NULL, NULL);
-  if (c->pid == getpid()) { /* after fork() the thread and its lock are the parent's */
+  if (c->pid == getpid()) {
     pthread_mutex_lock(&c->mu);
     c->stop = true;
     pthread_cond_signal(&c->cv);
@@ -111,6 +133,11 @@ void esg__ckpt_detach(sqlite3 *db, esg__ckpt *c) {
     if (started) pthread_join(c->thread, NULL);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
+  } else {
+    /* after fork(): the thread (and its lock) stayed with the parent; its connection's
+       memory came along, idle (fork waited for in_sqlite), so it is closed as the
+       inherited handle's own connection is */
+    sqlite3_close(c->db);
   }
   free(c->path);
   free(c);
