@@ -4,6 +4,7 @@
  * insert that finds no row makes a new claim); only takeovers of expired leases
  * or records take the slow path, re-deciding inside a write transaction.
  */
+#include <stdlib.h>
 #include <string.h>
 #include "backend.h"
 
@@ -258,6 +259,72 @@ static int by_token(esg_store *s, const char *key, int64_t token, int which, con
 int esg_complete(esg_store *s, const char *key, int64_t token, const void *result, size_t len) {
   if (s && len && !result) return esg__fail(&s->err, ESG_EINVAL, "result is NULL with length %zu", len);
   return by_token(s, key, token, 0, result, len, 0);
+}
+
+/* FNV-1a, for spotting a key twice in a batch. */
+static uint64_t key_hash(const char *k) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *k; k++) h = (h ^ (uint8_t)*k) * 1099511628211ULL;
+  return h;
+}
+
+enum { NOT_YET = 1000 }; /* a completion's rc before it is decided */
+
+/* Completes c one at a time, as esg_complete does inside the unit. */
+static int complete_one(esg_store *s, esg__completion *c, int64_t now) {
+  esg__pend *p = s->group_open ? esg__pend_find(s, c->key) : NULL;
+  if (p) return pending_by_token(s, p, c->key, c->token, 0, c->result, c->len, 0, now);
+  return s->be->claim_complete(s, c->key, c->token, c->result, c->len, now);
+}
+
+/*
+ * The batch goes in one unit of writes: claims pending in the open group are
+ * completed in memory, the rest by the backend in as few statements as it can.
+ * A key that comes twice goes one at a time after the others, in order, so the
+ * outcomes are those of the calls made one by one.
+ */
+int esg__complete_batch(esg_store *s, esg__completion *c, size_t n) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  if (!n) return ESG_OK;
+  esg__completion stack[64], *todo = n <= 64 ? stack : malloc(n * sizeof *todo);
+  size_t *from = malloc(n * sizeof *from), m = 0;
+  for (size_t i = 0; i < n; i++) c[i].rc = NOT_YET;
+  bool own = false;
+  int rc = !todo || !from ? esg__fail(&s->err, ESG_ENOMEM, "out of memory") : esg__unit_begin(s, true, &own);
+  bool began = rc == ESG_OK;
+  int64_t now = s->clock(s->clock_ud);
+  uint32_t seen[128] = {0}; /* index + 1 into todo, by key hash; 0 = free */
+  for (size_t i = 0; rc == ESG_OK && i < n; i++) {
+    if (c[i].len && !c[i].result) {
+      c[i].rc = esg__fail(&s->err, ESG_EINVAL, "result is NULL with length %zu", c[i].len);
+    } else if ((c[i].rc = esg__check_key(&s->err, "claim key", c[i].key)) == ESG_OK) {
+      c[i].rc = NOT_YET;
+      esg__pend *p = s->group_open ? esg__pend_find(s, c[i].key) : NULL;
+      if (p) {
+        c[i].rc = pending_by_token(s, p, c[i].key, c[i].token, 0, c[i].result, c[i].len, 0, now);
+        continue;
+      }
+      bool twice = n > 64; /* larger batches go one at a time */
+      size_t h = key_hash(c[i].key) & 127;
+      for (; !twice && seen[h]; h = (h + 1) & 127) twice = strcmp(todo[seen[h] - 1].key, c[i].key) == 0;
+      if (twice) continue; /* after the batch */
+      seen[h] = (uint32_t)m + 1;
+      todo[m] = c[i];
+      from[m++] = i;
+    }
+  }
+  if (rc == ESG_OK && m) rc = s->be->claim_complete_many(s, todo, m, now);
+  for (size_t k = 0; k < m; k++) c[from[k]].rc = todo[k].rc;
+  for (size_t i = 0; rc == ESG_OK && i < n; i++)
+    if (c[i].rc == NOT_YET) {
+      c[i].rc = complete_one(s, &c[i], now);
+      if (c[i].rc < 0 && c[i].rc != ESG_ETOKEN) rc = c[i].rc;
+    }
+  for (size_t i = 0; i < n; i++)
+    if (c[i].rc == NOT_YET || (own && rc < 0)) c[i].rc = rc; /* a failed transaction of its own rolls back all */
+  if (todo != stack) free(todo);
+  free(from);
+  return began ? esg__unit_end(s, own, rc) : rc;
 }
 
 int esg_release(esg_store *s, const char *key, int64_t token) { return by_token(s, key, token, 1, NULL, 0, 0); }

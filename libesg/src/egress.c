@@ -29,6 +29,8 @@ typedef struct esg__slot {
   char errbuf[CURL_ERROR_SIZE];
   bool plain_post;             /* the handle is set up for a POST with a body: skip the reset */
   char *url;                   /* the URL the handle has (owned), so the same one is not set again */
+  CURLcode cc;                 /* how the last transfer ended (reap) */
+  char result[200];            /* the claim result of a delivered transfer (complete_round) */
   CURLU *uh;                   /* that URL parsed once, for all the deliveries that go there */
   struct esg__slot *next_free;
 } esg__slot;
@@ -55,6 +57,8 @@ struct esg_egress {
   double tokens;
   int64_t tokens_at;
   esg__slot *slots, *free_slots;
+  esg__slot **round;           /* the transfers one reap finished */
+  esg__completion *batch;      /* their claims' completions */
   esg__lanes lanes;
   esg__heap heap;
   esg__ready ready;
@@ -206,8 +210,10 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
   e->idem_header = strdup(hdr);
   e->content_type = strdup(ct);
   e->slots = calloc((size_t)e->max_in_flight, sizeof *e->slots);
+  e->round = calloc((size_t)e->max_in_flight, sizeof *e->round);
+  e->batch = calloc((size_t)e->max_in_flight, sizeof *e->batch);
   e->multi = curl_multi_init();
-  if (!env_ok || !e->idem_header || !e->content_type || !e->slots || !e->multi) goto nomem;
+  if (!env_ok || !e->idem_header || !e->content_type || !e->slots || !e->round || !e->batch || !e->multi) goto nomem;
   for (int i = e->max_in_flight - 1; i >= 0; i--) {
     esg__slot *s = &e->slots[i];
     if (!(s->easy = curl_easy_init())) goto nomem;
@@ -267,6 +273,8 @@ void esg_egress_close(esg_egress *e) {
   esg__lanes_free(&e->lanes);
   esg__heap_free(&e->heap);
   free(e->slots);
+  free(e->round);
+  free(e->batch);
   free(e->idem_header);
   free(e->content_type);
   for (int i = 0; i < 3; i++) free(e->proxy[i]);
@@ -705,7 +713,9 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
   char result[200];
   if (outcome == ESG_EGRESS_DELIVERED) {
     e->st.delivered++;
-    if (e->store && j->claim_key) {
+    if (j->completed) {
+      r.store_rc = j->complete_rc;
+    } else if (e->store && j->claim_key) {
       size_t n = delivered_result(result, j->http_status, r.body, r.body_len);
       r.store_rc = esg_complete(e->store, j->claim_key, j->claim_token, result, n);
     }
@@ -759,6 +769,36 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
     if (l->key) esg__lanes_remove(&e->lanes, l);
     lane_unlink(e, l);
     lane_free(e, l);
+  }
+}
+
+/*
+ * Completes the claims of the round's delivered transfers in one store batch,
+ * before their outcomes are settled one by one (finish reports what the batch
+ * said): the store's cost per statement is paid once per round, not per delivery.
+ */
+static void complete_round(esg_egress *e, int n) {
+  if (!e->store || e->closing) return;
+  size_t k = 0;
+  for (int i = 0; i < n; i++) {
+    esg__slot *s = e->round[i];
+    esg__job *j = s->job;
+    long status = 0;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (s->cc != CURLE_OK || status < 200 || status >= 300 || !j->claim_key) continue;
+    esg__completion *c = &e->batch[k++];
+    c->key = j->claim_key;
+    c->token = j->claim_token;
+    c->result = s->result;
+    c->len = delivered_result(s->result, (int)status, s->resp, s->resp_len);
+  }
+  if (!k) return;
+  esg__complete_batch(e->store, e->batch, k);
+  for (size_t i = 0, b = 0; i < (size_t)n && b < k; i++) {
+    esg__job *j = e->round[i]->job;
+    if (e->batch[b].key != j->claim_key) continue; /* not in the batch */
+    j->completed = true;
+    j->complete_rc = e->batch[b++].rc;
   }
 }
 
@@ -837,14 +877,18 @@ static int reap(esg_egress *e) {
     if (m->msg != CURLMSG_DONE) continue;
     esg__slot *s = NULL;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-    CURLcode cc = m->data.result;
+    s->cc = m->data.result;
     curl_multi_remove_handle(e->multi, m->easy_handle); /* m is invalid from here */
     e->st.in_flight--;
-    settle(e, s, cc);
+    e->round[n++] = s;
+  }
+  complete_round(e, n);
+  for (int i = 0; i < n; i++) {
+    esg__slot *s = e->round[i];
+    settle(e, s, s->cc);
     s->job = NULL;
     s->next_free = e->free_slots;
     e->free_slots = s;
-    n++;
   }
   return n;
 }

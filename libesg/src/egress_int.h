@@ -32,6 +32,8 @@ typedef struct esg__job {
   int attempts;
   int64_t first_at, last_at, next_at;
   int http_status;
+  bool completed;               /* its claim was completed by complete_round (complete_rc says how) */
+  int complete_rc;
   char error[256];
 } esg__job;
 

@@ -61,6 +61,20 @@ struct esg_store {
 int esg__unit_begin(esg_store *s, bool need_tx, bool *own);
 int esg__unit_end(esg_store *s, bool own, int rc);
 
+/* One completion of a batch (esg__complete_batch). */
+typedef struct esg__completion {
+  const char *key;
+  int64_t token;
+  const void *result;           /* as esg_complete's */
+  size_t len;
+  int rc;                       /* out: what esg_complete would have returned */
+} esg__completion;
+
+/* Completes n claims as n esg_complete calls would, in one unit of writes and as
+   few statements as it can (the egress engine finishes a batch of deliveries at a
+   time). ESG_OK, or the store error that stopped it (each rc says which). */
+int esg__complete_batch(esg_store *s, esg__completion *c, size_t n);
+
 /* A fresh random fencing token (never 0). */
 int64_t esg__token(esg_store *s);
 

@@ -132,6 +132,9 @@ static esg_egress_request claimed_request(const char *id, const char *url, int64
 }
 
 /* The result recorded by id's completed claim, which a new claim sees as a duplicate. */
+/* The SHA-256 of "ok", the test server's default body. */
+#define OK_SHA256 "2689367b205c16ce32ed4200942b8b8b1e262dfc70d9bc9fbc77c49699a4f1df"
+
 static const char *claim_result(esg_store *s, const char *id, char *out, size_t n) {
   esg_claim_info ci;
   CHECK_RC(ESG_DUPLICATE, esg_claim(s, id, NULL, 0, 30000, 3600000, &ci));
@@ -979,6 +982,77 @@ static void test_claim_takeover(void) {
   fx_stop(&f);
 }
 
+/*
+ * A loop turn's deliveries complete their claims in one store batch: each gets the
+ * outcome a completion of its own would have had. Of 24 delivered at once, three
+ * claims were taken over meanwhile (ETOKEN, the new owner's claim intact), one key
+ * comes twice with one token (the second finds it completed: ETOKEN), one claim is
+ * still pending in the open group (completed in memory), and the rest complete.
+ */
+static void test_batch_completion(void) {
+  for (int grouped = 0; grouped < 2; grouped++) {
+    fx f;
+    fx_start(&f, NULL);
+    esg_store_opts so = {0};
+    so.clock = tu_clock;
+    so.clock_ud = &f.now;
+    so.group_commit_ms = grouped ? 1000000 : 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s", tu_path(grouped ? "egress-batch-g.db" : "egress-batch.db"));
+    CHECK_RC(ESG_OK, esg_store_open(&f.s, path, &so));
+    esg_store *other = tu_open(path, &f.now);
+    f.o.max_in_flight = 32;
+    fx_open(&f);
+    const char *url = fx_url(&f, "/b");
+    int64_t tok[24];
+    char id[24][16];
+    for (int i = 0; i < 20; i++) {
+      snprintf(id[i], sizeof id[i], "evt-b%02d", i);
+      esg_claim_info ci;
+      CHECK_RC(ESG_NEW, esg_claim(f.s, id[i], NULL, 0, i < 3 ? 1000 : 600000, 3600000, &ci));
+      tok[i] = ci.token;
+    }
+    CHECK_RC(ESG_OK, esg_store_flush(f.s));
+    f.now += 5000; /* the first three leases ran out: another worker takes them */
+    int64_t theirs[3];
+    for (int i = 0; i < 3; i++) {
+      esg_claim_info ci;
+      CHECK_RC(ESG_NEW, esg_claim(other, id[i], NULL, 0, 600000, 3600000, &ci));
+      theirs[i] = ci.token;
+    }
+    esg_claim_info ci;
+    CHECK_RC(ESG_NEW, esg_claim(f.s, "evt-bp", NULL, 0, 600000, 3600000, &ci)); /* pending if grouped */
+    for (int i = 0; i < 20; i++) {
+      esg_egress_request r = claimed_request(id[i], url, tok[i]);
+      CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+    }
+    esg_egress_request twice = claimed_request(id[5], url, tok[5]);
+    twice.event_id = "evt-b05-again";
+    CHECK_RC(ESG_OK, esg_egress_submit(f.e, &twice));
+    esg_egress_request pend = claimed_request("evt-bp", url, ci.token);
+    CHECK_RC(ESG_OK, esg_egress_submit(f.e, &pend));
+    CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+    CHECK(f.c->n == 22);
+    for (int i = 0; i < 20; i++) {
+      outc *x = outcome_of(f.c, id[i]);
+      CHECK(ended(x, ESG_EGRESS_DELIVERED, 1, 200));
+      if (x) CHECK_RC(i < 3 ? ESG_ETOKEN : ESG_OK, x->store_rc);
+    }
+    outc *x = outcome_of(f.c, "evt-b05-again");
+    CHECK(ended(x, ESG_EGRESS_DELIVERED, 1, 200));
+    if (x) CHECK_RC(ESG_ETOKEN, x->store_rc);
+    x = outcome_of(f.c, "evt-bp");
+    if (x) CHECK_RC(ESG_OK, x->store_rc);
+    CHECK_RC(ESG_OK, esg_store_flush(f.s));
+    char res[256];
+    CHECK_STR(claim_result(f.s, "evt-bp", res, sizeof res), "{\"status\":200,\"sha256\":\"" OK_SHA256 "\"}");
+    CHECK_STR(claim_result(f.s, id[19], res, sizeof res), "{\"status\":200,\"sha256\":\"" OK_SHA256 "\"}");
+    for (int i = 0; i < 3; i++) CHECK_RC(ESG_OK, esg_complete(other, id[i], theirs[i], NULL, 0));
+    esg_store_close(other);
+    fx_stop(&f);
+  }
+}
+
 /* The cache's HTTP loader: 200 with an ETag, then a 304 revalidation that refreshes the TTL, 404 negative. */
 static void test_cache_loader(void) {
   fx f;
@@ -1191,6 +1265,7 @@ int main(void) {
   RUN(test_connection_reuse);
   RUN(test_cancel_on_close);
   RUN(test_claim_takeover);
+  RUN(test_batch_completion);
   RUN(test_cache_loader);
   RUN(test_crash_takeover);
   return tu_done();
