@@ -278,8 +278,9 @@ static int complete_one(esg_store *s, esg__completion *c, int64_t now) {
 }
 
 /*
- * The batch goes in one unit of writes: claims pending in the open group are
- * completed in memory, the rest by the backend in as few statements as it can.
+ * The batch goes in one unit of writes (one transaction without group commit, so
+ * one commit for all): claims pending in the open group are completed in memory,
+ * the rest by the backend.
  * A key that comes twice goes one at a time after the others, in order, so the
  * outcomes are those of the calls made one by one.
  */

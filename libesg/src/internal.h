@@ -70,9 +70,9 @@ typedef struct esg__completion {
   int rc;                       /* out: what esg_complete would have returned */
 } esg__completion;
 
-/* Completes n claims as n esg_complete calls would, in one unit of writes and as
-   few statements as it can (the egress engine finishes a batch of deliveries at a
-   time). ESG_OK, or the store error that stopped it (each rc says which). */
+/* Completes n claims as n esg_complete calls would, in one unit of writes: one
+   transaction for all (the egress engine completes a loop turn's deliveries so). ESG_OK,
+   or the store error that stopped it (each rc says which). */
 int esg__complete_batch(esg_store *s, esg__completion *c, size_t n);
 
 /* A fresh random fencing token (never 0). */
