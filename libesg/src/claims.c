@@ -261,13 +261,6 @@ int esg_complete(esg_store *s, const char *key, int64_t token, const void *resul
   return by_token(s, key, token, 0, result, len, 0);
 }
 
-/* FNV-1a, for spotting a key twice in a batch. */
-static uint64_t key_hash(const char *k) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *k; k++) h = (h ^ (uint8_t)*k) * 1099511628211ULL;
-  return h;
-}
-
 enum { NOT_YET = 1000 }; /* a completion's rc before it is decided */
 
 /* Completes c one at a time, as esg_complete does inside the unit. */
@@ -306,7 +299,7 @@ int esg__complete_batch(esg_store *s, esg__completion *c, size_t n) {
         continue;
       }
       bool twice = n > 64; /* larger batches go one at a time */
-      size_t h = key_hash(c[i].key) & 127;
+      size_t h = esg__fnv1a(c[i].key) & 127;
       for (; !twice && seen[h]; h = (h + 1) & 127) twice = strcmp(todo[seen[h] - 1].key, c[i].key) == 0;
       if (twice) continue; /* after the batch */
       seen[h] = (uint32_t)m + 1;

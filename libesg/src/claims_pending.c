@@ -17,16 +17,10 @@ struct esg__pend {
   uint8_t hash[ESG_HASH_MAX];
 };
 
-static uint64_t hash_key(const char *k) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *k; k++) h = (h ^ (uint8_t)*k) * 1099511628211ULL;
-  return h;
-}
-
 esg__pend *esg__pend_find(esg_store *s, const char *key) {
   if (!s->pend_live) return NULL;
   size_t mask = s->pend_cap - 1;
-  for (size_t i = hash_key(key) & mask;; i = (i + 1) & mask) {
+  for (size_t i = esg__fnv1a(key) & mask;; i = (i + 1) & mask) {
     esg__pend *p = &s->pend[i];
     if (!p->key) return NULL;
     if (!p->gone && strcmp(p->key, key) == 0) {
@@ -56,7 +50,7 @@ static int reserve(esg_store *s) {
       free(old[i].key);
       continue;
     }
-    size_t j = hash_key(old[i].key) & (cap - 1);
+    size_t j = esg__fnv1a(old[i].key) & (cap - 1);
     while (t[j].key) j = (j + 1) & (cap - 1);
     t[j] = old[i];
   }
@@ -72,7 +66,7 @@ int esg__pend_add(esg_store *s, const char *key, const esg__claim_row *row) {
   if (rc != ESG_OK) return rc;
   char *k = strdup(key);
   if (!k) return esg__fail(&s->err, ESG_ENOMEM, "out of memory for pending claims");
-  size_t mask = s->pend_cap - 1, i = hash_key(key) & mask;
+  size_t mask = s->pend_cap - 1, i = esg__fnv1a(key) & mask;
   while (s->pend[i].key) i = (i + 1) & mask;
   esg__pend *p = &s->pend[i];
   p->key = k;

@@ -417,7 +417,7 @@ static int enqueue(esg_egress *e, esg__job *j, const char *pkey) {
   uint64_t h = 0;
   bool keyed = pkey && *pkey;
   if (keyed) {
-    h = esg__str_hash(pkey);
+    h = esg__fnv1a(pkey);
     l = esg__lanes_find(&e->lanes, pkey, h);
   }
   if (l) {

@@ -68,7 +68,6 @@ typedef struct esg__ready {
   esg__lane *head, *tail;
 } esg__ready;
 
-uint64_t esg__str_hash(const char *s);
 esg__lane *esg__lanes_find(esg__lanes *t, const char *key, uint64_t h);
 int esg__lanes_add(esg__lanes *t, esg__lane *l);
 void esg__lanes_remove(esg__lanes *t, esg__lane *l);

@@ -213,7 +213,7 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   snprintf(url, ul, "%s%s%s", l->url_pre, esc, l->url_post);
   curl_free(esc);
 
-  uint64_t h = esg__str_hash(key);
+  uint64_t h = esg__fnv1a(key);
   etag_ent **slot = find_slot(l, key, h);
   etag_ent *known = slot ? *slot : NULL;
   char inm[300];

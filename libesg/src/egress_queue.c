@@ -9,15 +9,6 @@
 #include "egress_int.h"
 #include "internal.h"
 
-uint64_t esg__str_hash(const char *s) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 esg__lane *esg__lanes_find(esg__lanes *t, const char *key, uint64_t h) {
   if (!t->nb) return NULL;
   for (esg__lane *l = t->b[h & (t->nb - 1)]; l; l = l->hnext)

@@ -19,6 +19,12 @@ void esg_sha256(const void *data, size_t len, uint8_t out[32]) {
   SHA256_Final(out, &ctx);
 }
 
+uint64_t esg__fnv1a(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
 void esg_hex(const void *data, size_t len, char *out) {
   static const char digits[] = "0123456789abcdef";
   const uint8_t *p = data;

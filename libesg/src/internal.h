@@ -20,6 +20,10 @@ int esg__fail(esg__err *err, int code, const char *fmt, ...) __attribute__((form
 /* The thread-local slot for calls without a handle. */
 esg__err *esg__tls_err(void);
 
+/* FNV-1a of a string: the hash of the library's small in-memory tables (pending
+   claims, egress lanes, a batch's keys, the HTTP loader's validators). */
+uint64_t esg__fnv1a(const char *s);
+
 /* Checks a key: non-NULL, non-empty, at most ESG_KEY_MAX bytes. */
 int esg__check_key(esg__err *err, const char *what, const char *key);
 
