@@ -986,7 +986,7 @@ static void test_claim_takeover(void) {
  * A loop turn's deliveries complete their claims in one store batch: each gets the
  * outcome a completion of its own would have had. Of 24 delivered at once, three
  * claims were taken over meanwhile (ETOKEN, the new owner's claim intact), one key
- * comes twice with one token (the second finds it completed: ETOKEN), one claim is
+ * comes twice with one token (whichever is second finds it completed: ETOKEN), one claim is
  * still pending in the open group (completed in memory), and the rest complete.
  */
 static void test_batch_completion(void) {
@@ -1036,11 +1036,13 @@ static void test_batch_completion(void) {
     for (int i = 0; i < 20; i++) {
       outc *x = outcome_of(f.c, id[i]);
       CHECK(ended(x, ESG_EGRESS_DELIVERED, 1, 200));
-      if (x) CHECK_RC(i < 3 ? ESG_ETOKEN : ESG_OK, x->store_rc);
+      if (x && i != 5) CHECK_RC(i < 3 ? ESG_ETOKEN : ESG_OK, x->store_rc);
     }
-    outc *x = outcome_of(f.c, "evt-b05-again");
+    /* the key delivered twice: whichever answer came first completed it, the other found it done */
+    outc *x = outcome_of(f.c, "evt-b05-again"), *y = outcome_of(f.c, id[5]);
     CHECK(ended(x, ESG_EGRESS_DELIVERED, 1, 200));
-    if (x) CHECK_RC(ESG_ETOKEN, x->store_rc);
+    if (x && y)
+      CHECK((x->store_rc == ESG_OK && y->store_rc == ESG_ETOKEN) || (x->store_rc == ESG_ETOKEN && y->store_rc == ESG_OK));
     x = outcome_of(f.c, "evt-bp");
     if (x) CHECK_RC(ESG_OK, x->store_rc);
     CHECK_RC(ESG_OK, esg_store_flush(f.s));
