@@ -21,8 +21,8 @@
  *                       that), with group commit (ESG_BENCH_GROUP_MS).
  *   esg-gateway         the whole gateway path: each event claimed in the loop,
  *                       then delivered and its claim completed (group commit).
- *   esg-egress-durable  esg-egress with every completion committed before the
- *                       call returns.
+ *   esg-egress-durable  esg-egress without group commit: each loop turn's
+ *                       completions committed before their callbacks run.
  *   curl                a bare libcurl multi loop (reused handles and
  *                       connections, no allocation per request): the ceiling of
  *                       anything on libcurl.
