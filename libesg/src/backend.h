@@ -41,8 +41,6 @@ typedef struct esg__backend {
   int (*claim_replace)(esg_store *s, const char *key, const esg__claim_row *row);
   /* these match on token, an in-progress record and expires > now: OK | ETOKEN */
   int (*claim_complete)(esg_store *s, const char *key, int64_t token, const void *result, size_t len, int64_t now);
-  /* claim_complete for each of n (distinct keys, inside the caller's unit), setting each rc; OK or a store error */
-  int (*claim_complete_many)(esg_store *s, esg__completion *c, size_t n, int64_t now);
   int (*claim_release)(esg_store *s, const char *key, int64_t token, int64_t now);
   int (*claim_extend)(esg_store *s, const char *key, int64_t token, int64_t lease_until, int64_t now);
   int (*claims_purge)(esg_store *s, int64_t now, int64_t *n);

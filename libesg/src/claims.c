@@ -4,7 +4,6 @@
  * insert that finds no row makes a new claim); only takeovers of expired leases
  * or records take the slow path, re-deciding inside a write transaction.
  */
-#include <stdlib.h>
 #include <string.h>
 #include "backend.h"
 
@@ -261,63 +260,23 @@ int esg_complete(esg_store *s, const char *key, int64_t token, const void *resul
   return by_token(s, key, token, 0, result, len, 0);
 }
 
-enum { NOT_YET = 1000 }; /* a completion's rc before it is decided */
-
-/* Completes c one at a time, as esg_complete does inside the unit. */
-static int complete_one(esg_store *s, esg__completion *c, int64_t now) {
-  esg__pend *p = s->group_open ? esg__pend_find(s, c->key) : NULL;
-  if (p) return pending_by_token(s, p, c->key, c->token, 0, c->result, c->len, 0, now);
-  return s->be->claim_complete(s, c->key, c->token, c->result, c->len, now);
-}
-
 /*
- * The batch goes in one unit of writes (one transaction without group commit, so
- * one commit for all): claims pending in the open group are completed in memory,
- * the rest by the backend.
- * A key that comes twice goes one at a time after the others, in order, so the
- * outcomes are those of the calls made one by one.
+ * One unit of writes around the completions (without group commit, one
+ * transaction: one commit for all), each exactly an esg_complete inside it. A
+ * store error stops the batch; if the unit was its own transaction, it rolled
+ * back, and every completion reports the error.
  */
 int esg__complete_batch(esg_store *s, esg__completion *c, size_t n) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  if (!n) return ESG_OK;
-  esg__completion stack[64], *todo = n <= 64 ? stack : malloc(n * sizeof *todo);
-  size_t *from = malloc(n * sizeof *from), m = 0;
-  for (size_t i = 0; i < n; i++) c[i].rc = NOT_YET;
-  bool own = false;
-  int rc = !todo || !from ? esg__fail(&s->err, ESG_ENOMEM, "out of memory") : esg__unit_begin(s, true, &own);
+  bool own;
+  int rc = esg__unit_begin(s, true, &own);
   bool began = rc == ESG_OK;
-  int64_t now = s->clock(s->clock_ud);
-  uint32_t seen[128] = {0}; /* index + 1 into todo, by key hash; 0 = free */
-  for (size_t i = 0; rc == ESG_OK && i < n; i++) {
-    if (c[i].len && !c[i].result) {
-      c[i].rc = esg__fail(&s->err, ESG_EINVAL, "result is NULL with length %zu", c[i].len);
-    } else if ((c[i].rc = esg__check_key(&s->err, "claim key", c[i].key)) == ESG_OK) {
-      c[i].rc = NOT_YET;
-      esg__pend *p = s->group_open ? esg__pend_find(s, c[i].key) : NULL;
-      if (p) {
-        c[i].rc = pending_by_token(s, p, c[i].key, c[i].token, 0, c[i].result, c[i].len, 0, now);
-        continue;
-      }
-      bool twice = n > 64; /* larger batches go one at a time */
-      size_t h = esg__fnv1a(c[i].key) & 127;
-      for (; !twice && seen[h]; h = (h + 1) & 127) twice = strcmp(todo[seen[h] - 1].key, c[i].key) == 0;
-      if (twice) continue; /* after the batch */
-      seen[h] = (uint32_t)m + 1;
-      todo[m] = c[i];
-      from[m++] = i;
-    }
+  for (size_t i = 0; i < n; i++) {
+    c[i].rc = rc == ESG_OK ? esg_complete(s, c[i].key, c[i].token, c[i].result, c[i].len) : rc;
+    if (c[i].rc < 0 && c[i].rc != ESG_ETOKEN && c[i].rc != ESG_EINVAL) rc = c[i].rc;
   }
-  if (rc == ESG_OK && m) rc = s->be->claim_complete_many(s, todo, m, now);
-  for (size_t k = 0; k < m; k++) c[from[k]].rc = todo[k].rc;
-  for (size_t i = 0; rc == ESG_OK && i < n; i++)
-    if (c[i].rc == NOT_YET) {
-      c[i].rc = complete_one(s, &c[i], now);
-      if (c[i].rc < 0 && c[i].rc != ESG_ETOKEN) rc = c[i].rc;
-    }
-  for (size_t i = 0; i < n; i++)
-    if (c[i].rc == NOT_YET || (own && rc < 0)) c[i].rc = rc; /* a failed transaction of its own rolls back all */
-  if (todo != stack) free(todo);
-  free(from);
+  if (own && rc < 0)
+    for (size_t i = 0; i < n; i++) c[i].rc = rc;
   return began ? esg__unit_end(s, own, rc) : rc;
 }
 

@@ -29,7 +29,8 @@ typedef struct esg__slot {
   char errbuf[CURL_ERROR_SIZE];
   bool plain_post;             /* the handle is set up for a POST with a body: skip the reset */
   char *url;                   /* the URL the handle has (owned), so the same one is not set again */
-  CURLcode cc;                 /* how the last transfer ended (reap) */
+  CURLcode cc;                 /* how the last transfer ended, and its HTTP status (reap) */
+  long status;
   char result[200];            /* the claim result of a delivered transfer (complete_round) */
   CURLU *uh;                   /* that URL parsed once, for all the deliveries that go there */
   struct esg__slot *next_free;
@@ -713,12 +714,7 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
   char result[200];
   if (outcome == ESG_EGRESS_DELIVERED) {
     e->st.delivered++;
-    if (j->completed) {
-      r.store_rc = j->complete_rc;
-    } else if (e->store && j->claim_key) {
-      size_t n = delivered_result(result, j->http_status, r.body, r.body_len);
-      r.store_rc = esg_complete(e->store, j->claim_key, j->claim_token, result, n);
-    }
+    r.store_rc = j->complete_rc; /* reap completed the claim (complete_round) */
     if (e->store && j->fault_id) esg_fault_delete(e->store, j->fault_id);
   } else if (outcome == ESG_EGRESS_REFUSED || outcome == ESG_EGRESS_EXHAUSTED) {
     e->st.faulted++;
@@ -777,42 +773,41 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
  * before their outcomes are settled one by one (finish reports what the batch
  * said): the store's cost per statement is paid once per round, not per delivery.
  */
+static bool delivered(const esg__slot *s) { return s->cc == CURLE_OK && s->status >= 200 && s->status < 300; }
+
+/* Whether a finished transfer completes a claim: delivered, with a claim and a store. */
+static bool completes(const esg_egress *e, const esg__slot *s) {
+  return e->store && s->job->claim_key && delivered(s);
+}
+
 static void complete_round(esg_egress *e, int n) {
-  if (!e->store || e->closing) return;
   size_t k = 0;
   for (int i = 0; i < n; i++) {
     esg__slot *s = e->round[i];
-    esg__job *j = s->job;
-    long status = 0;
-    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (s->cc != CURLE_OK || status < 200 || status >= 300 || !j->claim_key) continue;
+    if (!completes(e, s)) continue;
     esg__completion *c = &e->batch[k++];
-    c->key = j->claim_key;
-    c->token = j->claim_token;
+    c->key = s->job->claim_key;
+    c->token = s->job->claim_token;
     c->result = s->result;
-    c->len = delivered_result(s->result, (int)status, s->resp, s->resp_len);
+    c->len = delivered_result(s->result, (int)s->status, s->resp, s->resp_len);
   }
   if (!k) return;
   esg__complete_batch(e->store, e->batch, k);
-  for (size_t i = 0, b = 0; i < (size_t)n && b < k; i++) {
-    esg__job *j = e->round[i]->job;
-    if (e->batch[b].key != j->claim_key) continue; /* not in the batch */
-    j->completed = true;
-    j->complete_rc = e->batch[b++].rc;
-  }
+  for (int i = 0, b = 0; i < n; i++)
+    if (completes(e, e->round[i])) e->round[i]->job->complete_rc = e->batch[b++].rc;
 }
 
 /* The policy applied to one finished attempt. */
-static void settle(esg_egress *e, esg__slot *s, CURLcode cc) {
+static void settle(esg_egress *e, esg__slot *s) {
   esg__job *j = s->job;
   CURL *h = s->easy;
-  long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  CURLcode cc = s->cc;
+  long status = s->status;
   long connects = 0;
   curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
   e->st.connects += (uint64_t)connects;
   j->http_status = cc == CURLE_OK ? (int)status : 0;
-  if (cc == CURLE_OK && status >= 200 && status < 300) {
+  if (delivered(s)) {
     finish(e, j, ESG_EGRESS_DELIVERED, s);
     return;
   }
@@ -878,6 +873,8 @@ static int reap(esg_egress *e) {
     esg__slot *s = NULL;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
     s->cc = m->data.result;
+    s->status = 0;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &s->status);
     curl_multi_remove_handle(e->multi, m->easy_handle); /* m is invalid from here */
     e->st.in_flight--;
     e->round[n++] = s;
@@ -885,7 +882,7 @@ static int reap(esg_egress *e) {
   complete_round(e, n);
   for (int i = 0; i < n; i++) {
     esg__slot *s = e->round[i];
-    settle(e, s, s->cc);
+    settle(e, s);
     s->job = NULL;
     s->next_free = e->free_slots;
     e->free_slots = s;

@@ -32,8 +32,7 @@ typedef struct esg__job {
   int attempts;
   int64_t first_at, last_at, next_at;
   int http_status;
-  bool completed;               /* its claim was completed by complete_round (complete_rc says how) */
-  int complete_rc;
+  int complete_rc;              /* how complete_round completed its claim (ESG_OK when none) */
   char error[256];
 } esg__job;
 

@@ -75,8 +75,9 @@ typedef struct esg__completion {
 } esg__completion;
 
 /* Completes n claims as n esg_complete calls would, in one unit of writes: one
-   transaction for all (the egress engine completes a loop turn's deliveries so). ESG_OK,
-   or the store error that stopped it (each rc says which). */
+   transaction for all (the egress engine completes a loop turn's deliveries so; one
+   UPDATE .. FROM a VALUES list measured 2.5 times dearer per row than one UPDATE each).
+   ESG_OK, or the store error that stopped it (each rc says which). */
 int esg__complete_batch(esg_store *s, esg__completion *c, size_t n);
 
 /* A fresh random fencing token (never 0). */

@@ -187,7 +187,6 @@ const esg__backend esg__sqlite_backend = {
     .claim_insert = esg__sq_claim_insert,
     .claim_replace = esg__sq_claim_replace,
     .claim_complete = esg__sq_claim_complete,
-    .claim_complete_many = esg__sq_claim_complete_many,
     .claim_release = esg__sq_claim_release,
     .claim_extend = esg__sq_claim_extend,
     .claims_purge = esg__sq_claims_purge,

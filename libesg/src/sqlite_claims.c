@@ -100,17 +100,6 @@ int esg__sq_claim_complete(esg_store *s, const char *key, int64_t token, const v
   return by_token(s, st, "completing a claim");
 }
 
-/* Each in turn: one UPDATE .. FROM a VALUES list measured 2.5 times dearer per row
-   (SQLite materialises the join in a temporary b-tree). The caller's unit makes
-   them one transaction. */
-int esg__sq_claim_complete_many(esg_store *s, esg__completion *c, size_t n, int64_t now) {
-  for (size_t i = 0; i < n; i++) {
-    c[i].rc = esg__sq_claim_complete(s, c[i].key, c[i].token, c[i].result, c[i].len, now);
-    if (c[i].rc != ESG_OK && c[i].rc != ESG_ETOKEN) return c[i].rc;
-  }
-  return ESG_OK;
-}
-
 int esg__sq_claim_release(esg_store *s, const char *key, int64_t token, int64_t now) {
   sqlite3_stmt *st = esg__sq_stmt(s, SQL_RELEASE);
   if (!st) return ESG_ESTORE;

@@ -47,7 +47,6 @@ int esg__sq_claim_get(esg_store *s, const char *key, esg__claim_row *row);
 int esg__sq_claim_insert(esg_store *s, const char *key, const esg__claim_row *row);
 int esg__sq_claim_replace(esg_store *s, const char *key, const esg__claim_row *row);
 int esg__sq_claim_complete(esg_store *s, const char *key, int64_t token, const void *result, size_t len, int64_t now);
-int esg__sq_claim_complete_many(esg_store *s, esg__completion *c, size_t n, int64_t now);
 int esg__sq_claim_release(esg_store *s, const char *key, int64_t token, int64_t now);
 int esg__sq_claim_extend(esg_store *s, const char *key, int64_t token, int64_t lease_until, int64_t now);
 int esg__sq_claims_purge(esg_store *s, int64_t now, int64_t *n);
