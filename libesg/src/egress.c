@@ -29,10 +29,10 @@ typedef struct esg__slot {
   char errbuf[CURL_ERROR_SIZE];
   bool plain_post;             /* the handle is set up for a POST with a body: skip the reset */
   char *url;                   /* the URL the handle has (owned), so the same one is not set again */
+  CURLU *uh;                   /* that URL parsed once, for all the deliveries that go there */
   CURLcode cc;                 /* how the last transfer ended, and its HTTP status (reap) */
   long status;
   char result[200];            /* the claim result of a delivered transfer (complete_round) */
-  CURLU *uh;                   /* that URL parsed once, for all the deliveries that go there */
   struct esg__slot *next_free;
 } esg__slot;
 
@@ -570,19 +570,14 @@ static int start(esg_egress *e, esg__job *j, int64_t now) {
        (CURLOPT_CURLU) spares it parsing and normalising the string on every transfer;
        a URL our parse refuses goes as a string, for libcurl to fail as it would. */
     free(s->url);
-    s->url = strdup(j->url);
+    s->url = NULL;
     set_proxy(e, h, j->url);
     if (!s->uh) s->uh = curl_url();
-    if (s->url && s->uh &&
-        curl_url_set(s->uh, CURLUPART_URL, j->url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK) {
-      curl_easy_setopt(h, CURLOPT_URL, NULL);
-      curl_easy_setopt(h, CURLOPT_CURLU, s->uh);
-    } else {
-      curl_easy_setopt(h, CURLOPT_CURLU, NULL);
-      curl_easy_setopt(h, CURLOPT_URL, j->url);
-      free(s->url);
-      s->url = NULL; /* set it again next time */
-    }
+    bool parsed =
+        s->uh && curl_url_set(s->uh, CURLUPART_URL, j->url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK;
+    curl_easy_setopt(h, CURLOPT_CURLU, parsed ? s->uh : NULL);
+    curl_easy_setopt(h, CURLOPT_URL, parsed ? NULL : j->url);
+    if (parsed) s->url = strdup(j->url); /* kept only for a parsed URL; NULL: set again next time */
   }
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, j->headers);
   if (strcmp(j->method, "GET") == 0 && !j->body) {
