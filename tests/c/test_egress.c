@@ -1055,6 +1055,52 @@ static void test_batch_completion(void) {
   }
 }
 
+/*
+ * A store error in a loop turn's batch: another handle holds the write lock (its
+ * group is open), so the turn's transaction cannot begin. Every delivery of the
+ * turn reports it (ESG_ELOCKED), nothing is completed, and the claims stay theirs:
+ * once the lock is free, the owner can still complete them.
+ */
+static void test_batch_store_error(void) {
+  fx f;
+  fx_start(&f, NULL);
+  char path[4200];
+  snprintf(path, sizeof path, "%s", tu_path("egress-batch-locked.db"));
+  esg_store_opts so = {0};
+  so.clock = tu_clock;
+  so.clock_ud = &f.now;
+  so.busy_timeout_ms = 50;
+  CHECK_RC(ESG_OK, esg_store_open(&f.s, path, &so));
+  f.o.max_in_flight = 8;
+  fx_open(&f);
+  int64_t tok[3];
+  char id[3][16];
+  for (int i = 0; i < 3; i++) {
+    snprintf(id[i], sizeof id[i], "evt-l%d", i);
+    esg_claim_info ci;
+    CHECK_RC(ESG_NEW, esg_claim(f.s, id[i], NULL, 0, 600000, 3600000, &ci));
+    tok[i] = ci.token;
+    esg_egress_request r = claimed_request(id[i], fx_url(&f, "/l"), tok[i]);
+    CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  }
+  esg_store_opts go = so;
+  go.group_commit_ms = 1000000;
+  esg_store *holder = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&holder, path, &go));
+  CHECK_RC(ESG_NEW, esg_claim(holder, "held", NULL, 0, 600000, 3600000, NULL)); /* its group holds the lock */
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(f.c->n == 3);
+  for (int i = 0; i < 3; i++) {
+    outc *x = outcome_of(f.c, id[i]);
+    CHECK(ended(x, ESG_EGRESS_DELIVERED, 1, 200));
+    if (x) CHECK_RC(ESG_ELOCKED, x->store_rc);
+  }
+  CHECK_RC(ESG_OK, esg_store_flush(holder));
+  for (int i = 0; i < 3; i++) CHECK_RC(ESG_OK, esg_complete(f.s, id[i], tok[i], NULL, 0));
+  esg_store_close(holder);
+  fx_stop(&f);
+}
+
 /* The cache's HTTP loader: 200 with an ETag, then a 304 revalidation that refreshes the TTL, 404 negative. */
 static void test_cache_loader(void) {
   fx f;
@@ -1268,6 +1314,7 @@ int main(void) {
   RUN(test_cancel_on_close);
   RUN(test_claim_takeover);
   RUN(test_batch_completion);
+  RUN(test_batch_store_error);
   RUN(test_cache_loader);
   RUN(test_crash_takeover);
   return tu_done();
