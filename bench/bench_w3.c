@@ -9,7 +9,8 @@
  * esg-egress; default 100), ESG_BENCH_ONLY (one label, or one label at one level
  * such as esg-egress-16, for profiling),
  * ESG_BENCH_NOSTORE (esg-egress without claims: the engine alone, for profiling),
- * ESG_BENCH_STRICT (exit 3 when a target ratio is missed).
+ * ESG_BENCH_STRICT (exit 3 when a target ratio is missed), ESG_BENCH_PERF_CTL (see
+ * timing_start: perf samples the timed parts only).
  *
  * Starts a private nginx on 127.0.0.1 (2 workers, keep-alive, `return 204`, no
  * access log) and, at 1, 16 and 64 in flight, measures W1's events POSTed with
@@ -27,8 +28,9 @@
  *                       connections, no allocation per request): the ceiling of
  *                       anything on libcurl.
  *   wrk                 the machine's ceiling.
- * Each repetition runs them in a rotated order; RESULT lines are medians. RUN
- * lines add the client's CPU per request (user + system) in the timed part.
+ * Each repetition runs them in a rotated order; RESULT lines are medians, RATIO
+ * lines the median of the repetitions' ratios (see paired). RUN lines add the
+ * client's CPU per request (user + system, and system alone) in the timed part.
  * Skips (exit 0) when nginx or wrk is not installed.
  */
 #include <curl/curl.h>
@@ -52,16 +54,46 @@ static const char *const LABELS[NAPPROACH] = {"wrk", "curl", "esg-egress", "esg-
 /* At 1 in flight a request is a round trip: fewer of them measure it as well. */
 #define N_AT_1 20000
 
-/* CPU seconds (user + system) of this process, or of its waited-for children (wrk). */
-static double cpu_s(int who) {
+/* CPU seconds (user + system) of this process, or of its waited-for children (wrk);
+   *sys gets the system part. */
+static double cpu_s(int who, double *sys) {
   struct rusage ru;
   getrusage(who, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-         (double)ru.ru_stime.tv_usec / 1e6;
+  *sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + *sys;
 }
 
-/* CPU seconds the last run_curl or run_esg spent in its timed part. */
-static double timed_cpu;
+/* CPU seconds the last run_curl or run_esg spent in its timed part, and the system part. */
+static double timed_cpu, timed_sys;
+
+/* The timed part of a run. With ESG_BENCH_PERF_CTL naming the control FIFO of
+   `perf record --control=fifo:<ctl> -D -1`, perf samples the timed part alone. */
+typedef struct {
+  double cpu0, sys0, t0;
+} timing;
+
+static void perf_ctl(const char *cmd) {
+  const char *ctl = getenv("ESG_BENCH_PERF_CTL");
+  FILE *f = ctl && *ctl ? fopen(ctl, "w") : NULL;
+  if (!f) return;
+  fputs(cmd, f);
+  fclose(f);
+}
+
+static void timing_start(timing *t) {
+  perf_ctl("enable\n");
+  t->cpu0 = cpu_s(RUSAGE_SELF, &t->sys0);
+  t->t0 = now_s();
+}
+
+/* Returns the wall seconds since timing_start and sets timed_cpu and timed_sys. */
+static double timing_stop(const timing *t) {
+  double dt = now_s() - t->t0;
+  timed_cpu = cpu_s(RUSAGE_SELF, &timed_sys) - t->cpu0;
+  timed_sys -= t->sys0;
+  perf_ctl("disable\n");
+  return dt;
+}
 
 static int in_path(const char *prog, char *out, size_t n) {
   const char *path = getenv("PATH");
@@ -242,7 +274,8 @@ static double run_curl(const char *url, const events *ev, int conc, size_t *bad)
     curl_easy_setopt(s->h, CURLOPT_PRIVATE, s);
   }
   size_t next = 0, done = 0;
-  double c0 = cpu_s(RUSAGE_SELF), t0 = now_s();
+  timing t;
+  timing_start(&t);
   for (int k = 0; k < conc && next < ev->n; k++) curl_send(m, &slots[k], ev, next++);
   while (done < ev->n) {
     int running, left;
@@ -265,8 +298,7 @@ static double run_curl(const char *url, const events *ev, int conc, size_t *bad)
     }
     if (!got || done < ev->n) curl_multi_poll(m, NULL, 0, 1000, NULL);
   }
-  double dt = now_s() - t0;
-  timed_cpu = cpu_s(RUSAGE_SELF) - c0;
+  double dt = timing_stop(&t);
   for (int k = 0; k < conc; k++) curl_easy_cleanup(slots[k].h);
   free(slots);
   curl_multi_cleanup(m);
@@ -388,13 +420,13 @@ static double run_esg(const char *url, const events *ev, size_t n, int conc, con
     esg_store_close(r.s);
     return -1;
   }
-  double c0 = cpu_s(RUSAGE_SELF), t0 = now_s();
+  timing t;
+  timing_start(&t);
   for (int k = 0; k < conc && r.next < n && !r.bad; k++)
     if (esg_feed(&r) != 0) r.bad++;
   int rc = esg_egress_drain(r.e);
   if (r.s) esg_store_flush(r.s);
-  double dt = now_s() - t0;
-  timed_cpu = cpu_s(RUSAGE_SELF) - c0;
+  double dt = timing_stop(&t);
   if (rc != ESG_OK || r.delivered != n) r.bad += n - r.delivered;
   *bad += r.bad;
   esg_egress_close(r.e);
@@ -406,6 +438,17 @@ static double run_esg(const char *url, const events *ev, size_t n, int conc, con
 
 /* ------------------------------------------------------------------ main -- */
 
+
+/* The median over the repetitions of a's rate over b's at level li: each repetition
+   measures both within seconds, so a slow spell of the machine (they last minutes
+   here) moves both sides of a ratio instead of one side of a median. v: reps scratch. */
+static double paired(const double *eps, int reps, int a, int b, int li, double *v) {
+  for (int rep = 0; rep < reps; rep++) {
+    double x = eps[(rep * NAPPROACH + a) * NLEVEL + li], y = eps[(rep * NAPPROACH + b) * NLEVEL + li];
+    v[rep] = y > 0 ? x / y : 0;
+  }
+  return median(v, reps);
+}
 
 int main(int argc, char **argv) {
   size_t n = (size_t)arg_or_env(argc, argv, 1, "ESG_BENCH_N", 100000, 0);
@@ -457,7 +500,7 @@ int main(int argc, char **argv) {
         size_t bad = 0, nreq = c == 1 && n > N_AT_1 ? N_AT_1 : n;
         events part = ev;
         part.n = nreq;
-        double wrk_cpu0 = cpu_s(RUSAGE_CHILDREN), x;
+        double wrk_sys0, wrk_cpu0 = cpu_s(RUSAGE_CHILDREN, &wrk_sys0), x;
         if (a == A_WRK) x = run_wrk(wrk, dir, url, c, secs, &nreq);
         else if (a == A_CURL) x = run_curl(url, &part, c, &bad);
         else if (a == A_ESG) x = run_esg(url, &ev, nreq, c, dir, group_ms, true, &bad);
@@ -471,9 +514,14 @@ int main(int argc, char **argv) {
         eps[(rep * NAPPROACH + a) * NLEVEL + li] = x;
         cnt[a * NLEVEL + li] = nreq;
         /* the client's CPU per request: where a CPU-bound client's throughput goes */
-        double cpu = a == A_WRK ? cpu_s(RUSAGE_CHILDREN) - wrk_cpu0 : timed_cpu;
-        double cpu_us = nreq ? cpu * 1e6 / (double)nreq : 0;
-        printf("RUN rep=%d label=%s-%d n=%zu eps=%.0f cpu_us=%.1f\n", rep + 1, LABELS[a], c, nreq, x, cpu_us);
+        double sys = timed_sys, cpu = timed_cpu;
+        if (a == A_WRK) {
+          cpu = cpu_s(RUSAGE_CHILDREN, &sys) - wrk_cpu0;
+          sys -= wrk_sys0;
+        }
+        double per = nreq ? 1e6 / (double)nreq : 0;
+        printf("RUN rep=%d label=%s-%d n=%zu eps=%.0f cpu_us=%.1f sys_us=%.1f\n", rep + 1, LABELS[a], c, nreq, x,
+               cpu * per, sys * per);
         fflush(stdout);
       }
     }
@@ -489,10 +537,9 @@ int main(int argc, char **argv) {
         if (med[a][li] > 0)
           printf("RESULT label=%s-%d n=%zu eps=%.0f\n", LABELS[a], LEVELS[li], cnt[a * NLEVEL + li], med[a][li]);
       }
-    free(v);
     for (int li = 0; li < NLEVEL; li++) {
       if (med[A_ESG][li] <= 0 || med[A_CURL][li] <= 0 || med[A_WRK][li] <= 0) continue;
-      double r = med[A_ESG][li] / med[A_CURL][li];
+      double r = paired(eps, reps, A_ESG, A_CURL, li, v);
       double target = LEVELS[li] >= 16 ? 0.8 : 0;
       if (target > 0) {
         printf("RATIO esg-egress-%d/curl-%d = %.2f (target >= %.1f)%s\n", LEVELS[li], LEVELS[li], r, target,
@@ -502,9 +549,11 @@ int main(int argc, char **argv) {
         printf("RATIO esg-egress-%d/curl-%d = %.2f\n", LEVELS[li], LEVELS[li], r);
       }
       if (med[A_GATEWAY][li] > 0) /* the whole gateway path, the claim included: no target */
-        printf("RATIO esg-gateway-%d/curl-%d = %.2f\n", LEVELS[li], LEVELS[li], med[A_GATEWAY][li] / med[A_CURL][li]);
-      printf("RATIO curl-%d/wrk-%d = %.2f\n", LEVELS[li], LEVELS[li], med[A_CURL][li] / med[A_WRK][li]);
+        printf("RATIO esg-gateway-%d/curl-%d = %.2f\n", LEVELS[li], LEVELS[li],
+               paired(eps, reps, A_GATEWAY, A_CURL, li, v));
+      printf("RATIO curl-%d/wrk-%d = %.2f\n", LEVELS[li], LEVELS[li], paired(eps, reps, A_CURL, A_WRK, li, v));
     }
+    free(v);
   }
   free(eps);
   free(cnt);
