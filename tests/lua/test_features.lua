@@ -187,6 +187,10 @@ T.eq(c.delivered, 1, "http sink: delivered")
 T.eq(c.faults, 1, "http sink: the refused delivery is a fault")
 T.eq(c.duplicates, 1, "http sink: the copy is a duplicate (held by its delivery)")
 T.eq(c.faults_list[1].stage, "deliver", "fault stage deliver")
+local st, held = store:claim("h1")
+T.eq(st, "duplicate", "http sink: the delivered event's claim is completed")
+T.match(held.result, '^{"status":201,"sha256":"' .. string.rep("%x", 64) .. '"}$',
+  "its result: the status and the answer's digest")
 local fid = c.faults_list[1].id
 T.eq(store:fault(fid).event, lines[2], "the fault keeps the envelope for resubmission")
 c = assert(gateway.run(http_spec, { store = store, input = gateway.source.lines(lines) }))

@@ -1,4 +1,5 @@
 """esg.Egress against a real local HTTP server (http.server on 127.0.0.1 in a thread)."""
+import hashlib
 import http.server
 import json
 import threading
@@ -84,8 +85,19 @@ def test_delivers_and_completes_the_claim(store, server):
     path, key, body, headers = server.requests[0]
     assert (path, key, body) == ("/json", "evt-1", ev.json)
     assert headers["Content-Type"] == "application/json"
-    dup = store.claim(ev.id, ev)
-    assert dup.status == "duplicate" and json.loads(dup.result)["status"] == 200
+    dup = store.claim(ev.id, ev)  # the claim's result: the status and the answer's digest
+    assert dup.status == "duplicate"
+    assert json.loads(dup.result) == {"status": 200, "sha256": hashlib.sha256(b'{"accepted":true}').hexdigest()}
+
+
+def test_an_empty_answer_completes_with_its_status_alone(store, server):
+    ev = esg.parse_event(event(2))
+    with esg.Egress(store, **FAST) as eg:
+        eg.submit_event(ev, server.url + "/ok", claim=store.claim(ev.id, ev))
+        eg.drain()
+        [r] = eg.results()
+        assert (r.outcome, r.http_status, r.body, r.store_status) == ("delivered", 204, b"", 0)
+    assert json.loads(store.claim(ev.id, ev).result) == {"status": 204}
 
 
 def test_partition_key_keeps_order(store, server):
