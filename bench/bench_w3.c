@@ -488,7 +488,8 @@ int main(int argc, char **argv) {
 
   double *eps = calloc((size_t)reps * NAPPROACH * NLEVEL, sizeof *eps);
   size_t *cnt = calloc(NAPPROACH * NLEVEL, sizeof *cnt);
-  int failed = !eps || !cnt;
+  double *v = malloc((size_t)reps * sizeof *v); /* scratch for medians */
+  int failed = !eps || !cnt || !v;
   for (int rep = 0; rep < reps && !failed; rep++) {
     for (int li = 0; li < NLEVEL && !failed; li++) {
       int c = LEVELS[li];
@@ -529,7 +530,7 @@ int main(int argc, char **argv) {
   stop_nginx(ng);
   int missed = 0;
   if (!failed) {
-    double med[NAPPROACH][NLEVEL], *v = malloc((size_t)reps * sizeof *v);
+    double med[NAPPROACH][NLEVEL];
     for (int a = 0; a < NAPPROACH; a++)
       for (int li = 0; li < NLEVEL; li++) {
         for (int rep = 0; rep < reps; rep++) v[rep] = eps[(rep * NAPPROACH + a) * NLEVEL + li];
@@ -553,8 +554,8 @@ int main(int argc, char **argv) {
                paired(eps, reps, A_GATEWAY, A_CURL, li, v));
       printf("RATIO curl-%d/wrk-%d = %.2f\n", LEVELS[li], LEVELS[li], paired(eps, reps, A_CURL, A_WRK, li, v));
     }
-    free(v);
   }
+  free(v);
   free(eps);
   free(cnt);
   free_events(&ev);
