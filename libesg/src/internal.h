@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include "esg.h"
 
 /* Every handle starts with this, so esg_errmsg can read any handle's text. */
@@ -23,6 +24,14 @@ esg__err *esg__tls_err(void);
 /* FNV-1a of a string: the hash of the library's small in-memory tables (pending
    claims, egress lanes, a batch's keys, the HTTP loader's validators). */
 uint64_t esg__fnv1a(const char *s);
+
+/* t + d in milliseconds, held at INT64_MAX / INT64_MIN instead of wrapping: a duration
+   of "forever" (INT64_MAX, or a huge Retry-After) must stay in the future. */
+static inline int64_t esg__time_add(int64_t t, int64_t d) {
+  int64_t r;
+  if (__builtin_add_overflow(t, d, &r)) return d > 0 ? INT64_MAX : INT64_MIN;
+  return r;
+}
 
 /* Checks a key: non-NULL, non-empty, at most ESG_KEY_MAX bytes. */
 int esg__check_key(esg__err *err, const char *what, const char *key);
