@@ -145,7 +145,7 @@ int esg_cache_put(esg_cache *c, const char *key, const void *value, size_t len, 
   if (!value) return esg__fail(&c->err, ESG_EINVAL, "value for cache key \"%s\" is NULL (use esg_cache_put_negative)", key);
   if ((rc = check_ttl(c, ttl_ms)) != ESG_OK) return rc;
   int64_t now = c->clock(c->clock_ud);
-  esg__cache_row row = {false, c->version_field ? 0 : now, add_sat(now, ttl_ms ? ttl_ms : c->ttl), now, value, len};
+  esg__cache_row row = {false, c->version_field ? 0 : now, esg__time_add(now, ttl_ms ? ttl_ms : c->ttl), now, value, len};
   if ((rc = esg__cache_check_value(c, "value", key, value, len, &row.version)) != ESG_OK) return rc;
   return esg__cache_write(c, key, klen, key_hash(key, klen), &row, false, now);
 }
@@ -157,7 +157,7 @@ int esg_cache_put_negative(esg_cache *c, const char *key, int64_t ttl_ms) {
   if (rc != ESG_OK) return rc;
   if ((rc = check_ttl(c, ttl_ms)) != ESG_OK) return rc;
   int64_t now = c->clock(c->clock_ud);
-  esg__cache_row row = {true, c->version_field ? 0 : now, add_sat(now, ttl_ms ? ttl_ms : c->neg_ttl), now, NULL, 0};
+  esg__cache_row row = {true, c->version_field ? 0 : now, esg__time_add(now, ttl_ms ? ttl_ms : c->neg_ttl), now, NULL, 0};
   return esg__cache_write(c, key, klen, key_hash(key, klen), &row, false, now);
 }
 

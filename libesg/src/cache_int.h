@@ -104,9 +104,6 @@ struct esg_cache_load {
 
 /* ------------------------------------------------------- small helpers -- */
 
-/* a + b, capped at INT64_MAX: ttls and staleness may be huge. */
-static inline int64_t add_sat(int64_t a, int64_t b) { return b > 0 && a > INT64_MAX - b ? INT64_MAX : a + b; }
-
 /* Key equality without a call into libc: keys are short, and this is the hot path. */
 static inline __attribute__((always_inline)) bool key_eq(const char *a, const char *b, size_t n) {
   while (n >= 8) {

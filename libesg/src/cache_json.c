@@ -118,7 +118,7 @@ static int collect_parsed(esg_cache *c, const esg_event *ev, cJSON *root, const 
                    c->max_value);
   if (rc == ESG_OK) {
     int64_t now = c->clock(c->clock_ud);
-    esg__cache_row row = {false, version, add_sat(now, c->ttl), now, doc, len};
+    esg__cache_row row = {false, version, esg__time_add(now, c->ttl), now, doc, len};
     rc = esg__cache_write(c, ckey, klen, key_hash(ckey, klen), &row, true, now);
   }
   cJSON_free(doc);

@@ -41,7 +41,7 @@ static int run_loader(esg_cache *c, const char *key, size_t klen, uint64_t h, es
                       esg_cache_entry *out) {
   esg_cache_load ld = {.c = c};
   int64_t t0 = c->clock(c->clock_ud);
-  int64_t deadline = c->load_timeout < 0 ? INT64_MAX : add_sat(t0, c->load_timeout);
+  int64_t deadline = c->load_timeout < 0 ? INT64_MAX : esg__time_add(t0, c->load_timeout);
   c->st.loads++;
   c->in_load = true;
   int lrc = loader(ud, key, deadline, &ld);
@@ -54,7 +54,7 @@ static int run_loader(esg_cache *c, const char *key, size_t klen, uint64_t h, es
                    "loader for cache key \"%s\" took %lld ms; the limit is %lld ms: its result was discarded%s%s", key,
                    (long long)(now - t0), (long long)c->load_timeout, why, ld.msg);
   } else if (lrc == ESG_NOT_FOUND) {
-    esg__cache_row row = {true, c->version_field ? 0 : now, add_sat(now, c->neg_ttl), now, NULL, 0};
+    esg__cache_row row = {true, c->version_field ? 0 : now, esg__time_add(now, c->neg_ttl), now, NULL, 0};
     rc = esg__cache_write(c, key, klen, h, &row, false, now);
     if (rc == ESG_OK) {
       memset(out, 0, sizeof *out);
@@ -76,7 +76,7 @@ static int run_loader(esg_cache *c, const char *key, size_t klen, uint64_t h, es
                    "loader for cache key \"%s\" returned ESG_OK without a value (call esg_cache_load_set, or "
                    "return ESG_NOT_FOUND)", key);
   } else {
-    esg__cache_row row = {false, c->version_field ? 0 : now, add_sat(now, ld.ttl ? ld.ttl : c->ttl), now,
+    esg__cache_row row = {false, c->version_field ? 0 : now, esg__time_add(now, ld.ttl ? ld.ttl : c->ttl), now,
                           c->loaded.data, c->loaded.len};
     rc = esg__cache_check_value(c, "loaded value", key, row.value, row.len, &row.version);
     if (rc == ESG_OK) rc = esg__cache_write(c, key, klen, h, &row, false, now);

@@ -73,7 +73,7 @@ void esg__cache_mem_put(esg_cache *c, uint64_t h, const char *key, size_t klen, 
   if (!e) return;
   e->hash = h;
   e->stamp = stamp;
-  e->fresh_until = c->mem_ttl > 0 && add_sat(now, c->mem_ttl) < row->expires ? add_sat(now, c->mem_ttl) : row->expires;
+  e->fresh_until = c->mem_ttl > 0 && esg__time_add(now, c->mem_ttl) < row->expires ? esg__time_add(now, c->mem_ttl) : row->expires;
   e->version = row->version;
   e->expires = row->expires;
   e->klen = (uint32_t)klen;

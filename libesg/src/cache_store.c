@@ -26,7 +26,7 @@ static void classify(esg_cache *c, const char *key, size_t klen, uint64_t h, con
       out->len = row->len;
     }
     if (!c->s->batch) esg__cache_mem_put(c, h, key, klen, row, stamp, now); /* a batch may still roll back */
-  } else if (!row->negative && c->max_stale >= 0 && now < add_sat(row->expires, c->max_stale)) {
+  } else if (!row->negative && c->max_stale >= 0 && now < esg__time_add(row->expires, c->max_stale)) {
     out->result = ESG_CACHE_STALE;
     out->value = row->value;
     out->len = row->len;

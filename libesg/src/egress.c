@@ -69,6 +69,7 @@ struct esg_egress {
   esg_egress_stats st;
   uint64_t jobs;               /* unfinished deliveries */
   bool in_callback, running, closing;
+  bool close_pending;          /* closed from a callback: run closes on its way out */
 };
 
 /* A lane, its links in the list of every lane (for close), and its key. */
@@ -127,10 +128,16 @@ static void lane_unlink(esg_egress *e, esg__lane *l) {
   if (n->next) n->next->prev = n->prev;
 }
 
+/* A variable's value, NULL when unset or empty: libcurl takes an empty one as unset. */
+static const char *env_value(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
+}
+
 /* *out: a copy of the first of two environment variables that is set, or NULL. False when out of memory. */
 static bool env_copy(char **out, const char *a, const char *b) {
-  const char *v = getenv(a);
-  if (!v && b) v = getenv(b);
+  const char *v = env_value(a);
+  if (!v && b) v = env_value(b);
   *out = v ? strdup(v) : NULL;
   return !v || *out;
 }
@@ -138,8 +145,8 @@ static bool env_copy(char **out, const char *a, const char *b) {
 /*
  * The proxy variables, read once: libcurl would read them on every transfer
  * (five getenv calls a request). The same rules as libcurl's: http_proxy only in
- * lower case, the others in either, all_proxy when the scheme has none, and
- * no_proxy's exceptions. False when out of memory.
+ * lower case, the others in either, an empty one as unset, all_proxy when the
+ * scheme has none, and no_proxy's exceptions. False when out of memory.
  */
 static bool read_proxy_env(esg_egress *e) {
   bool ok = env_copy(&e->proxy[0], "http_proxy", NULL);
@@ -167,10 +174,18 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
   *out = NULL;
   esg_egress_opts o = {0};
   if (opts) o = *opts;
-  if (o.max_in_flight < 0 || o.max_attempts < 0 || o.max_elapsed_ms < 0 || o.backoff_base_ms < 0 ||
-      o.backoff_cap_ms < 0 || o.connect_timeout_ms < 0 || o.timeout_ms < 0 || o.rate_per_s < 0 ||
-      o.rate_burst < 0 || o.claim_lease_ms < 0 || isnan(o.rate_per_s))
-    return esg__fail(NULL, ESG_EINVAL, "egress options must not be negative");
+  const struct {
+    const char *name;
+    double value;
+  } counts[] = {{"max_in_flight", o.max_in_flight},     {"max_attempts", o.max_attempts},
+                {"max_elapsed_ms", (double)o.max_elapsed_ms}, {"backoff_base_ms", (double)o.backoff_base_ms},
+                {"backoff_cap_ms", (double)o.backoff_cap_ms}, {"connect_timeout_ms", (double)o.connect_timeout_ms},
+                {"timeout_ms", (double)o.timeout_ms},   {"rate_per_s", o.rate_per_s},
+                {"rate_burst", o.rate_burst},           {"claim_lease_ms", (double)o.claim_lease_ms}};
+  for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+    if (!(counts[i].value >= 0)) /* NaN too */
+      return esg__fail(NULL, ESG_EINVAL, "egress option %s is %g; it must be 0 (the default) or more", counts[i].name,
+                       counts[i].value);
   if (o.max_in_flight > 100000) return esg__fail(NULL, ESG_EINVAL, "max_in_flight %d is too many", o.max_in_flight);
   const char *hdr = o.idempotency_header ? o.idempotency_header : "Idempotency-Key";
   if (!*hdr || strpbrk(hdr, ": \t\r\n"))
@@ -237,7 +252,12 @@ static void job_free(esg__job *j) { free(j); }
 static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot);
 
 void esg_egress_close(esg_egress *e) {
-  if (!e) return;
+  if (!e || e->closing) return; /* closing already: a cancelled delivery's callback closed again */
+  if (e->running) {
+    /* from a callback inside run: freeing now would pull the engine from under the loop */
+    e->close_pending = true;
+    return;
+  }
   e->closing = true;
   /* what is on the wire first: detach it so its slot is clean */
   for (int i = 0; e->slots && i < e->max_in_flight; i++) {
@@ -453,7 +473,7 @@ static int enqueue(esg_egress *e, esg__job *j, const char *pkey) {
 int esg_egress_submit(esg_egress *e, const esg_egress_request *req) {
   if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
   if (!req) return esg__fail(&e->err, ESG_EINVAL, "request is NULL");
-  if (e->closing) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
+  if (e->closing || e->close_pending) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
   esg__job *j;
   int rc = make_job(e, req, &j);
   if (rc != ESG_OK) return rc;
@@ -486,7 +506,7 @@ int esg_egress_resubmit(esg_egress *e, int64_t fault_id, const esg_egress_reques
   if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
   if (!tmpl) return esg__fail(&e->err, ESG_EINVAL, "request template is NULL");
   if (!e->store) return esg__fail(&e->err, ESG_EINVAL, "the engine has no store to read faults from");
-  if (e->closing) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
+  if (e->closing || e->close_pending) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
   fault_copy c = {0};
   int rc = esg_fault_get(e->store, fault_id, copy_fault, &c);
   if (rc != ESG_OK) {
@@ -827,7 +847,7 @@ static void settle(esg_egress *e, esg__slot *s) {
   struct curl_header *ra = NULL;
   if (cc == CURLE_OK && curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &ra) == CURLHE_OK &&
       esg_egress_parse_retry_after(ra->value, now, &delay) == ESG_OK) {
-    if (now + delay > j->first_at + e->max_elapsed) {
+    if (esg__time_add(now, delay) > esg__time_add(j->first_at, e->max_elapsed)) {
       snprintf(j->error, sizeof j->error, "%s with Retry-After %lld ms beyond the %lld ms limit (attempt %d)", why,
                (long long)delay, (long long)e->max_elapsed, total);
       finish(e, j, ESG_EGRESS_EXHAUSTED, s);
@@ -836,14 +856,14 @@ static void settle(esg_egress *e, esg__slot *s) {
   } else {
     delay = esg__backoff(&e->rng, j->attempts, e->base, e->cap);
   }
-  if (now + delay > j->first_at + e->max_elapsed) {
+  if (esg__time_add(now, delay) > esg__time_add(j->first_at, e->max_elapsed)) {
     snprintf(j->error, sizeof j->error, "%s after %d attempts (time limit %lld ms)", why, total,
              (long long)e->max_elapsed);
     finish(e, j, ESG_EGRESS_EXHAUSTED, s);
     return;
   }
   snprintf(j->error, sizeof j->error, "%s", why);
-  j->next_at = now + delay;
+  j->next_at = esg__time_add(now, delay);
   e->st.retried++;
   if (e->on_retry) {
     bool was = e->in_callback;
@@ -898,17 +918,21 @@ int esg_egress_run(esg_egress *e, int timeout_ms) {
     int running;
     curl_multi_perform(e->multi, &running);
     int done = reap(e);
-    if (e->jobs == 0) break;
-    if (done) continue; /* their lanes may go on at once */
+    if (e->jobs == 0 || e->close_pending) break;
     int64_t left = until == INT64_MAX ? INT64_MAX : until - mono_ms();
     if (left <= 0) {
       rc = ESG_BUSY;
       break;
     }
+    if (done) continue; /* their lanes may go on at once */
     if (wait > left) wait = left;
     if (wait > 0) curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
   }
   e->running = false;
+  if (e->close_pending) {
+    esg_egress_close(e); /* as the callback asked; the handle is gone */
+    return ESG_OK;
+  }
   return rc;
 }
 

@@ -25,11 +25,11 @@ uint64_t esg__rng_next(uint64_t *s) {
 int64_t esg__backoff(uint64_t *rng, int retry, int64_t base, int64_t cap) {
   if (retry < 1) retry = 1;
   int64_t ceil = base;
-  for (int i = 1; i < retry && ceil < cap; i++) ceil *= 2;
+  for (int i = 1; i < retry && ceil < cap; i++) ceil = ceil > INT64_MAX / 2 ? INT64_MAX : ceil * 2;
   if (ceil > cap) ceil = cap;
   if (ceil <= 0) return 0;
   /* full jitter: every value in [0, ceil] alike, so synchronised clients spread out */
-  return (int64_t)(esg__rng_next(rng) % (uint64_t)(ceil + 1));
+  return (int64_t)(esg__rng_next(rng) % ((uint64_t)ceil + 1));
 }
 
 bool esg__curl_permanent(int curl_code) {

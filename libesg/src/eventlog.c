@@ -28,7 +28,7 @@ int esg_event_put(esg_store *s, const esg_event *ev, const char *corr_key, int64
   int rc = esg__check_key(&s->err, "correlation key", corr_key);
   if (rc != ESG_OK) return rc;
   int64_t now = s->clock(s->clock_ud);
-  esg_stored_event row = esg__stored_event(ev, corr_key, ttl_ms ? now + ttl_ms : 0);
+  esg_stored_event row = esg__stored_event(ev, corr_key, ttl_ms ? esg__time_add(now, ttl_ms) : 0);
   bool own;
   if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
   return esg__unit_end(s, own, s->be->event_insert(s, &row, now));

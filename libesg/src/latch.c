@@ -144,7 +144,7 @@ int esg_latch(esg_store *s, const char *key, const char *side, const char *conte
   bool own;
   if ((rc = esg__unit_begin(s, true, &own)) != ESG_OK) return rc;
   int64_t seq = 0;
-  rc = L->add(s, key, side, content_hash, s->clock(s->clock_ud) + ttl_ms, &seq);
+  rc = L->add(s, key, side, content_hash, esg__time_add(s->clock(s->clock_ud), ttl_ms), &seq);
   /* bound the set: a side that never echoes must not grow it without end */
   if (rc == ESG_OK && seq > ESG_LATCH_MAX_PENDING) rc = L->drop(s, key, side, 0, seq - ESG_LATCH_MAX_PENDING);
   return esg__unit_end(s, own, rc);

@@ -169,7 +169,7 @@ static int emit(emitter *em, const ev_spec *e, esg__err *err) {
   row.corr_key = e->pkey;
   row.json = em->json.p;
   row.json_len = em->json.len;
-  row.expires = em->o.log_ttl_ms ? now + em->o.log_ttl_ms : 0;
+  row.expires = em->o.log_ttl_ms ? esg__time_add(now, em->o.log_ttl_ms) : 0;
   if (!em->o.no_log) {
     int rc = s->be->event_insert(s, &row, now);
     if (rc == ESG_DUPLICATE) {

@@ -49,7 +49,10 @@ static void atfork_init(void) { pthread_atfork(fork_prepare, fork_done, fork_don
 static void *ckpt_main(void *arg) {
   esg__ckpt *c = arg;
   pthread_mutex_lock(&in_sqlite);
-  if (sqlite3_open_v2(c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+  /* A connection opens the log at its first read, and a checkpoint on one that has
+     not done so returns SQLITE_OK having copied nothing: so read the header first. */
+  if (sqlite3_open_v2(c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+      sqlite3_exec(c->db, "PRAGMA schema_version", NULL, NULL, NULL) != SQLITE_OK) {
     sqlite3_close(c->db);
     c->db = NULL;
   }

@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -269,7 +270,16 @@ static void test_bad_input(void) {
   o.max_in_flight = -1;
   CHECK_RC(ESG_EINVAL, esg_egress_open(&e, NULL, &o));
   CHECK(e == NULL);
+  CHECK_CONTAINS(esg_errmsg(NULL), "max_in_flight is -1");
   o.max_in_flight = 0;
+  o.backoff_cap_ms = -5;
+  CHECK_RC(ESG_EINVAL, esg_egress_open(&e, NULL, &o));
+  CHECK_CONTAINS(esg_errmsg(NULL), "backoff_cap_ms is -5");
+  o.backoff_cap_ms = 0;
+  o.rate_per_s = NAN;
+  CHECK_RC(ESG_EINVAL, esg_egress_open(&e, NULL, &o));
+  CHECK_CONTAINS(esg_errmsg(NULL), "rate_per_s");
+  o.rate_per_s = 0;
   o.idempotency_header = "Bad Header:";
   CHECK_RC(ESG_EINVAL, esg_egress_open(&e, NULL, &o));
   esg_egress_close(NULL);
@@ -535,6 +545,26 @@ static void test_retry_after(void) {
   outc *x = outcome_of(f.c, "evt-rl");
   CHECK(ended(x, ESG_EGRESS_EXHAUSTED, 1, 503));
   if (x) CHECK_CONTAINS(x->error, "Retry-After");
+  /* one too large for the clock's arithmetic: still beyond the limit, not wrapped into the past */
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/rx", .count = 1, .status = 503, .retry_after = "99999999999999999999"});
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/rx"), "evt-rx", NULL));
+  CHECK_RC(ESG_OK, esg_egress_run(f.e, 5000));
+  x = outcome_of(f.c, "evt-rx");
+  CHECK(ended(x, ESG_EGRESS_EXHAUSTED, 1, 503));
+  if (x) CHECK_CONTAINS(x->error, "Retry-After");
+  fx_stop(&f);
+
+  /* no time limit (INT64_MAX) and a cap past what doubling can reach: the policy still retries */
+  fx_start(&f, NULL);
+  f.o.max_elapsed_ms = INT64_MAX;
+  f.o.backoff_base_ms = 1;
+  f.o.backoff_cap_ms = INT64_MAX;
+  f.o.max_attempts = 2;
+  fx_open(&f);
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/nolimit", .count = 1, .status = 503});
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/nolimit"), "evt-nolimit", NULL));
+  CHECK_RC(ESG_OK, esg_egress_run(f.e, 5000));
+  CHECK(ended(outcome_of(f.c, "evt-nolimit"), ESG_EGRESS_DELIVERED, 2, 200));
   fx_stop(&f);
 }
 
@@ -666,8 +696,31 @@ static void test_proxy_env(void) {
   CHECK(ended(outcome_of(f.c, "evt-direct"), ESG_EGRESS_DELIVERED, 1, 200));
   CHECK(httpd_get(f.h, 0, &q) == 0);
   CHECK_STR(q.path, "/direct");
-  unsetenv("http_proxy");
+  fx_stop(&f);
+
+  /* an empty variable is unset, as libcurl has it: NO_PROXY applies under an empty no_proxy */
+  fx_start(&f, NULL);
+  setenv("no_proxy", "", 1);
+  setenv("NO_PROXY", "127.0.0.1", 1);
+  fx_open(&f);
+  CHECK_RC(ESG_OK, submit(f.e, fx_url(&f, "/direct2"), "evt-direct2", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(ended(outcome_of(f.c, "evt-direct2"), ESG_EGRESS_DELIVERED, 1, 200));
+  fx_stop(&f);
+  /* and an empty http_proxy leaves all_proxy in force */
+  fx_start(&f, NULL);
+  snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", httpd_port(f.h));
   unsetenv("no_proxy");
+  unsetenv("NO_PROXY");
+  setenv("http_proxy", "", 1);
+  setenv("all_proxy", proxy, 1);
+  fx_open(&f);
+  CHECK_RC(ESG_OK, submit(f.e, "http://gateway.invalid/all", "evt-all", NULL));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  CHECK(ended(outcome_of(f.c, "evt-all"), ESG_EGRESS_DELIVERED, 1, 200));
+  CHECK(httpd_get(f.h, 0, &q) == 0);
+  CHECK_STR(q.path, "http://gateway.invalid/all");
+  for (int i = 0; i < 5; i++) unsetenv(names[i]);
   fx_stop(&f);
 }
 
@@ -952,6 +1005,55 @@ static void test_cancel_on_close(void) {
   }
   CHECK(faults_listed(f.s).n == 0);
   fx_stop(&f);
+}
+
+/* on_done that closes the engine (first delivery) or feeds it malformed URLs forever. */
+typedef struct reentry {
+  esg_egress *e;
+  int done, cancelled, refused_submit;
+  bool close, feed;
+} reentry;
+
+static void reentry_done(void *ud, const esg_egress_result *r) {
+  reentry *x = ud;
+  x->done++;
+  x->cancelled += r->outcome == ESG_EGRESS_CANCELLED;
+  if (x->close && x->done == 1) {
+    esg_egress_close(x->e);
+    x->refused_submit = submit(x->e, "http://127.0.0.1:1/", "evt-late", NULL) == ESG_ESTATE;
+  }
+  if (x->feed) submit(x->e, "http://[::1:bad/", "evt-again", NULL); /* fails at once, every time */
+}
+
+/* Closing from a callback takes effect when run returns; run's time limit holds while
+   every turn finishes something. */
+static void test_callback_reentry(void) {
+  httpd *h = httpd_start();
+  char url[128];
+  httpd_url(h, "/r", url, sizeof url);
+  reentry x = {.close = true};
+  esg_egress_opts o = {0};
+  o.on_done = reentry_done;
+  o.ud = &x;
+  o.max_in_flight = 1;
+  x.e = open_e(NULL, &o);
+  for (int i = 0; i < 5; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "evt-r%d", i);
+    CHECK_RC(ESG_OK, submit(x.e, url, id, "one-key"));
+  }
+  CHECK_RC(ESG_OK, esg_egress_drain(x.e)); /* and the handle is gone: ASan/valgrind watch */
+  CHECK(x.done == 5 && x.cancelled == 4 && x.refused_submit);
+  httpd_stop(h);
+
+  reentry y = {.feed = true};
+  o.ud = &y;
+  y.e = open_e(NULL, &o);
+  CHECK_RC(ESG_OK, submit(y.e, "http://[::1:bad/", "evt-first", NULL));
+  CHECK_RC(ESG_BUSY, esg_egress_run(y.e, 50));
+  CHECK(y.done > 0);
+  y.feed = false;
+  esg_egress_close(y.e);
 }
 
 /* A claim taken over by another worker during the backoff stops the delivery (claim_lease_ms). */
@@ -1312,6 +1414,7 @@ int main(void) {
   RUN(test_idempotency_header);
   RUN(test_connection_reuse);
   RUN(test_cancel_on_close);
+  RUN(test_callback_reentry);
   RUN(test_claim_takeover);
   RUN(test_batch_completion);
   RUN(test_batch_store_error);

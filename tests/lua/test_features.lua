@@ -160,6 +160,13 @@ T.ok(done.d2.outcome == "refused" and done.d2.http_status == 422 and done.d2.fau
 T.ok(done.d3.outcome == "delivered" and done.d3.attempts == 2, "retried after 503")
 T.eq(eg:stats().delivered, 2, "egress stats")
 eg:close()
+local closer, seen = nil, {}
+closer = assert(store:egress { on_done = function(res) seen[#seen + 1] = res.outcome; closer:close() end })
+T.ok(closer:submit { event_id = "z1", url = m.url .. "/deals", body = { dealId = "z1" }, partition_key = "z" }, "submit")
+T.ok(closer:submit { event_id = "z2", url = m.url .. "/deals", body = { dealId = "z2" }, partition_key = "z" }, "submit")
+T.ok(closer:drain(), "closed from its own callback: drain returns")
+T.eq(seen[1], "delivered", "the first delivery's callback closed the engine")
+T.ok(not pcall(closer.stats, closer), "and the engine is closed")
 local retries = 0
 local eg1 = assert(store:egress { max_attempts = 1, on_retry = function() retries = retries + 1 end,
                                   on_done = function(res) done[res.event_id] = res end })

@@ -147,7 +147,9 @@ ESG_API int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress
  * Closes the engine: deliveries not finished end CANCELLED (their callbacks run
  * now; their claims are released, so another worker may take them over at once;
  * one on the wire may still reach the receiver, which dedupes by its key), then
- * frees everything. NULL is fine. Not from inside a callback.
+ * frees everything. NULL is fine. From inside a callback of esg_egress_run the
+ * close happens when that run ends its turn; run then returns ESG_OK and the
+ * handle is gone.
  */
 ESG_API void esg_egress_close(esg_egress *e);
 
