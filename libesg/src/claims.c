@@ -4,6 +4,7 @@
  * insert that finds no row makes a new claim); only takeovers of expired leases
  * or records take the slow path, re-deciding inside a write transaction.
  */
+#include <limits.h>
 #include <string.h>
 #include "backend.h"
 
@@ -46,8 +47,8 @@ static esg__claim_row fresh(esg_store *s, const void *hash, size_t hash_len, int
   r.hash_len = hash_len;
   r.token = esg__token(s);
   r.attempts = attempts;
-  r.lease_until = now + lease_ms;
-  r.expires = now + ttl_ms;
+  r.lease_until = esg__time_add(now, lease_ms); /* a "forever" stays in the future */
+  r.expires = esg__time_add(now, ttl_ms);
   r.ttl = ttl_ms;
   return r;
 }
@@ -156,6 +157,7 @@ int esg_claim(esg_store *s, const char *key, const void *hash, size_t hash_len, 
               esg_claim_info *out) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   int rc = check_args(s, key, hash, hash_len, lease_ms, ttl_ms);
+  if (rc == ESG_OK) rc = esg__check_process(s); /* before the reads, which skip esg__unit_begin */
   if (rc != ESG_OK) return rc;
   if (out) memset(out, 0, sizeof *out);
   if (s->group_open && !s->batch) return group_claim(s, key, hash, hash_len, lease_ms, ttl_ms, out);
@@ -195,7 +197,7 @@ int esg_claim_wait(esg_store *s, const char *key, const void *hash, size_t hash_
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   if (wait_ms < 0) return esg__fail(&s->err, ESG_EINVAL, "wait must not be negative");
   /* Count waited time in real time: the injectable clock may stand still in tests. */
-  int64_t deadline = esg_clock_real(NULL) + wait_ms;
+  int64_t deadline = esg__time_add(esg_clock_real(NULL), wait_ms);
   int pause = 1;
   for (;;) {
     int rc = esg_claim(s, key, hash, hash_len, lease_ms, ttl_ms, out);
@@ -214,7 +216,7 @@ static int pending_by_token(esg_store *s, esg__pend *p, const char *key, int64_t
   esg__claim_row *row = esg__pend_row(p);
   if (row->token != token || row->expires <= now) return ESG_ETOKEN;
   if (which == 2) {
-    row->lease_until = now + lease_ms;
+    row->lease_until = esg__time_add(now, lease_ms);
     return ESG_OK;
   }
   int rc = ESG_OK;
@@ -223,23 +225,29 @@ static int pending_by_token(esg_store *s, esg__pend *p, const char *key, int64_t
     done.done = true;
     done.result = result ? (len ? result : "") : NULL;
     done.result_len = result ? len : 0;
-    done.expires = now + row->ttl;
+    done.expires = esg__time_add(now, row->ttl);
     rc = s->be->claim_replace(s, key, &done);
   }
   if (rc == ESG_OK) esg__pend_drop(s, p);
   return rc;
 }
 
-static int by_token(esg_store *s, const char *key, int64_t token, int which, const void *result, size_t len,
-                    int64_t lease_ms) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+/* The checks of a complete (0), release (1) or extend (2) call. */
+static int check_token_args(esg_store *s, const char *key, int which, const void *result, size_t len,
+                            int64_t lease_ms) {
   int rc = esg__check_key(&s->err, "claim key", key);
   if (rc != ESG_OK) return rc;
+  if (which == 0 && len && !result) return esg__fail(&s->err, ESG_EINVAL, "result is NULL with length %zu", len);
   if (which == 2 && lease_ms <= 0) return esg__fail(&s->err, ESG_EINVAL, "lease must be positive");
-  bool own;
-  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+  return ESG_OK;
+}
+
+/* complete (0), release (1) or extend (2), inside a unit of writes the caller began. */
+static int token_op(esg_store *s, const char *key, int64_t token, int which, const void *result, size_t len,
+                    int64_t lease_ms) {
   int64_t now = s->clock(s->clock_ud);
   esg__pend *p = s->group_open ? esg__pend_find(s, key) : NULL;
+  int rc;
   if (p) {
     rc = pending_by_token(s, p, key, token, which, result, len, lease_ms, now);
   } else if (which == 0) {
@@ -247,37 +255,78 @@ static int by_token(esg_store *s, const char *key, int64_t token, int which, con
   } else if (which == 1) {
     rc = s->be->claim_release(s, key, token, now);
   } else {
-    rc = s->be->claim_extend(s, key, token, now + lease_ms, now);
+    rc = s->be->claim_extend(s, key, token, esg__time_add(now, lease_ms), now);
   }
   if (rc == ESG_ETOKEN)
     esg__fail(&s->err, rc, "token %lld no longer owns claim \"%s\" (taken over, released, completed or expired)",
               (long long)token, key);
-  return esg__unit_end(s, own, rc);
+  return rc;
+}
+
+static int by_token(esg_store *s, const char *key, int64_t token, int which, const void *result, size_t len,
+                    int64_t lease_ms) {
+  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = check_token_args(s, key, which, result, len, lease_ms);
+  if (rc != ESG_OK) return rc;
+  bool own;
+  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
+  return esg__unit_end(s, own, token_op(s, key, token, which, result, len, lease_ms));
 }
 
 int esg_complete(esg_store *s, const char *key, int64_t token, const void *result, size_t len) {
-  if (s && len && !result) return esg__fail(&s->err, ESG_EINVAL, "result is NULL with length %zu", len);
   return by_token(s, key, token, 0, result, len, 0);
 }
 
+/* The completions c[0..n) that said ESG_OK get rc instead: the commit that was to store them failed. */
+static void lost(esg__completion *c, size_t n, int rc) {
+  for (size_t i = 0; i < n; i++)
+    if (c[i].rc == ESG_OK) c[i].rc = rc;
+}
+
 /*
- * One unit of writes around the completions (without group commit, one
- * transaction: one commit for all), each exactly an esg_complete inside it. A
- * store error stops the batch; if the unit was its own transaction, it rolled
- * back, and every completion reports the error.
+ * One unit of writes around the completions, each exactly an esg_complete inside
+ * it, and counted as n writes toward group_commit_max. A store error stops the
+ * batch. What the unit's end reports depends on the unit:
+ *  - its own transaction (no group commit, no batch): one commit for all. If a
+ *    completion's statement fails, the transaction rolls back and every completion
+ *    reports that error; if the commit fails, nothing was stored and every
+ *    completion that said ESG_OK reports the commit's error instead.
+ *  - an open group (group commit): the completions join the group, as
+ *    esg_complete's would. If the unit makes the group due and its commit fails,
+ *    they report that error as above (they were in it); otherwise the group stays
+ *    open and a later commit's failure is reported by whatever call commits it
+ *    (esg_store_flush, or the call that finds the group due), per group commit.
+ *  - a caller's batch (esg_store_begin): esg_store_commit reports the commit.
  */
 int esg__complete_batch(esg_store *s, esg__completion *c, size_t n) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   bool own;
   int rc = esg__unit_begin(s, true, &own);
-  bool began = rc == ESG_OK;
+  if (rc != ESG_OK) {
+    for (size_t i = 0; i < n; i++) c[i].rc = rc;
+    return rc;
+  }
   for (size_t i = 0; i < n; i++) {
-    c[i].rc = rc == ESG_OK ? esg_complete(s, c[i].key, c[i].token, c[i].result, c[i].len) : rc;
+    if (rc != ESG_OK) {
+      c[i].rc = rc;
+      continue;
+    }
+    c[i].rc = check_token_args(s, c[i].key, 0, c[i].result, c[i].len, 0);
+    if (c[i].rc == ESG_OK) c[i].rc = token_op(s, c[i].key, c[i].token, 0, c[i].result, c[i].len, 0);
     if (c[i].rc < 0 && c[i].rc != ESG_ETOKEN && c[i].rc != ESG_EINVAL) rc = c[i].rc;
   }
-  if (own && rc < 0)
+  if (own && rc < 0) {
     for (size_t i = 0; i < n; i++) c[i].rc = rc;
-  return began ? esg__unit_end(s, own, rc) : rc;
+    return esg__unit_end(s, own, rc); /* rolls back */
+  }
+  /* asked with ESG_OK, the unit's end returns what its commit (if any) did, alone */
+  int writes = n == 0 ? 1 : n < (size_t)INT_MAX ? (int)n : INT_MAX;
+  int crc = esg__unit_end_n(s, own, ESG_OK, writes);
+  if (crc < 0) {
+    lost(c, n, crc);
+    return crc;
+  }
+  return rc;
 }
 
 int esg_release(esg_store *s, const char *key, int64_t token) { return by_token(s, key, token, 1, NULL, 0, 0); }

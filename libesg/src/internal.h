@@ -62,7 +62,28 @@ struct esg_store {
   size_t pend_cap, pend_used, pend_live;
   uint64_t rng;                 /* xorshift state for fencing tokens */
   esg__buf result, doc;         /* memory behind pointers handed to callers */
+  unsigned forks;               /* esg__forks when opened (see esg__check_process) */
+  long pid;                     /* the process that opened it, for messages */
 };
+
+/*
+ * A handle belongs to the process that opened it. After fork() the child's copy
+ * shares the parent's connection but not its locks (fcntl locks are not
+ * inherited): a write from it, a commit or rollback included, would go to the
+ * log and the -shm index behind the parent's back and corrupt the database. So
+ * every call on an inherited handle fails with ESG_ESTATE, and closing it
+ * writes nothing. esg__forks counts the fork()s that led to this process (a
+ * pthread_atfork child handler bumps it), so the check costs a compare, not a
+ * getpid() system call.
+ */
+extern unsigned esg__forks;
+int esg__inherited_fail(esg_store *s); /* records which processes, returns ESG_ESTATE */
+static inline int esg__check_process(esg_store *s) {
+  return s->forks == esg__forks ? ESG_OK : esg__inherited_fail(s);
+}
+/* Whether s came from another process: the counter, or (for a fork() that skipped
+   the atfork handlers, such as a raw clone) the pid; for the close path. */
+bool esg__inherited(const esg_store *s);
 
 /*
  * A unit of writes. esg__unit_begin makes sure the writes that follow run
@@ -73,6 +94,8 @@ struct esg_store {
  */
 int esg__unit_begin(esg_store *s, bool need_tx, bool *own);
 int esg__unit_end(esg_store *s, bool own, int rc);
+/* esg__unit_end for a unit of n writes (each counts toward group_commit_max). */
+int esg__unit_end_n(esg_store *s, bool own, int rc, int n);
 
 /* One completion of a batch (esg__complete_batch). */
 typedef struct esg__completion {
@@ -86,7 +109,8 @@ typedef struct esg__completion {
 /* Completes n claims as n esg_complete calls would, in one unit of writes: one
    transaction for all (the egress engine completes a loop turn's deliveries so; one
    UPDATE .. FROM a VALUES list measured 2.5 times dearer per row than one UPDATE each).
-   ESG_OK, or the store error that stopped it (each rc says which). */
+   ESG_OK, or the store error that stopped it or that its commit failed with (each rc
+   says which; see claims.c for what a group's commit reports). */
 int esg__complete_batch(esg_store *s, esg__completion *c, size_t n);
 
 /* A fresh random fencing token (never 0). */

@@ -7,11 +7,11 @@
  * waits for, nor blocks, the writer or the readers).
  *
  * The log restarts from its beginning only when a write begins after a checkpoint
- * that copied all of it, which a checkpoint racing the writer may never see; so
- * when the log reaches RUNAWAY pages the commit checkpoints inline, as SQLite
- * would have, finding most of the copying done. The same inline checkpoint serves
- * a child process that uses its parent's handle after fork(), where the thread
- * does not exist.
+ * that copied all of it, which a checkpoint racing the writer never sees while the
+ * writer keeps writing; so when the log reaches RUNAWAY pages the commit
+ * checkpoints inline, as SQLite would have, finding most of the copying done. Only
+ * one checkpoint runs at a time (a second one gets SQLITE_BUSY at once), so that
+ * commit first waits for the thread's to end.
  *
  * fork() while the thread is inside SQLite could leave the child with SQLite's
  * internal locks (its allocator's, say) held by a thread that is not there, and
@@ -35,7 +35,8 @@ struct esg__ckpt {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   pthread_t thread;
-  bool started, failed, want, stop;
+  pthread_cond_t idle;         /* signalled when the thread's checkpoint ends */
+  bool started, failed, want, stop, copying;
   int asked;                  /* log pages at the last request (the committing thread's) */
 };
 
@@ -66,11 +67,14 @@ static void *ckpt_main(void *arg) {
       continue;
     }
     c->want = false;
+    c->copying = true;
     pthread_mutex_unlock(&c->mu);
     pthread_mutex_lock(&in_sqlite);
     sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL); /* a miss is retried next commit */
     pthread_mutex_unlock(&in_sqlite);
     pthread_mutex_lock(&c->mu);
+    c->copying = false;
+    pthread_cond_broadcast(&c->idle);
   }
   pthread_mutex_unlock(&c->mu);
   pthread_mutex_lock(&in_sqlite);
@@ -98,6 +102,13 @@ static bool ask(esg__ckpt *c) {
   return ok;
 }
 
+/* Waits until the thread is not inside a checkpoint. */
+static void wait_idle(esg__ckpt *c) {
+  pthread_mutex_lock(&c->mu);
+  while (c->copying) pthread_cond_wait(&c->idle, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+}
+
 /* After each commit: a request per THRESHOLD pages the log grew (a checkpoint costs
    two fsyncs, which compete with the writer's own), inline past RUNAWAY. */
 static int on_commit(void *ud, sqlite3 *db, const char *name, int pages) {
@@ -105,7 +116,9 @@ static int on_commit(void *ud, sqlite3 *db, const char *name, int pages) {
   if (pages < c->asked) c->asked = 0; /* the log restarted */
   if (pages - c->asked < THRESHOLD) return SQLITE_OK;
   c->asked = pages;
-  if (pages >= RUNAWAY || !ask(c)) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  if (pages < RUNAWAY && ask(c)) return SQLITE_OK;
+  if (c->pid == getpid()) wait_idle(c); /* the thread's own copying, if any, first */
+  sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   return SQLITE_OK;
 }
 
@@ -120,6 +133,7 @@ esg__ckpt *esg__ckpt_attach(sqlite3 *db) {
   c->pid = getpid();
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
+  pthread_cond_init(&c->idle, NULL);
   sqlite3_wal_hook(db, on_commit, c); /* replaces the inline autocheckpoint */
   return c;
 }
@@ -135,11 +149,14 @@ void esg__ckpt_detach(sqlite3 *db, esg__ckpt *c) {
     pthread_mutex_unlock(&c->mu);
     if (started) pthread_join(c->thread, NULL);
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->idle);
     pthread_mutex_destroy(&c->mu);
   } else {
     /* after fork(): the thread (and its lock) stayed with the parent; its connection's
        memory came along, idle (fork waited for in_sqlite), so it is closed as the
-       inherited handle's own connection is */
+       inherited handle's own connection is: without the checkpoint a last connection
+       runs on close, which would write the parent's files from this process */
+    if (c->db) sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     sqlite3_close(c->db);
   }
   free(c->path);

@@ -1,4 +1,12 @@
 /* Claims: every outcome of the contract, with time moved by the fake clock. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "esg/egress.h"
+#include "httpd.c"
 #include "testutil.h"
 
 static const uint8_t H1[32] = {1}, H2[32] = {2};
@@ -184,6 +192,188 @@ static void test_wait(void) {
   esg_store_close(s);
 }
 
+#define FOREVER INT64_MAX
+
+/* A lease, a ttl and an extension of "forever" on store s (its clock at *now). */
+static void forever_on(esg_store *s, int64_t *now) {
+  esg_claim_info a, b;
+  CHECK_RC(ESG_NEW, esg_claim(s, "f", H1, 32, FOREVER, FOREVER, &a));
+  CHECK(a.lease_until == FOREVER && a.expires == FOREVER);
+  *now += 1000 * TTL;
+  CHECK_RC(ESG_BUSY, esg_claim(s, "f", H1, 32, LEASE, TTL, &b)); /* not a second owner */
+  CHECK(b.token == a.token && b.lease_until == FOREVER);
+  CHECK_RC(ESG_OK, esg_complete(s, "f", a.token, "once", 4));
+  *now += 1000 * TTL;
+  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "f", H1, 32, FOREVER, FOREVER, &b));
+  CHECK(b.result_len == 4 && memcmp(b.result, "once", 4) == 0);
+  CHECK(b.expires == FOREVER);
+  /* an extension forever, from a short lease */
+  CHECK_RC(ESG_NEW, esg_claim(s, "x", H1, 32, LEASE, FOREVER, &a));
+  CHECK_RC(ESG_OK, esg_claim_extend(s, "x", a.token, FOREVER));
+  *now += 10 * LEASE;
+  CHECK_RC(ESG_BUSY, esg_claim(s, "x", H1, 32, LEASE, TTL, &b));
+  CHECK(b.lease_until == FOREVER);
+  CHECK_RC(ESG_OK, esg_complete(s, "x", a.token, NULL, 0));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "x", H1, 32, LEASE, TTL, NULL));
+}
+
+typedef struct finisher {
+  esg_store *s;
+  const char *key;
+  int64_t token;
+  int rc;
+} finisher;
+
+static void *finish_later(void *arg) {
+  finisher *f = arg;
+  usleep(50000);
+  f->rc = esg_complete(f->s, f->key, f->token, "late", 4);
+  return NULL;
+}
+
+/*
+ * INT64_MAX ("forever") as a lease, a ttl, an extension or a wait: the sums with
+ * the clock are held at INT64_MAX rather than wrapping negative, which made a
+ * held key look expired (a second owner: the same event processed twice) and
+ * a wait end at once. Both without and with group commit (the pending claims).
+ */
+static void test_forever(void) {
+  int64_t now = 1000000;
+  esg_store *s = tu_open(tu_path("forever.db"), &now);
+  forever_on(s, &now);
+  esg_store_close(s);
+  esg_store_opts o = {0};
+  o.clock = tu_clock;
+  o.clock_ud = &now;
+  o.group_commit_ms = 1000000;
+  CHECK_RC(ESG_OK, esg_store_open(&s, tu_path("forever-group.db"), &o));
+  CHECK_RC(ESG_NEW, esg_claim(s, "opens-the-group", NULL, 0, LEASE, TTL, NULL));
+  forever_on(s, &now);
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  CHECK_RC(ESG_DUPLICATE, esg_claim(s, "f", H1, 32, LEASE, TTL, NULL));
+  esg_store_close(s);
+  /* a wait of forever lasts until the holder finishes (another handle, on a thread) */
+  char path[4200];
+  snprintf(path, sizeof path, "%s", tu_path("forever-wait.db"));
+  esg_store *holder = tu_open(path, &now), *waiter = tu_open(path, &now);
+  esg_claim_info a, b;
+  CHECK_RC(ESG_NEW, esg_claim(holder, "w", NULL, 0, 600000, TTL, &a));
+  finisher f = {holder, "w", a.token, -100};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, finish_later, &f) == 0);
+  CHECK_RC(ESG_DUPLICATE, esg_claim_wait(waiter, "w", NULL, 0, LEASE, TTL, FOREVER, &b));
+  pthread_join(t, NULL);
+  CHECK_RC(ESG_OK, f.rc);
+  esg_store_close(waiter);
+  esg_store_close(holder);
+}
+
+typedef struct outcomes {
+  int n;
+  char id[8][16];
+  int outcome[8], store_rc[8];
+} outcomes;
+
+static void on_done(void *ud, const esg_egress_result *r) {
+  outcomes *o = ud;
+  if (o->n >= 8) return;
+  snprintf(o->id[o->n], sizeof o->id[0], "%s", r->event_id);
+  o->outcome[o->n] = r->outcome;
+  o->store_rc[o->n] = r->store_rc;
+  o->n++;
+}
+
+/* In a child process: claims n keys, delivers them, and drains the engine while no file may grow. */
+static int deliver_unable_to_grow(const char *path, int n, int group) {
+  int before = tu_failures;
+  httpd *h = httpd_start();
+  CHECK(h != NULL);
+  if (!h) return 1;
+  char url[256];
+  httpd_url(h, "/deliver", url, sizeof url);
+  int64_t now = 1000;
+  esg_store_opts so = {0};
+  so.clock = tu_clock;
+  so.clock_ud = &now;
+  if (group) {
+    so.group_commit_ms = 1000000;
+    so.group_commit_max = 1; /* each turn's batch makes its group due */
+  }
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &so));
+  if (!s) return 1;
+  outcomes got = {0};
+  esg_egress_opts eo = {0};
+  eo.clock = tu_clock;
+  eo.clock_ud = &now;
+  eo.on_done = on_done;
+  eo.ud = &got;
+  esg_egress *e = NULL;
+  CHECK_RC(ESG_OK, esg_egress_open(&e, s, &eo));
+  for (int i = 0; i < n && e; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "evt-%d", i);
+    esg_claim_info c;
+    CHECK_RC(ESG_NEW, esg_claim(s, id, NULL, 0, 600000, 3600000, &c));
+    esg_egress_request r = {.event_id = id, .url = url, .body = "{}", .body_len = 2, .claim_key = id,
+                            .claim_token = c.token};
+    CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
+  }
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  /* the claims are committed; the completions' commit must append to the log, and cannot */
+  struct rlimit old, none;
+  getrlimit(RLIMIT_FSIZE, &old);
+  none = old;
+  none.rlim_cur = 0;
+  signal(SIGXFSZ, SIG_IGN);
+  CHECK(setrlimit(RLIMIT_FSIZE, &none) == 0);
+  if (e) CHECK_RC(ESG_OK, esg_egress_drain(e));
+  setrlimit(RLIMIT_FSIZE, &old);
+  CHECK(got.n == n);
+  CHECK(httpd_count(h) == n); /* they were delivered */
+  for (int i = 0; i < got.n; i++) {
+    CHECK(got.outcome[i] == ESG_EGRESS_DELIVERED);
+    CHECK_RC(ESG_ESTORE, got.store_rc[i]); /* not ESG_OK: nothing was stored */
+  }
+  esg_egress_close(e);
+  esg_store_close(s);
+  httpd_stop(h);
+  return tu_failures == before ? 0 : 1;
+}
+
+/*
+ * A loop turn's completions (esg__complete_batch, which the egress engine calls:
+ * the tests reach the library's internals only through it) whose commit fails: every
+ * delivery reports the store error, not ESG_OK, and no claim is completed. The
+ * commit fails for real: a child process may not grow any file (RLIMIT_FSIZE 0,
+ * SIGXFSZ ignored), so the write-ahead log cannot take the commit's frames.
+ */
+static void batch_commit_fails(int group) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s", tu_path(group ? "batch-commit-group.db" : "batch-commit.db"));
+  int n = 3;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(deliver_unable_to_grow(path, n, group));
+  int status = 0;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  int64_t now = 2000;
+  esg_store *s = tu_open(path, &now);
+  for (int i = 0; i < n; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "evt-%d", i);
+    esg_claim_info c;
+    CHECK_RC(ESG_BUSY, esg_claim(s, id, NULL, 0, 600000, 3600000, &c)); /* in progress, not completed */
+    CHECK(c.result == NULL);
+  }
+  esg_store_close(s);
+}
+
+static void test_batch_commit_fails(void) {
+  batch_commit_fails(0); /* the batch's own transaction */
+  batch_commit_fails(1); /* a group the batch makes due */
+}
+
 int main(void) {
   RUN(test_lifecycle);
   RUN(test_results);
@@ -192,5 +382,7 @@ int main(void) {
   RUN(test_release_and_expiry);
   RUN(test_bad_input);
   RUN(test_wait);
+  RUN(test_forever);
+  RUN(test_batch_commit_fails);
   return tu_done();
 }

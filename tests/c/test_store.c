@@ -52,7 +52,16 @@ static void test_open(void) {
   o.durability = ESG_DURABILITY_FULL;
   o.group_commit_ms = -1;
   CHECK_RC(ESG_EINVAL, esg_store_open(&s, tu_path("o.db"), &o));
+  CHECK_CONTAINS(esg_errmsg(NULL), "group_commit_ms must not be negative (got -1)");
   o.group_commit_ms = 0;
+  o.busy_timeout_ms = -5;
+  CHECK_RC(ESG_EINVAL, esg_store_open(&s, tu_path("o.db"), &o));
+  CHECK_CONTAINS(esg_errmsg(NULL), "busy_timeout_ms must not be negative (got -5)");
+  o.busy_timeout_ms = 0;
+  o.group_commit_max = -7;
+  CHECK_RC(ESG_EINVAL, esg_store_open(&s, tu_path("o.db"), &o));
+  CHECK_CONTAINS(esg_errmsg(NULL), "group_commit_max must not be negative (got -7)");
+  o.group_commit_max = 0;
   CHECK_RC(ESG_OK, esg_store_open(&s, tu_path("o.db"), &o));
   CHECK_STR(esg_store_backend(s), "sqlite");
   CHECK(esg_store_schema_version(s) >= 1);
@@ -463,6 +472,33 @@ static void test_wal_bounded(void) {
 }
 
 /*
+ * The store's checkpoint thread copies the log back by itself: with the log past
+ * the 1000 pages where a commit asks for a checkpoint, and short of the 4000 where
+ * commits copy inline, the database file grows without a commit doing it. (The
+ * thread's connection must have read the database once, or SQLite's checkpoint
+ * call copies nothing and still says SQLITE_OK.)
+ */
+static void test_checkpoint_thread(void) {
+  int64_t now = 1000;
+  char path[4096], wal[4200];
+  snprintf(path, sizeof path, "%s", tu_path("ckpt.db"));
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  esg_store_opts o = groups_of_250(&now);
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  long long page = 4096 + 24, db0 = file_size(path), most = 0;
+  for (int i = 0; i < 20000 && file_size(wal) < 1500 * page; i += 250) {
+    CHECK(fill(s, "t", i, 250) == 250);
+    if (file_size(wal) > most) most = file_size(wal);
+  }
+  CHECK(most >= 1000 * page && most < 4000 * page); /* asked, and never inline */
+  /* the log holds about 1000 frames of a few dozen distinct pages: they land in the file */
+  for (int waited = 0; waited < 10000 && file_size(path) < db0 + 16 * 4096; waited += 10) usleep(10000);
+  CHECK(file_size(path) >= db0 + 16 * 4096);
+  esg_store_close(s);
+}
+
+/*
  * fork() with a handle whose checkpoint thread runs: the child (as a Python
  * multiprocessing child would) closes the inherited handle, which must neither
  * wait for a thread it does not have nor touch the parent's; it then works on a
@@ -503,6 +539,174 @@ static void test_fork_with_checkpointer(void) {
   sqlite3_close(db);
 }
 
+/* PRAGMA integrity_check of the file at path, read with SQLite itself: "ok" when sound. */
+static int integrity_ok(const char *path) {
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  int ok = 0;
+  if (sqlite3_open(path, &db) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      const char *r = (const char *)sqlite3_column_text(st, 0);
+      ok = r && strcmp(r, "ok") == 0;
+      if (!ok) fprintf(stderr, "integrity_check: %s\n", r ? r : "(null)");
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return ok;
+}
+
+/* In the child: every call on the inherited handle s fails, naming both processes; then it closes s. */
+static int child_with_inherited(esg_store *s, const char *key, int64_t token) {
+  int before = tu_failures;
+  char want[64];
+  snprintf(want, sizeof want, "opened by process %ld;", (long)getppid());
+  CHECK_RC(ESG_ESTATE, esg_claim(s, "child", NULL, 0, 60000, 3600000, NULL));
+  CHECK_CONTAINS(esg_errmsg(s), want);
+  CHECK_CONTAINS(esg_errmsg(s), "open the store again in this process");
+  CHECK_RC(ESG_ESTATE, esg_claim(s, key, NULL, 0, 60000, 3600000, NULL)); /* even one pending in memory */
+  CHECK_RC(ESG_ESTATE, esg_complete(s, key, token, "child", 5));
+  CHECK_RC(ESG_ESTATE, esg_release(s, key, token));
+  CHECK_RC(ESG_ESTATE, esg_store_flush(s));
+  CHECK_RC(ESG_ESTATE, esg_store_begin(s));
+  CHECK_RC(ESG_ESTATE, esg_store_commit(s));
+  esg_event *e = ev("e-child", "t", 1, NULL);
+  CHECK_RC(ESG_ESTATE, esg_event_put(s, e, NULL, 0)); /* another feature's write */
+  esg_event_free(e);
+  collect_t c = {.stop_at = -1};
+  CHECK(esg_event_get(s, "e1", collect, &c) != ESG_OK); /* a read: refused by the backend */
+  CHECK_CONTAINS(esg_errmsg(s), want);
+  CHECK(esg_store_schema_version(s) == -1);
+  esg_store_close(s); /* writes nothing: the group is the parent's */
+  return tu_failures == before ? 0 : 1;
+}
+
+/*
+ * fork() while a group is open, with claims since the last flush (some pending
+ * in memory, some completed in the group's transaction). The child's copy of
+ * the handle shares the connection but not its locks, so a commit from it (its
+ * close used to flush the group) wrote the log and -shm index behind the
+ * parent's back and corrupted the file. Now every call on the copy fails with
+ * ESG_ESTATE and closing it writes nothing; the parent goes on writing
+ * meanwhile, and its group commits whole, exactly as written.
+ */
+static void test_fork_open_group(void) {
+  int64_t now = 1000;
+  char path[4200];
+  snprintf(path, sizeof path, "%s", tu_path("fork-group.db"));
+  esg_store_opts o = groups_of_250(&now);
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  CHECK(fill(s, "a", 0, 1000) == 1000); /* several groups committed */
+  CHECK(fill(s, "b", 0, 100) == 100);   /* completed in the open group */
+  enum { PENDING = 40 }; /* 100 * 2 + 40 writes: the group of 250 stays open */
+  int64_t tokens[PENDING];
+  for (int i = 0; i < PENDING; i++) { /* claimed, held in memory */
+    char key[16];
+    snprintf(key, sizeof key, "p%d", i);
+    esg_claim_info c;
+    CHECK_RC(ESG_NEW, esg_claim(s, key, NULL, 0, 600000, 3600000, &c));
+    tokens[i] = c.token;
+  }
+  CHECK(done_claims(path) == 1000); /* the b and p keys are in the open group only */
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(child_with_inherited(s, "p0", tokens[0]));
+  CHECK(pid > 0);
+  /* the parent keeps writing while the child runs, and after */
+  int status = 0, rounds = 0, written = 0;
+  pid_t done = 0;
+  while (pid > 0 && done == 0 && rounds < 2000) {
+    written += fill(s, "q", rounds * 20, 20);
+    rounds++;
+    done = waitpid(pid, &status, WNOHANG);
+  }
+  if (pid > 0 && done == 0) done = waitpid(pid, &status, 0);
+  CHECK(done == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  written += fill(s, "q", rounds * 20, 500);
+  CHECK(written == rounds * 20 + 500);
+  for (int i = 0; i < PENDING; i += 2) {
+    char key[16];
+    snprintf(key, sizeof key, "p%d", i);
+    CHECK_RC(ESG_OK, esg_complete(s, key, tokens[i], key, strlen(key)));
+  }
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  esg_store_close(s);
+  CHECK(integrity_ok(path));
+  CHECK(done_claims(path) == 1000 + 100 + written + PENDING / 2);
+  s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  for (int i = 0; s && i < PENDING; i++) {
+    char key[16];
+    snprintf(key, sizeof key, "p%d", i);
+    esg_claim_info c;
+    int rc = esg_claim(s, key, NULL, 0, 600000, 3600000, &c);
+    if (i % 2 == 0) {
+      CHECK_RC(ESG_DUPLICATE, rc);
+      CHECK(c.result_len == strlen(key) && memcmp(c.result, key, c.result_len) == 0);
+    } else {
+      CHECK_RC(ESG_BUSY, rc); /* still the parent's, in progress */
+      CHECK(c.token == tokens[i]);
+    }
+  }
+  CHECK_RC(ESG_NEW, esg_claim(s, "child", NULL, 0, 60000, 3600000, NULL)); /* the child wrote nothing */
+  esg_store_close(s);
+}
+
+/*
+ * fork() inside a batch large enough that SQLite has already written some of its
+ * pages to the log (a spill: more dirty pages than the 16 MiB cache holds). The
+ * child's close must not roll the inherited transaction back in the shared -shm
+ * index: SQLite's rollback clears the index entries past the last commit, which
+ * here are the parent's spilled pages, and the parent would then read those
+ * pages' old versions from the database file.
+ */
+static void test_fork_spilled_batch(void) {
+  int64_t now = 1000;
+  char path[4200];
+  snprintf(path, sizeof path, "%s", tu_path("fork-spill.db"));
+  esg_store *s = tu_open(path, &now);
+  enum { ROWS = 400, BIG = 64 * 1024 }; /* 25 MiB of results */
+  char *big = malloc(BIG);
+  CHECK(big != NULL);
+  if (!big) return;
+  CHECK(fill(s, "committed", 0, 100) == 100);
+  CHECK_RC(ESG_OK, esg_store_begin(s));
+  for (int i = 0; i < ROWS; i++) {
+    char key[16];
+    snprintf(key, sizeof key, "big%d", i);
+    memset(big, 'a' + i % 26, BIG);
+    esg_claim_info c;
+    CHECK_RC(ESG_NEW, esg_claim(s, key, NULL, 0, 60000, 3600000, &c));
+    CHECK_RC(ESG_OK, esg_complete(s, key, c.token, big, BIG));
+  }
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    esg_store_close(s);
+    free(big);
+    _exit(0);
+  }
+  int status = 0;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  /* the parent reads its batch back (the early rows from the log), finishes and commits it */
+  for (int i = 0; i < ROWS; i++) {
+    char key[16];
+    snprintf(key, sizeof key, "big%d", i);
+    esg_claim_info c;
+    CHECK_RC(ESG_DUPLICATE, esg_claim(s, key, NULL, 0, 60000, 3600000, &c));
+    CHECK(c.result_len == BIG && ((const char *)c.result)[0] == 'a' + i % 26 &&
+          ((const char *)c.result)[BIG - 1] == 'a' + i % 26);
+  }
+  CHECK(fill(s, "after", 0, 100) == 100);
+  CHECK_RC(ESG_OK, esg_store_commit(s));
+  esg_store_close(s);
+  free(big);
+  CHECK(integrity_ok(path));
+  CHECK(done_claims(path) == 100 + ROWS + 100);
+}
+
 int main(void) {
   RUN(test_correlate);
   RUN(test_group_pending_claims);
@@ -513,6 +717,9 @@ int main(void) {
   RUN(test_batch);
   RUN(test_group_commit);
   RUN(test_wal_bounded);
+  RUN(test_checkpoint_thread);
   RUN(test_fork_with_checkpointer);
+  RUN(test_fork_open_group);
+  RUN(test_fork_spilled_batch);
   return tu_done();
 }
