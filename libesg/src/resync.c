@@ -567,9 +567,10 @@ int esg_replay(esg_store *s, const esg_replay_filter *filter, esg_event_cb cb, v
   if (n) *n = 0;
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
+  int rc = esg__check_process(s); /* a read, so no unit of writes checks it */
+  if (rc != ESG_OK) return rc;
   esg_replay_filter f = {0};
   if (filter) f = *filter;
-  int rc;
   if (f.corr_key && (rc = esg__check_key(&s->err, "replay correlation key", f.corr_key)) != ESG_OK) return rc;
   if (f.type && (rc = esg__check_key(&s->err, "replay type", f.type)) != ESG_OK) return rc;
   if (f.until && f.until <= f.since)

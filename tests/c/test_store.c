@@ -578,6 +578,7 @@ static int child_with_inherited(esg_store *s, const char *key, int64_t token) {
   CHECK(esg_event_get(s, "e1", collect, &c) != ESG_OK); /* a read: refused by the backend */
   CHECK_CONTAINS(esg_errmsg(s), want);
   CHECK(esg_store_schema_version(s) == -1);
+  CHECK_RC(ESG_ESTATE, esg_replay(s, NULL, collect, &c, NULL)); /* a read that prepares its own statement */
   esg_store_close(s); /* writes nothing: the group is the parent's */
   return tu_failures == before ? 0 : 1;
 }

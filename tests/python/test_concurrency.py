@@ -116,3 +116,32 @@ def test_gil_released_during_busy_wait(db):
         stop.set()
         t.join()
         assert len(ticks) > 100
+
+
+def test_a_forked_child_cannot_use_its_parents_store(db):
+    # The child's copy shares the parent's connection, not its locks: every call is
+    # refused and closing it writes nothing, while the parent's open group is kept.
+    s = esg.Store(db, group_commit=60.0, group_commit_max=100000)
+    held = s.claim("parent-1")  # pending in the parent's open group
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never raise out of pytest
+        code = 0
+        try:
+            s.claim("child-1")
+            code = 1  # the call went through
+        except esg.StateError as e:
+            code = 0 if "opened by process" in str(e) else 2
+        except BaseException:
+            code = 3
+        try:
+            s.close()
+        except BaseException:
+            code = code or 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    s.complete("parent-1", held.token, {"by": "parent"})
+    s.close()
+    with esg.Store(db) as again:
+        assert again.claim("parent-1").status == "duplicate"
+        assert again.claim("child-1").status == "new"  # the child wrote nothing
