@@ -50,7 +50,7 @@ typedef struct esg__backend {
   int (*events_by_key)(esg_store *s, const char *corr_key, int64_t now, esg_event_cb cb, void *ud);
   int (*event_get)(esg_store *s, const char *id, int64_t now, esg_event_cb cb, void *ud); /* OK | NOT_FOUND */
   int (*events_expired)(esg_store *s, int64_t now, esg_event_cb cb, void *ud);
-  int (*event_delete)(esg_store *s, const char *id);
+  int (*event_delete_expired)(esg_store *s, const char *id, int64_t now); /* NOT_FOUND: stored afresh since, kept */
 
   /* entities; doc NULL writes a tombstone */
   int (*entity_get)(esg_store *s, const char *key, esg_entity *out);       /* OK | NOT_FOUND */

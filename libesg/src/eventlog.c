@@ -54,7 +54,7 @@ typedef struct purge_ctx {
   esg_store *s;
   esg_event_cb cb;
   void *ud;
-  int64_t deleted;
+  int64_t now, deleted;
   int rc;
 } purge_ctx;
 
@@ -106,7 +106,8 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
   }
   bool own;
   int rc = esg__unit_begin(p->s, false, &own);
-  if (rc == ESG_OK) rc = esg__unit_end(p->s, own, p->s->be->event_delete(p->s, ev->id));
+  if (rc == ESG_OK) rc = esg__unit_end(p->s, own, p->s->be->event_delete_expired(p->s, ev->id, p->now));
+  if (rc == ESG_NOT_FOUND) return 0; /* stored afresh since the purge read it: not expired any more */
   if (rc != ESG_OK) {
     p->rc = rc;
     return 1;
@@ -117,8 +118,8 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
 
 int esg_events_purge(esg_store *s, esg_event_cb cb, void *ud, int64_t *n) {
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  purge_ctx p = {s, cb, ud, 0, ESG_OK};
-  int rc = s->be->events_expired(s, s->clock(s->clock_ud), purge_one, &p);
+  purge_ctx p = {s, cb, ud, s->clock(s->clock_ud), 0, ESG_OK};
+  int rc = s->be->events_expired(s, p.now, purge_one, &p);
   if (n) *n = p.deleted;
   return p.rc != ESG_OK ? p.rc : rc;
 }

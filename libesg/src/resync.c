@@ -536,6 +536,7 @@ int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
   if (sn->failed) return esg__fail(&sn->err, ESG_ESTATE, "the listing failed earlier; begin it again");
   esg_store *s = sn->em.s;
   int rc = end_batch(sn, ESG_OK);
+  bool marked = rc >= 0; /* the last adds' marks are stored */
   /* mark and sweep: what this generation did not see is gone; one batch per page of keys */
   sweep_ctx c = {sn, NULL, ESG_OK};
   for (int n = sn->em.o.batch; rc == ESG_OK && n == sn->em.o.batch;) {
@@ -548,7 +549,9 @@ int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
     rc = end_batch(sn, rc);
   }
   free(c.last);
-  if (rc < 0) sn->failed = false; /* the state is consistent (rolled back): the caller may finish again */
+  /* A failed sweep rolled back alone: the marks stand, and the caller may finish again.
+     Failed adds lost their marks: a sweep now would delete keys the listing holds. */
+  if (rc < 0 && marked) sn->failed = false;
   if (stats) *stats = sn->st;
   return rc;
 }

@@ -17,7 +17,8 @@ static const char SQL_GET[] =
 static const char SQL_EXPIRED[] =
     "SELECT id, type, ts, corr, json, expires FROM esg_events WHERE expires != 0 AND expires <= ?1"
     " ORDER BY expires, id";
-static const char SQL_DELETE[] = "DELETE FROM esg_events WHERE id = ?1";
+/* only while still expired: the id may have been stored afresh since the purge read it */
+static const char SQL_DELETE[] = "DELETE FROM esg_events WHERE id = ?1 AND expires != 0 AND expires <= ?2";
 
 int esg__sq_event_insert(esg_store *s, const esg_stored_event *ev, int64_t now) {
   sqlite3_stmt *st = esg__sq_stmt(s, SQL_INSERT);
@@ -111,9 +112,11 @@ int esg__sq_events_expired(esg_store *s, int64_t now, esg_event_cb cb, void *ud)
   return each_row(s, st, cb, ud, NULL);
 }
 
-int esg__sq_event_delete(esg_store *s, const char *id) {
+int esg__sq_event_delete_expired(esg_store *s, const char *id, int64_t now) {
   sqlite3_stmt *st = esg__sq_stmt(s, SQL_DELETE);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, id);
-  return esg__sq_exec(s, st, "deleting an event");
+  sqlite3_bind_int64(st, 2, now);
+  int rc = esg__sq_exec(s, st, "deleting an event");
+  return rc == ESG_OK && sqlite3_changes(ESG__DB(s)) == 0 ? ESG_NOT_FOUND : rc;
 }

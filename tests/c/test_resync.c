@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include "testutil.h"
 
 static int64_t now = 1700000000000;
@@ -307,6 +308,51 @@ static int listing(esg_store *s, const char *const *entries, int n, const esg_re
   return rc;
 }
 
+/* In a child that may not grow any file (RLIMIT_FSIZE 0): the second listing's last adds
+   cannot commit; finish fails, and a second finish refuses instead of sweeping. */
+static int finish_unable_to_grow(const char *path) {
+  int before = tu_failures;
+  esg_store *s = tu_open(path, &now);
+  kinds k = {0};
+  esg_resync_opts o = {.sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 100};
+  const char *l[] = {"a", "{\"x\":1}", "b", "{\"x\":2}"};
+  CHECK_RC(ESG_OK, listing(s, l, 2, &o, NULL));
+  esg_snapshot *sn = NULL;
+  CHECK_RC(ESG_OK, esg_snapshot_begin(&sn, s, "crm", &o));
+  for (int i = 0; i < 2; i++) CHECK_RC(ESG_OK, esg_snapshot_add(sn, l[2 * i], l[2 * i + 1], strlen(l[2 * i + 1])));
+  struct rlimit old, none;
+  getrlimit(RLIMIT_FSIZE, &old);
+  none = old;
+  none.rlim_cur = 0;
+  signal(SIGXFSZ, SIG_IGN);
+  CHECK(setrlimit(RLIMIT_FSIZE, &none) == 0);
+  CHECK(esg_snapshot_finish(sn, NULL) < 0); /* the adds' commit fails */
+  setrlimit(RLIMIT_FSIZE, &old);
+  CHECK_RC(ESG_ESTATE, esg_snapshot_finish(sn, NULL)); /* not a sweep without the marks */
+  CHECK(k.deleted == 0);
+  esg_snapshot_close(sn);
+  esg_store_close(s);
+  return tu_failures == before ? 0 : 1;
+}
+
+static void test_snapshot_commit_fails(void) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s", tu_path("snap-commit.db"));
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(finish_unable_to_grow(path));
+  int status = 0;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  kinds k = {0};
+  esg_store *s = tu_open(path, &now);
+  esg_resync_opts o = {.sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 100};
+  const char *l[] = {"a", "{\"x\":1}", "b", "{\"x\":2}"};
+  esg_resync_stats st;
+  CHECK_RC(ESG_OK, listing(s, l, 2, &o, &st)); /* the listing again: nothing was deleted */
+  CHECK(st.deleted == 0 && st.created == 0 && k.deleted == 0);
+  esg_store_close(s);
+}
+
 static void test_snapshot_diff(void) {
   esg_store *s = tu_open(tu_path("snap1.db"), &now);
   kinds k = {0};
@@ -506,6 +552,7 @@ int main(void) {
   RUN(test_cursor_sink);
   RUN(test_cursor_killed);
   RUN(test_snapshot_diff);
+  RUN(test_snapshot_commit_fails);
   RUN(test_snapshot_resume_and_bad_input);
   RUN(test_snapshot_sink_failure);
   RUN(test_snapshot_hash_is_canonical);

@@ -37,6 +37,20 @@ static int collect(void *ud, const esg_stored_event *e) {
   return 0;
 }
 
+/* A purge emitter that stores the expiring event again, as another process could. */
+typedef struct {
+  esg_store *s;
+  esg_event *ev;
+  int calls;
+} reput_t;
+
+static int reput(void *ud, const esg_stored_event *e) {
+  reput_t *r = ud;
+  (void)e;
+  r->calls++;
+  return esg_event_put(r->s, r->ev, NULL, 0) == ESG_OK ? 0 : 1;
+}
+
 static void test_open(void) {
   esg_store *s = (esg_store *)1;
   CHECK_RC(ESG_EINVAL, esg_store_open(&s, NULL, NULL));
@@ -162,6 +176,16 @@ static void test_event_log(void) {
   CHECK_RC(ESG_OK, esg_event_put(s, f, NULL, 10));
   now += 10;
   CHECK_RC(ESG_OK, esg_event_put(s, f, NULL, 0));
+  /* an expired event stored afresh while the purge hands it out (another process could) is kept */
+  esg_event *g = ev("g", "t", 1, "k");
+  CHECK_RC(ESG_OK, esg_event_put(s, g, NULL, 10));
+  now += 20;
+  reput_t again = {s, g, 0};
+  CHECK_RC(ESG_OK, esg_events_purge(s, reput, &again, &n));
+  CHECK(again.calls == 1 && n == 0);
+  collect_t kept = {.stop_at = -1};
+  CHECK_RC(ESG_OK, esg_event_get(s, "g", collect, &kept));
+  esg_event_free(g);
   /* bad input */
   CHECK_RC(ESG_EINVAL, esg_event_put(s, NULL, NULL, 0));
   CHECK_RC(ESG_EINVAL, esg_event_put(s, a, "", 0));
@@ -201,6 +225,8 @@ static void test_entities(void) {
   CHECK_RC(ESG_EJSON, esg_entity_upsert(s, "t2", 1, "[1]", 3));
   CHECK_CONTAINS(esg_errmsg(s), "not a JSON object");
   CHECK_RC(ESG_EJSON, esg_entity_upsert(s, "t2", 1, "{oops", 5));
+  CHECK_RC(ESG_EJSON, esg_entity_upsert(s, "t2", 1, "{\"a\":1} trailing", 16)); /* only white space may follow */
+  CHECK_RC(ESG_OK, esg_entity_upsert(s, "t3", 1, "{\"a\":1} \n", 9));
   CHECK_RC(ESG_EINVAL, esg_entity_upsert(s, "t2", 1, NULL, 0));
   CHECK_RC(ESG_EINVAL, esg_entity_upsert(s, "", 1, "{}", 2));
   CHECK_RC(ESG_NOT_FOUND, esg_entity_get(s, "t2", &en));
