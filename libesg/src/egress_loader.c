@@ -45,8 +45,13 @@ int esg_http_loader_open(esg_http_loader **out, const esg_http_loader_opts *opts
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
   if (!opts || !opts->url || !*opts->url) return esg__fail(NULL, ESG_EINVAL, "loader url is required");
-  if (opts->connect_timeout_ms < 0 || opts->timeout_ms < 0 || opts->ttl_ms < 0)
-    return esg__fail(NULL, ESG_EINVAL, "loader options must not be negative");
+  if (opts->connect_timeout_ms < 0)
+    return esg__fail(NULL, ESG_EINVAL, "loader connect_timeout_ms is %lld; it must not be negative",
+                     (long long)opts->connect_timeout_ms);
+  if (opts->timeout_ms < 0)
+    return esg__fail(NULL, ESG_EINVAL, "loader timeout_ms is %lld; it must not be negative", (long long)opts->timeout_ms);
+  if (opts->ttl_ms < 0)
+    return esg__fail(NULL, ESG_EINVAL, "loader ttl_ms is %lld; it must not be negative", (long long)opts->ttl_ms);
   if (opts->n_headers && !opts->headers) return esg__fail(NULL, ESG_EINVAL, "headers is NULL");
   for (size_t i = 0; i < opts->n_headers; i++)
     if (!opts->headers[i] || !strchr(opts->headers[i], ':') || strpbrk(opts->headers[i], "\r\n"))
@@ -169,6 +174,9 @@ static void remember(esg_http_loader *l, const char *key, uint64_t h, const char
 static size_t on_data(char *p, size_t size, size_t n, void *ud) {
   esg_http_loader *l = ud;
   size_t len = size * n;
+  long status = 0;
+  curl_easy_getinfo(l->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (status < 200 || status > 299) return len; /* only a 2xx body is a value: a 404's page is read and dropped */
   if (l->body_len + len > l->max_body) {
     l->too_big = true;
     return 0; /* abort the transfer */
@@ -216,11 +224,13 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   uint64_t h = esg__fnv1a(key);
   etag_ent **slot = find_slot(l, key, h);
   etag_ent *known = slot ? *slot : NULL;
-  char inm[300];
-  struct curl_slist extra = {inm, NULL}, *tail = l->headers;
+  char *inm = NULL; /* an ETag may be long: sized to it */
+  struct curl_slist extra = {NULL, NULL}, *tail = l->headers;
   while (tail->next) tail = tail->next;
-  if (known) {
-    snprintf(inm, sizeof inm, "If-None-Match: %s", known->etag);
+  size_t il = known ? strlen(known->etag) + sizeof "If-None-Match: " : 0;
+  if (known && (inm = malloc(il))) { /* out of memory: a plain GET */
+    snprintf(inm, il, "If-None-Match: %s", known->etag);
+    extra.data = inm;
     tail->next = &extra; /* linked for this GET only */
   }
   CURL *c = l->easy;
@@ -238,6 +248,7 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   l->requests++;
   CURLcode cc = curl_easy_perform(c);
   tail->next = NULL;
+  free(inm);
   free(url);
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

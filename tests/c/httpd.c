@@ -22,7 +22,7 @@
 typedef struct httpd_rule_int {
   char path[256];
   int any, count, status, stall_ms, close;
-  char retry_after[128], body[512], etag[128];
+  char retry_after[128], body[512], etag[512];
   int has_body;
 } httpd_rule_int;
 

@@ -1249,6 +1249,33 @@ static void test_cache_loader(void) {
   CHECK(req == 4 && nm == 1 && absent == 1 && failed == 1);
   esg_http_loader_close(l);
   esg_http_loader_close(NULL);
+
+  /* a 404 whose page is over max_body_bytes is still absent (only a 2xx body is a value);
+     an ETag longer than any fixed buffer revalidates whole */
+  static char long_etag[420];
+  long_etag[0] = '"';
+  memset(long_etag + 1, 'e', 400);
+  strcpy(long_etag + 401, "\"");
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t4", .status = 404, .body = "<html>a page of a 404, long</html>"});
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t5", .count = 1, .status = 200, .body = "{}", .etag = long_etag});
+  httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t5", .status = 304, .etag = long_etag});
+  lo.max_body_bytes = 8;
+  CHECK_RC(ESG_OK, esg_http_loader_open(&l, &lo));
+  CHECK_RC(ESG_OK, esg_cache_get_or_load(cache, "t4", esg_http_loader_load, l, &ent));
+  CHECK(ent.result == ESG_CACHE_NEGATIVE);
+  CHECK_RC(ESG_OK, esg_cache_get_or_load(cache, "t5", esg_http_loader_load, l, &ent));
+  f.now += 2000;
+  CHECK_RC(ESG_OK, esg_cache_get_or_load(cache, "t5", esg_http_loader_load, l, &ent));
+  CHECK(ent.result == ESG_CACHE_HIT && ent.value && strcmp(ent.value, "{}") == 0);
+  esg_http_loader_counts(l, &req, &nm, &absent, &failed);
+  CHECK(req == 3 && nm == 1 && absent == 1 && failed == 0);
+  char big[512];
+  q = received(f.h, httpd_count(f.h) - 1);
+  CHECK_STR(httpd_header(&q, "If-None-Match", big, sizeof big), long_etag);
+  esg_http_loader_close(l);
+  lo.timeout_ms = -3;
+  CHECK_RC(ESG_EINVAL, esg_http_loader_open(&l, &lo));
+  CHECK_CONTAINS(esg_errmsg(NULL), "timeout_ms is -3");
   esg_cache_close(cache);
   fx_stop(&f);
 }
