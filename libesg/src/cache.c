@@ -193,7 +193,7 @@ int esg_cache_purge(esg_cache *c, int64_t *n) {
   int rc = esg__cache_check_idle(c);
   if (rc != ESG_OK) return rc;
   int64_t now = c->clock(c->clock_ud);
-  int64_t value_before = c->max_stale < 0 ? now : now - c->max_stale;
+  int64_t value_before = c->max_stale < 0 ? now : esg__time_add(now, -c->max_stale);
   bool own;
   rc = esg__unit_begin(c->s, false, &own);
   if (rc != ESG_OK) return esg__cache_relay(c, rc);

@@ -13,8 +13,10 @@ static int by_name(const void *a, const void *b) {
   return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
 }
 
-/* Sorts every object's members by key, in place, so printing gives one form per document. */
+/* Sorts every object's members by key, in place, so printing gives one form per document;
+   -0 becomes 0 (cJSON prints "-0", and a system that writes -0 back as 0 means the same). */
 static bool canonicalise(cJSON *item) {
+  if (cJSON_IsNumber(item) && item->valuedouble == 0) cJSON_SetNumberValue(item, 0.0);
   if (!cJSON_IsObject(item) && !cJSON_IsArray(item)) return true;
   size_t n = 0;
   for (cJSON *c = item->child; c; c = c->next, n++)

@@ -58,14 +58,16 @@ typedef struct purge_ctx {
   int rc;
 } purge_ctx;
 
-/* Builds the `<type>-expired` event for ev; NULL when out of memory. Free with cJSON_free. */
-static char *expired_event(const esg_stored_event *ev, char *id_out) {
+/* Builds the `<type>-expired` event for ev; NULL when out of memory, or (*bad set) when the
+   stored event does not parse. Free with cJSON_free. */
+static char *expired_event(const esg_stored_event *ev, char *id_out, bool *bad) {
   char name[ESG_KEY_MAX + 16];
   int n = snprintf(name, sizeof name, "%s/expired", ev->id);
   if (esg_uuid5(ESG_UUID_NS_EVENT, name, (size_t)n, id_out) != ESG_OK) return NULL;
   char type[ESG_KEY_MAX + 16];
   snprintf(type, sizeof type, "%s-expired", ev->type);
   cJSON *orig = cJSON_ParseWithLength(ev->json, ev->json_len);
+  *bad = orig == NULL && ev->json_len > 0 && ev->json;
   cJSON *out = cJSON_CreateObject();
   char *text = NULL;
   if (orig && out && cJSON_AddStringToObject(out, "id", id_out) && cJSON_AddStringToObject(out, "type", type) &&
@@ -86,9 +88,11 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
   purge_ctx *p = ud;
   if (p->cb) {
     char id[37];
-    char *json = expired_event(ev, id);
+    bool bad = false;
+    char *json = expired_event(ev, id, &bad);
     if (!json) {
-      p->rc = esg__fail(&p->s->err, ESG_ENOMEM, "out of memory building the expired event for \"%s\"", ev->id);
+      p->rc = bad ? esg__fail(&p->s->err, ESG_EJSON, "the stored event \"%s\" is not valid JSON", ev->id)
+                  : esg__fail(&p->s->err, ESG_ENOMEM, "out of memory building the expired event for \"%s\"", ev->id);
       return 1;
     }
     char type[ESG_KEY_MAX + 16];

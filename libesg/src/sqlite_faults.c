@@ -77,7 +77,7 @@ int esg__sq_faults_each(esg_store *s, int64_t only_id, esg_fault_cb cb, void *ud
     f->first_attempt = sqlite3_column_int64(st, 6);
     f->last_attempt = sqlite3_column_int64(st, 7);
     f->event = dup_col(st, 8, &f->event_len);
-    if (!f->event_id || !f->stage || !f->error) break;
+    if (!f->event_id || !f->stage || !f->error || (!f->event && f->event_len)) break; /* out of memory */
   }
   sqlite3_reset(st);
   if (rc != SQLITE_DONE)

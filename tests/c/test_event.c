@@ -98,6 +98,10 @@ static void test_hashes(void) {
   CHECK_RC(ESG_OK, esg_content_hash("{\"a\":1}", 7, b));
   CHECK(strcmp(a, b) != 0);
   CHECK_RC(ESG_EJSON, esg_content_hash("{nope", 5, b));
+  /* -0 is 0: a side that writes it back as 0 has not changed the content */
+  CHECK_RC(ESG_OK, esg_content_hash("{\"n\":-0,\"m\":[-0.0]}", 19, a));
+  CHECK_RC(ESG_OK, esg_content_hash("{\"m\":[0],\"n\":0}", 15, b));
+  CHECK_STR(a, b);
 }
 
 static void test_uuid5(void) {
