@@ -430,12 +430,15 @@ static int begin_batch(esg_snapshot *sn) {
   return ESG_OK;
 }
 
+/* prev: an update's previous hash, in its id, so that content changed back and forth
+   within one (resumed) generation makes a new event each time; NULL otherwise. */
 static int emit_change(esg_snapshot *sn, const char *kind, const char *key, const uint8_t hash[32],
-                       const char *content, size_t len) {
-  char hex[65], id[37], type[ESG_KEY_MAX + 16];
+                       const uint8_t *prev, const char *content, size_t len) {
+  char hex[65], prev_hex[65], id[37], type[ESG_KEY_MAX + 16];
   esg_hex(hash, 32, hex);
-  const char *parts[5] = {sn->source, key, kind, sn->gen_text, hex};
-  if (make_id(parts, 5, id) != ESG_OK) return esg__fail(&sn->err, ESG_ENOMEM, "out of memory making an id");
+  if (prev) esg_hex(prev, 32, prev_hex);
+  const char *parts[6] = {sn->source, key, kind, sn->gen_text, hex, prev_hex};
+  if (make_id(parts, prev ? 6 : 5, id) != ESG_OK) return esg__fail(&sn->err, ESG_ENOMEM, "out of memory making an id");
   snprintf(type, sizeof type, "%s-%s", sn->em.o.type, kind);
   ev_spec e = {0};
   e.id = id;
@@ -461,7 +464,7 @@ static int diff_one(esg_snapshot *sn, const char *key, const uint8_t hash[32], c
     rc = R->snap_insert(s, sn->source, key, hash, sn->gen);
     if (rc == ESG_OK) {
       sn->st.created++;
-      return emit_change(sn, "created", key, hash, content, len);
+      return emit_change(sn, "created", key, hash, NULL, content, len);
     }
     if (rc != ESG_DUPLICATE) return esg__fail(&sn->err, rc, "%s", s->err.msg);
     sn->insert_first = false;
@@ -472,17 +475,18 @@ static int diff_one(esg_snapshot *sn, const char *key, const uint8_t hash[32], c
     return ESG_OK;
   }
   if (rc != ESG_NOT_FOUND) return esg__fail(&sn->err, rc, "%s", s->err.msg);
-  rc = R->snap_update(s, sn->source, key, hash, sn->gen);
+  uint8_t prev[32];
+  rc = R->snap_update(s, sn->source, key, hash, sn->gen, prev);
   if (rc == ESG_OK) {
     sn->st.updated++;
-    return emit_change(sn, "updated", key, hash, content, len);
+    return emit_change(sn, "updated", key, hash, prev, content, len);
   }
   if (rc != ESG_NOT_FOUND) return esg__fail(&sn->err, rc, "%s", s->err.msg);
   rc = R->snap_insert(s, sn->source, key, hash, sn->gen);
   if (rc != ESG_OK) return esg__fail(&sn->err, rc == ESG_DUPLICATE ? ESG_ESTORE : rc, "%s", s->err.msg);
   sn->st.created++;
   sn->insert_first = true;
-  return emit_change(sn, "created", key, hash, content, len);
+  return emit_change(sn, "created", key, hash, NULL, content, len);
 }
 
 int esg_snapshot_add(esg_snapshot *sn, const char *key, const char *content, size_t len) {
@@ -520,7 +524,7 @@ static int sweep_one(void *ud, const char *key, const uint8_t hash[32]) {
     c->rc = esg__fail(&sn->err, ESG_ENOMEM, "out of memory sweeping a listing");
     return 1;
   }
-  int rc = emit_change(sn, "deleted", key, hash, NULL, 0);
+  int rc = emit_change(sn, "deleted", key, hash, NULL, NULL, 0);
   if (rc == ESG_OK && (rc = s->be->resync->snap_forget(s, sn->source, key)) != ESG_OK)
     rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
   if (rc != ESG_OK) {

@@ -23,8 +23,9 @@ struct esg__resync_ops {
   int (*snap_touch)(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen);
   /* inserts a new key: OK | DUPLICATE (exists) */
   int (*snap_insert)(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen);
-  /* sets hash and gen of an existing key */
-  int (*snap_update)(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen);
+  /* sets hash and gen of an existing key, *prev getting the hash it had: OK | NOT_FOUND */
+  int (*snap_update)(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen,
+                     uint8_t prev[32]);
   /* up to limit keys of source with generation < gen and key > after ("" = from the start), in key
      order, copied out before cb runs; *count gets how many */
   int (*snap_unseen)(esg_store *s, const char *source, int64_t gen, const char *after, int limit,

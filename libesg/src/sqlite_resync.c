@@ -36,6 +36,7 @@ static const char SQL_TOUCH[] =
 static const char SQL_INSERT[] =
     "INSERT INTO esg_snapshot_keys (source, key, hash, gen) VALUES (?1, ?2, ?3, ?4)"
     " ON CONFLICT(source, key) DO NOTHING";
+static const char SQL_HASH[] = "SELECT hash FROM esg_snapshot_keys WHERE source = ?1 AND key = ?2";
 static const char SQL_UPDATE[] =
     "UPDATE esg_snapshot_keys SET hash = ?3, gen = ?4 WHERE source = ?1 AND key = ?2";
 static const char SQL_UNSEEN[] =
@@ -131,8 +132,22 @@ static int sq_snap_insert(esg_store *s, const char *source, const char *key, con
   return st ? changed_one(s, st, "storing a listed key", ESG_DUPLICATE) : ESG_ESTORE;
 }
 
-static int sq_snap_update(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen) {
-  sqlite3_stmt *st = key_stmt(s, SQL_UPDATE, source, key, hash, gen);
+static int sq_snap_update(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen,
+                          uint8_t prev[32]) {
+  sqlite3_stmt *st = esg__sq_stmt(s, SQL_HASH);
+  if (!st) return ESG_ESTORE;
+  esg__sq_bind_text(st, 1, source);
+  esg__sq_bind_text(st, 2, key);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    const void *h = sqlite3_column_blob(st, 0);
+    memset(prev, 0, 32);
+    if (h && sqlite3_column_bytes(st, 0) == 32) memcpy(prev, h, 32);
+  }
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE) return ESG_NOT_FOUND;
+  if (rc != SQLITE_ROW) return esg__sq_fail(s, rc, "reading a listed key's hash");
+  st = key_stmt(s, SQL_UPDATE, source, key, hash, gen);
   return st ? changed_one(s, st, "updating a listed key", ESG_NOT_FOUND) : ESG_ESTORE;
 }
 
