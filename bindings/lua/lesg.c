@@ -14,6 +14,7 @@
  * libesg callback (the clock, event iteration) is protected, and its error is
  * raised once libesg has returned.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,20 +40,39 @@ lua_Number lesg_ms_to_s(int64_t ms) { return (lua_Number)ms / 1000.0; }
 
 int64_t lesg_s_to_ms(lua_Number s) { return (int64_t)llround(s * 1000.0); }
 
-/* Reads opts[field] (seconds) as milliseconds; def when absent. Raises if not a number >= 0. */
-int64_t lesg_opt_ms(lua_State *L, int opts, const char *field, int64_t def) {
+#define LESG_MS_MAX INT64_C(9000000000000000000)
+
+/* Seconds n as ms, raising (naming what) unless 0 <= n <= max ms; math.huge is INT64_MAX when forever. */
+int64_t lesg_num_ms(lua_State *L, lua_Number n, const char *what, int64_t max, int forever) {
+  if (forever && n == (lua_Number)HUGE_VAL) return INT64_MAX;
+  lua_Number maxs = (lua_Number)max / 1000.0;
+  if (!(n >= 0) || n > maxs)
+    luaL_error(L, "%s must be a number of seconds in [0, %f]%s (got %f)", what, maxs,
+               forever ? " or math.huge (forever)" : "", n);
+  int64_t v = lesg_s_to_ms(n);
+  return v > max ? max : v;
+}
+
+/* Reads opts[field] (seconds) as milliseconds, at most max; def when absent. Raises if not a number in range. */
+int64_t lesg_opt_ms_max(lua_State *L, int opts, const char *field, int64_t def, int64_t max, int forever) {
   if (opts == 0) return def;
   int t = lua_getfield(L, opts, field);
   int64_t v = def;
   if (t != LUA_TNIL) {
     int ok;
     lua_Number n = lua_tonumberx(L, -1, &ok);
-    if (!ok || !(n >= 0) || n > 9.0e15)
-      luaL_error(L, "option '%s' must be a number of seconds >= 0 (got %s)", field, luaL_typename(L, -1));
-    v = lesg_s_to_ms(n);
+    if (!ok) luaL_error(L, "option '%s' must be a number of seconds >= 0 (got %s)", field, luaL_typename(L, -1));
+    char what[160];
+    snprintf(what, sizeof what, "option '%s'", field);
+    v = lesg_num_ms(L, n, what, max, forever);
   }
   lua_pop(L, 1);
   return v;
+}
+
+/* Reads opts[field] (seconds) as milliseconds; def when absent. Raises if not a number >= 0. */
+int64_t lesg_opt_ms(lua_State *L, int opts, const char *field, int64_t def) {
+  return lesg_opt_ms_max(L, opts, field, def, LESG_MS_MAX, 0);
 }
 
 /* Index of an options table argument, or 0 when absent. */
@@ -86,8 +106,11 @@ static int64_t lua_clock(void *ud) {
   if (!L || ls->clock_ref == LUA_NOREF || ls->clock_failed) return esg_clock_real(NULL);
   if (!lua_checkstack(L, 2)) return esg_clock_real(NULL);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->clock_ref);
-  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-    const char *m = lua_tostring(L, -1);
+  ls->in_cb++;
+  int prc = lua_pcall(L, 0, 1, 0);
+  ls->in_cb--;
+  if (prc != LUA_OK) {
+    const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     snprintf(ls->clock_err, sizeof ls->clock_err, "clock function failed: %s", m ? m : "(error object)");
     ls->clock_failed = 1;
     lua_pop(L, 1);
@@ -185,7 +208,9 @@ void lesg_dep_close(lesg_dep *d) {
 }
 
 void lesg_close_deps(lua_State *L, lstore *ls) {
-  (void)L;
+  ls->L = L;
+  for (lesg_dep *d = ls->deps; d; d = d->next)
+    if (d->state) *d->state = L; /* callbacks of the closing run on the closer, never a stale state */
   while (ls->deps) {
     lesg_dep_close(ls->deps);
   }
@@ -197,13 +222,18 @@ esg_event *lesg_test_event(lua_State *L, int arg) {
 }
 
 static void store_close(lua_State *L, lstore *ls) {
+  if (ls->s && ls->in_cb > 0)
+    luaL_error(L, "store:close called from inside one of its own callbacks (clock, purge function, loader, "
+                  "fetch, sink or egress callback)");
   if (ls->s) {
+    ls->in_cb++; /* callbacks run while closing (cancelled deliveries) must not close it again */
     ls->L = L;
     lesg_close_deps(L, ls);
     if (ls->clock_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
     ls->clock_ref = LUA_NOREF; /* the final flush reads the real clock */
     esg_store_close(ls->s);
     ls->s = NULL;
+    ls->in_cb--;
   } else if (ls->clock_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
     ls->clock_ref = LUA_NOREF;
@@ -217,7 +247,11 @@ static int m_close(lua_State *L) {
   return 0;
 }
 
-static int m_gc(lua_State *L) { return m_close(L); }
+static int m_gc(lua_State *L) {
+  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  if (ls->in_cb > 0) return 0; /* never raise from __gc */
+  return m_close(L);
+}
 
 static int m_tostring(lua_State *L) {
   lstore *ls = luaL_checkudata(L, 1, STORE_MT);
@@ -256,8 +290,8 @@ static int l_open(lua_State *L) {
     if (strcmp(d, "full") == 0) o.durability = ESG_DURABILITY_FULL;
     else if (strcmp(d, "normal") != 0) return luaL_error(L, "option 'durability' must be \"normal\" or \"full\"");
     lua_pop(L, 1);
-    o.busy_timeout_ms = (int)lesg_opt_ms(L, opts, "busy_timeout", 0);
-    o.group_commit_ms = (int)lesg_opt_ms(L, opts, "group_commit", 0);
+    o.busy_timeout_ms = (int)lesg_opt_ms_max(L, opts, "busy_timeout", 0, INT_MAX, 0);
+    o.group_commit_ms = (int)lesg_opt_ms_max(L, opts, "group_commit", 0, INT_MAX, 0);
     lua_getfield(L, opts, "group_max");
     if (!lua_isnil(L, -1)) {
       lua_Integer n = lua_tointeger(L, -1);
@@ -279,9 +313,9 @@ static int l_open(lua_State *L) {
   }
   esg_store *s = NULL;
   int rc = esg_store_open(&s, path, &o);
+  if (rc == ESG_OK) ls->s = s; /* closed by __gc if the clock raised */
   lesg_check_clock(L, ls);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
-  ls->s = s;
   lua_pushvalue(L, 3);
   return 1;
 }
@@ -388,9 +422,9 @@ static int m_claim(lua_State *L) {
   const char *hash = luaL_optlstring(L, 3, NULL, &hlen);
   luaL_argcheck(L, hlen <= ESG_HASH_MAX, 3, "hash longer than 64 bytes");
   int opts = lesg_opt_table(L, 4);
-  int64_t lease = lesg_opt_ms(L, opts, "lease", 30000);
-  int64_t ttl = lesg_opt_ms(L, opts, "ttl", 3600000);
-  int64_t wait = lesg_opt_ms(L, opts, "wait", -1);
+  int64_t lease = lesg_opt_ms_max(L, opts, "lease", 30000, LESG_MS_MAX, 1);
+  int64_t ttl = lesg_opt_ms_max(L, opts, "ttl", 3600000, LESG_MS_MAX, 1);
+  int64_t wait = lesg_opt_ms_max(L, opts, "wait", -1, LESG_MS_MAX, 1);
   luaL_argcheck(L, lease > 0, 4, "lease must be > 0");
   luaL_argcheck(L, ttl > 0, 4, "ttl must be > 0");
   esg_claim_info ci;
@@ -472,7 +506,8 @@ static int m_claim_event(lua_State *L) {
   const char *key = own_key ? lesg_check_key(L, 5) : esg_event_id(*ud);
   lua_settop(L, 5);
   esg_claim_info ci;
-  int rc = esg_claim(ls->s, key, esg_event_hash(*ud), 32, lesg_s_to_ms(lease), lesg_s_to_ms(ttl), &ci);
+  int64_t lease_ms = lesg_num_ms(L, lease, "lease", LESG_MS_MAX, 1), ttl_ms = lesg_num_ms(L, ttl, "ttl", LESG_MS_MAX, 1);
+  int rc = esg_claim(ls->s, key, esg_event_hash(*ud), 32, lease_ms, ttl_ms, &ci);
   lesg_check_clock(L, ls);
   if (rc != ESG_NEW) return push_claim_not_new(L, ls, rc, &ci);
   lua_pushliteral(L, "new");
@@ -526,7 +561,8 @@ static int m_extend(lua_State *L) {
   int64_t token = check_token(L, 3);
   lua_Number lease = luaL_checknumber(L, 4);
   luaL_argcheck(L, lease > 0, 4, "lease must be > 0");
-  return lesg_push_ok(L, ls, esg_claim_extend(ls->s, key, token, lesg_s_to_ms(lease)));
+  int64_t lease_ms = lesg_num_ms(L, lease, "lease", LESG_MS_MAX, 1);
+  return lesg_push_ok(L, ls, esg_claim_extend(ls->s, key, token, lease_ms));
 }
 
 /* store:purge_claims() -> number deleted */
@@ -698,7 +734,12 @@ static int m_put(lua_State *L) {
   const char *key = NULL;
   if (opts) {
     lua_getfield(L, opts, "key");
-    if (!lua_isnil(L, -1)) key = lesg_check_key(L, -1);
+    if (!lua_isnil(L, -1)) {
+      size_t klen;
+      key = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &klen) : NULL;
+      if (!key || klen == 0 || klen > ESG_KEY_MAX || memchr(key, 0, klen))
+        return luaL_error(L, "store:put option 'key' must be a string of 1..1024 bytes without NUL");
+    } /* stays on the stack */
   }
   int64_t ttl = lesg_opt_ms(L, opts, "ttl", 0);
   const esg_event *ev;
@@ -740,6 +781,7 @@ static int m_event(lua_State *L) {
 
 typedef struct purge_lua {
   lua_State *L;
+  lstore *ls;
   int fn;
   int failed;
 } purge_lua;
@@ -760,7 +802,10 @@ static int purge_cb(void *ud, const esg_stored_event *e) {
   lua_pushcfunction(L, call_purge_fn);
   lua_pushvalue(L, p->fn);
   lua_pushlightuserdata(L, (void *)e);
-  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+  p->ls->in_cb++;
+  int prc = lua_pcall(L, 2, 1, 0);
+  p->ls->in_cb--;
+  if (prc != LUA_OK) {
     p->failed = 1; /* error object stays on top; keep the rest */
     return 1;
   }
@@ -777,7 +822,7 @@ static int purge_cb(void *ud, const esg_stored_event *e) {
  */
 static int m_purge_events(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
-  purge_lua p = {L, 0, 0};
+  purge_lua p = {L, ls, 0, 0};
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TFUNCTION);
     p.fn = 2;
@@ -897,9 +942,7 @@ static const char *field_str(lua_State *L, int t, const char *k, int required, s
     return NULL;
   }
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "fault field '%s' must be a string", k);
-  const char *s = lua_tolstring(L, -1, len);
-  lua_pop(L, 1); /* anchored in the table */
-  return s;
+  return lua_tolstring(L, -1, len); /* stays on the stack (__index may have made it) */
 }
 
 static lua_Integer field_int(lua_State *L, int t, const char *k) {
@@ -932,7 +975,7 @@ static int m_fault_record(lua_State *L) {
   f.first_attempt = lesg_opt_ms(L, 2, "first_attempt", 0);
   f.last_attempt = lesg_opt_ms(L, 2, "last_attempt", 0);
   if (lua_getfield(L, 2, "event") != LUA_TNIL) {
-    f.event = lesg_json_arg(L, 3, &f.event_len); /* the string stays on the stack */
+    f.event = lesg_json_arg(L, lua_gettop(L), &f.event_len); /* the string stays on the stack */
   }
   int64_t id = 0;
   int rc = esg_fault_record(ls->s, &f, &id);

@@ -19,6 +19,7 @@ typedef struct lstore {
   lua_State *L;      /* the caller of the running method (for the clock) */
   int clock_ref;     /* the Lua clock function, or LUA_NOREF */
   int clock_failed;
+  int in_cb;         /* > 0 while a Lua callback of this store (or of a dependent) runs */
   char clock_err[256];
   char path[512];
 } lstore;
@@ -32,6 +33,7 @@ typedef struct lesg_dep {
   struct lesg_dep *next, *prev;
   lstore *owner;
   void (*close)(struct lesg_dep *self);
+  lua_State **state; /* where the dependent keeps the state its callbacks run on, or NULL */
 } lesg_dep;
 
 void lesg_dep_link(lstore *ls, lesg_dep *d);
@@ -43,6 +45,10 @@ int lesg_push_fail(lua_State *L, int rc, const char *msg);
 lua_Number lesg_ms_to_s(int64_t ms);
 int64_t lesg_s_to_ms(lua_Number s);
 int64_t lesg_opt_ms(lua_State *L, int opts, const char *field, int64_t def);
+/* As lesg_opt_ms, at most max ms; math.huge is INT64_MAX (forever) when forever is set. */
+int64_t lesg_opt_ms_max(lua_State *L, int opts, const char *field, int64_t def, int64_t max, int forever);
+/* Seconds n (named what, for errors) as ms, range-checked; math.huge is INT64_MAX when forever. */
+int64_t lesg_num_ms(lua_State *L, lua_Number n, const char *what, int64_t max, int forever);
 int lesg_opt_table(lua_State *L, int arg);
 int lesg_opt_bool(lua_State *L, int opts, const char *field);
 const char *lesg_json_arg(lua_State *L, int arg, size_t *len);

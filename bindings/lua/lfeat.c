@@ -8,7 +8,9 @@
  * returned (a loader's error is a failed load instead: see cache:get_or_load).
  * Handles that live on a store close before it (lesg_dep).
  */
+#include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
@@ -38,17 +40,20 @@ static lua_Integer opt_int(lua_State *L, int opts, const char *field, lua_Intege
   return v;
 }
 
-/* opts[field] as a string (NULL when absent), anchored in the options table. */
+/*
+ * opts[field] as a string (NULL when absent). The string stays on the stack
+ * (an __index metamethod may have made it, so the table need not anchor it).
+ */
 static const char *opt_str(lua_State *L, int opts, const char *field) {
   if (!opts) return NULL;
+  luaL_checkstack(L, 2, "too many options");
   lua_getfield(L, opts, field);
-  const char *s = NULL;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", field);
-    s = lua_tostring(L, -1);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
   }
-  lua_pop(L, 1);
-  return s;
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", field);
+  return lua_tostring(L, -1);
 }
 
 /* A duration option in seconds where false or a negative number means -1 ("never"/"none"). */
@@ -61,7 +66,9 @@ static int64_t opt_ms_or_never(lua_State *L, int opts, const char *field) {
     int ok;
     lua_Number n = lua_tonumberx(L, -1, &ok);
     if (!ok) luaL_error(L, "option '%s' must be a number of seconds or false", field);
-    v = n < 0 ? -1 : s_to_ms(n);
+    char what[160];
+    snprintf(what, sizeof what, "option '%s'", field);
+    v = n < 0 ? -1 : lesg_num_ms(L, n, what, INT64_C(9000000000000000000), 0);
   }
   lua_pop(L, 1);
   return v;
@@ -72,11 +79,44 @@ typedef struct cb_state {
   lua_State *L;
   int fn;       /* stack index of the Lua function */
   int err_ref;  /* LUA_NOREF, or a registry ref to the first error */
+  int spare;    /* LUA_NOREF, or a registry slot reserved for the error (keeping it allocates nothing) */
+  lstore *ls;   /* the store whose in_cb counts the callback, or NULL */
 } cb_state;
 
+#define CB_INIT(L, fn, ls) {(L), (fn), LUA_NOREF, LUA_NOREF, (ls)}
+
+/* Reserves the registry slot an error raised by a callback goes to (outside libesg: may raise). */
+static void cb_arm(lua_State *L, cb_state *cb) {
+  if (cb->spare == LUA_NOREF) {
+    lua_pushboolean(L, 1);
+    cb->spare = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+static void cb_disarm(lua_State *L, cb_state *cb) {
+  if (cb->spare != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, cb->spare);
+  cb->spare = LUA_NOREF;
+}
+
+/* Keeps the error on top of cb->L (pops it); inside a libesg callback, so it must not raise. */
 static void cb_keep_error(cb_state *cb) {
-  if (cb->err_ref == LUA_NOREF) cb->err_ref = luaL_ref(cb->L, LUA_REGISTRYINDEX);
-  else lua_pop(cb->L, 1);
+  if (cb->err_ref == LUA_NOREF && cb->spare != LUA_NOREF) {
+    lua_rawseti(cb->L, LUA_REGISTRYINDEX, cb->spare); /* replaces a value: no allocation */
+    cb->err_ref = cb->spare;
+    cb->spare = LUA_NOREF;
+  } else if (cb->err_ref == LUA_NOREF) {
+    cb->err_ref = luaL_ref(cb->L, LUA_REGISTRYINDEX); /* not armed: best effort */
+  } else {
+    lua_pop(cb->L, 1);
+  }
+}
+
+/* lua_pcall counted in ls->in_cb (so that the callback cannot close the store under libesg). */
+static int cb_pcall(lua_State *L, lstore *ls, int nargs, int nres) {
+  if (ls) ls->in_cb++;
+  int rc = lua_pcall(L, nargs, nres, 0);
+  if (ls) ls->in_cb--;
+  return rc;
 }
 
 /* Raises the error a callback left, if any. */
@@ -94,6 +134,7 @@ static void cb_raise(cb_state *cb) {
 typedef struct lcache {
   lesg_dep dep;
   esg_cache *c;
+  int in_load; /* > 0 while a Lua loader runs */
 } lcache;
 
 static void cache_dep_close(lesg_dep *d) {
@@ -143,7 +184,13 @@ static int m_cache(lua_State *L) {
 
 static int cache_close(lua_State *L) {
   lcache *lc = luaL_checkudata(L, 1, CACHE_MT);
-  if (lc->c) lesg_dep_close(&lc->dep);
+  if (lc->c && lc->in_load > 0) {
+    return luaL_error(L, "cache:close called from inside its own loader");
+  }
+  if (lc->c) {
+    if (lc->dep.owner) lc->dep.owner->L = L;
+    lesg_dep_close(&lc->dep);
+  }
   return 0;
 }
 
@@ -182,8 +229,7 @@ static int c_get(lua_State *L) {
 static int c_put(lua_State *L) {
   lcache *lc = check_cache(L, 1);
   const char *key = lesg_check_key(L, 2);
-  int64_t ttl = lua_isnoneornil(L, 4) ? 0 : s_to_ms(luaL_checknumber(L, 4));
-  luaL_argcheck(L, ttl >= 0, 4, "ttl must be >= 0");
+  int64_t ttl = lua_isnoneornil(L, 4) ? 0 : lesg_num_ms(L, luaL_checknumber(L, 4), "cache:put ttl", INT64_C(9000000000000000000), 0);
   lua_settop(L, 3);
   size_t len;
   const char *v = lesg_json_arg(L, 3, &len);
@@ -194,7 +240,7 @@ static int c_put(lua_State *L) {
 static int c_put_negative(lua_State *L) {
   lcache *lc = check_cache(L, 1);
   const char *key = lesg_check_key(L, 2);
-  int64_t ttl = lua_isnoneornil(L, 3) ? 0 : s_to_ms(luaL_checknumber(L, 3));
+  int64_t ttl = lua_isnoneornil(L, 3) ? 0 : lesg_num_ms(L, luaL_checknumber(L, 3), "cache:put_negative ttl", INT64_C(9000000000000000000), 0);
   return cache_push_ok(L, lc, esg_cache_put_negative(lc->c, key, ttl));
 }
 
@@ -207,14 +253,17 @@ static int c_invalidate(lua_State *L) {
 typedef struct loader_call {
   lua_State *L;
   int fn;
+  lcache *lc;
 } loader_call;
 
 /*
- * Protected body of a Lua loader call: (fn, key, deadline) -> kind, value, ttl
+ * Protected body of a Lua loader call: (fn, key (light userdata), deadline) -> kind, value, ttl
  * where kind is 1 (value: a JSON string), 0 (absent) or -1 (failed: value is the message).
  */
 static int loader_body(lua_State *L) {
   lua_settop(L, 3);
+  lua_pushstring(L, (const char *)lua_touserdata(L, 2));
+  lua_replace(L, 2);
   lua_call(L, 2, 3); /* value|nil|false, ttl|message */
   if (lua_isnil(L, 1) && lua_isnil(L, 2)) {
     lua_pushinteger(L, 0);
@@ -227,8 +276,12 @@ static int loader_body(lua_State *L) {
     return 2;
   }
   lua_pushinteger(L, 1);
-  size_t len;
-  lesg_json_arg(L, 1, &len); /* a string as is, a table encoded */
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    lua_pushvalue(L, 1); /* a string as is */
+  } else {
+    size_t len;
+    lesg_json_arg(L, 1, &len); /* a table encoded (pushed) */
+  }
   lua_pushvalue(L, 2);
   return 3;
 }
@@ -244,12 +297,15 @@ static int lua_loader(void *ud, const char *key, int64_t deadline, esg_cache_loa
   int top = lua_gettop(L);
   lua_pushcfunction(L, loader_body);
   lua_pushvalue(L, lcall->fn);
-  lua_pushstring(L, key);
+  lua_pushlightuserdata(L, (void *)key); /* made a string inside the protected call */
   if (deadline == INT64_MAX) lua_pushnil(L);
   else lua_pushnumber(L, ms_to_s(deadline));
   int rc;
-  if (lua_pcall(L, 3, 3, 0) != LUA_OK) {
-    const char *m = lua_tostring(L, -1);
+  lcall->lc->in_load++;
+  int prc = cb_pcall(L, lcall->lc->dep.owner, 3, 3);
+  lcall->lc->in_load--;
+  if (prc != LUA_OK) {
+    const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     esg_cache_load_error(ld, m ? m : "the loader raised an error");
     rc = ESG_ECALLBACK;
   } else {
@@ -285,7 +341,7 @@ static int c_get_or_load(lua_State *L) {
   lcache *lc = check_cache(L, 1);
   const char *key = lesg_check_key(L, 2);
   esg_http_loader **hl = test_http_loader(L, 3);
-  loader_call lcall = {L, 3};
+  loader_call lcall = {L, 3, lc};
   if (!hl) luaL_checktype(L, 3, LUA_TFUNCTION);
   else if (!*hl) return luaL_argerror(L, 3, "closed loader");
   lua_settop(L, 3);
@@ -397,7 +453,7 @@ static int l_http_loader(lua_State *L) {
   memset(&o, 0, sizeof o);
   o.url = opt_str(L, 1, "url");
   lua_getfield(L, 1, "headers");
-  o.headers = header_lines(L, 2, &o.n_headers);
+  o.headers = header_lines(L, lua_gettop(L), &o.n_headers);
   o.timeout_ms = lesg_opt_ms(L, 1, "timeout", 0);
   o.connect_timeout_ms = lesg_opt_ms(L, 1, "connect_timeout", 0);
   o.ttl_ms = lesg_opt_ms(L, 1, "ttl", 0);
@@ -468,7 +524,7 @@ static int lt_mark(lua_State *L) {
 static int64_t check_ttl(lua_State *L, int arg) {
   lua_Number t = luaL_checknumber(L, arg);
   luaL_argcheck(L, t > 0, arg, "ttl must be > 0 seconds");
-  return s_to_ms(t);
+  return lesg_num_ms(L, t, "latch ttl", INT64_C(9000000000000000000), 0);
 }
 
 /* store:latch(key, side, content_hash, ttl) -> true, or nil, msg, code. Call before writing to side. */
@@ -542,6 +598,10 @@ static int m_cursor(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   char *out = NULL;
   int rc = esg_cursor_get(ls->s, lesg_check_key(L, 2), &out);
+  if (ls->clock_failed) {
+    esg_free(out);
+    out = NULL;
+  }
   lesg_check_clock(L, ls);
   if (rc == ESG_NOT_FOUND) {
     lua_pushnil(L);
@@ -570,6 +630,7 @@ static int m_delete_cursor(lua_State *L) {
 typedef struct sink_call {
   cb_state cb;
   int stop_on_false;
+  int running; /* > 0 while the sink runs */
 } sink_call;
 
 static int sink_body(lua_State *L) {
@@ -588,7 +649,10 @@ static int lua_sink(void *ud, const esg_stored_event *e) {
   lua_pushcfunction(L, sink_body);
   lua_pushvalue(L, sc->cb.fn);
   lua_pushlightuserdata(L, (void *)e);
-  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+  sc->running++;
+  int prc = cb_pcall(L, sc->cb.ls, 2, 1);
+  sc->running--;
+  if (prc != LUA_OK) {
     cb_keep_error(&sc->cb);
     return 1;
   }
@@ -634,9 +698,13 @@ typedef struct fetch_call {
   size_t cap;
 } fetch_call;
 
-/* Protected: calls fetch(cursor) and returns the page table (validated shape). */
+/* Protected: calls fetch(cursor) (cursor: light userdata or nil) and returns the page table (validated shape). */
 static int fetch_body(lua_State *L) {
   lua_settop(L, 2);
+  if (lua_islightuserdata(L, 2)) {
+    lua_pushstring(L, (const char *)lua_touserdata(L, 2));
+    lua_replace(L, 2);
+  }
   lua_call(L, 1, 2);
   if (lua_isnil(L, -2)) {
     const char *m = lua_tostring(L, -1);
@@ -647,19 +715,29 @@ static int fetch_body(lua_State *L) {
   return 1;
 }
 
+/* item[k] as a string (numbers converted), kept alive in the item under "\1<k>" (rawset). */
 static const char *item_str(lua_State *L, int t, const char *k, int required) {
   lua_getfield(L, t, k);
   const char *s = NULL;
-  if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) s = lua_tostring(L, -1);
-  else if (required || !lua_isnil(L, -1)) luaL_error(L, "page item field '%s' must be a string", k);
-  lua_pop(L, 1); /* anchored in the item (numbers converted in place) */
+  if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+    s = lua_tostring(L, -1); /* a number is converted on the stack only: anchor the string */
+    lua_pushfstring(L, "\1%s", k);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, t);
+  } else if (required || !lua_isnil(L, -1)) {
+    luaL_error(L, "page item field '%s' must be a string", k);
+  }
+  lua_pop(L, 1);
   return s;
 }
 
-/* Protected: fills fc->items from the page at 1; returns n, next cursor, done. */
+/* Protected: fills fc->items from the page at 1 (kept in fc->page_ref); returns n, next cursor, done. */
 static int page_body(lua_State *L) {
   fetch_call *fc = lua_touserdata(L, 2);
   lua_settop(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  fc->page_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the page stays alive until the next fetch */
   lua_getfield(L, 1, "items");
   int items = lua_gettop(L);
   size_t n = lua_istable(L, items) ? (size_t)lua_rawlen(L, items) : 0;
@@ -672,7 +750,8 @@ static int page_body(lua_State *L) {
   for (size_t i = 0; i < n; i++) {
     lua_rawgeti(L, items, (lua_Integer)i + 1);
     int it = lua_gettop(L);
-    luaL_checktype(L, it, LUA_TTABLE);
+    if (!lua_istable(L, it))
+      return luaL_error(L, "cursor_run: page item %d must be a table (got %s)", (int)i + 1, luaL_typename(L, it));
     esg_resync_item *x = &fc->items[i];
     memset(x, 0, sizeof *x);
     x->id = item_str(L, it, "id", 1);
@@ -692,6 +771,9 @@ static int page_body(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)n);
   lua_getfield(L, 1, "next");
   if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "page field 'next' must be a string");
+  lua_pushliteral(L, "\1next");
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 1); /* anchored in the page, even when __index made it */
   lua_getfield(L, 1, "done");
   return 3;
 }
@@ -706,18 +788,16 @@ static int lua_fetch(void *ud, const char *cursor, esg_resync_page *page) {
   }
   lua_pushcfunction(L, fetch_body);
   lua_pushvalue(L, fc->cb.fn);
-  if (cursor) lua_pushstring(L, cursor);
+  if (cursor) lua_pushlightuserdata(L, (void *)cursor); /* made a string inside the protected call */
   else lua_pushnil(L);
-  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+  if (cb_pcall(L, fc->cb.ls, 2, 1) != LUA_OK) {
     cb_keep_error(&fc->cb);
     return 1;
   }
-  lua_pushvalue(L, -1);
-  fc->page_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the page stays alive until the next fetch */
   lua_pushcfunction(L, page_body);
   lua_insert(L, -2);
   lua_pushlightuserdata(L, fc);
-  if (lua_pcall(L, 2, 3, 0) != LUA_OK) {
+  if (cb_pcall(L, fc->cb.ls, 2, 3) != LUA_OK) {
     cb_keep_error(&fc->cb);
     return 1;
   }
@@ -742,16 +822,20 @@ static int m_cursor_run(lua_State *L) {
   luaL_checktype(L, 4, LUA_TFUNCTION);
   int opts = lesg_opt_table(L, 5);
   lua_settop(L, 5);
-  sink_call sc = {{L, 0, LUA_NOREF}, 0};
+  sink_call sc = {CB_INIT(L, 0, ls), 0, 0};
   esg_resync_opts o;
   resync_opts(L, opts, &o, &sc);
-  fetch_call fc = {{L, 4, LUA_NOREF}, LUA_NOREF, NULL, 0};
+  fetch_call fc = {CB_INIT(L, 4, ls), LUA_NOREF, NULL, 0};
   esg_resync_stats st;
   memset(&st, 0, sizeof st);
+  cb_arm(L, &sc.cb);
+  cb_arm(L, &fc.cb);
   ls->L = L;
   int rc = esg_cursor_run(ls->s, name, source, lua_fetch, &fc, &o, &st);
   free(fc.items);
   if (fc.page_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, fc.page_ref);
+  cb_disarm(L, &sc.cb);
+  cb_disarm(L, &fc.cb);
   cb_raise(&fc.cb);
   cb_raise(&sc.cb);
   lesg_check_clock(L, ls);
@@ -769,6 +853,7 @@ typedef struct lsnap {
 
 static void snap_dep_close(lesg_dep *d) {
   lsnap *s = (lsnap *)d;
+  s->sc.cb.ls = NULL;
   esg_snapshot_close(s->sn);
   s->sn = NULL;
 }
@@ -787,6 +872,7 @@ static void snap_arm(lua_State *L, lsnap *s) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->sink_ref);
     s->sc.cb.fn = lua_gettop(L);
   }
+  cb_arm(L, &s->sc.cb);
 }
 
 /*
@@ -798,13 +884,27 @@ static int m_snapshot(lua_State *L) {
   const char *source = lesg_check_key(L, 2);
   int opts = lesg_opt_table(L, 3);
   lua_settop(L, 3);
-  lsnap *s = lesg_new_handle(L, sizeof *s, 1, SNAPSHOT_MT);
+  lsnap *s = lesg_new_handle(L, sizeof *s, 2, SNAPSHOT_MT);
   s->sink_ref = LUA_NOREF;
-  s->sc.cb.err_ref = LUA_NOREF;
+  s->sc.cb.err_ref = s->sc.cb.spare = LUA_NOREF;
   s->sc.cb.L = L;
+  s->sc.cb.ls = ls;
   int ud = lua_gettop(L);
   esg_resync_opts o;
   resync_opts(L, opts, &o, &s->sc);
+  /* libesg keeps the option strings: copies live in the snapshot's user value 2 */
+  lua_createtable(L, 2, 0);
+  if (o.type) {
+    lua_pushstring(L, o.type);
+    o.type = lua_tostring(L, -1);
+    lua_rawseti(L, -2, 1);
+  }
+  if (o.entity_field) {
+    lua_pushstring(L, o.entity_field);
+    o.entity_field = lua_tostring(L, -1);
+    lua_rawseti(L, -2, 2);
+  }
+  lua_setiuservalue(L, ud, 2);
   if (o.sink) {
     lua_pushvalue(L, s->sc.cb.fn);
     s->sink_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -814,6 +914,7 @@ static int m_snapshot(lua_State *L) {
   lesg_check_clock(L, ls);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
   s->dep.close = snap_dep_close;
+  s->dep.state = &s->sc.cb.L;
   lesg_dep_link(ls, &s->dep);
   lua_pushvalue(L, ud);
   return 1;
@@ -851,7 +952,15 @@ static int sn_finish(lua_State *L) {
 
 static int sn_close(lua_State *L) {
   lsnap *s = luaL_checkudata(L, 1, SNAPSHOT_MT);
-  if (s->sn) lesg_dep_close(&s->dep);
+  if (s->sn && s->sc.running > 0) {
+    return luaL_error(L, "snapshot:close called from inside its own sink");
+  }
+  if (s->sn) {
+    s->dep.owner->L = L;
+    s->sc.cb.L = L;
+    lesg_dep_close(&s->dep);
+  }
+  cb_disarm(L, &s->sc.cb);
   if (s->sink_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, s->sink_ref);
     s->sink_ref = LUA_NOREF;
@@ -875,10 +984,12 @@ static int m_replay(lua_State *L) {
   flt.type = opt_str(L, f, "type");
   flt.since = opt_int(L, f, "since", 0, 0, INT64_MAX);
   flt.until = opt_int(L, f, "until", 0, 0, INT64_MAX);
-  sink_call sc = {{L, 3, LUA_NOREF}, 1};
+  sink_call sc = {CB_INIT(L, 3, ls), 1, 0};
   int64_t n = 0;
+  cb_arm(L, &sc.cb);
   ls->L = L;
   int rc = esg_replay(ls->s, &flt, lua_sink, &sc, &n);
+  cb_disarm(L, &sc.cb);
   cb_raise(&sc.cb);
   lesg_check_clock(L, ls);
   if (rc < 0 && rc != ESG_ECALLBACK) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
@@ -907,6 +1018,7 @@ static legress *check_egress(lua_State *L) {
   if (!g->e) luaL_error(L, "attempt to use a closed egress engine");
   g->cb.L = L;
   if (g->has_store) g->dep.owner->L = L;
+  cb_arm(L, &g->cb);
   return g;
 }
 
@@ -946,6 +1058,9 @@ static int done_body(lua_State *L) {
   return 0;
 }
 
+/* The store an egress callback runs inside of (counted in its in_cb), or NULL. */
+static lstore *egress_store(legress *g) { return g->has_store ? g->dep.owner : NULL; }
+
 static void egress_on_done(void *ud, const esg_egress_result *r) {
   legress *g = ud;
   lua_State *L = g->cb.L;
@@ -953,9 +1068,24 @@ static void egress_on_done(void *ud, const esg_egress_result *r) {
     lua_pushcfunction(L, done_body);
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->done_ref);
     lua_pushlightuserdata(L, (void *)r);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) cb_keep_error(&g->cb);
+    if (cb_pcall(L, egress_store(g), 2, 0) != LUA_OK) cb_keep_error(&g->cb);
   }
   if (L && r->request_ud) luaL_unref(L, LUA_REGISTRYINDEX, (int)(intptr_t)r->request_ud);
+}
+
+typedef struct retry_args {
+  const char *event_id, *error;
+} retry_args;
+
+/* Protected: (fn, retry_args*, attempt, status, delay) -> fn(event_id, attempt, status, delay, error). */
+static int retry_body(lua_State *L) {
+  const retry_args *a = lua_touserdata(L, 2);
+  lua_settop(L, 5);
+  lua_pushstring(L, a->event_id);
+  lua_replace(L, 2);
+  lua_pushstring(L, a->error ? a->error : "");
+  lua_call(L, 5, 0);
+  return 0;
 }
 
 static void egress_on_retry(void *ud, const char *event_id, int attempt, int http_status, int64_t delay_ms,
@@ -963,13 +1093,14 @@ static void egress_on_retry(void *ud, const char *event_id, int attempt, int htt
   legress *g = ud;
   lua_State *L = g->cb.L;
   if (!L || g->retry_ref == LUA_NOREF || g->cb.err_ref != LUA_NOREF || !lua_checkstack(L, 8)) return;
+  retry_args a = {event_id, error};
+  lua_pushcfunction(L, retry_body);
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->retry_ref);
-  lua_pushstring(L, event_id);
+  lua_pushlightuserdata(L, &a);
   lua_pushinteger(L, attempt);
   lua_pushinteger(L, http_status);
   lua_pushnumber(L, ms_to_s(delay_ms));
-  lua_pushstring(L, error ? error : "");
-  if (lua_pcall(L, 5, 0, 0) != LUA_OK) cb_keep_error(&g->cb);
+  if (cb_pcall(L, egress_store(g), 5, 0) != LUA_OK) cb_keep_error(&g->cb);
 }
 
 /* opts[field]: a registry reference to a function, or LUA_NOREF when absent. */
@@ -1024,8 +1155,10 @@ static int l_egress(lua_State *L) {
   o.complete_on_fault = lesg_opt_bool(L, opts, "complete_on_fault");
   o.seed = (uint64_t)opt_int(L, opts, "seed", 0, 0, INT64_MAX);
   legress *g = lesg_new_handle(L, sizeof *g, 1, EGRESS_MT);
-  g->done_ref = g->retry_ref = g->cb.err_ref = LUA_NOREF;
+  g->done_ref = g->retry_ref = g->cb.err_ref = g->cb.spare = LUA_NOREF;
   g->cb.L = L;
+  g->dep.state = &g->cb.L;
+  cb_arm(L, &g->cb);
   if (opts) {
     g->done_ref = opt_fn_ref(L, opts, "on_done");
     g->retry_ref = opt_fn_ref(L, opts, "on_retry");
@@ -1046,14 +1179,20 @@ static int l_egress(lua_State *L) {
 static int eg_close(lua_State *L) {
   legress *g = luaL_checkudata(L, 1, EGRESS_MT);
   if (g->e) {
+    lstore *ls = g->has_store ? g->dep.owner : NULL; /* unlinked by the close: count it here */
     g->cb.L = L;
-    if (g->has_store) g->dep.owner->L = L;
+    if (ls) {
+      ls->L = L;
+      ls->in_cb++;
+    }
     lesg_dep_close(&g->dep); /* unfinished deliveries end cancelled: their callbacks run now */
+    if (ls) ls->in_cb--;
   }
   if (g->done_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->done_ref);
   if (g->retry_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->retry_ref);
   if (g->cb.err_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->cb.err_ref);
   g->done_ref = g->retry_ref = g->cb.err_ref = LUA_NOREF;
+  cb_disarm(L, &g->cb);
   return 0;
 }
 
@@ -1121,7 +1260,7 @@ static int eg_run(lua_State *L) {
   int timeout = -1;
   if (!lua_isnoneornil(L, 2)) {
     lua_Number t = luaL_checknumber(L, 2);
-    timeout = t < 0 ? -1 : (int)(t * 1000.0 + 0.5);
+    timeout = t < 0 ? -1 : (int)lesg_num_ms(L, t, "egress:run timeout", INT_MAX, 0);
   }
   int rc = esg_egress_run(g->e, timeout);
   cb_raise(&g->cb);

@@ -219,4 +219,111 @@ m.stop()
 local c2 = assert(store:cache())
 store:close()
 T.raises(function() c2:get("x") end, "closed cache", "a cache of a closed store raises")
+-- callbacks cannot close the store (or cache) they run inside
+do
+  local fdir = T.tmpdir("feat-reenter")
+  local rs = assert(esg.open(fdir .. "/r.db"))
+  local eg = assert(rs:egress { max_in_flight = 1, max_attempts = 1, connect_timeout = 1,
+    on_done = function() rs:close() end })
+  local _, cl = rs:claim("ek1")
+  T.ok(eg:submit { event_id = "ee1", url = "http://127.0.0.1:1/x", body = "{}", claim_key = "ek1", claim_token = cl.token },
+    "submit to a closed port")
+  T.raises(function() eg:run() end, "store:close called from inside one of its own callbacks",
+    "on_done closing the store during run: refused")
+  T.eq(rs:isclosed(), false, "the store stays open")
+  eg:close()
+  local rc = assert(rs:cache())
+  local r, msg = rc:get_or_load("lk", function() rs:close(); return "{}" end)
+  T.eq(r, nil, "a loader closing the store: a failed load")
+  T.match(msg, "store:close called from inside", "with the reason")
+  r, msg = rc:get_or_load("lk", function() rc:close(); return "{}" end)
+  T.match(msg, "cache:close called from inside its own loader", "a loader closing its cache: refused")
+  T.eq(rs:isclosed(), false, "store still open after the loaders")
+  -- a loader returning a JSON string caches the value, not "absent"
+  local res, val = rc:get_or_load("js", function() return '{"v":1}' end)
+  T.eq(res, "hit", "loader JSON string: a value")
+  T.eq(val, '{"v":1}', "loader JSON string: the value as is")
+  res, val = rc:get_or_load("js2", function() return '{"v":2}', 60 end)
+  T.eq(val, '{"v":2}', "loader JSON string with ttl")
+  T.eq((rc:get("js")), "hit", "then cached")
+  -- cursor_run: a fetch closing the store is refused; a bad item names itself
+  T.raises(function() rs:cursor_run("j0", "src", function() rs:close() end) end,
+    "store:close called from inside", "a fetch closing the store: refused")
+  T.raises(function() rs:cursor_run("j1", "src", function() return { items = { 42 }, done = true } end) end,
+    "page item 1 must be a table", "a non-table page item names itself")
+  -- numeric ids and versions are converted and kept alive
+  local items = {}
+  for i = 1, 100 do
+    items[i] = { id = 100000 + i, version = 7000000 + i, type = "thing", partition_key = 5000 + i,
+                 data = { n = i, pad = string.rep("p", 100) } }
+  end
+  local st = assert(rs:cursor_run("jn", "src", function()
+    return { items = items, next = "c1", done = true }
+  end, { sink = function() collectgarbage() end }))
+  T.eq(st.emitted, 100, "numeric ids: every item emitted")
+  local seen = {}
+  rs:replay({ type = "thing" }, function(rec) seen[rec.event.partitionKey] = true; seen[rec.event.tags.itemId] = true end)
+  T.ok(seen["5001"] and seen["5100"] and seen["100001"] and seen["100100"], "numeric ids and partition keys arrive as strings")
+  -- snapshot options outlive the options table
+  local function mk()
+    return assert(rs:snapshot("snap", { type = "widget" .. string.rep("x", 50) .. tostring(math.random(1e9)),
+                                         entity_field = "ent" .. string.rep("y", 50) .. tostring(math.random(1e9)) }))
+  end
+  local sn = mk()
+  collectgarbage(); collectgarbage()
+  for i = 1, 200 do local _ = string.rep("z", 90) .. i end
+  T.ok(sn:add("k1", { a = 1 }), "snapshot add after the options were collected")
+  T.ok(sn:finish(), "snapshot finish")
+  local types = {}
+  rs:replay(nil, function(rec) if rec.type:find("^widget") then types[#types + 1] = rec.type end end)
+  T.match(types[1], "^widgetxxxxxxxxxx.*%-created$", "the snapshot's type survived")
+  -- a sink closing its snapshot is refused
+  local sn2
+  sn2 = assert(rs:snapshot("snap2", { sink = function() sn2:close() end }))
+  T.raises(function() sn2:add("k", { a = 1 }) end, "snapshot:close called from inside its own sink",
+    "a sink closing its snapshot: refused")
+  sn2:close()
+  -- an egress made in a dead coroutine: closing the store runs on_done on the closer
+  local done, ceg
+  local co = coroutine.create(function()
+    ceg = assert(rs:egress { on_done = function(res) done = res.outcome end })
+    assert(ceg:submit { event_id = "co1", url = "http://127.0.0.1:1/x", body = "{}" })
+  end)
+  assert(coroutine.resume(co))
+  co = nil
+  collectgarbage(); collectgarbage()
+  rs:close()
+  T.eq(done, "cancelled", "on_done of an egress from a dead coroutine runs on the closing state")
+end
+
+-- a memory error inside a loader does not leave the cache "in use by its loader"
+do
+  local ESG = os.getenv("ESG_BIN") or "esg"
+  local fdir = T.tmpdir("feat-mem")
+  T.write(fdir .. "/mem.lua", [[
+local esg = require("esg")
+local host = require("esg.host")
+local s = assert(esg.open(]] .. string.format("%q", fdir .. "/m.db") .. [[))
+local c = assert(s:cache({load_timeout = 0.5}))
+local loader = function(k) return {v = 1} end
+local failed = {}
+for h = 0, 16000, 8 do -- run out of memory at every point of a load
+  local key = string.rep("k", 900) .. h
+  collectgarbage(); collectgarbage()
+  host.memory_limit(host.memory() + h)
+  local ok = pcall(c.get_or_load, c, key, loader)
+  host.memory_limit(0)
+  if not ok then failed[#failed + 1] = key end
+end
+local bad = 0
+for _, key in ipairs(failed) do
+  if c:get_or_load(key, loader) ~= "hit" then bad = bad + 1 end
+end
+print("failed", #failed > 0, "bad", bad)
+]])
+  local code, out, err = T.sh(T.q(ESG) .. " lua " .. T.q(fdir .. "/mem.lua"))
+  T.eq(code, 0, "memory error script runs" .. (code ~= 0 and (": " .. err) or ""))
+  T.match(out, "failed\ttrue\tbad\t0", "after a memory error in a load the cache loads that key again")
+end
+
 T.done()

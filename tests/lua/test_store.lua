@@ -251,4 +251,65 @@ gc = nil
 collectgarbage()
 T.ok(true, "garbage-collected store")
 
+-- a callback cannot close the store it runs inside (the clock, a purge function)
+do
+  local rs, closing = nil, false
+  rs = assert(esg.open(dir .. "/reenter.db", { clock = function()
+    if closing then closing = false; rs:close() end
+    return now
+  end }))
+  closing = true
+  T.raises(function() rs:claim("rk") end, "store:close called from inside one of its own callbacks",
+    "a clock that closes its store: refused")
+  T.eq(rs:isclosed(), false, "the store stays open")
+  T.eq((rs:claim("rk2")), "new", "and usable")
+  T.eq(rs:put({ id = "x1", type = "t", timestamp = 1, data = {} }, { ttl = 1 }), "stored", "an event to expire")
+  now = now + 10
+  T.raises(function() rs:purge_events(function() rs:close(); return true end) end,
+    "store:close called from inside one of its own callbacks", "a purge function that closes its store: refused")
+  T.eq(rs:isclosed(), false, "still open after the purge function")
+  T.eq(rs:purge_events(), 1, "the expired event purged later")
+  rs:close()
+  T.eq(rs:isclosed(), true, "closes outside its callbacks")
+end
+
+-- number conversions: out-of-range durations raise, naming the option and the value
+T.raises(function() esg.open(dir .. "/bt.db", { busy_timeout = 4294968 }) end, "option 'busy_timeout'",
+  "busy_timeout beyond an int of ms raises")
+T.raises(function() esg.open(dir .. "/bt.db", { group_commit = 1e300 }) end, "option 'group_commit'",
+  "group_commit 1e300 raises")
+T.raises(function() esg.open(dir .. "/bt.db", { busy_timeout = math.huge }) end, "got inf",
+  "busy_timeout math.huge raises, with the value")
+do
+  local hs = assert(esg.open(dir .. "/huge.db", { clock = clock }))
+  local ev = assert(esg.parse('{"id":"h1","type":"t","timestamp":1,"data":{}}'))
+  T.eq((hs:claim_event(ev, math.huge, 3600)), "new", "claim_event lease math.huge (forever)")
+  local st3, until_ = hs:claim_event(ev, 30, 3600)
+  T.eq(st3, "busy", "a forever lease stays busy")
+  T.ok(until_ > 1e15, "until far in the future, not in the past")
+  T.raises(function() hs:claim_event(assert(esg.parse('{"id":"h2","type":"t","timestamp":1,"data":{}}')), 30, 1e300) end,
+    "ttl must be a number of seconds", "claim_event ttl 1e300 raises")
+  local _, hc = hs:claim("hk", nil, { lease = 30, ttl = math.huge })
+  T.ok(hc.expires > 1e15, "claim ttl math.huge: forever")
+  T.ok(hs:extend("hk", hc.token, math.huge), "extend by math.huge")
+  T.eq((hs:claim("hk")), "busy", "extended forever: busy")
+  T.raises(function() hs:claim("hk2", nil, { lease = 1e300 }) end, "option 'lease'", "claim lease 1e300 raises")
+  -- error messages name the argument
+  T.raises(function() hs:put({ id = "p1", type = "t", timestamp = 1, data = {} }, { key = "" }) end,
+    "option 'key'", "put with an empty key names the option")
+  -- strings from an __index metamethod stay alive while libesg reads them
+  local proxy = setmetatable({}, { __index = function(_, k)
+    if k == "event_id" or k == "stage" or k == "error" then
+      collectgarbage()
+      return k .. "-" .. string.rep("v", 60) .. tostring(math.random(1e9))
+    end
+  end })
+  local fid = assert(hs:fault_record(proxy))
+  local f = hs:fault(fid)
+  T.match(f.event_id, "^event_id%-vvvv", "fault_record through __index: event_id")
+  T.match(f.stage, "^stage%-vvvv", "fault_record through __index: stage")
+  T.match(f.error, "^error%-vvvv", "fault_record through __index: error")
+  hs:close()
+end
+
 T.done()
