@@ -34,6 +34,9 @@ static void cache_dep_close(esgpy_dep *d) {
   esg_cache_close(c);
 }
 
+/* A forked child's copy: left unclosed (its process-wide registry may be locked by a thread of the parent). */
+static void cache_dep_abandon(esgpy_dep *d) { CACHE_OF(d)->c = NULL; }
+
 /* seconds -> ms for an option: absent = 0 (the C default); zero_means is what 0 s maps to. */
 static int opt_ms(PyObject *obj, const char *what, int64_t zero_means, int none_means_unlimited, int64_t *out) {
   *out = 0;
@@ -99,6 +102,7 @@ static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   CacheObject *self = (CacheObject *)tp->tp_alloc(tp, 0);
   if (!self) return NULL;
   self->dep.close = cache_dep_close;
+  self->dep.abandon = cache_dep_abandon;
   self->store = (StoreObject *)Py_NewRef(store);
   self->json = json;
   if (esgpy_store_enter(store) < 0) {
@@ -251,8 +255,8 @@ typedef struct load_ctx {
 
 static int loader_cb(void *ud, const char *key, int64_t deadline, esg_cache_load *ld) {
   load_ctx *l = ud;
-  esgpy_state *st = STATE(l->self);
   PyGILState_STATE g = PyGILState_Ensure();
+  esgpy_state *st = STATE(l->self); /* a Python API call: only with the GIL */
   int rc = ESG_ECALLBACK;
   PyObject *k = PyUnicode_DecodeUTF8(key, (Py_ssize_t)strlen(key), "replace"), *r = NULL;
   if (k) {
@@ -407,6 +411,11 @@ static PyObject *cache_purge(CacheObject *self, PyObject *unused) {
 static PyObject *cache_close(CacheObject *self, PyObject *unused) {
   (void)unused;
   if (!self->c) Py_RETURN_NONE;
+  if (esgpy_forked(self->store->pid)) {
+    esgpy_dep_remove(&self->dep);
+    cache_dep_abandon(&self->dep);
+    Py_RETURN_NONE;
+  }
   if (esgpy_store_enter(self->store) < 0) {
     if (!self->c) {
       PyErr_Clear();
@@ -438,7 +447,10 @@ static PyObject *cache_get_store(CacheObject *self, void *c) {
 static void cache_dealloc(CacheObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   esgpy_dep_remove(&self->dep);
-  if (self->c) cache_dep_close(&self->dep);
+  if (self->c) {
+    if (esgpy_forked(self->store->pid)) cache_dep_abandon(&self->dep);
+    else cache_dep_close(&self->dep); /* memory only: the store is not used */
+  }
   Py_CLEAR(self->store);
   tp->tp_free((PyObject *)self);
   Py_DECREF(tp);

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "esgpy.h"
 
 #define STATE(self) ((esgpy_state *)PyModule_GetState(PyType_GetModuleByDef(Py_TYPE(self), &esgpy_module_def)))
@@ -29,6 +30,7 @@ typedef struct {
   PyObject *results;   /* finished deliveries when there is no on_done */
   PyObject *cb_exc;    /* the first exception raised by a callback or the clock */
   int64_t last_now;
+  long pid;            /* the process that opened it: a forked child must not use it */
 } EgressObject;
 
 #define EGRESS_OF(d) ((EgressObject *)((char *)(d) - offsetof(EgressObject, dep)))
@@ -92,8 +94,11 @@ static void retry_cb(void *ud, const char *event_id, int attempt, int http_statu
   EgressObject *self = ud;
   if (!self->on_retry) return;
   PyGILState_STATE g = PyGILState_Ensure();
+  int prev = self->in_cb;
+  self->in_cb = 1; /* like on_done: it may submit */
   PyObject *res = PyObject_CallFunction(self->on_retry, "NiiNN", str_or_empty(event_id), attempt, http_status,
                                         esgpy_ms_seconds(delay_ms), str_or_empty(error));
+  self->in_cb = prev;
   if (res) Py_DECREF(res);
   else keep_exc(self);
   PyGILState_Release(g);
@@ -103,7 +108,10 @@ static int64_t egress_clock(void *ud) {
   EgressObject *self = ud;
   PyGILState_STATE g = PyGILState_Ensure();
   int64_t ms = self->last_now;
+  int prev = self->in_cb;
+  self->in_cb = 1; /* like on_done: it may submit */
   PyObject *r = PyObject_CallNoArgs(self->clock);
+  self->in_cb = prev;
   if (r) {
     double d = PyFloat_AsDouble(r);
     Py_DECREF(r);
@@ -123,9 +131,34 @@ static void egress_dep_close(esgpy_dep *d) {
   self->e = NULL;
   if (e) {
     self->in_cb = 1; /* callbacks may run; they cannot submit to a closing engine anyway */
+    Py_BEGIN_ALLOW_THREADS /* it releases claims through the store; the callbacks take the GIL */
     esg_egress_close(e);
+    Py_END_ALLOW_THREADS
     self->in_cb = 0;
   }
+}
+
+/* A forked child's copy: the engine is the parent's (its deliveries, callbacks, connections), so
+   it is left unclosed (leaked) rather than cancelled here. */
+static void egress_dep_abandon(esgpy_dep *d) { EGRESS_OF(d)->e = NULL; }
+
+/* Closes the engine from a finalizer: with the store's lock (taken with the GIL released), never
+   using the store unlocked; in a forked child without closing. */
+static void egress_final_close(EgressObject *self) {
+  if (!self->e) {
+    esgpy_dep_remove(&self->dep);
+    return;
+  }
+  if (esgpy_forked(self->pid)) {
+    esgpy_dep_remove(&self->dep);
+    egress_dep_abandon(&self->dep);
+    return;
+  }
+  int entered = self->store ? esgpy_store_final_enter(self->store) : 0;
+  esgpy_dep_remove(&self->dep); /* after the lock: closing the store meanwhile closed it then */
+  if (entered < 0) egress_dep_abandon(&self->dep);
+  else if (self->e) egress_dep_close(&self->dep);
+  if (self->store) esgpy_store_final_leave(self->store, entered);
 }
 
 /* ------------------------------------------------------------ lifecycle -- */
@@ -181,10 +214,7 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
       opt_ms(a[7], "backoff_cap", &o.backoff_cap_ms) < 0 ||
       opt_ms(a[8], "connect_timeout", &o.connect_timeout_ms) < 0 || opt_ms(a[9], "timeout", &o.timeout_ms) < 0)
     return NULL;
-  if (a[10] && a[10] != Py_None) {
-    o.rate_per_s = PyFloat_AsDouble(a[10]);
-    if (o.rate_per_s == -1.0 && PyErr_Occurred()) return NULL;
-  }
+  if (a[10] && a[10] != Py_None && esgpy_float(a[10], "rate", &o.rate_per_s) < 0) return NULL;
   if (esgpy_opt_int32(a[11], "burst", &o.rate_burst) < 0 ||
       esgpy_opt_str(a[12], "idempotency_header", &o.idempotency_header) < 0 ||
       esgpy_opt_str(a[13], "content_type", &o.content_type) < 0 || esgpy_opt_int32(a[14], "max_response_bytes", &n) < 0)
@@ -198,6 +228,8 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   EgressObject *self = (EgressObject *)tp->tp_alloc(tp, 0);
   if (!self) return NULL;
   self->dep.close = egress_dep_close;
+  self->dep.abandon = egress_dep_abandon;
+  self->pid = (long)getpid();
   self->store = store ? (StoreObject *)Py_NewRef(store) : NULL;
   self->on_done = Py_XNewRef(on_done);
   self->on_retry = Py_XNewRef(on_retry);
@@ -245,6 +277,10 @@ static int egress_enter(EgressObject *self) {
   esgpy_state *st = STATE(self);
   if (!self->e) {
     esgpy_raise(st, ESG_ESTATE, "the egress engine is closed");
+    return -1;
+  }
+  if (esgpy_forked(self->pid)) { /* before the locks: a thread of the parent may hold them */
+    esgpy_raise_forked(st, "the egress engine", self->pid);
     return -1;
   }
   if (self->owner == PyThread_get_thread_ident()) {
@@ -306,6 +342,11 @@ static int egress_done(EgressObject *self, int rc) {
 static PyObject *egress_close(EgressObject *self, PyObject *unused) {
   (void)unused;
   if (!self->e) Py_RETURN_NONE;
+  if (esgpy_forked(self->pid)) { /* the parent's engine: forget it, cancel nothing */
+    esgpy_dep_remove(&self->dep);
+    egress_dep_abandon(&self->dep);
+    Py_RETURN_NONE;
+  }
   if (egress_enter(self) < 0) {
     if (!self->e) {
       PyErr_Clear();
@@ -457,8 +498,14 @@ static PyObject *egress_submit(EgressObject *self, PyObject *const *args, Py_ssi
     req_release(&q);
     return esgpy_raise(st, ESG_ESTATE, "the egress engine is closed");
   }
-  /* From a callback on this thread the engine is ours already; elsewhere take its lock. */
-  int nested = self->owner == PyThread_get_thread_ident() && self->in_cb;
+  if (esgpy_forked(self->pid)) {
+    req_release(&q);
+    return esgpy_raise_forked(st, "the egress engine", self->pid);
+  }
+  /* From a callback on this thread (on_done, on_retry, the clock, the store's clock) inside
+     run/drain/close/resubmit, the engine is ours already: taking its lock would deadlock.
+     Python code runs on the owner thread only from such a callback. Elsewhere take the lock. */
+  int nested = self->owner == PyThread_get_thread_ident();
   if (!nested) {
     if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
       Py_BEGIN_ALLOW_THREADS
@@ -584,8 +631,10 @@ static int egress_traverse(EgressObject *self, visitproc visit, void *arg) {
 
 static int egress_clear(EgressObject *self) {
   if (self->e) { /* closing runs callbacks: close before they go */
-    esgpy_dep_remove(&self->dep);
-    egress_dep_close(&self->dep);
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    egress_final_close(self);
+    PyErr_Restore(t, v, tb);
   }
   Py_CLEAR(self->on_done);
   Py_CLEAR(self->on_retry);
@@ -596,15 +645,15 @@ static int egress_clear(EgressObject *self) {
 static void egress_dealloc(EgressObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
-  esgpy_dep_remove(&self->dep);
   if (self->e) {
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
-    egress_dep_close(&self->dep); /* the callbacks get results, never self */
+    egress_final_close(self); /* the callbacks get results, never self */
     Py_CLEAR(self->cb_exc);
     PyErr_Restore(t, v, tb);
   }
-  if (self->lock) PyThread_free_lock(self->lock);
+  esgpy_dep_remove(&self->dep);
+  if (self->lock && !esgpy_forked(self->pid)) PyThread_free_lock(self->lock); /* a child's may be held */
   Py_CLEAR(self->on_done);
   Py_CLEAR(self->on_retry);
   Py_CLEAR(self->clock);

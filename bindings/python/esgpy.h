@@ -63,8 +63,10 @@ int esgpy_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObj
 const char *esgpy_str(PyObject *obj, const char *what, Py_ssize_t *len);
 /* Seconds (int or float) to milliseconds; -1 with an exception on error. */
 int esgpy_seconds_ms(PyObject *obj, const char *what, int64_t *ms);
-/* An integer argument (not bool). */
+/* An integer argument (not bool); OverflowError naming it beyond int64. */
 int esgpy_int64(PyObject *obj, const char *what, int64_t *out);
+/* A real number argument (int or float, not bool) as a double; errors name it. 0 or -1. */
+int esgpy_float(PyObject *obj, const char *what, double *out);
 /* Milliseconds to float seconds. */
 PyObject *esgpy_ms_seconds(int64_t ms);
 
@@ -95,6 +97,7 @@ void esgpy_bytes_release(esgpy_bytes *b);
 typedef struct esgpy_dep {
   struct esgpy_dep *prev, *next;
   void (*close)(struct esgpy_dep *dep); /* closes the C handle; called with the store lock held */
+  void (*abandon)(struct esgpy_dep *dep); /* forgets the C handle unclosed (a forked child) */
 } esgpy_dep;
 
 typedef struct {
@@ -108,7 +111,14 @@ typedef struct {
   PyObject *path;
   esgpy_dep deps;      /* list head of the dependents */
   esgpy_state *st;     /* the module state, kept to save a lookup per call */
+  long pid;            /* the process that opened it (0 before): a forked child must not use it */
 } StoreObject;
+
+/* True in a process other than pid (a forked child of the process that opened the object): its
+   locks may be held by threads that do not exist here, its C handles are the parent's. */
+int esgpy_forked(long pid);
+/* Raises StateError "<what> was opened by process P; open it again in this process (pid C)". NULL. */
+PyObject *esgpy_raise_forked(esgpy_state *st, const char *what, long pid);
 
 /* The module state of a Store (kept in it once initialised). */
 static inline esgpy_state *esgpy_store_state(PyObject *self) {
@@ -119,6 +129,11 @@ static inline esgpy_state *esgpy_store_state(PyObject *self) {
 /* Takes the store's lock for one call (StateError when closed or re-entered from a callback). 0 or -1. */
 int esgpy_store_enter(StoreObject *self);
 void esgpy_store_leave(StoreObject *self);
+/* For the finalizers of objects built on the store, which must not use it unlocked: takes its lock
+   with the GIL released. 1: taken (give it back with esgpy_store_final_leave); 0: this thread
+   holds it already (inside a call on the store); -1: a forked child's copy, never to be touched. */
+int esgpy_store_final_enter(StoreObject *self);
+void esgpy_store_final_leave(StoreObject *self, int entered);
 /* After a C call: raises the clock's pending exception, or the error for rc < 0 with the store's text. 0 or -1. */
 int esgpy_store_check(StoreObject *self, int rc);
 /* esgpy_store_check then leave; returns NULL. */

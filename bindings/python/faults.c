@@ -84,12 +84,15 @@ PyObject *esgpy_store_record_fault(PyObject *op, PyObject *const *args, Py_ssize
   if (!(f.event_id = esgpy_str(a[0], "event_id", NULL)) || !(f.stage = esgpy_str(a[1], "stage", NULL)) ||
       !(f.error = esgpy_str(a[2], "error", NULL)))
     return NULL;
+  /* Range-checked before narrowing to int: 2**32 + 503 must not become 503. */
   if (a[4] && a[4] != Py_None) {
     if (esgpy_int64(a[4], "http_status", &v) < 0) return NULL;
+    if (v < 0 || v > 999) return esgpy_raise(st, ESG_EINVAL, "http_status must be between 0 and 999 (0: none)");
     f.http_status = (int)v;
   }
   if (a[5] && a[5] != Py_None) {
     if (esgpy_int64(a[5], "attempts", &v) < 0) return NULL;
+    if (v < 0 || v > INT32_MAX) return esgpy_raise(st, ESG_EINVAL, "attempts must be between 0 and 2147483647");
     f.attempts = (int)v;
   }
   if (opt_time(a[6], "first_attempt", &f.first_attempt) < 0 || opt_time(a[7], "last_attempt", &f.last_attempt) < 0)

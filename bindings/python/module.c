@@ -109,7 +109,11 @@ int esgpy_seconds_ms(PyObject *obj, const char *what, int64_t *ms) {
     return -1;
   }
   double d = PyFloat_AsDouble(obj);
-  if (d == -1.0 && PyErr_Occurred()) return -1;
+  if (d == -1.0 && PyErr_Occurred()) {
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+    PyErr_Clear(); /* an int beyond a double: out of range like any other too big a value */
+    d = HUGE_VAL;
+  }
   if (!isfinite(d) || fabs(d) > 9.0e15) {
     PyErr_Format(PyExc_ValueError, "%s is out of range", what);
     return -1;
@@ -123,9 +127,31 @@ int esgpy_int64(PyObject *obj, const char *what, int64_t *out) {
     PyErr_Format(PyExc_TypeError, "%s must be int, not %.100s", what, Py_TYPE(obj)->tp_name);
     return -1;
   }
-  long long v = PyLong_AsLongLong(obj);
+  int overflow;
+  long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
   if (v == -1 && PyErr_Occurred()) return -1;
+  if (overflow) {
+    PyErr_Format(PyExc_OverflowError, "%s is out of range (a signed 64-bit integer)", what);
+    return -1;
+  }
   *out = (int64_t)v;
+  return 0;
+}
+
+int esgpy_float(PyObject *obj, const char *what, double *out) {
+  if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyLong_Check(obj))) {
+    PyErr_Format(PyExc_TypeError, "%s must be a number, not %.100s", what, Py_TYPE(obj)->tp_name);
+    return -1;
+  }
+  double d = PyFloat_AsDouble(obj);
+  if (d == -1.0 && PyErr_Occurred()) {
+    if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+      PyErr_Clear();
+      PyErr_Format(PyExc_ValueError, "%s is out of range", what);
+    }
+    return -1;
+  }
+  *out = d;
   return 0;
 }
 

@@ -358,8 +358,13 @@ static void snap_dep_close(esgpy_dep *d) {
   SnapshotObject *self = SNAP_OF(d);
   esg_snapshot *sn = self->sn;
   self->sn = NULL;
-  esg_snapshot_close(sn); /* commits the open batch; the listing stays open for a later begin */
+  Py_BEGIN_ALLOW_THREADS /* commits the open batch (may wait busy_timeout); the listing stays open */
+  esg_snapshot_close(sn);
+  Py_END_ALLOW_THREADS
 }
+
+/* A forked child's copy: the batch is the parent's; leave it (and the memory) alone. */
+static void snap_dep_abandon(esgpy_dep *d) { SNAP_OF(d)->sn = NULL; }
 
 PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
   static const char *const kw[] = {"source", "sink", "no_log", "log_ttl", "entity_field", "type", "batch",
@@ -374,6 +379,7 @@ PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t n
   if (!self) return NULL;
   self->dep.next = self->dep.prev = NULL;
   self->dep.close = snap_dep_close;
+  self->dep.abandon = snap_dep_abandon;
   self->store = (StoreObject *)Py_NewRef(store);
   self->sn = NULL;
   memset(&self->stats, 0, sizeof self->stats);
@@ -464,6 +470,11 @@ static PyObject *snap_finish(SnapshotObject *self, PyObject *unused) {
 static PyObject *snap_close(SnapshotObject *self, PyObject *unused) {
   (void)unused;
   if (!self->sn) Py_RETURN_NONE;
+  if (esgpy_forked(self->store->pid)) { /* the parent's batch: forget it */
+    esgpy_dep_remove(&self->dep);
+    snap_dep_abandon(&self->dep);
+    Py_RETURN_NONE;
+  }
   if (esgpy_store_enter(self->store) < 0) return NULL;
   esgpy_dep_remove(&self->dep);
   if (self->sn) {
@@ -502,8 +513,17 @@ static int snap_clear(SnapshotObject *self) {
 static void snap_dealloc(SnapshotObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
+  if (self->sn) { /* the store is alive (we hold it), but maybe in use by another thread: lock it */
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    int entered = esgpy_store_final_enter(self->store);
+    esgpy_dep_remove(&self->dep); /* after the lock: closing the store meanwhile closed it then */
+    if (entered < 0) snap_dep_abandon(&self->dep);
+    else if (self->sn) snap_dep_close(&self->dep);
+    esgpy_store_final_leave(self->store, entered);
+    PyErr_Restore(t, v, tb);
+  }
   esgpy_dep_remove(&self->dep);
-  if (self->sn) snap_dep_close(&self->dep); /* the store is alive: we hold it */
   Py_CLEAR(self->sink.sink);
   Py_CLEAR(self->sink.t);
   Py_CLEAR(self->sink.v);

@@ -18,8 +18,18 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "esgpy.h"
 #include "pythread.h"
+
+int esgpy_forked(long pid) { return pid != 0 && pid != (long)getpid(); }
+
+PyObject *esgpy_raise_forked(esgpy_state *st, const char *what, long pid) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s was opened by process %ld; open it again in this process (pid %ld)", what, pid,
+           (long)getpid());
+  return esgpy_raise(st, ESG_ESTATE, msg);
+}
 
 
 /* esg.Store subclasses this type in Python: find the module state by definition. */
@@ -31,6 +41,10 @@ static void close_deps(StoreObject *self);
 
 int esgpy_store_enter(StoreObject *self) {
   esgpy_state *st = STATE(self);
+  if (esgpy_forked(self->pid) && self->s) { /* before the lock: a thread of the parent may hold it */
+    esgpy_raise_forked(st, "the store", self->pid);
+    return -1;
+  }
   if (!self->lock || !self->s) {
     esgpy_raise(st, ESG_ESTATE, "the store is closed");
     return -1;
@@ -56,6 +70,22 @@ int esgpy_store_enter(StoreObject *self) {
 void esgpy_store_leave(StoreObject *self) {
   self->owner = 0;
   PyThread_release_lock(self->lock);
+}
+
+int esgpy_store_final_enter(StoreObject *self) {
+  if (esgpy_forked(self->pid)) return -1;
+  if (!self->lock || self->owner == PyThread_get_thread_ident()) return 0;
+  if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_END_ALLOW_THREADS
+  }
+  self->owner = PyThread_get_thread_ident(); /* a callback run by the closing gets StateError */
+  return 1;
+}
+
+void esgpy_store_final_leave(StoreObject *self, int entered) {
+  if (entered == 1) esgpy_store_leave(self);
 }
 
 /* After a C call: raises the clock's exception, or the error for rc < 0. Returns -1 when raised. */
@@ -185,6 +215,7 @@ static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
     goto fail;
   }
   self->s = s;
+  self->pid = (long)getpid();
   Py_XSETREF(self->path, PyUnicode_DecodeFSDefault(p));
   Py_DECREF(path);
   return self->path ? 0 : -1;
@@ -204,9 +235,38 @@ static void store_close_handle(StoreObject *self) {
   }
 }
 
+/* Closes the C handle (the GIL released: closing may commit) and drops the clock's saved error. */
+static void release_handle(StoreObject *self) {
+  esg_store *s = self->s;
+  self->s = NULL;
+  Py_BEGIN_ALLOW_THREADS
+  esg_store_close(s);
+  Py_END_ALLOW_THREADS
+  Py_CLEAR(self->clock_type);
+  Py_CLEAR(self->clock_value);
+  Py_CLEAR(self->clock_tb);
+}
+
+/* In a forked child: without the lock (a thread of the parent may have held it at fork), leaving
+   the dependents' handles unclosed (closing an egress engine would run callbacks for the parent's
+   deliveries); the C library closes an inherited handle without writing. */
+static void store_close_forked(StoreObject *self) {
+  while (self->deps.next && self->deps.next != &self->deps) {
+    esgpy_dep *d = self->deps.next;
+    esgpy_dep_remove(d);
+    d->abandon(d);
+  }
+  self->lock = NULL; /* possibly held for ever: never used nor freed here */
+  release_handle(self);
+}
+
 static PyObject *store_close(StoreObject *self, PyObject *unused) {
   (void)unused;
   if (!self->s) Py_RETURN_NONE; /* closing twice is fine */
+  if (esgpy_forked(self->pid)) {
+    store_close_forked(self);
+    Py_RETURN_NONE;
+  }
   if (esgpy_store_enter(self) < 0) {
     if (!self->s) { /* closed meanwhile */
       PyErr_Clear();
@@ -233,18 +293,17 @@ static int store_clear(StoreObject *self) {
 static void store_dealloc(StoreObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
+  if (self->s && esgpy_forked(self->pid)) {
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    store_close_forked(self);
+    PyErr_Restore(t, v, tb);
+  }
   if (self->s) {
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
     close_deps(self);
-    esg_store *s = self->s;
-    self->s = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    esg_store_close(s);
-    Py_END_ALLOW_THREADS
-    Py_CLEAR(self->clock_type);
-    Py_CLEAR(self->clock_value);
-    Py_CLEAR(self->clock_tb);
+    release_handle(self);
     PyErr_Restore(t, v, tb);
   }
   if (self->lock) PyThread_free_lock(self->lock);
@@ -261,6 +320,7 @@ static void store_dealloc(StoreObject *self) {
 static PyObject *store_enter_ctx(StoreObject *self, PyObject *unused) {
   (void)unused;
   if (!self->s) return esgpy_raise(STATE(self), ESG_ESTATE, "the store is closed");
+  if (esgpy_forked(self->pid)) return esgpy_raise_forked(STATE(self), "the store", self->pid);
   return Py_NewRef(self);
 }
 

@@ -56,9 +56,9 @@ PyObject *esgpy_webhook_verify(PyObject *module, PyObject *const *args, Py_ssize
   char tsbuf[32];
   const char *ts;
   if (PyLong_Check(a[2]) && !PyBool_Check(a[2])) {
-    long long v = PyLong_AsLongLong(a[2]);
-    if (v == -1 && PyErr_Occurred()) goto done;
-    snprintf(tsbuf, sizeof tsbuf, "%lld", v);
+    int64_t v;
+    if (esgpy_int64(a[2], "timestamp", &v) < 0) goto done;
+    snprintf(tsbuf, sizeof tsbuf, "%lld", (long long)v);
     ts = tsbuf;
   } else if (!(ts = esgpy_str(a[2], "timestamp", NULL))) {
     goto done;

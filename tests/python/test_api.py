@@ -3,6 +3,8 @@ import ast
 import inspect
 import os
 
+import pytest
+
 import esg
 import esg._esg as _esg
 
@@ -61,3 +63,27 @@ def test_docstrings_on_everything_public():
             undocumented.append("Store." + m)
     assert not undocumented, undocumented
     assert esg.__doc__ and _esg.__doc__
+
+
+def test_out_of_range_and_mistyped_numbers_name_the_argument(tmp_path):
+    # These used to surface Python's own texts ("int too large to convert to float",
+    # "int too big to convert", "must be real number, not str") without the argument's name.
+    with esg.Store(str(tmp_path / "n.db")) as s:
+        with pytest.raises(ValueError, match="lease"):
+            s.claim("k", lease=10**400)
+        with pytest.raises(ValueError, match="ttl"):
+            s.put_event({"id": "e", "type": "t", "timestamp": 1}, ttl=-(10**400))
+        with pytest.raises(OverflowError, match="token"):
+            s.complete("k", 2**64)
+        with pytest.raises(OverflowError, match="max_value_bytes"):
+            esg.Cache(s, max_value_bytes=2**70)
+        with pytest.raises(OverflowError, match="version"):
+            s.upsert("k", 2**63, {})
+    with pytest.raises(TypeError, match="rate"):
+        esg.Egress(rate="x")
+    with pytest.raises(TypeError, match="rate"):
+        esg.Egress(rate=True)
+    with pytest.raises(ValueError, match="rate"):
+        esg.Egress(rate=10**400)
+    with esg.Egress(rate=2) as eg:  # an int rate is fine
+        assert not eg.closed

@@ -277,3 +277,46 @@ def test_clock_exception_is_raised_by_run(server):
         with esg.Egress(clock=bad) as eg:
             eg.submit(server.url + "/ok", "{}", event_id="x")
             eg.drain()
+
+
+def _run_isolated(code, timeout=30):
+    """Runs code in a fresh interpreter (a deadlock there cannot hang the tests): its stdout."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlocked: the scenario did not finish in %d s" % timeout)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_on_retry_and_the_clock_may_submit():
+    # Both used to deadlock: they did not mark the engine as inside a callback, so
+    # submit waited for the engine lock that run() on the same thread was holding.
+    out = _run_isolated(r'''
+import esg, time
+URL = "http://127.0.0.1:1/"  # refused at once: retried, then exhausted
+eg = None
+sent = []
+def on_retry(event_id, attempt, status, delay, error):
+    if not sent:
+        sent.append(1)
+        eg.submit(URL, b"{}", event_id="from-retry")
+ticks = []
+def clock():
+    if eg is not None and not ticks:
+        ticks.append(1)
+        eg.submit(URL, b"{}", event_id="from-clock")
+    return time.time()
+done = []
+eg = esg.Egress(on_retry=on_retry, clock=clock, on_done=lambda r: done.append(r.event_id),
+                max_attempts=2, backoff_base=0.001, backoff_cap=0.01, connect_timeout=2.0)
+eg.submit(URL, b"{}", event_id="first")
+eg.drain()
+eg.close()
+print(sorted(done))
+''')
+    assert out.strip() == "['first', 'from-clock', 'from-retry']"

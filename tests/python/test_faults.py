@@ -104,3 +104,18 @@ def test_correlate_predicate_cannot_use_store(store):
 def test_correlate_bad_args(store):
     with pytest.raises(TypeError):
         store.correlate("k", "r", 42)
+
+
+def test_record_fault_refuses_counts_beyond_an_int(store):
+    # 2**32 + 503 used to be narrowed to 503 (and attempts likewise) without a word.
+    with pytest.raises(ValueError, match="http_status"):
+        store.record_fault("evt-1", "deliver", "x", http_status=2**32 + 503)
+    with pytest.raises(ValueError, match="http_status"):
+        store.record_fault("evt-1", "deliver", "x", http_status=-1)
+    with pytest.raises(ValueError, match="attempts"):
+        store.record_fault("evt-1", "deliver", "x", attempts=2**32 + 1)
+    with pytest.raises(OverflowError, match="attempts"):
+        store.record_fault("evt-1", "deliver", "x", attempts=2**64)
+    assert store.faults() == []  # nothing was written
+    f = store.get_fault(store.record_fault("evt-1", "deliver", "x", http_status=599, attempts=2**31 - 1))
+    assert (f.http_status, f.attempts) == (599, 2**31 - 1)
