@@ -2,11 +2,10 @@
  * The SQLite backend: connection setup (WAL, synchronous, busy timeout), schema
  * migrations, transactions and the per-handle cache of prepared statements.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 #include "sqlite_int.h"
 
 /*
@@ -146,66 +145,36 @@ static int sq_open(esg_store *s, const char *path, const esg_store_opts *o) {
   return migrate(s);
 }
 
-/*
- * Makes this process's view of the WAL index (the -shm file, mapped shared with
- * the parent) private: each mapped region is replaced by a private copy. Needed
- * before an inherited connection with an open write transaction is closed:
- * closing rolls that transaction back, and the rollback clears the index's hash
- * entries past the last commit it sees, which may be the parent's frames of its
- * own transaction (spilled early, or being committed at that very moment).
- * Only for SQLite's default unix VFS, whose regions are mmap()ed from the file
- * (another VFS may keep them in heap memory); false when it could not be done.
- */
-static bool privatize_wal_index(sqlite3 *db) {
-  sqlite3_vfs *vfs = NULL;
-  sqlite3_file *f = NULL;
-  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) != SQLITE_OK || !vfs ||
-      strcmp(vfs->zName, "unix") != 0 ||
-      sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f || !f->pMethods ||
-      f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
-    return false;
-  const size_t region = 32768; /* SQLite's WAL-index page */
-  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  void *copy = malloc(region + 2 * page);
-  bool ok = copy != NULL;
-  for (int i = 0; ok; i++) {
-    volatile void *p = NULL;
-    /* not extending: the regions there are (already mapped ones come back as they are) */
-    if (f->pMethods->xShmMap(f, i, (int)region, 0, &p) != SQLITE_OK) {
-      ok = false;
-    } else if (!p) {
-      break; /* past the last region */
-    } else {
-      uintptr_t lo = (uintptr_t)p & ~(page - 1), hi = ((uintptr_t)p + region + page - 1) & ~(page - 1);
-      memcpy(copy, (void *)lo, hi - lo);
-      void *m = mmap((void *)lo, hi - lo, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-      if (m == MAP_FAILED) ok = false;
-      else memcpy(m, copy, hi - lo);
-    }
-  }
-  free(copy);
-  return ok;
-}
+/* Connections inherited across fork(), kept reachable and never touched (see sq_close). */
+typedef struct inherited {
+  sqlite3 *db;
+  struct inherited *next;
+} inherited;
+static inherited *_Atomic inherited_dbs;
 
-/*
- * Closes a connection inherited across fork() without writing to the files the
- * parent still uses (see esg__check_process). Closing never checkpoints here
- * (the last-connection checkpoint would work from this process's stale view),
- * and an open transaction is rolled back in private memory only. If that cannot
- * be arranged, the connection is left open: leaked memory, never a write.
- */
-static void close_inherited(sqlite3 *db) {
-  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
-  if (sqlite3_get_autocommit(db) || privatize_wal_index(db)) sqlite3_close_v2(db);
+void esg__sq_keep_inherited(sqlite3 *db) {
+  inherited *n = db ? malloc(sizeof *n) : NULL;
+  if (!n) return; /* then merely unreachable: still never touched */
+  n->db = db;
+  n->next = atomic_load(&inherited_dbs);
+  while (!atomic_compare_exchange_weak(&inherited_dbs, &n->next, n)) {
+  }
 }
 
 static void sq_close(esg_store *s) {
   esg__sq *q = s->db;
   if (!q) return;
   esg__ckpt_detach(q->db, q->ckpt);
-  for (int i = 0; i < ESG__STMT_SLOTS; i++) sqlite3_finalize(q->cache[i].stmt);
-  if (!esg__inherited(s)) sqlite3_close_v2(q->db);
-  else close_inherited(q->db);
+  if (esg__inherited(s)) {
+    /* A child of fork(): its copy of the connection is left as it is, with its
+       statements, never finalized nor closed. Closing would roll back the parent's open
+       transaction in the shared WAL index (behind the parent's back), and any SQLite
+       call may wait for ever on a mutex another thread of the parent held at fork. */
+    esg__sq_keep_inherited(q->db);
+  } else {
+    for (int i = 0; i < ESG__STMT_SLOTS; i++) sqlite3_finalize(q->cache[i].stmt);
+    sqlite3_close_v2(q->db);
+  }
   free(q);
   s->db = NULL;
 }

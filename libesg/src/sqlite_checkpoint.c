@@ -153,11 +153,8 @@ void esg__ckpt_detach(sqlite3 *db, esg__ckpt *c) {
     pthread_mutex_destroy(&c->mu);
   } else {
     /* after fork(): the thread (and its lock) stayed with the parent; its connection's
-       memory came along, idle (fork waited for in_sqlite), so it is closed as the
-       inherited handle's own connection is: without the checkpoint a last connection
-       runs on close, which would write the parent's files from this process */
-    if (c->db) sqlite3_db_config(c->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
-    sqlite3_close(c->db);
+       memory came along, idle, and is left untouched as the handle's own is */
+    esg__sq_keep_inherited(c->db);
   }
   free(c->path);
   free(c);

@@ -56,6 +56,8 @@ int esg__sq_events_by_key(esg_store *s, const char *corr_key, int64_t now, esg_e
 int esg__sq_event_get(esg_store *s, const char *id, int64_t now, esg_event_cb cb, void *ud);
 int esg__sq_events_expired(esg_store *s, int64_t now, esg_event_cb cb, void *ud);
 int esg__sq_event_delete_expired(esg_store *s, const char *id, int64_t now);
+/* Keeps a connection inherited across fork() reachable, never to be used or closed. */
+void esg__sq_keep_inherited(sqlite3 *db);
 
 int esg__sq_entity_get(esg_store *s, const char *key, esg_entity *out);
 int esg__sq_entity_put_if_newer(esg_store *s, const char *key, int64_t version, const char *doc, size_t len);
