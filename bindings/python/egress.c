@@ -229,7 +229,7 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   if (!self) return NULL;
   self->dep.close = egress_dep_close;
   self->dep.abandon = egress_dep_abandon;
-  self->pid = (long)getpid();
+  self->pid = esgpy_pid();
   self->store = store ? (StoreObject *)Py_NewRef(store) : NULL;
   self->on_done = Py_XNewRef(on_done);
   self->on_retry = Py_XNewRef(on_retry);

@@ -117,6 +117,8 @@ typedef struct {
 /* True in a process other than pid (a forked child of the process that opened the object): its
    locks may be held by threads that do not exist here, its C handles are the parent's. */
 int esgpy_forked(long pid);
+/* This process's id (for an object's pid at open; cached, refreshed by fork). */
+long esgpy_pid(void);
 /* Raises StateError "<what> was opened by process P; open it again in this process (pid C)". NULL. */
 PyObject *esgpy_raise_forked(esgpy_state *st, const char *what, long pid);
 

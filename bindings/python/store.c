@@ -15,6 +15,7 @@
  * so the C callback takes the GIL with PyGILState_Ensure. An exception raised by
  * the clock cannot cross the C library: it is kept and raised when the call ends.
  */
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,22 @@
 #include "esgpy.h"
 #include "pythread.h"
 
-int esgpy_forked(long pid) { return pid != 0 && pid != (long)getpid(); }
+/* This process's id, refreshed in the child of every fork(): getpid() is a system call,
+   and the check runs on every call of every object. */
+static long this_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void refresh_pid(void) { this_pid = (long)getpid(); }
+static void pid_init(void) {
+  refresh_pid();
+  pthread_atfork(NULL, NULL, refresh_pid);
+}
+
+long esgpy_pid(void) {
+  pthread_once(&pid_once, pid_init);
+  return this_pid;
+}
+
+int esgpy_forked(long pid) { return pid != 0 && pid != this_pid; }
 
 PyObject *esgpy_raise_forked(esgpy_state *st, const char *what, long pid) {
   char msg[160];
@@ -215,7 +231,7 @@ static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
     goto fail;
   }
   self->s = s;
-  self->pid = (long)getpid();
+  self->pid = esgpy_pid();
   Py_XSETREF(self->path, PyUnicode_DecodeFSDefault(p));
   Py_DECREF(path);
   return self->path ? 0 : -1;
