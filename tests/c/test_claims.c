@@ -321,14 +321,9 @@ static int deliver_unable_to_grow(const char *path, int n, int group) {
   }
   CHECK_RC(ESG_OK, esg_store_flush(s));
   /* the claims are committed; the completions' commit must append to the log, and cannot */
-  struct rlimit old, none;
-  getrlimit(RLIMIT_FSIZE, &old);
-  none = old;
-  none.rlim_cur = 0;
-  signal(SIGXFSZ, SIG_IGN);
-  CHECK(setrlimit(RLIMIT_FSIZE, &none) == 0);
+  CHECK(tu_no_file_growth() == 0);
   if (e) CHECK_RC(ESG_OK, esg_egress_drain(e));
-  setrlimit(RLIMIT_FSIZE, &old);
+  tu_file_growth();
   CHECK(got.n == n);
   CHECK(httpd_count(h) == n); /* they were delivered */
   for (int i = 0; i < got.n; i++) {

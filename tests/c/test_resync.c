@@ -320,14 +320,9 @@ static int finish_unable_to_grow(const char *path) {
   esg_snapshot *sn = NULL;
   CHECK_RC(ESG_OK, esg_snapshot_begin(&sn, s, "crm", &o));
   for (int i = 0; i < 2; i++) CHECK_RC(ESG_OK, esg_snapshot_add(sn, l[2 * i], l[2 * i + 1], strlen(l[2 * i + 1])));
-  struct rlimit old, none;
-  getrlimit(RLIMIT_FSIZE, &old);
-  none = old;
-  none.rlim_cur = 0;
-  signal(SIGXFSZ, SIG_IGN);
-  CHECK(setrlimit(RLIMIT_FSIZE, &none) == 0);
+  CHECK(tu_no_file_growth() == 0);
   CHECK(esg_snapshot_finish(sn, NULL) < 0); /* the adds' commit fails */
-  setrlimit(RLIMIT_FSIZE, &old);
+  tu_file_growth();
   CHECK_RC(ESG_ESTATE, esg_snapshot_finish(sn, NULL)); /* not a sweep without the marks */
   CHECK(k.deleted == 0);
   esg_snapshot_close(sn);

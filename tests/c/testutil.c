@@ -1,6 +1,8 @@
 /* The shared part of the C test harness; see testutil.h. */
 #include "testutil.h"
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,3 +43,15 @@ esg_store *tu_open(const char *path, int64_t *now) {
   }
   return s;
 }
+
+static struct rlimit growth;
+
+int tu_no_file_growth(void) {
+  if (getrlimit(RLIMIT_FSIZE, &growth) != 0) return -1;
+  struct rlimit none = growth;
+  none.rlim_cur = 0;
+  signal(SIGXFSZ, SIG_IGN);
+  return setrlimit(RLIMIT_FSIZE, &none);
+}
+
+void tu_file_growth(void) { setrlimit(RLIMIT_FSIZE, &growth); }

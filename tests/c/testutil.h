@@ -56,4 +56,10 @@ const char *tu_path(const char *name);
 /* Opens a store at path with the fake clock at *now; aborts the test on failure. */
 esg_store *tu_open(const char *path, int64_t *now);
 
+/* Until tu_file_growth(), this process may not grow any file (RLIMIT_FSIZE 0, SIGXFSZ
+   ignored), so a commit that must append to the log fails for real: for a forked child.
+   0 on success. */
+int tu_no_file_growth(void);
+void tu_file_growth(void);
+
 #endif
