@@ -72,7 +72,7 @@ struct esg_store {
  * inherited): a write from it, a commit or rollback included, would go to the
  * log and the -shm index behind the parent's back and corrupt the database. So
  * every call on an inherited handle fails with ESG_ESTATE, and closing it
- * writes nothing. esg__forks counts the fork()s that led to this process (a
+ * calls no SQLite at all (sq_close keeps the connection's copy untouched). esg__forks counts the fork()s that led to this process (a
  * pthread_atfork child handler bumps it), so the check costs a compare, not a
  * getpid() system call.
  */
