@@ -161,7 +161,7 @@ static int finish_side(side *sd, const workload *w, figure *f) {
 /* ------------------------------------------------------------- hash map -- */
 
 /* The cache's own key hash (see cache_hash.h), so both sides pay the same for it. */
-#include "../libesg/src/cache_hash.h"
+#include "../libesg/src/store/cache_hash.h"
 
 typedef struct hslot {
   uint64_t hash;

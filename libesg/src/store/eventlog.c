@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "backend.h"
+#include "backend/backend.h"
 
 esg_stored_event esg__stored_event(const esg_event *ev, const char *corr_key, int64_t expires) {
   esg_stored_event row = {0};

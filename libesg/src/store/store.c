@@ -9,7 +9,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
-#include "backend.h"
+#include "backend/backend.h"
 
 /* See esg__check_process. The child handler runs in the child alone, before any
    thread of its own exists, so a plain counter needs no atomics. */

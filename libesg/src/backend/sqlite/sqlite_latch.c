@@ -4,7 +4,7 @@
  * and every operation is a range of one primary-key prefix.
  */
 #include "sqlite_int.h"
-#include "latch_be.h"
+#include "backend/latch_be.h"
 
 const char esg__sq_latch_schema[] =
     "CREATE TABLE esg_latches ("

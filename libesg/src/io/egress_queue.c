@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "egress_int.h"
-#include "internal.h"
+#include "core/internal.h"
 
 esg__lane *esg__lanes_find(esg__lanes *t, const char *key, uint64_t h) {
   if (!t->nb) return NULL;

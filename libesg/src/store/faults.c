@@ -3,7 +3,7 @@
  * resubmit it (the event itself). Delivery and script runners write them.
  */
 #include <string.h>
-#include "backend.h"
+#include "backend/backend.h"
 
 /* Longest error text kept; longer texts are cut, not refused (they come from the world). */
 #define ESG__FAULT_TEXT_MAX 4096

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "internal.h"
+#include "core/internal.h"
 
 const char *esg_strerror(int status) {
   switch (status) {

@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 #define SIG_PREFIX "v1,"
 #define SIG_PREFIX_LEN 3

@@ -6,7 +6,7 @@
  */
 #include <limits.h>
 #include <string.h>
-#include "backend.h"
+#include "backend/backend.h"
 
 static int check_args(esg_store *s, const char *key, const void *hash, size_t hash_len, int64_t lease_ms,
                       int64_t ttl_ms) {

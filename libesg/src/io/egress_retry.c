@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "egress_int.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* xorshift64*: fast, seedable, plenty for jitter. */
 uint64_t esg__rng_next(uint64_t *s) {

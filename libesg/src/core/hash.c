@@ -10,7 +10,7 @@
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "core/internal.h"
 
 void esg_sha256(const void *data, size_t len, uint8_t out[32]) {
   SHA256_CTX ctx; /* not SHA256(): in OpenSSL 3 that one goes through EVP too */

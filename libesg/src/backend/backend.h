@@ -9,7 +9,7 @@
 #ifndef ESG_BACKEND_H
 #define ESG_BACKEND_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* One claim record. */
 typedef struct esg__claim_row {

@@ -5,7 +5,7 @@
  */
 #include <string.h>
 #include "sqlite_int.h"
-#include "cache_be.h"
+#include "backend/cache_be.h"
 
 /* Migration 3. Small fixed columns come before the value so reading them never
    walks into a value's overflow pages. */

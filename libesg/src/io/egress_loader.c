@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "egress_int.h"
-#include "internal.h"
+#include "core/internal.h"
 
 typedef struct etag_ent {
   struct etag_ent *next;

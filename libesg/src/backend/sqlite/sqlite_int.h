@@ -6,7 +6,7 @@
 #define ESG_SQLITE_INT_H
 
 #include <sqlite3.h>
-#include "backend.h"
+#include "backend/backend.h"
 
 #define ESG__STMT_SLOTS 128
 

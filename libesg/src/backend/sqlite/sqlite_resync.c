@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sqlite_int.h"
-#include "resync_be.h"
+#include "backend/resync_be.h"
 
 const char esg__sq_resync_schema[] =
     "CREATE TABLE esg_cursors ("

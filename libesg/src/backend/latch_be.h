@@ -5,7 +5,7 @@
  */
 #ifndef ESG_LATCH_BE_H
 #define ESG_LATCH_BE_H
-#include "backend.h"
+#include "backend/backend.h"
 
 struct esg__latch_ops {
   /* *any = whether any latch row, expired or not, exists for (key, side) */

@@ -4,7 +4,7 @@
  * so a late, older update cannot bring an entity back.
  */
 #include <cjson/cJSON.h>
-#include "backend.h"
+#include "backend/backend.h"
 
 /* Largest entity document, in bytes. */
 #define ESG__DOC_MAX ESG_EVENT_MAX_BYTES

@@ -8,7 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "backend.h"
+#include "backend/backend.h"
 
 struct esg__pend {
   char *key;                  /* NULL: empty slot */

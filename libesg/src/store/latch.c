@@ -20,7 +20,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
-#include "latch_be.h"
+#include "backend/latch_be.h"
 
 /* ------------------------------------------------------------ flag latches -- */
 

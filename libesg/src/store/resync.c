@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "resync_be.h"
+#include "backend/resync_be.h"
 
 /* ------------------------------------------------------------ JSON builder -- */
 

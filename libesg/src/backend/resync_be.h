@@ -5,7 +5,7 @@
  */
 #ifndef ESG_RESYNC_BE_H
 #define ESG_RESYNC_BE_H
-#include "backend.h"
+#include "backend/backend.h"
 
 /* Called for each key of a page of unseen snapshot keys; non-zero stops. */
 typedef int (*esg__snap_key_cb)(void *ud, const char *key, const uint8_t hash[32]);

@@ -6,7 +6,7 @@
  */
 #ifndef ESG_CACHE_BE_H
 #define ESG_CACHE_BE_H
-#include "backend.h"
+#include "backend/backend.h"
 
 /* One stored cache entry. */
 typedef struct esg__cache_row {
