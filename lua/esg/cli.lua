@@ -417,7 +417,9 @@ local function cmd_stats(args)
   local runs = store:events(gateway.RUN_KEY, { decode = true }) or {}
   local faults = store:faults() or {}
   local size
-  local f = io_open(path, "rb")
+  -- the file behind a SQLite URI ("sqlite:PATH" or a plain path); other backends have none
+  local file = path:match("^sqlite:(.*)$") or (not path:match("^%a[%w+.-]+:") and path)
+  local f = file and io_open(file, "rb")
   if f then size = f:seek("end"); f:close() end
   local totals = {}
   for _, k in ipairs(gateway.COUNTERS) do totals[k] = 0 end

@@ -73,6 +73,15 @@ ESG_API int esg_store_rollback(esg_store *s);
 /** Commits the open group-commit transaction now, if any. ESG_OK when nothing is open. */
 ESG_API int esg_store_flush(esg_store *s);
 
+/**
+ * For event loops that go idle: commits the open group if it is due (group_commit_ms
+ * old by the store's clock, or group_commit_max writes), as any call on the store
+ * would. *next_ms (may be NULL) gets when the group still open becomes due, in the
+ * store's clock (epoch ms), or 0 when no group is open after the call: a loop can
+ * sleep exactly until then. ESG_OK, or the commit's error (the group is then lost).
+ */
+ESG_API int esg_store_flush_due(esg_store *s, int64_t *next_ms);
+
 /* ---------------------------------------------------------------- claims -- */
 
 /** Largest key, in bytes, for claims, events, entities. */

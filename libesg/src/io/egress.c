@@ -19,7 +19,7 @@
 #include <strings.h>
 #include <time.h>
 #include "egress_int.h"
-#include "core/internal.h"
+#include "store/store_int.h"
 
 typedef struct esg__slot {
   CURL *easy;

@@ -19,10 +19,12 @@
 
 /* ---------------------------------------------------------------- checks -- */
 
+/* (also the store's entry: a due group commits even on a hit in memory) */
 int esg__cache_check_idle(esg_cache *c) {
-  return c->in_load ? esg__fail(&c->err, ESG_ESTATE,
-                                "the cache is in use by its loader (a loader must not call its own cache)")
-                    : ESG_OK;
+  if (c->in_load)
+    return esg__fail(&c->err, ESG_ESTATE, "the cache is in use by its loader (a loader must not call its own cache)");
+  int rc = esg__enter_read(c->s);
+  return rc == ESG_OK ? ESG_OK : esg__cache_relay(c, rc);
 }
 
 int esg__cache_check_call(esg_cache *c, const char *key, size_t *klen) {
@@ -46,8 +48,6 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  if (!s->be->cache || !s->be->cache->get)
-    return esg__fail(NULL, ESG_ESTATE, "the %s backend has no cache support", s->be->name);
   esg_cache_opts o = {0};
   if (opts) o = *opts;
   if (o.ttl_ms < 0) return esg__fail(NULL, ESG_EINVAL, "cache option ttl_ms must not be negative");
@@ -91,7 +91,7 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
   }
   c->mask = 15;
   c->slots = calloc(c->mask + 1, sizeof *c->slots);
-  c->g = esg__cache_group_acquire(s->be->cache->path(s));
+  c->g = esg__cache_group_acquire(s->be->identity(s->b));
   if (!c->slots || !c->g) {
     esg_cache_close(c);
     return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the cache");
@@ -123,6 +123,9 @@ int esg_cache_get(esg_cache *c, const char *key, esg_cache_entry *out) {
     int rc = esg__cache_check_call(c, key, &klen);
     if (rc != ESG_OK) return rc;
     if (!out) return esg__fail(&c->err, ESG_EINVAL, "out is NULL");
+  } else if (c->s->group || c->s->forks != esg__forks) {
+    int rc = esg__cache_check_idle(c); /* the store's entry (a due group commits) */
+    if (rc != ESG_OK) return rc;
   }
   int64_t now;
   int rc = cache_read(c, key, klen, key_hash(key, klen), &now, out);
@@ -168,9 +171,7 @@ int esg_cache_invalidate(esg_cache *c, const char *key) {
   if (rc != ESG_OK) return rc;
   uint64_t h = key_hash(key, klen);
   esg__cache_mem_drop(c, h, key, klen);
-  bool own;
-  if ((rc = esg__unit_begin(c->s, false, &own)) != ESG_OK) return esg__cache_relay(c, rc);
-  rc = esg__unit_end(c->s, own, c->s->be->cache->del(c->s, key, klen));
+  rc = c->s->be->cache_delete(c->s->b, key, klen);
   if (rc != ESG_OK) return esg__cache_relay(c, rc);
   atomic_fetch_add_explicit(stamp_of(c, h), 1, memory_order_acq_rel);
   return ESG_OK;
@@ -194,9 +195,6 @@ int esg_cache_purge(esg_cache *c, int64_t *n) {
   if (rc != ESG_OK) return rc;
   int64_t now = c->clock(c->clock_ud);
   int64_t value_before = c->max_stale < 0 ? now : esg__time_add(now, -c->max_stale);
-  bool own;
-  rc = esg__unit_begin(c->s, false, &own);
-  if (rc != ESG_OK) return esg__cache_relay(c, rc);
-  rc = esg__unit_end(c->s, own, c->s->be->cache->purge(c->s, value_before, now, n));
+  rc = c->s->be->cache_purge(c->s->b, value_before, now, n);
   return rc == ESG_OK ? ESG_OK : esg__cache_relay(c, rc);
 }

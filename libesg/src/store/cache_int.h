@@ -17,7 +17,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
-#include "backend/cache_be.h"
+#include "store/store_int.h"
 #include "cache_hash.h"
 
 struct cJSON;

@@ -43,7 +43,7 @@ int esg__cache_lookup(esg_cache *c, const char *key, size_t klen, uint64_t h, in
   esg__cache_row row;
   out->loaded = 0;
   out->load_status = ESG_OK;
-  int rc = c->s->be->cache->get(c->s, key, klen, &c->val, &row);
+  int rc = c->s->be->cache_get(c->s->b, key, klen, &c->val, &row);
   if (rc == ESG_NOT_FOUND) {
     memset(out, 0, sizeof *out);
     out->result = ESG_CACHE_MISS;
@@ -60,11 +60,7 @@ int esg__cache_write(esg_cache *c, const char *key, size_t klen, uint64_t h, con
   _Atomic uint64_t *stamp = stamp_of(c, h);
   uint64_t pre = atomic_load_explicit(stamp, memory_order_acquire);
   esg__cache_mem_drop(c, h, key, klen);
-  bool own;
-  int rc = esg__unit_begin(s, false, &own);
-  if (rc != ESG_OK) return esg__cache_relay(c, rc);
-  rc = conditional ? s->be->cache->put_if_newer(s, key, klen, row) : s->be->cache->put(s, key, klen, row);
-  rc = esg__unit_end(s, own, rc);
+  int rc = conditional ? s->be->cache_put_if_newer(s->b, key, klen, row) : s->be->cache_put(s->b, key, klen, row);
   if (rc < 0) return esg__cache_relay(c, rc);
   if (rc != ESG_OK) return rc;
   /* Other handles of the process see the bump and re-read the store. Keep our own

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "core/internal.h"
+#include "store/store_int.h"
 
 typedef struct gather {
   esg_stored_event *evs;

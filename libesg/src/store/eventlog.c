@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "backend/backend.h"
+#include "store/store_int.h"
 
 esg_stored_event esg__stored_event(const esg_event *ev, const char *corr_key, int64_t expires) {
   esg_stored_event row = {0};
@@ -20,34 +20,36 @@ esg_stored_event esg__stored_event(const esg_event *ev, const char *corr_key, in
   return row;
 }
 
+int esg__event_store(esg_store *s, const esg_stored_event *row) {
+  return s->be->event_put(s->b, row, esg__now(s));
+}
+
 int esg_event_put(esg_store *s, const esg_event *ev, const char *corr_key, int64_t ttl_ms) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__enter(s);
+  if (rc != ESG_OK) return rc;
   if (!ev) return esg__fail(&s->err, ESG_EINVAL, "event is NULL");
   if (ttl_ms < 0) return esg__fail(&s->err, ESG_EINVAL, "ttl must not be negative (0 = never expires)");
   if (!corr_key) corr_key = esg_event_partition_key(ev) ? esg_event_partition_key(ev) : esg_event_id(ev);
-  int rc = esg__check_key(&s->err, "correlation key", corr_key);
+  rc = esg__check_key(&s->err, "correlation key", corr_key);
   if (rc != ESG_OK) return rc;
-  int64_t now = s->clock(s->clock_ud);
-  esg_stored_event row = esg__stored_event(ev, corr_key, ttl_ms ? esg__time_add(now, ttl_ms) : 0);
-  bool own;
-  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
-  return esg__unit_end(s, own, s->be->event_insert(s, &row, now));
+  esg_stored_event row = esg__stored_event(ev, corr_key, ttl_ms ? esg__time_add(esg__now(s), ttl_ms) : 0);
+  return esg__event_store(s, &row);
 }
 
 int esg_events_by_key(esg_store *s, const char *corr_key, esg_event_cb cb, void *ud) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
-  int rc = esg__check_key(&s->err, "correlation key", corr_key);
+  int rc = esg__enter_read(s);
   if (rc != ESG_OK) return rc;
-  return s->be->events_by_key(s, corr_key, s->clock(s->clock_ud), cb, ud);
+  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
+  if ((rc = esg__check_key(&s->err, "correlation key", corr_key)) != ESG_OK) return rc;
+  return s->be->events_by_key(s->b, corr_key, esg__now(s), cb, ud);
 }
 
 int esg_event_get(esg_store *s, const char *id, esg_event_cb cb, void *ud) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
-  int rc = esg__check_key(&s->err, "event id", id);
+  int rc = esg__enter_read(s);
   if (rc != ESG_OK) return rc;
-  return s->be->event_get(s, id, s->clock(s->clock_ud), cb, ud);
+  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
+  if ((rc = esg__check_key(&s->err, "event id", id)) != ESG_OK) return rc;
+  return s->be->event_get(s->b, id, esg__now(s), cb, ud);
 }
 
 typedef struct purge_ctx {
@@ -108,9 +110,7 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
     cJSON_free(json);
     if (keep) return 0; /* the caller could not emit it: keep the event for the next purge */
   }
-  bool own;
-  int rc = esg__unit_begin(p->s, false, &own);
-  if (rc == ESG_OK) rc = esg__unit_end(p->s, own, p->s->be->event_delete_expired(p->s, ev->id, p->now));
+  int rc = p->s->be->event_delete_expired(p->s->b, ev->id, p->now);
   if (rc == ESG_NOT_FOUND) return 0; /* stored afresh since the purge read it: not expired any more */
   if (rc != ESG_OK) {
     p->rc = rc;
@@ -121,9 +121,11 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
 }
 
 int esg_events_purge(esg_store *s, esg_event_cb cb, void *ud, int64_t *n) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  purge_ctx p = {s, cb, ud, s->clock(s->clock_ud), 0, ESG_OK};
-  int rc = s->be->events_expired(s, p.now, purge_one, &p);
+  if (n) *n = 0;
+  int rc = esg__enter_read(s);
+  if (rc != ESG_OK) return rc;
+  purge_ctx p = {s, cb, ud, esg__now(s), 0, ESG_OK};
+  rc = s->be->events_expired(s->b, p.now, purge_one, &p);
   if (n) *n = p.deleted;
   return p.rc != ESG_OK ? p.rc : rc;
 }

@@ -1,6 +1,7 @@
 /*
  * Latches: loop prevention in two-way sync (DESIGN.md "Latches",
- * docs/latching.md). Flag latches are a JSON convention and need no store;
+ * docs/latching.md); the decisions are the backend's latch_consume. Flag latches
+ * are a JSON convention and need no store;
  * content latches keep, per (key, side), the hashes of the states we wrote to
  * that side and have not yet seen come back, in write order.
  *
@@ -10,6 +11,12 @@
  * latches: a side reports one key's changes in order, so once the echo of a later
  * write arrives the earlier echoes were coalesced or lost, and keeping them would
  * only risk suppressing a genuine change that restores that earlier state.
+ * Why an echo takes the newest latch with its hash, not the oldest: after writes
+ * h1, h2, h1, a report of h1 may be the first write's echo or the last one's (the
+ * side coalesced the others); taking the oldest would leave h2 and h1 pending, and
+ * a later genuine edit back to h2 would be swallowed as an echo. Taking the newest
+ * can at worst let a late true echo cross once more as a change (it converges); a
+ * real change is never lost.
  * Why a genuine change clears only the newest latch: under in-order reporting
  * every pending write lands after that change, so the side ends at the newest
  * write's state while the other side is about to receive the genuine change;
@@ -20,7 +27,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
-#include "backend/latch_be.h"
+#include "store/store_int.h"
 
 /* ------------------------------------------------------------ flag latches -- */
 
@@ -129,49 +136,26 @@ int esg_latch_mark(const char *json, size_t len, int latched, char **out, size_t
 /* --------------------------------------------------------- content latches -- */
 
 static int check_args(esg_store *s, const char *key, const char *side, const char *hash) {
-  int rc = esg__check_key(&s->err, "latch key", key);
+  int rc = esg__enter(s);
+  if (rc == ESG_OK) rc = esg__check_key(&s->err, "latch key", key);
   if (rc == ESG_OK) rc = esg__check_key(&s->err, "latch side", side);
   if (rc == ESG_OK) rc = esg__check_key(&s->err, "latch content hash", hash);
   return rc;
 }
 
 int esg_latch(esg_store *s, const char *key, const char *side, const char *content_hash, int64_t ttl_ms) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   int rc = check_args(s, key, side, content_hash);
   if (rc != ESG_OK) return rc;
   if (ttl_ms <= 0) return esg__fail(&s->err, ESG_EINVAL, "latch ttl must be positive (got %lld ms)", (long long)ttl_ms);
-  const struct esg__latch_ops *L = s->be->latch;
-  bool own;
-  if ((rc = esg__unit_begin(s, true, &own)) != ESG_OK) return rc;
-  int64_t seq = 0;
-  rc = L->add(s, key, side, content_hash, esg__time_add(s->clock(s->clock_ud), ttl_ms), &seq);
-  /* bound the set: a side that never echoes must not grow it without end */
-  if (rc == ESG_OK && seq > ESG_LATCH_MAX_PENDING) rc = L->drop(s, key, side, 0, seq - ESG_LATCH_MAX_PENDING);
-  return esg__unit_end(s, own, rc);
+  return s->be->latch_set(s->b, key, side, content_hash, esg__time_add(esg__now(s), ttl_ms), ESG_LATCH_MAX_PENDING);
 }
 
 int esg_latch_check(esg_store *s, const char *key, const char *side, const char *content_hash) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   int rc = check_args(s, key, side, content_hash);
   if (rc != ESG_OK) return rc;
-  const struct esg__latch_ops *L = s->be->latch;
-  /* the common case, a change with nothing pending, answers with one read and no write lock */
-  bool any = false;
-  if ((rc = L->any(s, key, side, &any)) != ESG_OK) return rc;
-  if (!any) return ESG_LATCH_GENUINE;
-  bool own;
-  if ((rc = esg__unit_begin(s, true, &own)) != ESG_OK) return rc;
-  int64_t seq = 0;
-  rc = L->match(s, key, side, content_hash, s->clock(s->clock_ud), &seq);
-  if (rc == ESG_OK) {
-    rc = L->drop(s, key, side, INT64_MIN, seq);
-    if (rc == ESG_OK) rc = ESG_LATCH_ECHO;
-  } else if (rc == ESG_NOT_FOUND) {
-    rc = L->last(s, key, side, &seq);
-    if (rc == ESG_OK) rc = L->drop(s, key, side, seq, seq);
-    if (rc == ESG_OK || rc == ESG_NOT_FOUND) rc = ESG_LATCH_GENUINE;
-  }
-  return esg__unit_end(s, own, rc);
+  rc = s->be->latch_consume(s->b, key, side, content_hash, esg__now(s));
+  int trc = rc >= 0 ? esg__tick(s) : ESG_OK; /* (the common answer is a read) */
+  return trc != ESG_OK ? trc : rc;
 }
 
 /* The content hash of doc for the _doc variants, recording errors on s. */
@@ -199,35 +183,27 @@ int esg_latch_check_doc(esg_store *s, const char *key, const char *side, const c
 }
 
 int esg_latch_cancel(esg_store *s, const char *key, const char *side, const char *content_hash) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   int rc = check_args(s, key, side, content_hash);
   if (rc != ESG_OK) return rc;
-  const struct esg__latch_ops *L = s->be->latch;
-  bool own;
-  if ((rc = esg__unit_begin(s, true, &own)) != ESG_OK) return rc;
-  int64_t seq = 0;
-  rc = L->newest(s, key, side, content_hash, &seq);
-  if (rc == ESG_OK) rc = L->drop(s, key, side, seq, seq);
-  else if (rc == ESG_NOT_FOUND)
+  rc = s->be->latch_cancel(s->b, key, side, content_hash);
+  if (rc == ESG_NOT_FOUND)
     esg__fail(&s->err, rc, "no latch pending for key \"%s\" side \"%s\" with that content hash", key, side);
-  return esg__unit_end(s, own, rc);
+  return rc;
 }
 
 int esg_latch_pending(esg_store *s, const char *key, const char *side, int *n) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__enter_read(s);
+  if (rc != ESG_OK) return rc;
   if (!n) return esg__fail(&s->err, ESG_EINVAL, "n is NULL");
   *n = 0;
-  int rc = esg__check_key(&s->err, "latch key", key);
+  rc = esg__check_key(&s->err, "latch key", key);
   if (rc == ESG_OK) rc = esg__check_key(&s->err, "latch side", side);
   if (rc != ESG_OK) return rc;
-  return s->be->latch->count(s, key, side, s->clock(s->clock_ud), n);
+  return s->be->latch_count(s->b, key, side, esg__now(s), n);
 }
 
 int esg_latches_purge(esg_store *s, int64_t *n) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
   if (n) *n = 0;
-  bool own;
-  int rc = esg__unit_begin(s, false, &own);
-  if (rc != ESG_OK) return rc;
-  return esg__unit_end(s, own, s->be->latch->purge(s, s->clock(s->clock_ud), n));
+  int rc = esg__enter(s);
+  return rc != ESG_OK ? rc : s->be->latches_purge(s->b, esg__now(s), n);
 }

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "backend/resync_be.h"
+#include "store/store_int.h"
 
 /* ------------------------------------------------------------ JSON builder -- */
 
@@ -161,7 +161,7 @@ static int emit(emitter *em, const ev_spec *e, esg__err *err) {
   if (em->json.len > ESG_EVENT_MAX_BYTES)
     return esg__fail(err, ESG_ETOOBIG, "the event for \"%s\" is %zu bytes; the limit is %d", e->pkey, em->json.len,
                      ESG_EVENT_MAX_BYTES);
-  int64_t now = s->clock(s->clock_ud);
+  int64_t now = esg__now(s);
   esg_stored_event row = {0};
   row.id = e->id;
   row.type = e->type;
@@ -171,7 +171,7 @@ static int emit(emitter *em, const ev_spec *e, esg__err *err) {
   row.json_len = em->json.len;
   row.expires = em->o.log_ttl_ms ? esg__time_add(now, em->o.log_ttl_ms) : 0;
   if (!em->o.no_log) {
-    int rc = s->be->event_insert(s, &row, now);
+    int rc = esg__event_store(s, &row);
     if (rc == ESG_DUPLICATE) {
       em->st->duplicates++;
       return ESG_OK;
@@ -204,13 +204,13 @@ static int check_json(esg__err *err, const char *what, const char *name, const c
 /* ---------------------------------------------------------------- cursors -- */
 
 int esg_cursor_get(esg_store *s, const char *name, char **out) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__enter_read(s);
+  if (rc != ESG_OK) return rc;
   if (!out) return esg__fail(&s->err, ESG_EINVAL, "out is NULL");
   *out = NULL;
-  int rc = esg__check_key(&s->err, "cursor name", name);
-  if (rc != ESG_OK) return rc;
+  if ((rc = esg__check_key(&s->err, "cursor name", name)) != ESG_OK) return rc;
   const char *c = NULL;
-  rc = s->be->resync->cursor_get(s, name, &c);
+  rc = s->be->cursor_get(s->b, name, &c);
   if (rc == ESG_NOT_FOUND) return esg__fail(&s->err, rc, "no cursor named \"%s\"", name);
   if (rc != ESG_OK) return rc;
   if (!(*out = strdup(c))) return esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
@@ -225,22 +225,18 @@ static int check_cursor(esg__err *err, const char *cursor) {
 }
 
 int esg_cursor_set(esg_store *s, const char *name, const char *cursor) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  int rc = esg__check_key(&s->err, "cursor name", name);
+  int rc = esg__enter(s);
+  if (rc == ESG_OK) rc = esg__check_key(&s->err, "cursor name", name);
   if (rc == ESG_OK) rc = check_cursor(&s->err, cursor);
   if (rc != ESG_OK) return rc;
-  bool own;
-  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
-  return esg__unit_end(s, own, s->be->resync->cursor_put(s, name, cursor, s->clock(s->clock_ud)));
+  return s->be->cursor_put(s->b, name, cursor, esg__now(s));
 }
 
 int esg_cursor_delete(esg_store *s, const char *name) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  int rc = esg__check_key(&s->err, "cursor name", name);
+  int rc = esg__enter(s);
+  if (rc == ESG_OK) rc = esg__check_key(&s->err, "cursor name", name);
   if (rc != ESG_OK) return rc;
-  bool own;
-  if ((rc = esg__unit_begin(s, false, &own)) != ESG_OK) return rc;
-  rc = esg__unit_end(s, own, s->be->resync->cursor_delete(s, name));
+  rc = s->be->cursor_delete(s->b, name);
   return rc == ESG_NOT_FOUND ? esg__fail(&s->err, rc, "no cursor named \"%s\"", name) : rc;
 }
 
@@ -282,7 +278,7 @@ static int emit_item(emitter *em, const char *source, const esg_resync_item *it)
   e.type = it->type;
   e.pkey = it->partition_key ? it->partition_key : it->id;
   e.field = em->o.entity_field;
-  e.ts = it->timestamp ? it->timestamp : em->s->clock(em->s->clock_ud);
+  e.ts = it->timestamp ? it->timestamp : esg__now(em->s);
   e.data = it->data;
   e.data_len = it->data_len;
   const char *tags[] = {"source", source, "itemId", it->id, "itemVersion", it->version, NULL};
@@ -291,15 +287,13 @@ static int emit_item(emitter *em, const char *source, const esg_resync_item *it)
   return emit(em, &e, &em->s->err);
 }
 
-static bool same_cursor(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
 
 /* One page: fetch outside any transaction, then emit it and move the cursor in one. */
 static int run_page(emitter *em, const char *name, const char *source, esg_fetch_fn fetch, void *ud) {
   esg_store *s = em->s;
-  const struct esg__resync_ops *R = s->be->resync;
   const char *c = NULL;
   char *cur = NULL;
-  int rc = R->cursor_get(s, name, &c);
+  int rc = s->be->cursor_get(s->b, name, &c);
   if (rc == ESG_OK && !(cur = strdup(c))) rc = esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
   if (rc != ESG_OK && rc != ESG_NOT_FOUND) return rc;
   esg_resync_page pg = {0};
@@ -313,18 +307,15 @@ static int run_page(emitter *em, const char *name, const char *source, esg_fetch
     return rc;
   }
   /* another process may have run this job meanwhile: then this page is not ours to commit */
-  c = NULL;
-  rc = R->cursor_get(s, name, &c);
-  if (rc == ESG_NOT_FOUND) c = NULL;
-  else if (rc != ESG_OK) goto fail;
-  if (!same_cursor(c, cur)) {
+  rc = s->be->cursor_advance(s->b, name, cur, pg.next_cursor, esg__now(s));
+  if (rc == ESG_BUSY) {
     free(cur);
     esg_store_rollback(s);
     return ESG_BUSY; /* go on from the new cursor */
   }
+  if (rc != ESG_OK) goto fail;
   for (size_t i = 0; i < pg.n; i++)
     if ((rc = emit_item(em, source, &pg.items[i])) != ESG_OK) goto fail;
-  if (pg.next_cursor && (rc = R->cursor_put(s, name, pg.next_cursor, s->clock(s->clock_ud))) != ESG_OK) goto fail;
   free(cur);
   if ((rc = esg_store_commit(s)) != ESG_OK) return rc;
   em->st->pages++;
@@ -341,8 +332,8 @@ int esg_cursor_run(esg_store *s, const char *name, const char *source, esg_fetch
   esg_resync_stats local;
   if (!stats) stats = &local;
   memset(stats, 0, sizeof *stats);
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  int rc = esg__check_key(&s->err, "cursor name", name);
+  int rc = esg__enter(s);
+  if (rc == ESG_OK) rc = esg__check_key(&s->err, "cursor name", name);
   if (rc == ESG_OK) rc = esg__check_key(&s->err, "source", source);
   if (rc != ESG_OK) return rc;
   if (!fetch) return esg__fail(&s->err, ESG_EINVAL, "fetch is NULL");
@@ -370,14 +361,13 @@ struct esg_snapshot {
   char gen_text[24];
   int in_batch;     /* entries in the open batch; 0 = none open */
   bool failed;
-  bool insert_first; /* the last new key was new: try an insert first (first listings are all new) */
 };
 
 int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, const esg_resync_opts *opts) {
   if (!out) return esg__fail(s ? &s->err : NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  int rc = esg__check_key(&s->err, "source", source);
+  int rc = esg__enter(s);
+  if (rc == ESG_OK) rc = esg__check_key(&s->err, "source", source);
   if (rc != ESG_OK) return rc;
   if (s->batch) return esg__fail(&s->err, ESG_ESTATE, "a listing cannot run inside a batch: it commits its own");
   esg_resync_opts o = defaults(opts);
@@ -390,16 +380,13 @@ int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, con
   sn->em.s = s;
   sn->em.o = o;
   sn->em.st = &sn->st;
-  bool own;
-  if ((rc = esg__unit_begin(s, true, &own)) == ESG_OK)
-    rc = esg__unit_end(s, own, s->be->resync->snap_open(s, source, s->clock(s->clock_ud), &sn->gen));
+  rc = s->be->snap_open(s->b, source, esg__now(s), &sn->gen);
   if (rc != ESG_OK) {
     free(sn->source);
     free(sn);
     return rc;
   }
   snprintf(sn->gen_text, sizeof sn->gen_text, "%" PRId64, sn->gen);
-  sn->insert_first = true;
   *out = sn;
   return ESG_OK;
 }
@@ -445,7 +432,7 @@ static int emit_change(esg_snapshot *sn, const char *kind, const char *key, cons
   e.type = type;
   e.pkey = key;
   e.field = sn->em.o.entity_field;
-  e.ts = sn->em.s->clock(sn->em.s->clock_ud);
+  e.ts = esg__now(sn->em.s);
   e.data = content;
   e.data_len = len;
   const char *tags[] = {"source", sn->source, "snapshot", sn->gen_text, "contentHash", hex, NULL};
@@ -454,38 +441,21 @@ static int emit_change(esg_snapshot *sn, const char *kind, const char *key, cons
   return emit(&sn->em, &e, &sn->err);
 }
 
-/* Decides created / updated / unchanged for one entry and records it; in the open batch. */
+/* Records one entry (the backend decides created / updated / unchanged) and emits the change; in the open batch. */
 static int diff_one(esg_snapshot *sn, const char *key, const uint8_t hash[32], const char *content, size_t len) {
   esg_store *s = sn->em.s;
-  const struct esg__resync_ops *R = s->be->resync;
-  int rc;
-  /* a first listing is all new keys, a later one mostly unchanged: try the likely statement first */
-  if (sn->insert_first) {
-    rc = R->snap_insert(s, sn->source, key, hash, sn->gen);
-    if (rc == ESG_OK) {
-      sn->st.created++;
-      return emit_change(sn, "created", key, hash, NULL, content, len);
-    }
-    if (rc != ESG_DUPLICATE) return esg__fail(&sn->err, rc, "%s", s->err.msg);
-    sn->insert_first = false;
-  }
-  rc = R->snap_touch(s, sn->source, key, hash, sn->gen);
-  if (rc == ESG_OK) {
+  uint8_t prev[32];
+  int rc = s->be->snap_see(s->b, sn->source, key, hash, sn->gen, prev);
+  if (rc < 0) return esg__fail(&sn->err, rc, "%s", s->err.msg);
+  if (rc == ESG__SNAP_UNCHANGED) {
     sn->st.unchanged++;
     return ESG_OK;
   }
-  if (rc != ESG_NOT_FOUND) return esg__fail(&sn->err, rc, "%s", s->err.msg);
-  uint8_t prev[32];
-  rc = R->snap_update(s, sn->source, key, hash, sn->gen, prev);
-  if (rc == ESG_OK) {
+  if (rc == ESG__SNAP_UPDATED) {
     sn->st.updated++;
     return emit_change(sn, "updated", key, hash, prev, content, len);
   }
-  if (rc != ESG_NOT_FOUND) return esg__fail(&sn->err, rc, "%s", s->err.msg);
-  rc = R->snap_insert(s, sn->source, key, hash, sn->gen);
-  if (rc != ESG_OK) return esg__fail(&sn->err, rc == ESG_DUPLICATE ? ESG_ESTORE : rc, "%s", s->err.msg);
   sn->st.created++;
-  sn->insert_first = true;
   return emit_change(sn, "created", key, hash, NULL, content, len);
 }
 
@@ -525,7 +495,7 @@ static int sweep_one(void *ud, const char *key, const uint8_t hash[32]) {
     return 1;
   }
   int rc = emit_change(sn, "deleted", key, hash, NULL, NULL, 0);
-  if (rc == ESG_OK && (rc = s->be->resync->snap_forget(s, sn->source, key)) != ESG_OK)
+  if (rc == ESG_OK && (rc = s->be->snap_forget(s->b, sn->source, key)) != ESG_OK)
     rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
   if (rc != ESG_OK) {
     c->rc = rc;
@@ -545,10 +515,10 @@ int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
   sweep_ctx c = {sn, NULL, ESG_OK};
   for (int n = sn->em.o.batch; rc == ESG_OK && n == sn->em.o.batch;) {
     if ((rc = begin_batch(sn)) != ESG_OK) break;
-    rc = s->be->resync->snap_unseen(s, sn->source, sn->gen, c.last ? c.last : "", sn->em.o.batch, sweep_one, &c, &n);
+    rc = s->be->snap_unseen(s->b, sn->source, sn->gen, c.last ? c.last : "", sn->em.o.batch, sweep_one, &c, &n);
     if (rc == ESG_ECALLBACK) rc = c.rc;
     else if (rc != ESG_OK) rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
-    if (rc == ESG_OK && n < sn->em.o.batch && (rc = s->be->resync->snap_close(s, sn->source, sn->gen)) != ESG_OK)
+    if (rc == ESG_OK && n < sn->em.o.batch && (rc = s->be->snap_close(s->b, sn->source, sn->gen)) != ESG_OK)
       rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
     rc = end_batch(sn, rc);
   }
@@ -572,10 +542,9 @@ void esg_snapshot_close(esg_snapshot *sn) {
 
 int esg_replay(esg_store *s, const esg_replay_filter *filter, esg_event_cb cb, void *ud, int64_t *n) {
   if (n) *n = 0;
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
-  int rc = esg__check_process(s); /* a read, so no unit of writes checks it */
+  int rc = esg__enter_read(s);
   if (rc != ESG_OK) return rc;
+  if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
   esg_replay_filter f = {0};
   if (filter) f = *filter;
   if (f.corr_key && (rc = esg__check_key(&s->err, "replay correlation key", f.corr_key)) != ESG_OK) return rc;
@@ -583,5 +552,5 @@ int esg_replay(esg_store *s, const esg_replay_filter *filter, esg_event_cb cb, v
   if (f.until && f.until <= f.since)
     return esg__fail(&s->err, ESG_EINVAL, "replay range is empty: until (%lld) <= since (%lld)", (long long)f.until,
                      (long long)f.since);
-  return s->be->resync->replay(s, &f, s->clock(s->clock_ud), cb, ud, n);
+  return s->be->replay(s->b, &f, esg__now(s), cb, ud, n);
 }

@@ -1,28 +1,27 @@
 /*
- * The store handle: opening a backend, the clock, batches and group commit.
- * Features call esg__unit_begin/end around their writes so one place decides
- * whether a write commits alone, joins a caller's batch, or joins a group.
+ * The store handle: opening a backend by URI, the clock, the process check,
+ * batches, and the group-commit calls. Every public store call begins with
+ * esg__enter (or esg__enter_read, where a due group commits even when the call
+ * only reads).
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
-#include "backend/backend.h"
+#include "store/store_int.h"
 
-/* See esg__check_process. The child handler runs in the child alone, before any
-   thread of its own exists, so a plain counter needs no atomics. */
-unsigned esg__forks;
-static pthread_once_t forks_once = PTHREAD_ONCE_INIT;
-static void count_fork(void) { esg__forks++; }
-static void watch_forks(void) { pthread_atfork(NULL, NULL, count_fork); }
-
-int esg__inherited_fail(esg_store *s) {
+static int inherited_fail(esg_store *s) {
   return esg__fail(&s->err, ESG_ESTATE,
                    "store handle was opened by process %ld; open the store again in this process (pid %ld)",
                    s->pid, (long)getpid());
 }
+
+int esg__enter_fail(esg_store *s) {
+  return s ? inherited_fail(s) : esg__fail(NULL, ESG_EINVAL, "store is NULL");
+}
+
+int esg__tick(esg_store *s) { return s->group && !s->batch ? s->be->flush_due(s->b, esg__now(s), NULL) : ESG_OK; }
 
 bool esg__inherited(const esg_store *s) { return s->forks != esg__forks || s->pid != (long)getpid(); }
 
@@ -40,24 +39,27 @@ static int check_opts(const esg_store_opts *o) {
   return ESG_OK;
 }
 
-int esg_store_open(esg_store **out, const char *path, const esg_store_opts *opts) {
+int esg_store_open(esg_store **out, const char *uri, const esg_store_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
-  if (!path || !*path) return esg__fail(NULL, ESG_EINVAL, "store path is NULL or empty");
+  if (!uri || !*uri) return esg__fail(NULL, ESG_EINVAL, "store path is NULL or empty");
   esg_store_opts o = {0};
   if (opts) o = *opts;
   int rc = check_opts(&o);
   if (rc != ESG_OK) return rc;
+  esg__be_opts bo = {0};
+  const esg__backend *be = esg__backend_for(uri, &bo.target, NULL);
+  if (!be) return ESG_EINVAL;
+  if (!*bo.target) return esg__fail(NULL, ESG_EINVAL, "store URI \"%s\" names no store after its scheme", uri);
   esg_store *s = calloc(1, sizeof *s);
   if (!s) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the store");
-  pthread_once(&forks_once, watch_forks);
+  esg__watch_forks();
   s->forks = esg__forks;
   s->pid = (long)getpid();
-  s->be = &esg__sqlite_backend;
+  s->be = be;
   s->clock = o.clock ? o.clock : esg_clock_real;
   s->clock_ud = o.clock ? o.clock_ud : NULL;
-  s->group_ms = o.group_commit_ms;
-  s->group_max = o.group_commit_max ? o.group_commit_max : 1000;
+  s->group = o.group_commit_ms > 0;
   /* Tokens only need to be unpredictable across processes, not secret. */
   uint64_t seed = 0;
   int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -67,10 +69,18 @@ int esg_store_open(esg_store **out, const char *path, const esg_store_opts *opts
   }
   s->rng = seed ^ ((uint64_t)s->pid << 32) ^ (uint64_t)esg_clock_real(NULL) ^ (uintptr_t)s;
   if (!s->rng) s->rng = 0x9e3779b97f4a7c15ULL;
-  rc = s->be->open(s, path, &o);
+  bo.uri = uri;
+  bo.durability = o.durability;
+  bo.busy_timeout_ms = o.busy_timeout_ms;
+  bo.group_ms = o.group_commit_ms;
+  bo.group_max = o.group_commit_max ? o.group_commit_max : 1000;
+  bo.clock = s->clock;
+  bo.clock_ud = s->clock_ud;
+  bo.err = &s->err;
+  rc = be->open(&s->b, &bo);
   if (rc != ESG_OK) {
     esg__fail(NULL, rc, "%s", s->err.msg);
-    s->be->close(s);
+    if (s->b) be->close(s->b, false);
     free(s);
     return rc;
   }
@@ -78,27 +88,26 @@ int esg_store_open(esg_store **out, const char *path, const esg_store_opts *opts
   return ESG_OK;
 }
 
+/*
+ * Close commits an open group (its status is lost to a void close: call
+ * esg_store_flush first to see it) and rolls back an open batch. A child of
+ * fork() writes nothing: the open group or batch is the parent's.
+ */
 void esg_store_close(esg_store *s) {
   if (!s) return;
-  if (esg__inherited(s)) {
-    /* A child's copy: the open group or batch is the parent's to commit, so it is
-       dropped here, unwritten; the backend closes without writing (sq_close). */
-    s->group_open = s->batch = false;
-  } else {
-    if (s->group_open) esg_store_flush(s);
-    if (s->batch) s->be->rollback(s);
+  bool inherited = esg__inherited(s);
+  if (!inherited) {
+    if (s->batch) s->be->rollback(s->b);
+    else if (s->group) s->be->flush(s->b);
   }
-  esg__pend_free(s);
-  s->be->close(s);
-  esg__buf_free(&s->result);
-  esg__buf_free(&s->doc);
+  s->be->close(s->b, inherited);
   free(s);
 }
 
-int64_t esg_store_now(esg_store *s) { return s->clock(s->clock_ud); }
+int64_t esg_store_now(esg_store *s) { return esg__now(s); }
 const char *esg_store_backend(const esg_store *s) { return s->be->name; }
 int esg_store_schema_version(esg_store *s) {
-  return esg__check_process(s) == ESG_OK ? s->be->schema_version(s) : -1;
+  return esg__enter_read(s) == ESG_OK ? s->be->schema_version(s->b) : -1;
 }
 
 int64_t esg__token(esg_store *s) {
@@ -113,82 +122,40 @@ int64_t esg__token(esg_store *s) {
 }
 
 int esg_store_flush(esg_store *s) {
+  int rc = esg__enter(s);
+  if (rc != ESG_OK || s->batch) return rc;
+  return s->be->flush(s->b);
+}
+
+int esg_store_flush_due(esg_store *s, int64_t *next_ms) {
+  if (next_ms) *next_ms = 0;
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  int rc = esg__check_process(s);
-  if (rc != ESG_OK) return rc;
-  if (!s->group_open) return ESG_OK;
-  rc = esg__pend_write_all(s); /* claims still in progress go in as such */
-  s->group_open = false;
-  s->group_n = 0;
-  int crc = s->be->commit(s);
-  return rc != ESG_OK ? rc : crc;
+  if (s->forks != esg__forks) return inherited_fail(s);
+  if (!s->group || s->batch) return ESG_OK;
+  return s->be->flush_due(s->b, esg__now(s), next_ms);
 }
 
 int esg_store_begin(esg_store *s) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
+  int rc = esg__enter(s);
+  if (rc != ESG_OK) return rc;
   if (s->batch) return esg__fail(&s->err, ESG_ESTATE, "a batch is already open (batches do not nest)");
-  int rc = esg_store_flush(s); /* (refuses an inherited handle) */
-  if (rc == ESG_OK) rc = s->be->begin(s);
+  rc = s->be->begin(s->b); /* (commits an open group first) */
   if (rc == ESG_OK) s->batch = true;
   return rc;
 }
 
 int esg_store_commit(esg_store *s) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  int rc = esg__check_process(s);
+  int rc = esg__enter(s);
   if (rc != ESG_OK) return rc;
   if (!s->batch) return esg__fail(&s->err, ESG_ESTATE, "no batch is open");
   s->batch = false;
-  return s->be->commit(s);
+  return s->be->commit(s->b);
 }
 
 int esg_store_rollback(esg_store *s) {
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  int rc = esg__check_process(s);
+  int rc = esg__enter(s);
   if (rc != ESG_OK) return rc;
   if (!s->batch) return esg__fail(&s->err, ESG_ESTATE, "no batch is open");
   s->batch = false;
-  return s->be->rollback(s);
-}
-
-/* Every feature's writes begin here, so this is where an inherited handle stops them. */
-int esg__unit_begin(esg_store *s, bool need_tx, bool *own) {
-  *own = false;
-  int prc = esg__check_process(s);
-  if (prc != ESG_OK) return prc;
-  if (s->batch || s->group_open) return ESG_OK;
-  if (s->group_ms > 0) {
-    int rc = s->be->begin(s);
-    if (rc != ESG_OK) return rc;
-    s->group_open = true;
-    s->group_n = 0;
-    s->group_started = s->clock(s->clock_ud);
-    return ESG_OK;
-  }
-  if (!need_tx) return ESG_OK;
-  int rc = s->be->begin(s);
-  if (rc == ESG_OK) *own = true;
-  return rc;
-}
-
-int esg__unit_end(esg_store *s, bool own, int rc) { return esg__unit_end_n(s, own, rc, 1); }
-
-int esg__unit_end_n(esg_store *s, bool own, int rc, int n) {
-  if (own) {
-    if (rc < 0) {
-      s->be->rollback(s);
-      return rc;
-    }
-    int crc = s->be->commit(s);
-    return crc == ESG_OK ? rc : crc;
-  }
-  if (s->group_open && !s->batch) {
-    /* (group_n < group_max between units: held at group_max, the sum cannot overflow) */
-    s->group_n = n < s->group_max - s->group_n ? s->group_n + n : s->group_max;
-    if (s->group_n >= s->group_max || s->clock(s->clock_ud) - s->group_started >= s->group_ms) {
-      int crc = esg_store_flush(s);
-      if (crc != ESG_OK) return crc;
-    }
-  }
-  return rc;
+  return s->be->rollback(s->b);
 }

@@ -1,6 +1,7 @@
 /*
  * The SQLite backend: connection setup (WAL, synchronous, busy timeout), schema
- * migrations, transactions and the per-handle cache of prepared statements.
+ * migrations, the per-handle cache of prepared statements, and the table of
+ * operations (units of writes and group commit are in sqlite_tx.c).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -34,22 +35,18 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
-int esg__sq_fail(esg_store *s, int rc, const char *what) {
-  sqlite3 *db = s->db ? ESG__DB(s) : NULL;
+int esg__sq_fail(esg__sq *q, int rc, const char *what) {
+  sqlite3 *db = q->db;
   int code = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED ? ESG_ELOCKED : ESG_ESTORE;
-  return esg__fail(&s->err, code, "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  return esg__fail(q->err, code, "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
 
-static int exec_sql(esg_store *s, const char *sql, const char *what) {
-  int rc = sqlite3_exec(ESG__DB(s), sql, NULL, NULL, NULL);
-  return rc == SQLITE_OK ? ESG_OK : esg__sq_fail(s, rc, what);
+static int exec_sql(esg__sq *q, const char *sql, const char *what) {
+  int rc = sqlite3_exec(q->db, sql, NULL, NULL, NULL);
+  return rc == SQLITE_OK ? ESG_OK : esg__sq_fail(q, rc, what);
 }
 
-sqlite3_stmt *esg__sq_stmt(esg_store *s, const char *sql) {
-  /* every statement comes through here: the last guard against an inherited
-     handle (esg__check_process), for the reads that do not begin a unit */
-  if (esg__check_process(s) != ESG_OK) return NULL;
-  esg__sq *q = s->db;
+sqlite3_stmt *esg__sq_stmt(esg__sq *q, const char *sql) {
   size_t h = ((uintptr_t)sql >> 4) % ESG__STMT_SLOTS;
   for (size_t i = 0; i < ESG__STMT_SLOTS; i++, h = (h + 1) % ESG__STMT_SLOTS) {
     if (q->cache[h].sql == sql) {
@@ -62,7 +59,7 @@ sqlite3_stmt *esg__sq_stmt(esg_store *s, const char *sql) {
       sqlite3_stmt *st = NULL;
       int rc = sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
       if (rc != SQLITE_OK) {
-        esg__sq_fail(s, rc, "prepare");
+        esg__sq_fail(q, rc, "prepare");
         return NULL;
       }
       q->cache[h].sql = sql;
@@ -70,14 +67,14 @@ sqlite3_stmt *esg__sq_stmt(esg_store *s, const char *sql) {
       return st;
     }
   }
-  esg__fail(&s->err, ESG_ESTORE, "statement cache full");
+  esg__fail(q->err, ESG_ESTORE, "statement cache full");
   return NULL;
 }
 
-int esg__sq_exec(esg_store *s, sqlite3_stmt *st, const char *what) {
+int esg__sq_exec(esg__sq *q, sqlite3_stmt *st, const char *what) {
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
-  return rc == SQLITE_DONE ? ESG_OK : esg__sq_fail(s, rc, what);
+  return rc == SQLITE_DONE ? ESG_OK : esg__sq_fail(q, rc, what);
 }
 
 void esg__sq_bind_text(sqlite3_stmt *st, int i, const char *v) {
@@ -89,46 +86,52 @@ void esg__sq_bind_blob(sqlite3_stmt *st, int i, const void *v, size_t len) {
   else sqlite3_bind_null(st, i);
 }
 
-static int user_version(esg_store *s, int *v) {
+static int user_version(esg__sq *q, int *v) {
   sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2(ESG__DB(s), "PRAGMA user_version", -1, &st, NULL);
+  int rc = sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &st, NULL);
   if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     *v = sqlite3_column_int(st, 0);
     rc = SQLITE_OK;
   }
   sqlite3_finalize(st);
-  return rc == SQLITE_OK ? ESG_OK : esg__sq_fail(s, rc, "reading the schema version");
+  return rc == SQLITE_OK ? ESG_OK : esg__sq_fail(q, rc, "reading the schema version");
 }
 
 /* Applies the missing migrations in one transaction, so two processes opening a new file race safely. */
-static int migrate(esg_store *s) {
-  int v = 0, rc = user_version(s, &v);
+static int migrate(esg__sq *q) {
+  int v = 0, rc = user_version(q, &v);
   if (rc != ESG_OK) return rc;
   if (v == SCHEMA_VERSION) return ESG_OK;
-  if ((rc = exec_sql(s, "BEGIN IMMEDIATE", "locking for migration")) != ESG_OK) return rc;
-  if ((rc = user_version(s, &v)) == ESG_OK && v > SCHEMA_VERSION)
-    rc = esg__fail(&s->err, ESG_ESCHEMA, "store schema version %d is newer than this libesg (%s) knows (%d)",
+  if ((rc = exec_sql(q, "BEGIN IMMEDIATE", "locking for migration")) != ESG_OK) return rc;
+  if ((rc = user_version(q, &v)) == ESG_OK && v > SCHEMA_VERSION)
+    rc = esg__fail(q->err, ESG_ESCHEMA, "store schema version %d is newer than this libesg (%s) knows (%d)",
                    v, ESG_VERSION_STRING, SCHEMA_VERSION);
   for (; rc == ESG_OK && v < SCHEMA_VERSION; v++) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
-    if ((rc = exec_sql(s, migrations[v], "migrating the schema")) == ESG_OK)
-      rc = exec_sql(s, pragma, "recording the schema version");
+    if ((rc = exec_sql(q, migrations[v], "migrating the schema")) == ESG_OK)
+      rc = exec_sql(q, pragma, "recording the schema version");
   }
   if (rc != ESG_OK) {
-    sqlite3_exec(ESG__DB(s), "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
   }
-  return exec_sql(s, "COMMIT", "committing the migration");
+  return exec_sql(q, "COMMIT", "committing the migration");
 }
 
-static int sq_open(esg_store *s, const char *path, const esg_store_opts *o) {
+static int sq_open(esg__sq **out, const esg__be_opts *o) {
   esg__sq *q = calloc(1, sizeof *q);
-  if (!q) return esg__fail(&s->err, ESG_ENOMEM, "out of memory");
-  s->db = q;
-  int rc = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (!q) return esg__fail(o->err, ESG_ENOMEM, "out of memory");
+  *out = q;
+  q->err = o->err;
+  q->clock = o->clock;
+  q->clock_ud = o->clock_ud;
+  q->group_ms = o->group_ms;
+  q->group_max = o->group_max;
+  q->snap_insert_first = true;
+  int rc = sqlite3_open_v2(o->target, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    esg__fail(&s->err, ESG_ESTORE, "opening %s: %s", path, q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));
+    esg__fail(q->err, ESG_ESTORE, "opening %s: %s", o->target, q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));
     return ESG_ESTORE;
   }
   sqlite3_extended_result_codes(q->db, 1);
@@ -138,22 +141,22 @@ static int sq_open(esg_store *s, const char *path, const esg_store_opts *o) {
      listings in memory, where random ids would otherwise miss on every write. */
   const char *setup = o->durability == ESG_DURABILITY_FULL ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                                             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
-  if ((rc = exec_sql(s, setup, "configuring the connection")) != ESG_OK ||
-      (rc = exec_sql(s, "PRAGMA cache_size=-16384;", "configuring the cache")) != ESG_OK)
+  if ((rc = exec_sql(q, setup, "configuring the connection")) != ESG_OK ||
+      (rc = exec_sql(q, "PRAGMA cache_size=-16384;", "configuring the cache")) != ESG_OK)
     return rc;
   q->ckpt = esg__ckpt_attach(q->db);
-  return migrate(s);
+  return migrate(q);
 }
 
 /* Connections inherited across fork(), kept reachable and never touched (see sq_close). */
-typedef struct inherited {
+typedef struct kept {
   sqlite3 *db;
-  struct inherited *next;
-} inherited;
-static inherited *_Atomic inherited_dbs;
+  struct kept *next;
+} kept;
+static kept *_Atomic inherited_dbs;
 
 void esg__sq_keep_inherited(sqlite3 *db) {
-  inherited *n = db ? malloc(sizeof *n) : NULL;
+  kept *n = db ? malloc(sizeof *n) : NULL;
   if (!n) return; /* then merely unreachable: still never touched */
   n->db = db;
   n->next = atomic_load(&inherited_dbs);
@@ -161,11 +164,10 @@ void esg__sq_keep_inherited(sqlite3 *db) {
   }
 }
 
-static void sq_close(esg_store *s) {
-  esg__sq *q = s->db;
+static void sq_close(esg__sq *q, bool inherited) {
   if (!q) return;
-  esg__ckpt_detach(q->db, q->ckpt);
-  if (esg__inherited(s)) {
+  if (q->db) esg__ckpt_detach(q->db, q->ckpt);
+  if (inherited) {
     /* A child of fork(): its copy of the connection is left as it is, with its
        statements, never finalized nor closed. Closing would roll back the parent's open
        transaction in the shared WAL index (behind the parent's back), and any SQLite
@@ -175,61 +177,64 @@ static void sq_close(esg_store *s) {
     for (int i = 0; i < ESG__STMT_SLOTS; i++) sqlite3_finalize(q->cache[i].stmt);
     sqlite3_close_v2(q->db);
   }
+  esg__pend_free(q);
+  esg__buf_free(&q->result);
+  esg__buf_free(&q->doc);
   free(q);
-  s->db = NULL;
 }
 
-static int sq_schema_version(esg_store *s) {
+static int sq_schema_version(esg__sq *q) {
   int v = -1;
-  return user_version(s, &v) == ESG_OK ? v : -1;
-}
-
-static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
-static const char SQL_COMMIT[] = "COMMIT";
-static const char SQL_ROLLBACK[] = "ROLLBACK";
-
-static int sq_begin(esg_store *s) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_BEGIN);
-  return st ? esg__sq_exec(s, st, "beginning a transaction") : ESG_ESTORE;
-}
-
-static int sq_commit(esg_store *s) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_COMMIT);
-  return st ? esg__sq_exec(s, st, "committing") : ESG_ESTORE;
-}
-
-static int sq_rollback(esg_store *s) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_ROLLBACK);
-  return st ? esg__sq_exec(s, st, "rolling back") : ESG_ESTORE;
+  return user_version(q, &v) == ESG_OK ? v : -1;
 }
 
 const esg__backend esg__sqlite_backend = {
+    .version = ESG__BACKEND_VERSION,
     .name = "sqlite",
     .open = sq_open,
     .close = sq_close,
     .schema_version = sq_schema_version,
-    .begin = sq_begin,
-    .commit = sq_commit,
-    .rollback = sq_rollback,
-    .claim_get = esg__sq_claim_get,
-    .claim_insert = esg__sq_claim_insert,
-    .claim_replace = esg__sq_claim_replace,
+    .identity = esg__sq_identity,
+    .begin = esg__sq_begin,
+    .commit = esg__sq_commit,
+    .rollback = esg__sq_rollback,
+    .flush = esg__sq_flush,
+    .flush_due = esg__sq_flush_due,
+    .claim = esg__sq_claim,
     .claim_complete = esg__sq_claim_complete,
     .claim_release = esg__sq_claim_release,
     .claim_extend = esg__sq_claim_extend,
+    .claims_complete = esg__sq_claims_complete,
     .claims_purge = esg__sq_claims_purge,
-    .event_insert = esg__sq_event_insert,
+    .event_put = esg__sq_event_put,
     .events_by_key = esg__sq_events_by_key,
     .event_get = esg__sq_event_get,
     .events_expired = esg__sq_events_expired,
     .event_delete_expired = esg__sq_event_delete_expired,
     .entity_get = esg__sq_entity_get,
     .entity_put_if_newer = esg__sq_entity_put_if_newer,
-    .fault_insert = esg__sq_fault_insert,
+    .fault_put = esg__sq_fault_put,
     .faults_each = esg__sq_faults_each,
     .fault_delete = esg__sq_fault_delete,
     .faults_purge = esg__sq_faults_purge,
-    .cache = &esg__sq_cache_ops,
-    .latch = &esg__sq_latch_ops,
-    .resync = &esg__sq_resync_ops,
+    .latch_set = esg__sq_latch_set,
+    .latch_consume = esg__sq_latch_consume,
+    .latch_cancel = esg__sq_latch_cancel,
+    .latch_count = esg__sq_latch_count,
+    .latches_purge = esg__sq_latches_purge,
+    .cache_get = esg__sq_cache_get,
+    .cache_put = esg__sq_cache_put,
+    .cache_put_if_newer = esg__sq_cache_put_if_newer,
+    .cache_delete = esg__sq_cache_delete,
+    .cache_purge = esg__sq_cache_purge,
+    .cursor_get = esg__sq_cursor_get,
+    .cursor_put = esg__sq_cursor_put,
+    .cursor_delete = esg__sq_cursor_delete,
+    .cursor_advance = esg__sq_cursor_advance,
+    .snap_open = esg__sq_snap_open,
+    .snap_close = esg__sq_snap_close,
+    .snap_see = esg__sq_snap_see,
+    .snap_unseen = esg__sq_snap_unseen,
+    .snap_forget = esg__sq_snap_forget,
+    .replay = esg__sq_replay,
 };

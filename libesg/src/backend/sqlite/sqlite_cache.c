@@ -5,7 +5,6 @@
  */
 #include <string.h>
 #include "sqlite_int.h"
-#include "backend/cache_be.h"
 
 /* Migration 3. Small fixed columns come before the value so reading them never
    walks into a value's overflow pages. */
@@ -29,19 +28,19 @@ static const char SQL_PUT_IF_NEWER[] =
 static const char SQL_DEL[] = "DELETE FROM esg_cache WHERE key = ?1";
 static const char SQL_PURGE[] = "DELETE FROM esg_cache WHERE expires < ?1 OR (negative = 1 AND expires < ?2)";
 
-static const char *sq_path(esg_store *s) {
-  const char *p = sqlite3_db_filename(ESG__DB(s), "main");
+const char *esg__sq_identity(esg__sq *q) {
+  const char *p = sqlite3_db_filename(q->db, "main");
   return p ? p : "";
 }
 
-static int sq_get(esg_store *s, const char *key, size_t klen, esg__buf *val, esg__cache_row *row) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_GET);
+int esg__sq_cache_get(esg__sq *q, const char *key, size_t klen, esg__buf *val, esg__cache_row *row) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_GET);
   if (!st) return ESG_ESTORE;
   sqlite3_bind_text(st, 1, key, (int)klen, SQLITE_STATIC);
   int rc = sqlite3_step(st);
   if (rc != SQLITE_ROW) {
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? ESG_NOT_FOUND : esg__sq_fail(s, rc, "reading a cache entry");
+    return rc == SQLITE_DONE ? ESG_NOT_FOUND : esg__sq_fail(q, rc, "reading a cache entry");
   }
   row->negative = sqlite3_column_int(st, 0) != 0;
   row->version = sqlite3_column_int64(st, 1);
@@ -60,11 +59,12 @@ static int sq_get(esg_store *s, const char *key, size_t klen, esg__buf *val, esg
     row->len = n;
   }
   sqlite3_reset(st);
-  return rc == ESG_OK ? ESG_OK : esg__fail(&s->err, rc, "out of memory reading a cache entry");
+  return rc == ESG_OK ? ESG_OK : esg__fail(q->err, rc, "out of memory reading a cache entry");
 }
 
-static int write_row(esg_store *s, const char *sql, const char *key, size_t klen, const esg__cache_row *row) {
-  sqlite3_stmt *st = esg__sq_stmt(s, sql);
+static int write_row(esg__sq *q, const char *sql, const char *key, size_t klen, const esg__cache_row *row,
+                     int64_t *changes) {
+  sqlite3_stmt *st = esg__sq_stmt(q, sql);
   if (!st) return ESG_ESTORE;
   sqlite3_bind_text(st, 1, key, (int)klen, SQLITE_STATIC);
   sqlite3_bind_int(st, 2, row->negative ? 1 : 0);
@@ -73,41 +73,30 @@ static int write_row(esg_store *s, const char *sql, const char *key, size_t klen
   sqlite3_bind_int64(st, 5, row->stored);
   if (row->negative) sqlite3_bind_null(st, 6);
   else sqlite3_bind_blob64(st, 6, row->value ? (const void *)row->value : "", row->len, SQLITE_STATIC);
-  return esg__sq_exec(s, st, "writing a cache entry");
+  return esg__sq_write(q, st, "writing a cache entry", changes);
 }
 
-static int sq_put(esg_store *s, const char *key, size_t klen, const esg__cache_row *row) {
-  return write_row(s, SQL_PUT, key, klen, row);
+int esg__sq_cache_put(esg__sq *q, const char *key, size_t klen, const esg__cache_row *row) {
+  return write_row(q, SQL_PUT, key, klen, row, NULL);
 }
 
-static int sq_put_if_newer(esg_store *s, const char *key, size_t klen, const esg__cache_row *row) {
-  int rc = write_row(s, SQL_PUT_IF_NEWER, key, klen, row);
-  if (rc != ESG_OK) return rc;
-  return sqlite3_changes(ESG__DB(s)) == 1 ? ESG_OK : ESG_STALE;
+int esg__sq_cache_put_if_newer(esg__sq *q, const char *key, size_t klen, const esg__cache_row *row) {
+  int64_t n;
+  int rc = write_row(q, SQL_PUT_IF_NEWER, key, klen, row, &n);
+  return rc != ESG_OK ? rc : n == 1 ? ESG_OK : ESG_STALE;
 }
 
-static int sq_del(esg_store *s, const char *key, size_t klen) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_DEL);
+int esg__sq_cache_delete(esg__sq *q, const char *key, size_t klen) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_DEL);
   if (!st) return ESG_ESTORE;
   sqlite3_bind_text(st, 1, key, (int)klen, SQLITE_STATIC);
-  return esg__sq_exec(s, st, "deleting a cache entry");
+  return esg__sq_write(q, st, "deleting a cache entry", NULL);
 }
 
-static int sq_purge(esg_store *s, int64_t value_before, int64_t negative_before, int64_t *n) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_PURGE);
+int esg__sq_cache_purge(esg__sq *q, int64_t value_before, int64_t negative_before, int64_t *n) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_PURGE);
   if (!st) return ESG_ESTORE;
   sqlite3_bind_int64(st, 1, value_before);
   sqlite3_bind_int64(st, 2, negative_before);
-  int rc = esg__sq_exec(s, st, "purging cache entries");
-  if (n) *n = rc == ESG_OK ? sqlite3_changes(ESG__DB(s)) : 0;
-  return rc;
+  return esg__sq_write(q, st, "purging cache entries", n);
 }
-
-const struct esg__cache_ops esg__sq_cache_ops = {
-    .path = sq_path,
-    .get = sq_get,
-    .put = sq_put,
-    .put_if_newer = sq_put_if_newer,
-    .del = sq_del,
-    .purge = sq_purge,
-};

@@ -20,8 +20,8 @@ static const char SQL_EXPIRED[] =
 /* only while still expired: the id may have been stored afresh since the purge read it */
 static const char SQL_DELETE[] = "DELETE FROM esg_events WHERE id = ?1 AND expires != 0 AND expires <= ?2";
 
-int esg__sq_event_insert(esg_store *s, const esg_stored_event *ev, int64_t now) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_INSERT);
+int esg__sq_event_put(esg__sq *q, const esg_stored_event *ev, int64_t now) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_INSERT);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, ev->id);
   esg__sq_bind_text(st, 2, ev->type);
@@ -30,16 +30,16 @@ int esg__sq_event_insert(esg_store *s, const esg_stored_event *ev, int64_t now) 
   sqlite3_bind_text64(st, 5, ev->json, ev->json_len, SQLITE_STATIC, SQLITE_UTF8);
   sqlite3_bind_int64(st, 6, ev->expires);
   sqlite3_bind_int64(st, 7, now);
-  int rc = esg__sq_exec(s, st, "storing an event");
-  if (rc != ESG_OK) return rc;
-  return sqlite3_changes(ESG__DB(s)) == 1 ? ESG_OK : ESG_DUPLICATE;
+  int64_t n;
+  int rc = esg__sq_write(q, st, "storing an event", &n);
+  return rc != ESG_OK ? rc : n == 1 ? ESG_OK : ESG_DUPLICATE;
 }
 
 /*
  * Hands each row to cb. Rows are copied out first so that cb may call back into
  * the store (which reuses statements) without disturbing this iteration.
  */
-static int each_row(esg_store *s, sqlite3_stmt *st, esg_event_cb cb, void *ud, int *count) {
+static int each_row(esg__sq *q, sqlite3_stmt *st, esg_event_cb cb, void *ud, int *count) {
   typedef struct {
     esg_stored_event ev;
     char *mem;
@@ -76,11 +76,11 @@ static int each_row(esg_store *s, sqlite3_stmt *st, esg_event_cb cb, void *ud, i
   sqlite3_reset(st);
   int out = ESG_OK;
   if (rc != SQLITE_DONE)
-    out = rc == SQLITE_ROW ? esg__fail(&s->err, ESG_ENOMEM, "out of memory reading events")
-                           : esg__sq_fail(s, rc, "reading events");
+    out = rc == SQLITE_ROW ? esg__fail(q->err, ESG_ENOMEM, "out of memory reading events")
+                           : esg__sq_fail(q, rc, "reading events");
   for (size_t i = 0; i < n; i++) {
     if (out == ESG_OK && cb(ud, &rows[i].ev) != 0)
-      out = esg__fail(&s->err, ESG_ECALLBACK, "the event callback stopped at event \"%s\"", rows[i].ev.id);
+      out = esg__fail(q->err, ESG_ECALLBACK, "the event callback stopped at event \"%s\"", rows[i].ev.id);
     free(rows[i].mem);
   }
   free(rows);
@@ -88,35 +88,36 @@ static int each_row(esg_store *s, sqlite3_stmt *st, esg_event_cb cb, void *ud, i
   return out;
 }
 
-int esg__sq_events_by_key(esg_store *s, const char *corr_key, int64_t now, esg_event_cb cb, void *ud) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_BY_KEY);
+int esg__sq_events_by_key(esg__sq *q, const char *corr_key, int64_t now, esg_event_cb cb, void *ud) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_BY_KEY);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, corr_key);
   sqlite3_bind_int64(st, 2, now);
-  return each_row(s, st, cb, ud, NULL);
+  return each_row(q, st, cb, ud, NULL);
 }
 
-int esg__sq_event_get(esg_store *s, const char *id, int64_t now, esg_event_cb cb, void *ud) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_GET);
+int esg__sq_event_get(esg__sq *q, const char *id, int64_t now, esg_event_cb cb, void *ud) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_GET);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, id);
   sqlite3_bind_int64(st, 2, now);
-  int n = 0, rc = each_row(s, st, cb, ud, &n);
+  int n = 0, rc = each_row(q, st, cb, ud, &n);
   return rc == ESG_OK && n == 0 ? ESG_NOT_FOUND : rc;
 }
 
-int esg__sq_events_expired(esg_store *s, int64_t now, esg_event_cb cb, void *ud) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_EXPIRED);
+int esg__sq_events_expired(esg__sq *q, int64_t now, esg_event_cb cb, void *ud) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_EXPIRED);
   if (!st) return ESG_ESTORE;
   sqlite3_bind_int64(st, 1, now);
-  return each_row(s, st, cb, ud, NULL);
+  return each_row(q, st, cb, ud, NULL);
 }
 
-int esg__sq_event_delete_expired(esg_store *s, const char *id, int64_t now) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_DELETE);
+int esg__sq_event_delete_expired(esg__sq *q, const char *id, int64_t now) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_DELETE);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, id);
   sqlite3_bind_int64(st, 2, now);
-  int rc = esg__sq_exec(s, st, "deleting an event");
-  return rc == ESG_OK && sqlite3_changes(ESG__DB(s)) == 0 ? ESG_NOT_FOUND : rc;
+  int64_t n;
+  int rc = esg__sq_write(q, st, "deleting an event", &n);
+  return rc == ESG_OK && n == 0 ? ESG_NOT_FOUND : rc;
 }

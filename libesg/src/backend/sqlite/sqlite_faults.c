@@ -22,8 +22,8 @@ static const char SQL_ONE[] =
 static const char SQL_DELETE[] = "DELETE FROM esg_faults WHERE id = ?1";
 static const char SQL_PURGE[] = "DELETE FROM esg_faults WHERE last_attempt < ?1";
 
-int esg__sq_fault_insert(esg_store *s, const esg_fault *f, int64_t *id) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_INSERT);
+int esg__sq_fault_put(esg__sq *q, const esg_fault *f, int64_t *id) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_INSERT);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, f->event_id);
   esg__sq_bind_text(st, 2, f->stage);
@@ -33,8 +33,8 @@ int esg__sq_fault_insert(esg_store *s, const esg_fault *f, int64_t *id) {
   sqlite3_bind_int64(st, 6, f->first_attempt);
   sqlite3_bind_int64(st, 7, f->last_attempt);
   if (f->event) sqlite3_bind_text64(st, 8, f->event, f->event_len, SQLITE_STATIC, SQLITE_UTF8);
-  int rc = esg__sq_exec(s, st, "recording a fault");
-  if (rc == ESG_OK && id) *id = sqlite3_last_insert_rowid(ESG__DB(s));
+  int rc = esg__sq_write(q, st, "recording a fault", NULL);
+  if (rc == ESG_OK && id) *id = sqlite3_last_insert_rowid(q->db); /* (a commit keeps it) */
   return rc;
 }
 
@@ -52,8 +52,8 @@ static char *dup_col(sqlite3_stmt *st, int i, size_t *len) {
 }
 
 /* Rows are copied out before any callback runs, so a callback may write to the store (e.g. delete). */
-int esg__sq_faults_each(esg_store *s, int64_t only_id, esg_fault_cb cb, void *ud, int *count) {
-  sqlite3_stmt *st = esg__sq_stmt(s, only_id ? SQL_ONE : SQL_ALL);
+int esg__sq_faults_each(esg__sq *q, int64_t only_id, esg_fault_cb cb, void *ud, int *count) {
+  sqlite3_stmt *st = esg__sq_stmt(q, only_id ? SQL_ONE : SQL_ALL);
   if (!st) return ESG_ESTORE;
   if (only_id) sqlite3_bind_int64(st, 1, only_id);
   esg_fault *rows = NULL;
@@ -81,11 +81,11 @@ int esg__sq_faults_each(esg_store *s, int64_t only_id, esg_fault_cb cb, void *ud
   }
   sqlite3_reset(st);
   if (rc != SQLITE_DONE)
-    out = rc == SQLITE_ROW ? esg__fail(&s->err, ESG_ENOMEM, "out of memory reading faults")
-                           : esg__sq_fail(s, rc, "reading faults");
+    out = rc == SQLITE_ROW ? esg__fail(q->err, ESG_ENOMEM, "out of memory reading faults")
+                           : esg__sq_fail(q, rc, "reading faults");
   for (size_t i = 0; i < n; i++) {
     if (out == ESG_OK && cb(ud, &rows[i]) != 0)
-      out = esg__fail(&s->err, ESG_ECALLBACK, "the fault callback stopped at fault %lld", (long long)rows[i].id);
+      out = esg__fail(q->err, ESG_ECALLBACK, "the fault callback stopped at fault %lld", (long long)rows[i].id);
     free((char *)rows[i].event_id);
     free((char *)rows[i].stage);
     free((char *)rows[i].error);
@@ -96,21 +96,20 @@ int esg__sq_faults_each(esg_store *s, int64_t only_id, esg_fault_cb cb, void *ud
   return out;
 }
 
-int esg__sq_fault_delete(esg_store *s, int64_t id) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_DELETE);
+int esg__sq_fault_delete(esg__sq *q, int64_t id) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_DELETE);
   if (!st) return ESG_ESTORE;
   sqlite3_bind_int64(st, 1, id);
-  int rc = esg__sq_exec(s, st, "deleting a fault");
-  if (rc == ESG_OK && sqlite3_changes(ESG__DB(s)) == 0)
-    return esg__fail(&s->err, ESG_NOT_FOUND, "no fault with id %lld", (long long)id);
+  int64_t n;
+  int rc = esg__sq_write(q, st, "deleting a fault", &n);
+  if (rc == ESG_OK && n == 0)
+    return esg__fail(q->err, ESG_NOT_FOUND, "no fault with id %lld", (long long)id);
   return rc;
 }
 
-int esg__sq_faults_purge(esg_store *s, int64_t before, int64_t *n) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_PURGE);
+int esg__sq_faults_purge(esg__sq *q, int64_t before, int64_t *n) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_PURGE);
   if (!st) return ESG_ESTORE;
   sqlite3_bind_int64(st, 1, before);
-  int rc = esg__sq_exec(s, st, "purging faults");
-  if (n) *n = rc == ESG_OK ? sqlite3_changes(ESG__DB(s)) : 0;
-  return rc;
+  return esg__sq_write(q, st, "purging faults", n);
 }

@@ -1,5 +1,5 @@
 /*
- * Claims pending in an open group. Under group commit, a claim made while the
+ * SQLite backend: claims pending in an open group. Under group commit, a claim made while the
  * group's transaction is open is kept in memory, and its row is written once:
  * completed when the owner completes it within the group (one write instead of
  * an insert and an update), or as in progress when the group commits. Nothing is
@@ -8,20 +8,20 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "backend/backend.h"
+#include "sqlite_int.h"
 
 struct esg__pend {
   char *key;                  /* NULL: empty slot */
   bool gone;                  /* removed (a tombstone, until the next write_all) */
-  esg__claim_row row;         /* row.hash is re-pointed at hash[] on every use */
+  esg__sq_row row;         /* row.hash is re-pointed at hash[] on every use */
   uint8_t hash[ESG_HASH_MAX];
 };
 
-esg__pend *esg__pend_find(esg_store *s, const char *key) {
-  if (!s->pend_live) return NULL;
-  size_t mask = s->pend_cap - 1;
+esg__pend *esg__pend_find(esg__sq *q, const char *key) {
+  if (!q->pend_live) return NULL;
+  size_t mask = q->pend_cap - 1;
   for (size_t i = esg__fnv1a(key) & mask;; i = (i + 1) & mask) {
-    esg__pend *p = &s->pend[i];
+    esg__pend *p = &q->pend[i];
     if (!p->key) return NULL;
     if (!p->gone && strcmp(p->key, key) == 0) {
       p->row.hash = p->row.hash_len ? p->hash : NULL;
@@ -30,20 +30,20 @@ esg__pend *esg__pend_find(esg_store *s, const char *key) {
   }
 }
 
-static void clear(esg_store *s) {
-  for (size_t i = 0; i < s->pend_cap; i++) free(s->pend[i].key);
-  if (s->pend) memset(s->pend, 0, s->pend_cap * sizeof *s->pend);
-  s->pend_used = s->pend_live = 0;
+static void clear(esg__sq *q) {
+  for (size_t i = 0; i < q->pend_cap; i++) free(q->pend[i].key);
+  if (q->pend) memset(q->pend, 0, q->pend_cap * sizeof *q->pend);
+  q->pend_used = q->pend_live = 0;
 }
 
 /* Keeps the table at most half full, tombstones included; growing rehashes the live entries. */
-static int reserve(esg_store *s) {
-  if ((s->pend_used + 1) * 2 <= s->pend_cap) return ESG_OK;
-  size_t cap = s->pend_cap ? s->pend_cap : 64;
-  while ((s->pend_live + 1) * 2 > cap / 2) cap *= 2;
-  esg__pend *old = s->pend, *t = calloc(cap, sizeof *t);
-  if (!t) return esg__fail(&s->err, ESG_ENOMEM, "out of memory for pending claims");
-  size_t old_cap = s->pend_cap;
+static int reserve(esg__sq *q) {
+  if ((q->pend_used + 1) * 2 <= q->pend_cap) return ESG_OK;
+  size_t cap = q->pend_cap ? q->pend_cap : 64;
+  while ((q->pend_live + 1) * 2 > cap / 2) cap *= 2;
+  esg__pend *old = q->pend, *t = calloc(cap, sizeof *t);
+  if (!t) return esg__fail(q->err, ESG_ENOMEM, "out of memory for pending claims");
+  size_t old_cap = q->pend_cap;
   for (size_t i = 0; i < old_cap; i++) {
     if (!old[i].key) continue;
     if (old[i].gone) {
@@ -55,53 +55,53 @@ static int reserve(esg_store *s) {
     t[j] = old[i];
   }
   free(old);
-  s->pend = t;
-  s->pend_cap = cap;
-  s->pend_used = s->pend_live;
+  q->pend = t;
+  q->pend_cap = cap;
+  q->pend_used = q->pend_live;
   return ESG_OK;
 }
 
-int esg__pend_add(esg_store *s, const char *key, const esg__claim_row *row) {
-  int rc = reserve(s);
+int esg__pend_add(esg__sq *q, const char *key, const esg__sq_row *row) {
+  int rc = reserve(q);
   if (rc != ESG_OK) return rc;
   char *k = strdup(key);
-  if (!k) return esg__fail(&s->err, ESG_ENOMEM, "out of memory for pending claims");
-  size_t mask = s->pend_cap - 1, i = esg__fnv1a(key) & mask;
-  while (s->pend[i].key) i = (i + 1) & mask;
-  esg__pend *p = &s->pend[i];
+  if (!k) return esg__fail(q->err, ESG_ENOMEM, "out of memory for pending claims");
+  size_t mask = q->pend_cap - 1, i = esg__fnv1a(key) & mask;
+  while (q->pend[i].key) i = (i + 1) & mask;
+  esg__pend *p = &q->pend[i];
   p->key = k;
   p->gone = false;
   p->row = *row;
   if (row->hash_len) memcpy(p->hash, row->hash, row->hash_len);
   p->row.hash = row->hash_len ? p->hash : NULL;
-  s->pend_used++;
-  s->pend_live++;
+  q->pend_used++;
+  q->pend_live++;
   return ESG_OK;
 }
 
-esg__claim_row *esg__pend_row(esg__pend *p) { return &p->row; }
+esg__sq_row *esg__pend_row(esg__pend *p) { return &p->row; }
 
-void esg__pend_drop(esg_store *s, esg__pend *p) {
+void esg__pend_drop(esg__sq *q, esg__pend *p) {
   p->gone = true;
-  s->pend_live--;
+  q->pend_live--;
 }
 
-int esg__pend_write_all(esg_store *s) {
+int esg__pend_write_all(esg__sq *q) {
   int rc = ESG_OK;
-  for (size_t i = 0; i < s->pend_cap && s->pend_live; i++) {
-    esg__pend *p = &s->pend[i];
+  for (size_t i = 0; i < q->pend_cap && q->pend_live; i++) {
+    esg__pend *p = &q->pend[i];
     if (!p->key || p->gone) continue;
     p->row.hash = p->row.hash_len ? p->hash : NULL;
-    int wrc = s->be->claim_replace(s, p->key, &p->row);
+    int wrc = esg__sq_claim_replace(q, p->key, &p->row);
     if (wrc != ESG_OK && rc == ESG_OK) rc = wrc;
   }
-  clear(s);
+  clear(q);
   return rc;
 }
 
-void esg__pend_free(esg_store *s) {
-  clear(s);
-  free(s->pend);
-  s->pend = NULL;
-  s->pend_cap = 0;
+void esg__pend_free(esg__sq *q) {
+  clear(q);
+  free(q->pend);
+  q->pend = NULL;
+  q->pend_cap = 0;
 }

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sqlite_int.h"
-#include "backend/resync_be.h"
 
 const char esg__sq_resync_schema[] =
     "CREATE TABLE esg_cursors ("
@@ -50,64 +49,67 @@ static const char SQL_REPLAY_ALL[] =
     "SELECT id, type, ts, corr, json, expires FROM esg_events WHERE (?2 IS NULL OR type = ?2)"
     " AND ts >= ?3 AND ts < ?4 AND (expires = 0 OR expires > ?5) ORDER BY ts, id";
 
-static int sq_cursor_get(esg_store *s, const char *name, const char **cursor) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_CUR_GET);
+int esg__sq_cursor_get(esg__sq *q, const char *name, const char **cursor) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_CUR_GET);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, name);
   int rc = sqlite3_step(st), out = ESG_NOT_FOUND;
   if (rc == SQLITE_ROW) {
     const void *t = sqlite3_column_text(st, 0);
-    out = esg__buf_set(&s->result, t, (size_t)sqlite3_column_bytes(st, 0));
-    if (out != ESG_OK) out = esg__fail(&s->err, ESG_ENOMEM, "out of memory reading a cursor");
-    *cursor = s->result.data;
+    out = esg__buf_set(&q->result, t, (size_t)sqlite3_column_bytes(st, 0));
+    if (out != ESG_OK) out = esg__fail(q->err, ESG_ENOMEM, "out of memory reading a cursor");
+    *cursor = q->result.data;
   } else if (rc != SQLITE_DONE) {
-    out = esg__sq_fail(s, rc, "reading a cursor");
+    out = esg__sq_fail(q, rc, "reading a cursor");
   }
   sqlite3_reset(st);
   return out;
 }
 
-static int sq_cursor_put(esg_store *s, const char *name, const char *cursor, int64_t now) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_CUR_PUT);
+int esg__sq_cursor_put(esg__sq *q, const char *name, const char *cursor, int64_t now) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_CUR_PUT);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, name);
   esg__sq_bind_text(st, 2, cursor);
   sqlite3_bind_int64(st, 3, now);
-  return esg__sq_exec(s, st, "storing a cursor");
+  return esg__sq_write(q, st, "storing a cursor", NULL);
 }
 
-static int sq_cursor_delete(esg_store *s, const char *name) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_CUR_DEL);
+int esg__sq_cursor_delete(esg__sq *q, const char *name) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_CUR_DEL);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, name);
-  int rc = esg__sq_exec(s, st, "deleting a cursor");
-  if (rc == ESG_OK && sqlite3_changes(ESG__DB(s)) == 0) return ESG_NOT_FOUND;
-  return rc;
+  int64_t n;
+  int rc = esg__sq_write(q, st, "deleting a cursor", &n);
+  return rc == ESG_OK && n == 0 ? ESG_NOT_FOUND : rc;
 }
 
-static int sq_snap_open(esg_store *s, const char *source, int64_t now, int64_t *gen) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_SNAP_OPEN);
-  if (!st) return ESG_ESTORE;
+int esg__sq_snap_open(esg__sq *q, const char *source, int64_t now, int64_t *gen) {
+  bool own;
+  int out = esg__sq_unit_begin(q, true, &own);
+  if (out != ESG_OK) return out;
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_SNAP_OPEN);
+  if (!st) return esg__sq_unit_end(q, own, ESG_ESTORE, 1);
   esg__sq_bind_text(st, 1, source);
   sqlite3_bind_int64(st, 2, now);
-  int rc = sqlite3_step(st), out = ESG_OK;
+  int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) *gen = sqlite3_column_int64(st, 0);
-  else out = esg__sq_fail(s, rc == SQLITE_DONE ? SQLITE_ERROR : rc, "opening a listing");
+  else out = esg__sq_fail(q, rc == SQLITE_DONE ? SQLITE_ERROR : rc, "opening a listing");
   sqlite3_reset(st);
-  return out;
+  return esg__sq_unit_end(q, own, out, 1);
 }
 
-static int sq_snap_close(esg_store *s, const char *source, int64_t gen) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_SNAP_CLOSE);
+int esg__sq_snap_close(esg__sq *q, const char *source, int64_t gen) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_SNAP_CLOSE);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, source);
   sqlite3_bind_int64(st, 2, gen);
-  return esg__sq_exec(s, st, "closing a listing");
+  return esg__sq_write(q, st, "closing a listing", NULL);
 }
 
-static sqlite3_stmt *key_stmt(esg_store *s, const char *sql, const char *source, const char *key,
+static sqlite3_stmt *key_stmt(esg__sq *q, const char *sql, const char *source, const char *key,
                               const uint8_t *hash, int64_t gen) {
-  sqlite3_stmt *st = esg__sq_stmt(s, sql);
+  sqlite3_stmt *st = esg__sq_stmt(q, sql);
   if (!st) return NULL;
   esg__sq_bind_text(st, 1, source);
   esg__sq_bind_text(st, 2, key);
@@ -116,25 +118,25 @@ static sqlite3_stmt *key_stmt(esg_store *s, const char *sql, const char *source,
   return st;
 }
 
-static int changed_one(esg_store *s, sqlite3_stmt *st, const char *what, int none) {
-  int rc = esg__sq_exec(s, st, what);
-  if (rc != ESG_OK) return rc;
-  return sqlite3_changes(ESG__DB(s)) ? ESG_OK : none;
+static int changed_one(esg__sq *q, sqlite3_stmt *st, const char *what, int none) {
+  int64_t n;
+  int rc = esg__sq_write(q, st, what, &n);
+  return rc != ESG_OK ? rc : n ? ESG_OK : none;
 }
 
-static int sq_snap_touch(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen) {
-  sqlite3_stmt *st = key_stmt(s, SQL_TOUCH, source, key, hash, gen);
-  return st ? changed_one(s, st, "marking a listed key", ESG_NOT_FOUND) : ESG_ESTORE;
+static int snap_touch(esg__sq *q, const char *source, const char *key, const uint8_t hash[32], int64_t gen) {
+  sqlite3_stmt *st = key_stmt(q, SQL_TOUCH, source, key, hash, gen);
+  return st ? changed_one(q, st, "marking a listed key", ESG_NOT_FOUND) : ESG_ESTORE;
 }
 
-static int sq_snap_insert(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen) {
-  sqlite3_stmt *st = key_stmt(s, SQL_INSERT, source, key, hash, gen);
-  return st ? changed_one(s, st, "storing a listed key", ESG_DUPLICATE) : ESG_ESTORE;
+static int snap_insert(esg__sq *q, const char *source, const char *key, const uint8_t hash[32], int64_t gen) {
+  sqlite3_stmt *st = key_stmt(q, SQL_INSERT, source, key, hash, gen);
+  return st ? changed_one(q, st, "storing a listed key", ESG_DUPLICATE) : ESG_ESTORE;
 }
 
-static int sq_snap_update(esg_store *s, const char *source, const char *key, const uint8_t hash[32], int64_t gen,
+static int snap_update(esg__sq *q, const char *source, const char *key, const uint8_t hash[32], int64_t gen,
                           uint8_t prev[32]) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_HASH);
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_HASH);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, source);
   esg__sq_bind_text(st, 2, key);
@@ -146,19 +148,62 @@ static int sq_snap_update(esg_store *s, const char *source, const char *key, con
   }
   sqlite3_reset(st);
   if (rc == SQLITE_DONE) return ESG_NOT_FOUND;
-  if (rc != SQLITE_ROW) return esg__sq_fail(s, rc, "reading a listed key's hash");
-  st = key_stmt(s, SQL_UPDATE, source, key, hash, gen);
-  return st ? changed_one(s, st, "updating a listed key", ESG_NOT_FOUND) : ESG_ESTORE;
+  if (rc != SQLITE_ROW) return esg__sq_fail(q, rc, "reading a listed key's hash");
+  st = key_stmt(q, SQL_UPDATE, source, key, hash, gen);
+  return st ? changed_one(q, st, "updating a listed key", ESG_NOT_FOUND) : ESG_ESTORE;
 }
 
-static int sq_snap_forget(esg_store *s, const char *source, const char *key) {
-  sqlite3_stmt *st = key_stmt(s, SQL_FORGET, source, key, NULL, 0);
-  return st ? esg__sq_exec(s, st, "forgetting a listed key") : ESG_ESTORE;
+/*
+ * One listed key: a first listing is all new keys and a later one mostly
+ * unchanged, so the statement tried first follows the last outcome. Inside its
+ * own unit, so the read of the old hash and the update are one decision.
+ */
+int esg__sq_snap_see(esg__sq *q, const char *source, const char *key, const uint8_t hash[32], int64_t gen,
+                     uint8_t prev[32]) {
+  bool own;
+  int rc = esg__sq_unit_begin(q, true, &own);
+  if (rc != ESG_OK) return rc;
+  int out;
+  if (q->snap_insert_first && (rc = snap_insert(q, source, key, hash, gen)) != ESG_DUPLICATE) {
+    out = rc == ESG_OK ? ESG__SNAP_CREATED : rc;
+  } else if ((rc = snap_touch(q, source, key, hash, gen)) != ESG_NOT_FOUND) {
+    q->snap_insert_first = false;
+    out = rc == ESG_OK ? ESG__SNAP_UNCHANGED : rc;
+  } else if ((rc = snap_update(q, source, key, hash, gen, prev)) != ESG_NOT_FOUND) {
+    q->snap_insert_first = false;
+    out = rc == ESG_OK ? ESG__SNAP_UPDATED : rc;
+  } else {
+    rc = snap_insert(q, source, key, hash, gen);
+    if (rc == ESG_DUPLICATE) rc = esg__fail(q->err, ESG_ESTORE, "storing a listed key: it appeared meanwhile");
+    q->snap_insert_first = true;
+    out = rc == ESG_OK ? ESG__SNAP_CREATED : rc;
+  }
+  return esg__sq_unit_end(q, own, out, 1);
 }
 
-static int sq_snap_unseen(esg_store *s, const char *source, int64_t gen, const char *after, int limit,
+int esg__sq_cursor_advance(esg__sq *q, const char *name, const char *expected, const char *next, int64_t now) {
+  bool own;
+  int rc = esg__sq_unit_begin(q, true, &own);
+  if (rc != ESG_OK) return rc;
+  const char *c = NULL;
+  rc = esg__sq_cursor_get(q, name, &c);
+  if (rc == ESG_NOT_FOUND) {
+    c = NULL;
+    rc = ESG_OK;
+  }
+  if (rc == ESG_OK && !((!c && !expected) || (c && expected && strcmp(c, expected) == 0))) rc = ESG_BUSY;
+  if (rc == ESG_OK && next) rc = esg__sq_cursor_put(q, name, next, now);
+  return esg__sq_unit_end(q, own, rc, 1);
+}
+
+int esg__sq_snap_forget(esg__sq *q, const char *source, const char *key) {
+  sqlite3_stmt *st = key_stmt(q, SQL_FORGET, source, key, NULL, 0);
+  return esg__sq_write(q, st, "forgetting a listed key", NULL);
+}
+
+int esg__sq_snap_unseen(esg__sq *q, const char *source, int64_t gen, const char *after, int limit,
                           esg__snap_key_cb cb, void *ud, int *count) {
-  sqlite3_stmt *st = esg__sq_stmt(s, SQL_UNSEEN);
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_UNSEEN);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, source);
   sqlite3_bind_int64(st, 2, gen);
@@ -173,20 +218,20 @@ static int sq_snap_unseen(esg_store *s, const char *source, int64_t gen, const c
   int n = 0, rc = SQLITE_DONE, out = ESG_OK;
   if (!rows) {
     sqlite3_reset(st);
-    return esg__fail(&s->err, ESG_ENOMEM, "out of memory listing unseen keys");
+    return esg__fail(q->err, ESG_ENOMEM, "out of memory listing unseen keys");
   }
   while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     size_t kl = (size_t)sqlite3_column_bytes(st, 0);
     rows[n].key = malloc(kl + 1);
     if (!rows[n].key) {
-      out = esg__fail(&s->err, ESG_ENOMEM, "out of memory listing unseen keys");
+      out = esg__fail(q->err, ESG_ENOMEM, "out of memory listing unseen keys");
       break;
     }
     memcpy(rows[n].key, sqlite3_column_text(st, 0), kl + 1);
     if (sqlite3_column_bytes(st, 1) == 32) memcpy(rows[n].hash, sqlite3_column_blob(st, 1), 32);
     n++;
   }
-  if (out == ESG_OK && n < limit && rc != SQLITE_DONE) out = esg__sq_fail(s, rc, "listing unseen keys");
+  if (out == ESG_OK && n < limit && rc != SQLITE_DONE) out = esg__sq_fail(q, rc, "listing unseen keys");
   sqlite3_reset(st);
   for (int i = 0; i < n; i++) {
     if (out == ESG_OK && cb(ud, rows[i].key, rows[i].hash) != 0) out = ESG_ECALLBACK;
@@ -198,10 +243,10 @@ static int sq_snap_unseen(esg_store *s, const char *source, int64_t gen, const c
 }
 
 /* A private statement, not the cache: cb may call into the store, which reuses cached statements. */
-static int sq_replay(esg_store *s, const esg_replay_filter *f, int64_t now, esg_event_cb cb, void *ud, int64_t *n) {
+int esg__sq_replay(esg__sq *q, const esg_replay_filter *f, int64_t now, esg_event_cb cb, void *ud, int64_t *n) {
   sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2(ESG__DB(s), f->corr_key ? SQL_REPLAY_KEY : SQL_REPLAY_ALL, -1, &st, NULL);
-  if (rc != SQLITE_OK) return esg__sq_fail(s, rc, "preparing a replay");
+  int rc = sqlite3_prepare_v2(q->db, f->corr_key ? SQL_REPLAY_KEY : SQL_REPLAY_ALL, -1, &st, NULL);
+  if (rc != SQLITE_OK) return esg__sq_fail(q, rc, "preparing a replay");
   if (f->corr_key) esg__sq_bind_text(st, 1, f->corr_key);
   if (f->type) esg__sq_bind_text(st, 2, f->type);
   sqlite3_bind_int64(st, 3, f->since ? f->since : INT64_MIN);
@@ -214,7 +259,7 @@ static int sq_replay(esg_store *s, const esg_replay_filter *f, int64_t now, esg_
     size_t l[4] = {(size_t)sqlite3_column_bytes(st, 0), (size_t)sqlite3_column_bytes(st, 1),
                    (size_t)sqlite3_column_bytes(st, 3), (size_t)sqlite3_column_bytes(st, 4)};
     if (esg__buf_set(&row, NULL, l[0] + l[1] + l[2] + l[3] + 4) != ESG_OK) {
-      out = esg__fail(&s->err, ESG_ENOMEM, "out of memory replaying events");
+      out = esg__fail(q->err, ESG_ENOMEM, "out of memory replaying events");
       break;
     }
     char *p = row.data;
@@ -231,27 +276,14 @@ static int sq_replay(esg_store *s, const esg_replay_filter *f, int64_t now, esg_
     ev.timestamp = sqlite3_column_int64(st, 2);
     ev.expires = sqlite3_column_int64(st, 5);
     if (cb(ud, &ev) != 0) {
-      out = esg__fail(&s->err, ESG_ECALLBACK, "the replay callback stopped at event \"%s\"", ev.id);
+      out = esg__fail(q->err, ESG_ECALLBACK, "the replay callback stopped at event \"%s\"", ev.id);
       break;
     }
     if (n) (*n)++;
   }
-  if (out == ESG_OK && rc != SQLITE_DONE) out = esg__sq_fail(s, rc, "replaying events");
+  if (out == ESG_OK && rc != SQLITE_DONE) out = esg__sq_fail(q, rc, "replaying events");
   sqlite3_finalize(st);
   esg__buf_free(&row);
   return out;
 }
 
-const struct esg__resync_ops esg__sq_resync_ops = {
-    .cursor_get = sq_cursor_get,
-    .cursor_put = sq_cursor_put,
-    .cursor_delete = sq_cursor_delete,
-    .snap_open = sq_snap_open,
-    .snap_close = sq_snap_close,
-    .snap_touch = sq_snap_touch,
-    .snap_insert = sq_snap_insert,
-    .snap_update = sq_snap_update,
-    .snap_unseen = sq_snap_unseen,
-    .snap_forget = sq_snap_forget,
-    .replay = sq_replay,
-};
