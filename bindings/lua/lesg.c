@@ -367,6 +367,17 @@ static int m_flush(lua_State *L) {
   return lesg_push_ok(L, ls, esg_store_flush(ls->s));
 }
 
+/* store:flush_due() -> when the group still open is due (seconds, the store's clock), 0 when none is open */
+static int m_flush_due(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  int64_t next = 0;
+  int rc = esg_store_flush_due(ls->s, &next);
+  lesg_check_clock(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
+  lua_pushnumber(L, next ? lesg_ms_to_s(next) : 0);
+  return 1;
+}
+
 /*
  * store:batch(fn, ...) -> true, fn's results. Runs fn(...) in one transaction:
  * committed when fn returns, rolled back (and the error re-raised) when it raises.
@@ -1500,7 +1511,7 @@ static const luaL_Reg store_methods[] = {
     {"schema_version", m_schema_version},
     {"path", m_path},       {"begin", m_begin},
     {"commit", m_commit},   {"rollback", m_rollback},
-    {"flush", m_flush},     {"batch", m_batch},
+    {"flush", m_flush},     {"flush_due", m_flush_due},     {"batch", m_batch},
     {"claim", m_claim},     {"complete", m_complete},
     {"claim_event", m_claim_event}, {"owned_claim", m_owned_claim},
     {"intake", m_intake},

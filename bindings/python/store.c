@@ -416,6 +416,19 @@ static PyObject *store_flush(StoreObject *self, PyObject *u) {
   return simple_call(self, esg_store_flush);
 }
 
+static PyObject *store_flush_due(StoreObject *self, PyObject *u) {
+  (void)u;
+  if (esgpy_store_enter(self) < 0) return NULL;
+  int rc;
+  int64_t next = 0;
+  Py_BEGIN_ALLOW_THREADS
+  rc = esg_store_flush_due(self->s, &next);
+  Py_END_ALLOW_THREADS
+  if (esgpy_store_done(self, rc) < 0) return NULL;
+  if (!next) Py_RETURN_NONE;
+  return esgpy_ms_seconds(next);
+}
+
 /* ---------------------------------------------------------------- claims -- */
 
 /* The payload hash: None (no check), Event (its SHA-256), bytes/str (as is up to
@@ -1001,6 +1014,9 @@ static PyMethodDef store_methods[] = {
     {"rollback", (PyCFunction)store_rollback, METH_NOARGS, "rollback() -> None\n\nUndoes the open batch."},
     {"flush", (PyCFunction)store_flush, METH_NOARGS,
      "flush() -> None\n\nCommits the open group-commit transaction now, if any."},
+    {"flush_due", (PyCFunction)store_flush_due, METH_NOARGS,
+     "flush_due() -> float | None\n\nCommits the open group if it is due, as any call would; returns when the "
+     "group still open becomes due (seconds, the store's clock), or None when none is open. For idle loops."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef store_getset[] = {

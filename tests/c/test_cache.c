@@ -120,7 +120,7 @@ static int loader(void *ud, const char *key, int64_t deadline, esg_cache_load *l
 
 static void test_outcomes(void) {
   int64_t now = T0;
-  esg_store *s = tu_open(tu_path("cache-outcomes.db"), &now);
+  esg_store *s = tu_open(tu_store("cache-outcomes.db"), &now);
   esg_cache *c = open_cache(s, NULL);
   esg_cache_entry e;
 
@@ -169,7 +169,7 @@ static void test_outcomes(void) {
 static void test_ttl(void) {
   int64_t now = T0;
   esg_cache_opts o = {.ttl_ms = 1000, .negative_ttl_ms = 200, .max_stale_ms = 5000};
-  esg_store *s = tu_open(tu_path("cache-ttl.db"), &now);
+  esg_store *s = tu_open(tu_store("cache-ttl.db"), &now);
   esg_cache *c = open_cache(s, &o);
   esg_cache_entry e;
 
@@ -257,7 +257,7 @@ static void test_ttl(void) {
 static void test_read_through(void) {
   int64_t now = T0;
   esg_cache_opts o = {.ttl_ms = 1000, .negative_ttl_ms = 100};
-  esg_store *s = tu_open(tu_path("cache-rt.db"), &now);
+  esg_store *s = tu_open(tu_store("cache-rt.db"), &now);
   esg_cache *c = open_cache(s, &o);
   ldr l = {0};
   esg_cache_entry e;
@@ -327,7 +327,7 @@ static void test_read_through(void) {
 static void test_stale_if_error(void) {
   int64_t now = T0;
   esg_cache_opts o = {.ttl_ms = 1000, .max_stale_ms = 10000, .load_timeout_ms = 500};
-  esg_store *s = tu_open(tu_path("cache-sie.db"), &now);
+  esg_store *s = tu_open(tu_store("cache-sie.db"), &now);
   esg_cache *c = open_cache(s, &o);
   ldr l = {0};
   l.now = &now;
@@ -453,8 +453,9 @@ static void run_race(const char *path, int64_t *now, ldr *l, racer *rs) {
 }
 
 static void test_single_flight(void) {
+  TU_REQUIRE(tu_store_shared(), "8 handles on one store: " TU_NOT_SHARED);
   int64_t now = T0;
-  const char *path = tu_path("cache-sf.db");
+  const char *path = tu_store("cache-sf.db");
   esg_store_close(tu_open(path, &now)); /* the schema first */
   ldr l = {0};
   l.sleep_ms = 200; /* long enough for every thread to arrive while the load runs */
@@ -510,8 +511,9 @@ static void *wait_follower(void *p) {
 }
 
 static void test_follower_timeout(void) {
+  TU_REQUIRE(tu_store_shared(), "a follower on another handle: " TU_NOT_SHARED);
   int64_t now = T0;
-  const char *path = tu_path("cache-wait.db");
+  const char *path = tu_store("cache-wait.db");
   esg_store *s = tu_open(path, &now);
   esg_cache *c = open_cache(s, NULL);
   waiter w = {.path = path, .now = &now};
@@ -533,7 +535,7 @@ static void test_follower_timeout(void) {
 static void test_lru(void) {
   int64_t now = T0;
   esg_cache_opts o = {.mem_entries = 3};
-  esg_store *s = tu_open(tu_path("cache-lru.db"), &now);
+  esg_store *s = tu_open(tu_store("cache-lru.db"), &now);
   esg_cache *c = open_cache(s, &o);
   char key[16], val[16];
   for (int i = 1; i <= 3; i++) {
@@ -627,20 +629,26 @@ static void test_lru(void) {
 
 static void test_restart(void) {
   int64_t now = T0;
-  const char *path = tu_path("cache-restart.db");
-  esg_store *s = tu_open(path, &now);
-  esg_cache *c = open_cache(s, NULL);
-  CHECK_RC(ESG_OK, esg_cache_put(c, "kept", "{\"k\":1}", 7, 0));
-  CHECK_RC(ESG_OK, esg_cache_put_negative(c, "absent", 0));
-  close_all(c, s);
+  esg_store *s = NULL;
+  esg_cache *c = NULL;
+  if (tu_store_shared()) {
+    const char *path = tu_store("cache-restart.db");
+    s = tu_open(path, &now);
+    c = open_cache(s, NULL);
+    CHECK_RC(ESG_OK, esg_cache_put(c, "kept", "{\"k\":1}", 7, 0));
+    CHECK_RC(ESG_OK, esg_cache_put_negative(c, "absent", 0));
+    close_all(c, s);
 
-  s = tu_open(path, &now);
-  c = open_cache(s, NULL);
-  EXPECT(c, "kept", ESG_CACHE_HIT, ns("{\"k\":1}"));
-  EXPECT(c, "absent", ESG_CACHE_NEGATIVE, NULL);
-  esg_cache_stats st = stats(c);
-  CHECK(st.mem_hits == 0 && st.hits == 1 && st.negatives == 1);
-  close_all(c, s);
+    s = tu_open(path, &now);
+    c = open_cache(s, NULL);
+    EXPECT(c, "kept", ESG_CACHE_HIT, ns("{\"k\":1}"));
+    EXPECT(c, "absent", ESG_CACHE_NEGATIVE, NULL);
+    esg_cache_stats st = stats(c);
+    CHECK(st.mem_hits == 0 && st.hits == 1 && st.negatives == 1);
+    close_all(c, s);
+  } else {
+    tu_skip_part("restart", TU_NOT_KEPT);
+  }
 
   /* a private in-memory store works too (and shares nothing) */
   esg_store_opts so = {0};
@@ -656,22 +664,29 @@ static void test_restart(void) {
   close_all(c, s);
 }
 
-/* Two handles of one process on one file: writes through one are seen by the other's memory tier. */
+/* Two handles of one process on one store: writes through one are seen by the other's memory tier;
+   a batch's writes reach memory only once committed. */
 static void test_coherence(void) {
   int64_t now = T0;
-  const char *path = tu_path("cache-coh.db");
-  esg_store *s1 = tu_open(path, &now), *s2 = tu_open(path, &now);
-  esg_cache *c1 = open_cache(s1, NULL), *c2 = open_cache(s2, NULL);
-  CHECK_RC(ESG_OK, esg_cache_put(c1, "k", "1", 1, 0));
-  EXPECT(c2, "k", ESG_CACHE_HIT, ns("1"));
-  EXPECT(c2, "k", ESG_CACHE_HIT, ns("1"));
-  CHECK(stats(c2).mem_hits == 1);
-  CHECK_RC(ESG_OK, esg_cache_put(c1, "k", "2", 1, 0));
-  EXPECT(c2, "k", ESG_CACHE_HIT, ns("2"));
-  CHECK_RC(ESG_OK, esg_cache_invalidate(c1, "k"));
-  EXPECT(c2, "k", ESG_CACHE_MISS, NULL);
-  CHECK_RC(ESG_OK, esg_cache_put_negative(c2, "k", 0));
-  EXPECT(c1, "k", ESG_CACHE_NEGATIVE, NULL);
+  const char *path = tu_store("cache-coh.db");
+  esg_store *s1 = tu_open(path, &now), *s2 = NULL;
+  esg_cache *c1 = open_cache(s1, NULL), *c2 = NULL;
+  if (tu_store_shared()) {
+    s2 = tu_open(path, &now);
+    c2 = open_cache(s2, NULL);
+    CHECK_RC(ESG_OK, esg_cache_put(c1, "k", "1", 1, 0));
+    EXPECT(c2, "k", ESG_CACHE_HIT, ns("1"));
+    EXPECT(c2, "k", ESG_CACHE_HIT, ns("1"));
+    CHECK(stats(c2).mem_hits == 1);
+    CHECK_RC(ESG_OK, esg_cache_put(c1, "k", "2", 1, 0));
+    EXPECT(c2, "k", ESG_CACHE_HIT, ns("2"));
+    CHECK_RC(ESG_OK, esg_cache_invalidate(c1, "k"));
+    EXPECT(c2, "k", ESG_CACHE_MISS, NULL);
+    CHECK_RC(ESG_OK, esg_cache_put_negative(c2, "k", 0));
+    EXPECT(c1, "k", ESG_CACHE_NEGATIVE, NULL);
+  } else {
+    tu_skip_part("two handles", TU_NOT_SHARED);
+  }
   /* a write inside a batch is not kept in memory until it is committed */
   CHECK_RC(ESG_OK, esg_store_begin(s1));
   CHECK_RC(ESG_OK, esg_cache_put(c1, "b", "1", 1, 0));
@@ -704,7 +719,7 @@ static int collect(esg_cache *c, const char *json, const char **key) {
 
 static void test_collect(void) {
   int64_t now = T0;
-  esg_store *s = tu_open(tu_path("cache-collect.db"), &now);
+  esg_store *s = tu_open(tu_store("cache-collect.db"), &now);
   esg_cache *c = open_cache(s, NULL);
   const char *key = NULL;
   esg_cache_entry e;
@@ -778,7 +793,7 @@ static void test_collect(void) {
 
 static void test_bad_input(void) {
   int64_t now = T0;
-  esg_store *s = tu_open(tu_path("cache-bad.db"), &now);
+  esg_store *s = tu_open(tu_store("cache-bad.db"), &now);
   esg_cache *c = NULL;
   esg_cache_opts o = {0};
 
@@ -870,7 +885,7 @@ static void test_bad_input(void) {
 /* With the real clock the memory tier reads a coarse clock plus a guard band: never late. */
 static void test_real_clock(void) {
   esg_store *s = NULL;
-  CHECK_RC(ESG_OK, esg_store_open(&s, tu_path("cache-real.db"), NULL));
+  CHECK_RC(ESG_OK, esg_store_open(&s, tu_store("cache-real.db"), NULL));
   esg_cache *c = open_cache(s, NULL);
   CHECK_RC(ESG_OK, esg_cache_put(c, "long", "1", 1, 60000));
   EXPECT(c, "long", ESG_CACHE_HIT, ns("1"));
@@ -885,17 +900,19 @@ static void test_real_clock(void) {
 }
 
 int main(void) {
-  RUN(test_outcomes);
-  RUN(test_ttl);
-  RUN(test_read_through);
-  RUN(test_stale_if_error);
-  RUN(test_single_flight);
-  RUN(test_follower_timeout);
-  RUN(test_lru);
-  RUN(test_restart);
-  RUN(test_coherence);
-  RUN(test_collect);
-  RUN(test_bad_input);
-  RUN(test_real_clock);
+  TU_SUITE {
+    RUN(test_outcomes);
+    RUN(test_ttl);
+    RUN(test_read_through);
+    RUN(test_stale_if_error);
+    RUN(test_single_flight);
+    RUN(test_follower_timeout);
+    RUN(test_lru);
+    RUN(test_restart);
+    RUN(test_coherence);
+    RUN(test_collect);
+    RUN(test_bad_input);
+    RUN(test_real_clock);
+  }
   return tu_done();
 }

@@ -69,8 +69,11 @@ static pid_t spawn(const char *path, int group, int64_t *tokens) {
   return pid;
 }
 
+#define CRASH_NEEDS "a killed process's store, opened by the survivor: " TU_NOT_SHARED
+
 static void test_kill_while_holding(void) {
-  const char *path = tu_path("crash.db");
+  TU_REQUIRE(tu_store_shared(), CRASH_NEEDS);
+  const char *path = tu_store("crash.db");
   int64_t tokens[KEYS];
   spawn(path, 0, tokens);
   /* before the lease runs out: busy, and the completed half are duplicates */
@@ -104,7 +107,8 @@ static void test_kill_while_holding(void) {
 
 static void test_kill_with_open_group(void) {
   /* group commit: the uncommitted group is lost whole, so every key is simply new again */
-  const char *path = tu_path("crash-group.db");
+  TU_REQUIRE(tu_store_shared(), CRASH_NEEDS);
+  const char *path = tu_store("crash-group.db");
   int64_t tokens[KEYS];
   spawn(path, 1, tokens);
   esg_store *s = open_skewed(path, 0);
@@ -121,7 +125,8 @@ static void test_kill_with_open_group(void) {
 
 /* Kills workers at random points of a claim-complete loop, many times; in the end each key completes once. */
 static void test_kill_mid_work(void) {
-  const char *path = tu_path("crash-mid.db");
+  TU_REQUIRE(tu_store_shared(), CRASH_NEEDS);
+  const char *path = tu_store("crash-mid.db");
   esg_store_close(open_skewed(path, 0));
   unsigned seed = 42;
   for (int round = 0; round < 20; round++) {
@@ -168,8 +173,10 @@ static void test_kill_mid_work(void) {
 }
 
 int main(void) {
-  RUN(test_kill_while_holding);
-  RUN(test_kill_with_open_group);
-  RUN(test_kill_mid_work);
+  TU_SUITE {
+    RUN(test_kill_while_holding);
+    RUN(test_kill_with_open_group);
+    RUN(test_kill_mid_work);
+  }
   return tu_done();
 }

@@ -25,7 +25,7 @@ static int seen(void *ud, const esg_fault *f) {
 
 static void test_faults(void) {
   int64_t now = 5000;
-  esg_store *s = tu_open(tu_path("faults.db"), &now);
+  esg_store *s = tu_open(tu_store("faults.db"), &now);
   esg_fault f = {0};
   f.event_id = "evt-1";
   f.stage = "deliver";
@@ -106,6 +106,8 @@ static void test_faults(void) {
 }
 
 int main(void) {
-  RUN(test_faults);
+  TU_SUITE {
+    RUN(test_faults);
+  }
   return tu_done();
 }

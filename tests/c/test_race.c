@@ -43,7 +43,8 @@ static void worker(const char *path, int id, int fd, int group_ms) {
 }
 
 static void race(const char *name, int group_ms) {
-  const char *path = tu_path(name);
+  TU_REQUIRE(tu_store_shared(), "4 processes on one store: " TU_NOT_SHARED);
+  const char *path = tu_store(name);
   int64_t now = 0;
   esg_store_close(tu_open(path, &now)); /* create the schema once, before the race */
   int fds[PROCS][2];
@@ -99,7 +100,9 @@ static void test_race(void) { race("race.db", 0); }
 static void test_race_grouped(void) { race("race-grouped.db", 5); }
 
 int main(void) {
-  RUN(test_race);
-  RUN(test_race_grouped);
+  TU_SUITE {
+    RUN(test_race);
+    RUN(test_race_grouped);
+  }
   return tu_done();
 }

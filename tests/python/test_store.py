@@ -234,6 +234,25 @@ def test_batch_commits_or_rolls_back(db, clock):
         assert s.get_event("evt-3") is None
 
 
+def test_flush_due_and_uri(db, clock):
+    s = esg.Store("sqlite:" + db, clock=clock, group_commit=10.0)
+    assert s.backend == "sqlite"
+    assert s.flush_due() is None  # no group open
+    start = s.now()
+    s.put_event(event(1))
+    assert s.flush_due() == pytest.approx(start + 10.0, abs=0.002)
+    other = esg.Store(db, clock=clock, busy_timeout=0.05)
+    assert other.get_event("evt-1") is None  # not committed yet
+    clock.advance(11)
+    assert s.get_event("evt-1") is not None  # a read once the group is due commits it
+    assert other.get_event("evt-1") is not None
+    assert s.flush_due() is None
+    s.close()
+    other.close()
+    with pytest.raises(esg.InvalidArgumentError, match='unknown store scheme "nosuch".*sqlite'):
+        esg.Store("nosuch://x")
+
+
 def test_group_commit_and_flush(db, clock):
     s = esg.Store(db, clock=clock, group_commit=10.0, group_commit_max=3)
     other = esg.Store(db, clock=clock, busy_timeout=0.05)

@@ -61,8 +61,9 @@ esg_stored_event esg__stored_event(const esg_event *ev, const char *corr_key, in
 int esg__event_store(esg_store *s, const esg_stored_event *row);
 
 /* Completes n claims as n esg_complete calls would, in one unit of writes: one
-   transaction for all (the egress engine completes a loop turn's deliveries so; one
-   UPDATE .. FROM a VALUES list measured 2.5 times dearer per row than one UPDATE each).
+   transaction for all (the egress engine completes a loop turn's deliveries so; on
+   SQLite one statement over a list of rows measured 2.5 times dearer per row than one
+   statement each).
    ESG_OK, or the store error that stopped it or that its commit failed with (each rc
    says which; see claims.c for what a group's commit reports). */
 int esg__complete_batch(esg_store *s, esg__completion *c, size_t n);
