@@ -130,8 +130,11 @@ static void test_kill_mid_work(void) {
   esg_store_close(open_skewed(path, 0));
   unsigned seed = 42;
   for (int round = 0; round < 20; round++) {
+    int ready[2];
+    if (pipe(ready) != 0) abort();
     pid_t pid = fork();
     if (pid == 0) {
+      close(ready[0]);
       esg_store *s = NULL;
       if (esg_store_open(&s, path, NULL) != ESG_OK) _exit(3);
       for (int i = 0; i < 2000; i++) {
@@ -139,9 +142,14 @@ static void test_kill_mid_work(void) {
         snprintf(key, sizeof key, "m%d", i);
         esg_claim_info c;
         if (esg_claim(s, key, NULL, 0, LEASE, 3600000, &c) == ESG_NEW) esg_complete(s, key, c.token, "w", 1);
+        if (i == 0 && write(ready[1], "r", 1) != 1) _exit(4); /* working: the kill lands mid-work */
       }
       _exit(0);
     }
+    close(ready[1]);
+    char r;
+    if (read(ready[0], &r, 1) != 1) r = 0; /* (the child ended early) */
+    close(ready[0]);
     usleep(1000 + rand_r(&seed) % 20000);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);

@@ -36,8 +36,13 @@ const esg__backend *esg__backend_for(const char *uri, const char **target, esg__
   for (size_t i = 0; i < N_SCHEMES; i++) {
     if (strlen(schemes[i].scheme) == n && strncmp(uri, schemes[i].scheme, n) == 0) {
       *target = uri + n + 1;
-      /* "sqlite://PATH" is the same as "sqlite:PATH" for an absolute path */
-      if (strncmp(*target, "//", 2) == 0 && (*target)[2] == '/') *target += 2;
+      if (strncmp(*target, "//", 2) == 0) { /* "sqlite:///abs/path": an empty authority */
+        if ((*target)[2] != '/') {
+          esg__fail(err, ESG_EINVAL, "store URI \"%s\": write sqlite:PATH, or sqlite:///PATH for an absolute path", uri);
+          return NULL;
+        }
+        *target += 2;
+      }
       return schemes[i].be;
     }
   }

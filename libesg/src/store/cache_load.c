@@ -127,6 +127,9 @@ int esg_cache_get_or_load(esg_cache *c, const char *key, esg_cache_loader loader
     if (rc != ESG_OK) return rc;
     if (!out) return esg__fail(&c->err, ESG_EINVAL, "out is NULL");
     if (!loader) return esg__fail(&c->err, ESG_EINVAL, "loader is NULL");
+  } else if (c->s->group || c->s->forks != esg__forks) {
+    int rc = esg__cache_check_idle(c); /* the store's entry (a due group commits) */
+    if (rc != ESG_OK) return rc;
   }
   uint64_t h = key_hash(key, klen);
   int64_t now;

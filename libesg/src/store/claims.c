@@ -128,7 +128,7 @@ int esg__complete_batch(esg_store *s, esg__completion *c, size_t n) {
   }
   for (size_t i = 0; i < n; i++) c[i].rc = check_token_args(s, c[i].key, 0, c[i].result, c[i].len, 0);
   rc = s->be->claims_complete(s->b, c, n, esg__now(s));
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; rc >= 0 && i < n; i++) /* (a store error's text stays the store's) */
     if (c[i].rc == ESG_ETOKEN) stale_token(s, c[i].key, c[i].token);
   return rc;
 }

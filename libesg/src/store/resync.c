@@ -462,7 +462,9 @@ static int diff_one(esg_snapshot *sn, const char *key, const uint8_t hash[32], c
 int esg_snapshot_add(esg_snapshot *sn, const char *key, const char *content, size_t len) {
   if (!sn) return esg__fail(NULL, ESG_EINVAL, "snapshot is NULL");
   if (sn->failed) return esg__fail(&sn->err, ESG_ESTATE, "the listing failed earlier; begin it again");
-  int rc = esg__check_key(&sn->err, "listing key", key);
+  int rc = esg__enter(sn->em.s);
+  if (rc != ESG_OK) return esg__fail(&sn->err, rc, "%s", sn->em.s->err.msg);
+  rc = esg__check_key(&sn->err, "listing key", key);
   if (rc != ESG_OK) return rc;
   if (!content) return esg__fail(&sn->err, ESG_EINVAL, "listing entry \"%s\": content is NULL", key);
   if (len > ESG_EVENT_MAX_BYTES)
@@ -509,6 +511,7 @@ int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
   if (!sn) return esg__fail(NULL, ESG_EINVAL, "snapshot is NULL");
   if (sn->failed) return esg__fail(&sn->err, ESG_ESTATE, "the listing failed earlier; begin it again");
   esg_store *s = sn->em.s;
+  if (esg__enter(s) != ESG_OK) return esg__fail(&sn->err, ESG_ESTATE, "%s", s->err.msg);
   int rc = end_batch(sn, ESG_OK);
   bool marked = rc >= 0; /* the last adds' marks are stored */
   /* mark and sweep: what this generation did not see is gone; one batch per page of keys */

@@ -189,7 +189,7 @@ static int group_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out)
       esg__sq_row row = fresh(r, attempts);
       if ((rc = esg__pend_add(q, r->key, &row)) == ESG_OK) rc = ESG_NEW;
       report(out, &row);
-      return rc;
+      return esg__sq_unit_end(q, false, rc, 1); /* a write into the group: counted, and due is checked */
     }
     if (rc != -1) {
       report(out, held);
