@@ -129,9 +129,8 @@ int esg_store_flush(esg_store *s) {
 
 int esg_store_flush_due(esg_store *s, int64_t *next_ms) {
   if (next_ms) *next_ms = 0;
-  if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  if (s->forks != esg__forks) return inherited_fail(s);
-  if (!s->group || s->batch) return ESG_OK;
+  int rc = esg__enter(s);
+  if (rc != ESG_OK || !s->group || s->batch) return rc;
   return s->be->flush_due(s->b, esg__now(s), next_ms);
 }
 

@@ -1,6 +1,7 @@
 /*
- * SQLite backend: claims pending in an open group. Under group commit, a claim made while the
- * group's transaction is open is kept in memory, and its row is written once:
+ * SQLite backend: claims pending in an open group. Under group commit, a claim
+ * made while the group's transaction is open is kept in memory, and its row is
+ * written once:
  * completed when the owner completes it within the group (one write instead of
  * an insert and an update), or as in progress when the group commits. Nothing is
  * lost by waiting: the open group holds the write lock, so no other process can
