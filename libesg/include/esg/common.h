@@ -88,6 +88,31 @@ ESG_API int64_t esg_clock_real(void *ud);
 /** Frees memory that libesg handed to the caller (documented per function). NULL is fine. */
 ESG_API void esg_free(void *p);
 
+/**
+ * The allocator of every allocation libesg makes, cJSON's included (libesg parses and
+ * prints with it). SQLite and libcurl keep their own: sqlite3_config and
+ * curl_global_init_mem are process-wide and the host's to set.
+ */
+typedef struct esg_allocator {
+  size_t size;                                   /* sizeof(esg_allocator): ESG_ALLOCATOR_INIT */
+  void *(*malloc_fn)(void *ud, size_t n);          /* n > 0; NULL when out of memory */
+  void *(*realloc_fn)(void *ud, void *p, size_t n); /* p may be NULL; n > 0 */
+  void (*free_fn)(void *ud, void *p);             /* p is never NULL */
+  void *ud;
+} esg_allocator;
+#define ESG_ALLOCATOR_INIT {.size = sizeof(esg_allocator)}
+
+/**
+ * Routes libesg's memory through a (NULL: back to malloc, realloc and free). Process-wide:
+ * set it before any thread uses libesg. Memory allocated before the call is freed
+ * through the allocator current at that time, so a later allocator must accept the
+ * earlier one's blocks (a wrapper that counts or fails calls around malloc does), or be
+ * set before the first libesg call. ESG_OK, or ESG_EINVAL (size or a function missing).
+ * A failed allocation makes the call that needed it return ESG_ENOMEM with nothing
+ * written and nothing leaked.
+ */
+ESG_API int esg_set_allocator(const esg_allocator *a);
+
 #ifdef __cplusplus
 }
 #endif

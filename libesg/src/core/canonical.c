@@ -22,7 +22,7 @@ static bool canonicalise(cJSON *item) {
   for (cJSON *c = item->child; c; c = c->next, n++)
     if (!canonicalise(c)) return false;
   if (!cJSON_IsObject(item) || n < 2) return true;
-  cJSON **v = malloc(n * sizeof *v);
+  cJSON **v = esg__malloc(n * sizeof *v);
   if (!v) return false;
   size_t i = 0;
   for (cJSON *c = item->child; c; c = c->next) v[i++] = c;
@@ -32,7 +32,7 @@ static bool canonicalise(cJSON *item) {
     v[i]->next = i + 1 < n ? v[i + 1] : NULL;
   }
   item->child = v[0];
-  free(v);
+  esg__free(v);
   return true;
 }
 

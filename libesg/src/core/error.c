@@ -56,7 +56,7 @@ int esg__buf_set(esg__buf *b, const void *data, size_t len) {
   if (len + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < len + 1) cap *= 2;
-    char *p = realloc(b->data, cap);
+    char *p = esg__realloc(b->data, cap);
     if (!p) return ESG_ENOMEM;
     b->data = p;
     b->cap = cap;
@@ -68,11 +68,9 @@ int esg__buf_set(esg__buf *b, const void *data, size_t len) {
 }
 
 void esg__buf_free(esg__buf *b) {
-  free(b->data);
+  esg__free(b->data);
   memset(b, 0, sizeof *b);
 }
-
-void esg_free(void *p) { free(p); }
 
 const char *esg_version(void) { return ESG_VERSION_STRING; }
 int esg_version_number(void) { return ESG_VERSION_NUMBER; }

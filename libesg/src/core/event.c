@@ -62,7 +62,7 @@ int esg_event_parse(const char *json, size_t len, esg_event **out) {
   if (!json) return esg__fail(NULL, ESG_EINVAL, "event is NULL");
   if (len > ESG_EVENT_MAX_BYTES)
     return esg__fail(NULL, ESG_ETOOBIG, "event is %zu bytes; the limit is %d", len, ESG_EVENT_MAX_BYTES);
-  esg_event *ev = malloc(sizeof *ev + len + 1);
+  esg_event *ev = esg__malloc(sizeof *ev + len + 1);
   if (!ev) return esg__fail(NULL, ESG_ENOMEM, "out of memory for a %zu byte event", len);
   memcpy(ev->json, json, len);
   ev->json[len] = '\0';
@@ -78,7 +78,7 @@ int esg_event_parse(const char *json, size_t len, esg_event **out) {
   }
   if (!ev->root) {
     size_t at = end && end >= ev->json ? (size_t)(end - ev->json) : 0;
-    free(ev);
+    esg__free(ev);
     return esg__fail(NULL, ESG_EJSON, "event is not valid JSON (near byte %zu)", at);
   }
   int rc = validate(ev);
@@ -94,7 +94,7 @@ int esg_event_parse(const char *json, size_t len, esg_event **out) {
 void esg_event_free(esg_event *ev) {
   if (!ev) return;
   cJSON_Delete(ev->root);
-  free(ev);
+  esg__free(ev);
 }
 
 const char *esg_event_id(const esg_event *ev) { return ev->id; }

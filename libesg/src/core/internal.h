@@ -15,6 +15,14 @@ typedef struct esg__err {
   char msg[512];
 } esg__err;
 
+/* Every allocation goes through the allocator of esg_set_allocator (core/alloc.c). */
+void *esg__malloc(size_t n);
+void *esg__calloc(size_t n, size_t size);
+void *esg__realloc(void *p, size_t n);
+void esg__free(void *p);
+char *esg__strdup(const char *s);
+char *esg__strndup(const char *s, size_t n);
+
 /* Records a formatted detail text on handle err (NULL: the thread's slot) and returns code. */
 int esg__fail(esg__err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -138,7 +138,7 @@ static const char *env_value(const char *name) {
 static bool env_copy(char **out, const char *a, const char *b) {
   const char *v = env_value(a);
   if (!v && b) v = env_value(b);
-  *out = v ? strdup(v) : NULL;
+  *out = v ? esg__strdup(v) : NULL;
   return !v || *out;
 }
 
@@ -196,7 +196,7 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
   if (curl_init_rc != CURLE_OK)
     return esg__fail(NULL, ESG_EIO, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
 
-  esg_egress *e = calloc(1, sizeof *e);
+  esg_egress *e = esg__calloc(1, sizeof *e);
   if (!e) return esg__fail(NULL, ESG_ENOMEM, "out of memory");
   e->store = store;
   e->max_in_flight = o.max_in_flight ? o.max_in_flight : 16;
@@ -223,11 +223,11 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
   e->tokens = e->burst;
   e->tokens_at = now_of(e);
   bool env_ok = read_proxy_env(e);
-  e->idem_header = strdup(hdr);
-  e->content_type = strdup(ct);
-  e->slots = calloc((size_t)e->max_in_flight, sizeof *e->slots);
-  e->round = calloc((size_t)e->max_in_flight, sizeof *e->round);
-  e->batch = calloc((size_t)e->max_in_flight, sizeof *e->batch);
+  e->idem_header = esg__strdup(hdr);
+  e->content_type = esg__strdup(ct);
+  e->slots = esg__calloc((size_t)e->max_in_flight, sizeof *e->slots);
+  e->round = esg__calloc((size_t)e->max_in_flight, sizeof *e->round);
+  e->batch = esg__calloc((size_t)e->max_in_flight, sizeof *e->batch);
   e->multi = curl_multi_init();
   if (!env_ok || !e->idem_header || !e->content_type || !e->slots || !e->round || !e->batch || !e->multi) goto nomem;
   for (int i = e->max_in_flight - 1; i >= 0; i--) {
@@ -247,7 +247,7 @@ nomem:
 }
 
 /* A job is one block (make_job): freeing it frees its strings and header list. */
-static void job_free(esg__job *j) { free(j); }
+static void job_free(esg__job *j) { esg__free(j); }
 
 static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot);
 
@@ -277,30 +277,30 @@ void esg_egress_close(esg_egress *e) {
       job_free(j);
     }
     lane_unlink(e, l);
-    free(l);
+    esg__free(l);
   }
   while (e->spare) {
     esg__lane_node *n = e->spare;
     e->spare = n->next;
-    free(n);
+    esg__free(n);
   }
   for (int i = 0; e->slots && i < e->max_in_flight; i++) {
     if (e->slots[i].easy) curl_easy_cleanup(e->slots[i].easy);
-    free(e->slots[i].resp);
-    free(e->slots[i].url);
+    esg__free(e->slots[i].resp);
+    esg__free(e->slots[i].url);
     curl_url_cleanup(e->slots[i].uh);
   }
   if (e->multi) curl_multi_cleanup(e->multi);
   esg__lanes_free(&e->lanes);
   esg__heap_free(&e->heap);
-  free(e->slots);
-  free(e->round);
-  free(e->batch);
-  free(e->idem_header);
-  free(e->content_type);
-  for (int i = 0; i < 3; i++) free(e->proxy[i]);
-  free(e->no_proxy);
-  free(e);
+  esg__free(e->slots);
+  esg__free(e->round);
+  esg__free(e->batch);
+  esg__free(e->idem_header);
+  esg__free(e->content_type);
+  for (int i = 0; i < 3; i++) esg__free(e->proxy[i]);
+  esg__free(e->no_proxy);
+  esg__free(e);
 }
 
 /* ---------------------------------------------------------------- submit -- */
@@ -312,7 +312,7 @@ static bool has_ctl(const char *s) {
 }
 
 static char *dupmem(const void *p, size_t n) {
-  char *d = malloc(n + 1);
+  char *d = esg__malloc(n + 1);
   if (!d) return NULL;
   if (n) memcpy(d, p, n);
   d[n] = '\0';
@@ -379,7 +379,7 @@ static int make_job(esg_egress *e, const esg_egress_request *r, esg__job **out) 
                 (r->claim_key ? claim_len + 1 : 0) + (r->body ? r->body_len + 1 : 0) +
                 (r->event ? r->event_len + 1 : 0) + strlen(e->idem_header) + id_len + 3 +
                 (ct ? strlen("Content-Type") + strlen(e->content_type) + 3 : 0) + hdr_bytes;
-  esg__job *j = malloc(size);
+  esg__job *j = esg__malloc(size);
   if (!j) return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
   memset(j, 0, sizeof *j);
   struct curl_slist *h = (struct curl_slist *)(j + 1);
@@ -413,7 +413,7 @@ static esg__lane_node *lane_new(esg_egress *e, size_t len) {
     e->n_spare--;
   } else {
     size_t cap = len < 48 ? 48 : len + 1;
-    if (!(n = malloc(sizeof *n + cap))) return NULL;
+    if (!(n = esg__malloc(sizeof *n + cap))) return NULL;
     n->cap = cap;
   }
   memset(&n->lane, 0, sizeof n->lane);
@@ -424,7 +424,7 @@ static esg__lane_node *lane_new(esg_egress *e, size_t len) {
 static void lane_free(esg_egress *e, esg__lane *l) {
   esg__lane_node *n = (esg__lane_node *)l;
   if (e->n_spare >= SPARE_LANES) {
-    free(n);
+    esg__free(n);
     return;
   }
   n->next = e->spare;
@@ -493,7 +493,7 @@ typedef struct fault_copy {
 
 static int copy_fault(void *ud, const esg_fault *f) {
   fault_copy *c = ud;
-  c->event_id = strdup(f->event_id);
+  c->event_id = esg__strdup(f->event_id);
   c->event = f->event ? dupmem(f->event, f->event_len) : NULL;
   c->event_len = f->event ? f->event_len : 0;
   c->attempts = f->attempts;
@@ -537,8 +537,8 @@ int esg_egress_resubmit(esg_egress *e, int64_t fault_id, const esg_egress_reques
     }
     esg_event_free(ev);
   }
-  free(c.event_id);
-  free(c.event);
+  esg__free(c.event_id);
+  esg__free(c.event);
   return rc;
 }
 
@@ -552,7 +552,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
     if (s->resp_len + keep > s->resp_cap) {
       size_t cap = s->resp_cap ? s->resp_cap : 1024;
       while (cap < s->resp_len + keep) cap *= 2;
-      char *b = realloc(s->resp, cap);
+      char *b = esg__realloc(s->resp, cap);
       if (!b) return 0; /* curl fails the attempt with a write error; it retries */
       s->resp = b;
       s->resp_cap = cap;
@@ -581,7 +581,7 @@ static int start(esg_egress *e, esg__job *j, int64_t now) {
     curl_easy_setopt(h, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(h, CURLOPT_PRIVATE, s);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, s->errbuf);
-    free(s->url);
+    esg__free(s->url);
     s->url = NULL;
   }
   s->plain_post = plain_post;
@@ -589,7 +589,7 @@ static int start(esg_egress *e, esg__job *j, int64_t now) {
     /* Most deliveries go where the previous one went. Handing libcurl the URL parsed
        (CURLOPT_CURLU) spares it parsing and normalising the string on every transfer;
        a URL our parse refuses goes as a string, for libcurl to fail as it would. */
-    free(s->url);
+    esg__free(s->url);
     s->url = NULL;
     set_proxy(e, h, j->url);
     if (!s->uh) s->uh = curl_url();
@@ -597,7 +597,7 @@ static int start(esg_egress *e, esg__job *j, int64_t now) {
         s->uh && curl_url_set(s->uh, CURLUPART_URL, j->url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK;
     curl_easy_setopt(h, CURLOPT_CURLU, parsed ? s->uh : NULL);
     curl_easy_setopt(h, CURLOPT_URL, parsed ? NULL : j->url);
-    if (parsed) s->url = strdup(j->url); /* kept only for a parsed URL; NULL: set again next time */
+    if (parsed) s->url = esg__strdup(j->url); /* kept only for a parsed URL; NULL: set again next time */
   }
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, j->headers);
   if (strcmp(j->method, "GET") == 0 && !j->body) {

@@ -58,11 +58,11 @@ int esg_http_loader_open(esg_http_loader **out, const esg_http_loader_opts *opts
       return esg__fail(NULL, ESG_EINVAL, "header %zu is not one line \"Name: value\"", i);
   pthread_once(&loader_curl_once, loader_curl_init);
   if (loader_curl_rc != CURLE_OK) return esg__fail(NULL, ESG_EIO, "curl_global_init failed");
-  esg_http_loader *l = calloc(1, sizeof *l);
+  esg_http_loader *l = esg__calloc(1, sizeof *l);
   if (!l) return esg__fail(NULL, ESG_ENOMEM, "out of memory");
   const char *at = strstr(opts->url, "{key}");
-  l->url_pre = at ? strndup(opts->url, (size_t)(at - opts->url)) : strdup(opts->url);
-  l->url_post = strdup(at ? at + 5 : "");
+  l->url_pre = at ? esg__strndup(opts->url, (size_t)(at - opts->url)) : esg__strdup(opts->url);
+  l->url_post = esg__strdup(at ? at + 5 : "");
   l->connect_timeout = opts->connect_timeout_ms ? opts->connect_timeout_ms : 5000;
   l->timeout = opts->timeout_ms ? opts->timeout_ms : 10000;
   l->ttl = opts->ttl_ms;
@@ -89,10 +89,10 @@ int esg_http_loader_open(esg_http_loader **out, const esg_http_loader_opts *opts
 }
 
 static void ent_free(etag_ent *e) {
-  free(e->key);
-  free(e->etag);
-  free(e->body);
-  free(e);
+  esg__free(e->key);
+  esg__free(e->etag);
+  esg__free(e->body);
+  esg__free(e);
 }
 
 void esg_http_loader_close(esg_http_loader *l) {
@@ -102,13 +102,13 @@ void esg_http_loader_close(esg_http_loader *l) {
       next = e->next;
       ent_free(e);
     }
-  free(l->b);
+  esg__free(l->b);
   if (l->easy) curl_easy_cleanup(l->easy);
   curl_slist_free_all(l->headers);
-  free(l->url_pre);
-  free(l->url_post);
-  free(l->body);
-  free(l);
+  esg__free(l->url_pre);
+  esg__free(l->url_post);
+  esg__free(l->body);
+  esg__free(l);
 }
 
 void esg_http_loader_counts(const esg_http_loader *l, uint64_t *requests, uint64_t *not_modified, uint64_t *absent,
@@ -141,7 +141,7 @@ static void remember(esg_http_loader *l, const char *key, uint64_t h, const char
   if (l->n >= l->max_etags) return; /* full: this key is loaded without revalidation */
   if (l->n >= l->nb) {
     size_t nb = l->nb ? l->nb * 2 : 64;
-    etag_ent **b = calloc(nb, sizeof *b);
+    etag_ent **b = esg__calloc(nb, sizeof *b);
     if (!b) return;
     for (size_t i = 0; i < l->nb; i++)
       for (etag_ent *e = l->b[i], *next; e; e = next) {
@@ -149,16 +149,16 @@ static void remember(esg_http_loader *l, const char *key, uint64_t h, const char
         e->next = b[e->hash & (nb - 1)];
         b[e->hash & (nb - 1)] = e;
       }
-    free(l->b);
+    esg__free(l->b);
     l->b = b;
     l->nb = nb;
   }
-  etag_ent *e = calloc(1, sizeof *e);
+  etag_ent *e = esg__calloc(1, sizeof *e);
   if (!e) return;
   e->hash = h;
-  e->key = strdup(key);
-  e->etag = strdup(etag);
-  e->body = malloc(len + 1);
+  e->key = esg__strdup(key);
+  e->etag = esg__strdup(etag);
+  e->body = esg__malloc(len + 1);
   if (!e->key || !e->etag || !e->body) {
     ent_free(e);
     return;
@@ -184,7 +184,7 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud) {
   if (l->body_len + len + 1 > l->body_cap) {
     size_t cap = l->body_cap ? l->body_cap : 4096;
     while (cap < l->body_len + len + 1) cap *= 2;
-    char *b = realloc(l->body, cap);
+    char *b = esg__realloc(l->body, cap);
     if (!b) return 0;
     l->body = b;
     l->body_cap = cap;
@@ -213,7 +213,7 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   char *esc = curl_easy_escape(l->easy, key, 0);
   if (!esc) return load_fail(l, ld, ESG_ENOMEM, "loader: out of memory");
   size_t ul = strlen(l->url_pre) + strlen(esc) + strlen(l->url_post) + 1;
-  char *url = malloc(ul);
+  char *url = esg__malloc(ul);
   if (!url) {
     curl_free(esc);
     return load_fail(l, ld, ESG_ENOMEM, "loader: out of memory");
@@ -228,7 +228,7 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   struct curl_slist extra = {NULL, NULL}, *tail = l->headers;
   while (tail->next) tail = tail->next;
   size_t il = known ? strlen(known->etag) + sizeof "If-None-Match: " : 0;
-  if (known && (inm = malloc(il))) { /* out of memory: a plain GET */
+  if (known && (inm = esg__malloc(il))) { /* out of memory: a plain GET */
     snprintf(inm, il, "If-None-Match: %s", known->etag);
     extra.data = inm;
     tail->next = &extra; /* linked for this GET only */
@@ -248,8 +248,8 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   l->requests++;
   CURLcode cc = curl_easy_perform(c);
   tail->next = NULL;
-  free(inm);
-  free(url);
+  esg__free(inm);
+  esg__free(url);
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   if (l->too_big) {

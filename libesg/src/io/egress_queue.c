@@ -18,7 +18,7 @@ esg__lane *esg__lanes_find(esg__lanes *t, const char *key, uint64_t h) {
 
 static int grow(esg__lanes *t) {
   size_t nb = t->nb ? t->nb * 2 : 64;
-  esg__lane **b = calloc(nb, sizeof *b);
+  esg__lane **b = esg__calloc(nb, sizeof *b);
   if (!b) return ESG_ENOMEM;
   for (size_t i = 0; i < t->nb; i++) {
     esg__lane *l = t->b[i];
@@ -29,7 +29,7 @@ static int grow(esg__lanes *t) {
       l = next;
     }
   }
-  free(t->b);
+  esg__free(t->b);
   t->b = b;
   t->nb = nb;
   return ESG_OK;
@@ -54,7 +54,7 @@ void esg__lanes_remove(esg__lanes *t, esg__lane *l) {
 }
 
 void esg__lanes_free(esg__lanes *t) {
-  free(t->b);
+  esg__free(t->b);
   memset(t, 0, sizeof *t);
 }
 
@@ -68,7 +68,7 @@ static void put(esg__heap *h, size_t i, esg__lane *l) {
 int esg__heap_push(esg__heap *h, esg__lane *l) {
   if (h->n == h->cap) {
     size_t cap = h->cap ? h->cap * 2 : 64;
-    esg__lane **a = realloc(h->a, cap * sizeof *a);
+    esg__lane **a = esg__realloc(h->a, cap * sizeof *a);
     if (!a) return ESG_ENOMEM;
     h->a = a;
     h->cap = cap;
@@ -103,7 +103,7 @@ esg__lane *esg__heap_pop(esg__heap *h) {
 }
 
 void esg__heap_free(esg__heap *h) {
-  free(h->a);
+  esg__free(h->a);
   memset(h, 0, sizeof *h);
 }
 

@@ -40,7 +40,7 @@ static int dup_opt(const char *v, const char *name, char **out) {
   *out = NULL;
   if (!v) return ESG_OK;
   if (!*v) return esg__fail(NULL, ESG_EINVAL, "cache option %s is empty (use NULL for the default)", name);
-  if (!(*out = strdup(v))) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the cache");
+  if (!(*out = esg__strdup(v))) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the cache");
   return ESG_OK;
 }
 
@@ -61,7 +61,7 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
   if (o.no_json_check != 0 && o.no_json_check != 1)
     return esg__fail(NULL, ESG_EINVAL, "cache option no_json_check must be 0 or 1");
 
-  esg_cache *c = calloc(1, sizeof *c);
+  esg_cache *c = esg__calloc(1, sizeof *c);
   if (!c) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the cache");
   c->s = s;
   c->clock = s->clock;
@@ -90,7 +90,7 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
     c->guard_ms = 2 * ((res.tv_nsec + 999999L) / 1000000L) + 1;
   }
   c->mask = 15;
-  c->slots = calloc(c->mask + 1, sizeof *c->slots);
+  c->slots = esg__calloc(c->mask + 1, sizeof *c->slots);
   c->g = esg__cache_group_acquire(s->be->identity(s->b));
   if (!c->slots || !c->g) {
     esg_cache_close(c);
@@ -107,10 +107,10 @@ void esg_cache_close(esg_cache *c) {
   esg__buf_free(&c->val);
   esg__buf_free(&c->loaded);
   esg__buf_free(&c->keybuf);
-  free(c->collect_field);
-  free(c->id_field);
-  free(c->version_field);
-  free(c);
+  esg__free(c->collect_field);
+  esg__free(c->id_field);
+  esg__free(c->version_field);
+  esg__free(c);
 }
 
 /* ----------------------------------------------------------- get / put -- */

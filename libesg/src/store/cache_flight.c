@@ -18,10 +18,10 @@ static esg__cache_group *reg_head;
 /* ------------------------------------------------------------- registry -- */
 
 static esg__cache_group *group_new(const char *path) {
-  esg__cache_group *g = calloc(1, sizeof *g);
+  esg__cache_group *g = esg__calloc(1, sizeof *g);
   if (!g) return NULL;
-  if (path && !(g->path = strdup(path))) {
-    free(g);
+  if (path && !(g->path = esg__strdup(path))) {
+    esg__free(g);
     return NULL;
   }
   pthread_condattr_t ca;
@@ -38,8 +38,8 @@ static esg__cache_group *group_new(const char *path) {
 static void group_free(esg__cache_group *g) {
   pthread_mutex_destroy(&g->mu);
   pthread_cond_destroy(&g->cv);
-  free(g->path);
-  free(g);
+  esg__free(g->path);
+  esg__free(g);
 }
 
 esg__cache_group *esg__cache_group_acquire(const char *path) {
@@ -76,8 +76,8 @@ void esg__cache_group_release(esg__cache_group *g) {
 /* -------------------------------------------------------- single flight -- */
 
 static void flight_free(esg__flight *f) {
-  free(f->key);
-  free(f);
+  esg__free(f->key);
+  esg__free(f);
 }
 
 static esg__flight *flight_find(esg__cache_group *g, uint64_t h, const char *key, size_t klen) {
@@ -139,11 +139,11 @@ int esg__cache_flight_enter(esg_cache *c, uint64_t h, const char *key, size_t kl
   esg__flight *f = flight_find(g, h, key, klen);
   *joined = f != NULL;
   if (f) return flight_wait(c, g, f, key);
-  f = calloc(1, sizeof *f);
-  char *kcopy = f ? malloc(klen + 1) : NULL;
+  f = esg__calloc(1, sizeof *f);
+  char *kcopy = f ? esg__malloc(klen + 1) : NULL;
   if (!kcopy) {
     pthread_mutex_unlock(&g->mu);
-    free(f);
+    esg__free(f);
     return esg__fail(&c->err, ESG_ENOMEM, "out of memory starting a load");
   }
   memcpy(kcopy, key, klen + 1);

@@ -31,7 +31,7 @@ static void mem_remove(esg_cache *c, esg__ment *e, size_t slot) {
   lru_unlink(c, e);
   c->count--;
   c->bytes -= e->cost;
-  free(e);
+  esg__free(e);
 }
 
 void esg__cache_mem_drop(esg_cache *c, uint64_t h, const char *key, size_t klen) {
@@ -42,7 +42,7 @@ void esg__cache_mem_drop(esg_cache *c, uint64_t h, const char *key, size_t klen)
 
 static bool mem_grow(esg_cache *c) {
   size_t cap = (c->mask + 1) * 2;
-  esg__mslot *ns = calloc(cap, sizeof *ns);
+  esg__mslot *ns = esg__calloc(cap, sizeof *ns);
   if (!ns) return false;
   for (size_t i = 0; i <= c->mask; i++) {
     if (!c->slots[i].e) continue;
@@ -50,7 +50,7 @@ static bool mem_grow(esg_cache *c) {
     while (ns[j].e) j = (j + 1) & (cap - 1);
     ns[j] = c->slots[i];
   }
-  free(c->slots);
+  esg__free(c->slots);
   c->slots = ns;
   c->mask = cap - 1;
   return true;
@@ -69,7 +69,7 @@ void esg__cache_mem_put(esg_cache *c, uint64_t h, const char *key, size_t klen, 
   size_t cost = sizeof(esg__ment) + klen + vlen + 2;
   if (cost > c->mem_max_bytes) return;
   if ((c->count + 1) * 2 > c->mask + 1 && !mem_grow(c)) return;
-  esg__ment *e = malloc(cost);
+  esg__ment *e = esg__malloc(cost);
   if (!e) return;
   e->hash = h;
   e->stamp = stamp;
@@ -103,9 +103,9 @@ void esg__cache_mem_put(esg_cache *c, uint64_t h, const char *key, size_t klen, 
 void esg__cache_mem_free_all(esg_cache *c) {
   for (esg__ment *e = c->head, *n; e; e = n) {
     n = e->next;
-    free(e);
+    esg__free(e);
   }
-  free(c->slots);
+  esg__free(c->slots);
   c->slots = NULL;
   c->head = c->tail = NULL;
   c->count = c->bytes = 0;

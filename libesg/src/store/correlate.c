@@ -20,16 +20,16 @@ static int gather_one(void *ud, const esg_stored_event *ev) {
   gather *g = ud;
   if (g->n == g->cap) {
     size_t cap = g->cap ? 2 * g->cap : 16;
-    esg_stored_event *p = realloc(g->evs, cap * sizeof *p);
+    esg_stored_event *p = esg__realloc(g->evs, cap * sizeof *p);
     if (!p) return g->oom = true;
     g->evs = p;
     g->cap = cap;
   }
   esg_stored_event c = *ev;
-  c.id = strdup(ev->id);
-  c.type = strdup(ev->type);
-  c.corr_key = strdup(ev->corr_key);
-  char *json = malloc(ev->json_len + 1);
+  c.id = esg__strdup(ev->id);
+  c.type = esg__strdup(ev->type);
+  c.corr_key = esg__strdup(ev->corr_key);
+  char *json = esg__malloc(ev->json_len + 1);
   if (json) {
     memcpy(json, ev->json, ev->json_len);
     json[ev->json_len] = '\0';
@@ -42,12 +42,12 @@ static int gather_one(void *ud, const esg_stored_event *ev) {
 
 static void gather_free(gather *g) {
   for (size_t i = 0; i < g->n; i++) {
-    free((char *)g->evs[i].id);
-    free((char *)g->evs[i].type);
-    free((char *)g->evs[i].corr_key);
-    free((char *)g->evs[i].json);
+    esg__free((char *)g->evs[i].id);
+    esg__free((char *)g->evs[i].type);
+    esg__free((char *)g->evs[i].corr_key);
+    esg__free((char *)g->evs[i].json);
   }
-  free(g->evs);
+  esg__free(g->evs);
 }
 
 /* The higher-order event's JSON; NULL when out of memory. Free with cJSON_free. */
@@ -55,7 +55,7 @@ static char *build(const char *corr_key, const char *rule, const gather *g) {
   cJSON *o = cJSON_CreateObject(), *ids = cJSON_CreateArray();
   char *text = NULL;
   size_t idlen = strlen(corr_key) + 1 + strlen(rule) + 1;
-  char *id = malloc(idlen);
+  char *id = esg__malloc(idlen);
   if (o && ids && id) {
     snprintf(id, idlen, "%s.%s", corr_key, rule);
     for (size_t i = 0; i < g->n; i++) cJSON_AddItemToArray(ids, cJSON_CreateString(g->evs[i].id));
@@ -67,7 +67,7 @@ static char *build(const char *corr_key, const char *rule, const gather *g) {
     ids = NULL;
     text = cJSON_PrintUnformatted(o);
   }
-  free(id);
+  esg__free(id);
   cJSON_Delete(ids);
   cJSON_Delete(o);
   return text;

@@ -124,7 +124,7 @@ int esg_latch_mark(const char *json, size_t len, int latched, char **out, size_t
   if (!text) return esg__fail(NULL, ESG_ENOMEM, "out of memory marking a document");
   /* copy into malloc'd memory: the caller frees with esg_free, whatever cJSON's allocator */
   size_t n = strlen(text);
-  char *copy = malloc(n + 1);
+  char *copy = esg__malloc(n + 1);
   if (copy) memcpy(copy, text, n + 1);
   cJSON_free(text);
   if (!copy) return esg__fail(NULL, ESG_ENOMEM, "out of memory marking a document");

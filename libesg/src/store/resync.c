@@ -28,7 +28,7 @@ static void jb_put(jbuf *b, const char *s, size_t n) {
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 512;
     while (cap < b->len + n + 1) cap *= 2;
-    char *q = realloc(b->p, cap);
+    char *q = esg__realloc(b->p, cap);
     if (!q) {
       b->oom = true;
       return;
@@ -108,7 +108,7 @@ static void build_event(jbuf *b, const ev_spec *e) {
 static int make_id(const char *const *parts, int n, char out[37]) {
   size_t len = 0;
   for (int i = 0; i < n; i++) len += strlen(parts[i]) + 1;
-  char stackbuf[1024], *name = len <= sizeof stackbuf ? stackbuf : malloc(len);
+  char stackbuf[1024], *name = len <= sizeof stackbuf ? stackbuf : esg__malloc(len);
   if (!name) return ESG_ENOMEM;
   size_t at = 0;
   for (int i = 0; i < n; i++) {
@@ -118,7 +118,7 @@ static int make_id(const char *const *parts, int n, char out[37]) {
     if (i + 1 < n) name[at++] = '\0';
   }
   int rc = esg_uuid5(ESG_UUID_NS_EVENT, name, at, out);
-  if (name != stackbuf) free(name);
+  if (name != stackbuf) esg__free(name);
   return rc;
 }
 
@@ -213,7 +213,7 @@ int esg_cursor_get(esg_store *s, const char *name, char **out) {
   rc = s->be->cursor_get(s->b, name, &c);
   if (rc == ESG_NOT_FOUND) return esg__fail(&s->err, rc, "no cursor named \"%s\"", name);
   if (rc != ESG_OK) return rc;
-  if (!(*out = strdup(c))) return esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
+  if (!(*out = esg__strdup(c))) return esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
   return ESG_OK;
 }
 
@@ -294,35 +294,35 @@ static int run_page(emitter *em, const char *name, const char *source, esg_fetch
   const char *c = NULL;
   char *cur = NULL;
   int rc = s->be->cursor_get(s->b, name, &c);
-  if (rc == ESG_OK && !(cur = strdup(c))) rc = esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
+  if (rc == ESG_OK && !(cur = esg__strdup(c))) rc = esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
   if (rc != ESG_OK && rc != ESG_NOT_FOUND) return rc;
   esg_resync_page pg = {0};
   if (fetch(ud, cur, &pg) != 0) {
     esg__fail(&s->err, ESG_ECALLBACK, "fetching the page after cursor \"%.40s\" failed", cur ? cur : "");
-    free(cur);
+    esg__free(cur);
     return ESG_ECALLBACK;
   }
   if ((rc = check_page(s, &pg)) != ESG_OK || (rc = esg_store_begin(s)) != ESG_OK) {
-    free(cur);
+    esg__free(cur);
     return rc;
   }
   /* another process may have run this job meanwhile: then this page is not ours to commit */
   rc = s->be->cursor_advance(s->b, name, cur, pg.next_cursor, esg__now(s));
   if (rc == ESG_BUSY) {
-    free(cur);
+    esg__free(cur);
     esg_store_rollback(s);
     return ESG_BUSY; /* go on from the new cursor */
   }
   if (rc != ESG_OK) goto fail;
   for (size_t i = 0; i < pg.n; i++)
     if ((rc = emit_item(em, source, &pg.items[i])) != ESG_OK) goto fail;
-  free(cur);
+  esg__free(cur);
   if ((rc = esg_store_commit(s)) != ESG_OK) return rc;
   em->st->pages++;
   if (pg.done) em->st->done = 1;
   return ESG_OK;
 fail:
-  free(cur);
+  esg__free(cur);
   esg_store_rollback(s);
   return rc;
 }
@@ -346,7 +346,7 @@ int esg_cursor_run(esg_store *s, const char *name, const char *source, esg_fetch
     if (rc != ESG_OK) break;
     pages++;
   }
-  free(em.json.p);
+  esg__free(em.json.p);
   return rc == ESG_BUSY ? ESG_OK : rc;
 }
 
@@ -372,9 +372,9 @@ int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, con
   if (s->batch) return esg__fail(&s->err, ESG_ESTATE, "a listing cannot run inside a batch: it commits its own");
   esg_resync_opts o = defaults(opts);
   if ((rc = check_opts(&s->err, &o)) != ESG_OK) return rc;
-  esg_snapshot *sn = calloc(1, sizeof *sn);
-  if (!sn || !(sn->source = strdup(source))) {
-    free(sn);
+  esg_snapshot *sn = esg__calloc(1, sizeof *sn);
+  if (!sn || !(sn->source = esg__strdup(source))) {
+    esg__free(sn);
     return esg__fail(&s->err, ESG_ENOMEM, "out of memory starting a listing");
   }
   sn->em.s = s;
@@ -382,8 +382,8 @@ int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, con
   sn->em.st = &sn->st;
   rc = s->be->snap_open(s->b, source, esg__now(s), &sn->gen);
   if (rc != ESG_OK) {
-    free(sn->source);
-    free(sn);
+    esg__free(sn->source);
+    esg__free(sn);
     return rc;
   }
   snprintf(sn->gen_text, sizeof sn->gen_text, "%" PRId64, sn->gen);
@@ -491,8 +491,8 @@ static int sweep_one(void *ud, const char *key, const uint8_t hash[32]) {
   sweep_ctx *c = ud;
   esg_snapshot *sn = c->sn;
   esg_store *s = sn->em.s;
-  free(c->last);
-  if (!(c->last = strdup(key))) {
+  esg__free(c->last);
+  if (!(c->last = esg__strdup(key))) {
     c->rc = esg__fail(&sn->err, ESG_ENOMEM, "out of memory sweeping a listing");
     return 1;
   }
@@ -525,7 +525,7 @@ int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
       rc = esg__fail(&sn->err, rc, "%s", s->err.msg);
     rc = end_batch(sn, rc);
   }
-  free(c.last);
+  esg__free(c.last);
   /* A failed sweep rolled back alone: the marks stand, and the caller may finish again.
      Failed adds lost their marks: a sweep now would delete keys the listing holds. */
   if (rc < 0 && marked) sn->failed = false;
@@ -536,9 +536,9 @@ int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
 void esg_snapshot_close(esg_snapshot *sn) {
   if (!sn) return;
   end_batch(sn, ESG_OK);
-  free(sn->em.json.p);
-  free(sn->source);
-  free(sn);
+  esg__free(sn->em.json.p);
+  esg__free(sn->source);
+  esg__free(sn);
 }
 
 /* ----------------------------------------------------------------- replay -- */

@@ -51,7 +51,7 @@ int esg_store_open(esg_store **out, const char *uri, const esg_store_opts *opts)
   const esg__backend *be = esg__backend_for(uri, &bo.target, NULL);
   if (!be) return ESG_EINVAL;
   if (!*bo.target) return esg__fail(NULL, ESG_EINVAL, "store URI \"%s\" names no store after its scheme", uri);
-  esg_store *s = calloc(1, sizeof *s);
+  esg_store *s = esg__calloc(1, sizeof *s);
   if (!s) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the store");
   esg__watch_forks();
   s->forks = esg__forks;
@@ -81,7 +81,7 @@ int esg_store_open(esg_store **out, const char *uri, const esg_store_opts *opts)
   if (rc != ESG_OK) {
     esg__fail(NULL, rc, "%s", s->err.msg);
     if (s->b) be->close(s->b, false);
-    free(s);
+    esg__free(s);
     return rc;
   }
   *out = s;
@@ -101,7 +101,7 @@ void esg_store_close(esg_store *s) {
     else if (s->group) s->be->flush(s->b);
   }
   s->be->close(s->b, inherited);
-  free(s);
+  esg__free(s);
 }
 
 int64_t esg_store_now(esg_store *s) { return esg__now(s); }

@@ -120,7 +120,7 @@ static int migrate(esg__sq *q) {
 }
 
 static int sq_open(esg__sq **out, const esg__be_opts *o) {
-  esg__sq *q = calloc(1, sizeof *q);
+  esg__sq *q = esg__calloc(1, sizeof *q);
   if (!q) return esg__fail(o->err, ESG_ENOMEM, "out of memory");
   *out = q;
   q->err = o->err;
@@ -156,7 +156,7 @@ typedef struct kept {
 static kept *_Atomic inherited_dbs;
 
 void esg__sq_keep_inherited(sqlite3 *db) {
-  kept *n = db ? malloc(sizeof *n) : NULL;
+  kept *n = db ? esg__malloc(sizeof *n) : NULL;
   if (!n) return; /* then merely unreachable: still never touched */
   n->db = db;
   n->next = atomic_load(&inherited_dbs);
@@ -180,7 +180,7 @@ static void sq_close(esg__sq *q, bool inherited) {
   esg__pend_free(q);
   esg__buf_free(&q->result);
   esg__buf_free(&q->doc);
-  free(q);
+  esg__free(q);
 }
 
 static int sq_schema_version(esg__sq *q) {

@@ -125,9 +125,9 @@ static int on_commit(void *ud, sqlite3 *db, const char *name, int pages) {
 esg__ckpt *esg__ckpt_attach(sqlite3 *db) {
   const char *path = sqlite3_db_filename(db, "main");
   if (!path || !*path) return NULL; /* in memory: nothing to copy back */
-  esg__ckpt *c = calloc(1, sizeof *c);
-  if (!c || !(c->path = strdup(path))) {
-    free(c);
+  esg__ckpt *c = esg__calloc(1, sizeof *c);
+  if (!c || !(c->path = esg__strdup(path))) {
+    esg__free(c);
     return NULL; /* SQLite's own inline checkpoints stay */
   }
   c->pid = getpid();
@@ -156,6 +156,6 @@ void esg__ckpt_detach(sqlite3 *db, esg__ckpt *c) {
        memory came along, idle, and is left untouched as the handle's own is */
     esg__sq_keep_inherited(c->db);
   }
-  free(c->path);
-  free(c);
+  esg__free(c->path);
+  esg__free(c);
 }

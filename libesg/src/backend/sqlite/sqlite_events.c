@@ -50,7 +50,7 @@ static int each_row(esg__sq *q, sqlite3_stmt *st, esg_event_cb cb, void *ud, int
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (n == cap) {
       cap = cap ? cap * 2 : 16;
-      row_t *r = realloc(rows, cap * sizeof *r);
+      row_t *r = esg__realloc(rows, cap * sizeof *r);
       if (!r) break;
       rows = r;
     }
@@ -58,7 +58,7 @@ static int each_row(esg__sq *q, sqlite3_stmt *st, esg_event_cb cb, void *ud, int
                            (const char *)sqlite3_column_text(st, 3)};
     size_t l0 = strlen(cols[0]), l1 = strlen(cols[1]), l3 = strlen(cols[2]);
     size_t lj = (size_t)sqlite3_column_bytes(st, 4);
-    char *mem = malloc(l0 + l1 + l3 + lj + 4);
+    char *mem = esg__malloc(l0 + l1 + l3 + lj + 4);
     if (!mem) break;
     row_t *r = &rows[n++];
     r->mem = mem;
@@ -81,9 +81,9 @@ static int each_row(esg__sq *q, sqlite3_stmt *st, esg_event_cb cb, void *ud, int
   for (size_t i = 0; i < n; i++) {
     if (out == ESG_OK && cb(ud, &rows[i].ev) != 0)
       out = esg__fail(q->err, ESG_ECALLBACK, "the event callback stopped at event \"%s\"", rows[i].ev.id);
-    free(rows[i].mem);
+    esg__free(rows[i].mem);
   }
-  free(rows);
+  esg__free(rows);
   if (count) *count = (int)n;
   return out;
 }

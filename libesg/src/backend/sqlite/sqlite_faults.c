@@ -43,7 +43,7 @@ static char *dup_col(sqlite3_stmt *st, int i, size_t *len) {
   size_t n = (size_t)sqlite3_column_bytes(st, i);
   if (len) *len = n;
   if (!t) return NULL;
-  char *p = malloc(n + 1);
+  char *p = esg__malloc(n + 1);
   if (p) {
     memcpy(p, t, n);
     p[n] = '\0';
@@ -62,7 +62,7 @@ int esg__sq_faults_each(esg__sq *q, int64_t only_id, esg_fault_cb cb, void *ud, 
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (n == cap) {
       cap = cap ? 2 * cap : 16;
-      esg_fault *r = realloc(rows, cap * sizeof *r);
+      esg_fault *r = esg__realloc(rows, cap * sizeof *r);
       if (!r) break;
       rows = r;
     }
@@ -86,12 +86,12 @@ int esg__sq_faults_each(esg__sq *q, int64_t only_id, esg_fault_cb cb, void *ud, 
   for (size_t i = 0; i < n; i++) {
     if (out == ESG_OK && cb(ud, &rows[i]) != 0)
       out = esg__fail(q->err, ESG_ECALLBACK, "the fault callback stopped at fault %lld", (long long)rows[i].id);
-    free((char *)rows[i].event_id);
-    free((char *)rows[i].stage);
-    free((char *)rows[i].error);
-    free((char *)rows[i].event);
+    esg__free((char *)rows[i].event_id);
+    esg__free((char *)rows[i].stage);
+    esg__free((char *)rows[i].error);
+    esg__free((char *)rows[i].event);
   }
-  free(rows);
+  esg__free(rows);
   if (count) *count = (int)n;
   return out;
 }

@@ -32,7 +32,7 @@ esg__pend *esg__pend_find(esg__sq *q, const char *key) {
 }
 
 static void clear(esg__sq *q) {
-  for (size_t i = 0; i < q->pend_cap; i++) free(q->pend[i].key);
+  for (size_t i = 0; i < q->pend_cap; i++) esg__free(q->pend[i].key);
   if (q->pend) memset(q->pend, 0, q->pend_cap * sizeof *q->pend);
   q->pend_used = q->pend_live = 0;
 }
@@ -42,20 +42,20 @@ static int reserve(esg__sq *q) {
   if ((q->pend_used + 1) * 2 <= q->pend_cap) return ESG_OK;
   size_t cap = q->pend_cap ? q->pend_cap : 64;
   while ((q->pend_live + 1) * 2 > cap / 2) cap *= 2;
-  esg__pend *old = q->pend, *t = calloc(cap, sizeof *t);
+  esg__pend *old = q->pend, *t = esg__calloc(cap, sizeof *t);
   if (!t) return esg__fail(q->err, ESG_ENOMEM, "out of memory for pending claims");
   size_t old_cap = q->pend_cap;
   for (size_t i = 0; i < old_cap; i++) {
     if (!old[i].key) continue;
     if (old[i].gone) {
-      free(old[i].key);
+      esg__free(old[i].key);
       continue;
     }
     size_t j = esg__fnv1a(old[i].key) & (cap - 1);
     while (t[j].key) j = (j + 1) & (cap - 1);
     t[j] = old[i];
   }
-  free(old);
+  esg__free(old);
   q->pend = t;
   q->pend_cap = cap;
   q->pend_used = q->pend_live;
@@ -65,7 +65,7 @@ static int reserve(esg__sq *q) {
 int esg__pend_add(esg__sq *q, const char *key, const esg__sq_row *row) {
   int rc = reserve(q);
   if (rc != ESG_OK) return rc;
-  char *k = strdup(key);
+  char *k = esg__strdup(key);
   if (!k) return esg__fail(q->err, ESG_ENOMEM, "out of memory for pending claims");
   size_t mask = q->pend_cap - 1, i = esg__fnv1a(key) & mask;
   while (q->pend[i].key) i = (i + 1) & mask;
@@ -102,7 +102,7 @@ int esg__pend_write_all(esg__sq *q) {
 
 void esg__pend_free(esg__sq *q) {
   clear(q);
-  free(q->pend);
+  esg__free(q->pend);
   q->pend = NULL;
   q->pend_cap = 0;
 }

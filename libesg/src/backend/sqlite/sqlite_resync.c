@@ -214,7 +214,7 @@ int esg__sq_snap_unseen(esg__sq *q, const char *source, int64_t gen, const char 
     char *key;
     uint8_t hash[32];
   } row_t;
-  row_t *rows = calloc((size_t)limit, sizeof *rows);
+  row_t *rows = esg__calloc((size_t)limit, sizeof *rows);
   int n = 0, rc = SQLITE_DONE, out = ESG_OK;
   if (!rows) {
     sqlite3_reset(st);
@@ -222,7 +222,7 @@ int esg__sq_snap_unseen(esg__sq *q, const char *source, int64_t gen, const char 
   }
   while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     size_t kl = (size_t)sqlite3_column_bytes(st, 0);
-    rows[n].key = malloc(kl + 1);
+    rows[n].key = esg__malloc(kl + 1);
     if (!rows[n].key) {
       out = esg__fail(q->err, ESG_ENOMEM, "out of memory listing unseen keys");
       break;
@@ -235,9 +235,9 @@ int esg__sq_snap_unseen(esg__sq *q, const char *source, int64_t gen, const char 
   sqlite3_reset(st);
   for (int i = 0; i < n; i++) {
     if (out == ESG_OK && cb(ud, rows[i].key, rows[i].hash) != 0) out = ESG_ECALLBACK;
-    free(rows[i].key);
+    esg__free(rows[i].key);
   }
-  free(rows);
+  esg__free(rows);
   *count = n;
   return out;
 }
