@@ -221,7 +221,7 @@ static int esg_open_cache(const char *path, int64_t mem_entries, esg_store **s, 
   *c = NULL;
   int rc = esg_store_open(s, path, NULL);
   if (rc != ESG_OK) return fail_esg("opening the store", rc, NULL);
-  esg_cache_opts o = {0};
+  esg_cache_opts o = ESG_CACHE_OPTS_INIT;
   o.mem_entries = mem_entries;
   if ((rc = esg_cache_open(c, *s, &o)) != ESG_OK) {
     esg_store_close(*s);

@@ -382,7 +382,7 @@ static double run_esg(const char *url, const events *ev, size_t n, int conc, con
   r.ev = ev;
   r.n = n;
   r.url = url;
-  esg_store_opts so = {0};
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
   so.group_commit_ms = group_ms;
   if (getenv("ESG_BENCH_NOSTORE")) {
     r.s = NULL; /* engine overhead alone: no claims (profiling only) */
@@ -411,7 +411,7 @@ static double run_esg(const char *url, const events *ev, size_t n, int conc, con
       if (esg_claim(r.s, id, NULL, 0, 600000, 3600000, NULL) != ESG_BUSY) r.bad++;
     }
   }
-  esg_egress_opts o = {0};
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.max_in_flight = conc;
   o.on_done = esg_done;
   o.ud = &r;

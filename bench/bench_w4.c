@@ -173,7 +173,7 @@ static int esg_run(const char *path, int no_log, const listing *l1, const listin
   int rc = 0;
   for (int p = 0; p < 2 && rc == 0; p++) {
     memset(&got[p], 0, sizeof got[p]);
-    esg_resync_opts o = {.sink = count_sink, .sink_ud = &got[p], .no_log = no_log, .type = "thing", .batch = BATCH};
+    esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = count_sink, .sink_ud = &got[p], .no_log = no_log, .type = "thing", .batch = BATCH};
     double t0 = now_s();
     esg_snapshot *sn = NULL;
     int r = esg_snapshot_begin(&sn, s, "w4", &o);

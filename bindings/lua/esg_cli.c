@@ -191,8 +191,7 @@ static int h_w1_c(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_Number group = luaL_optnumber(L, 3, 0);
   lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-  esg_store_opts o;
-  memset(&o, 0, sizeof o);
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.group_commit_ms = (int)(group * 1000);
   esg_store *s;
   int rc = esg_store_open(&s, path, &o);

@@ -276,8 +276,7 @@ static int l_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int opts = lesg_opt_table(L, 2);
   lua_settop(L, 2); /* the store goes to 3 */
-  esg_store_opts o;
-  memset(&o, 0, sizeof o);
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   lstore *ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
   ls->clock_ref = LUA_NOREF;

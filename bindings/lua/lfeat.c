@@ -160,8 +160,7 @@ static lcache *check_cache(lua_State *L, int arg) {
 static int m_cache(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   int opts = lesg_opt_table(L, 2);
-  esg_cache_opts o;
-  memset(&o, 0, sizeof o);
+  esg_cache_opts o = ESG_CACHE_OPTS_INIT;
   o.ttl_ms = lesg_opt_ms(L, opts, "ttl", 0);
   o.negative_ttl_ms = lesg_opt_ms(L, opts, "negative_ttl", 0);
   o.max_stale_ms = opt_ms_or_never(L, opts, "max_stale");
@@ -449,8 +448,7 @@ static const char **header_lines(lua_State *L, int idx, size_t *n) {
 static int l_http_loader(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  esg_http_loader_opts o;
-  memset(&o, 0, sizeof o);
+  esg_http_loader_opts o = ESG_HTTP_LOADER_OPTS_INIT;
   o.url = opt_str(L, 1, "url");
   lua_getfield(L, 1, "headers");
   o.headers = header_lines(L, lua_gettop(L), &o.n_headers);
@@ -663,7 +661,7 @@ static int lua_sink(void *ud, const esg_stored_event *e) {
 
 /* Reads the resync options at opts into o; a sink function goes to sc. */
 static void resync_opts(lua_State *L, int opts, esg_resync_opts *o, sink_call *sc) {
-  memset(o, 0, sizeof *o);
+  *o = (esg_resync_opts)ESG_RESYNC_OPTS_INIT;
   if (!opts) return;
   lua_getfield(L, opts, "sink");
   if (!lua_isnil(L, -1)) {
@@ -1133,8 +1131,7 @@ static int l_egress(lua_State *L) {
     lua_insert(L, 1);
   }
   lua_settop(L, 2);
-  esg_egress_opts o;
-  memset(&o, 0, sizeof o);
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.max_in_flight = (int)opt_int(L, opts, "max_in_flight", 0, 0, 100000);
   o.max_attempts = (int)opt_int(L, opts, "max_attempts", 0, 0, 1000000);
   o.max_elapsed_ms = lesg_opt_ms(L, opts, "max_elapsed", 0);

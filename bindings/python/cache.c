@@ -78,8 +78,7 @@ static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   esgpy_state *st = esgpy_state_of_type(tp);
   StoreObject *store = esgpy_store_arg(st, store_obj);
   if (!store) return NULL;
-  esg_cache_opts o;
-  memset(&o, 0, sizeof o);
+  esg_cache_opts o = ESG_CACHE_OPTS_INIT;
   int64_t mvb = 0;
   int json = 1;
   if (opt_ms(a[0], "ttl", 0, 0, &o.ttl_ms) < 0 || opt_ms(a[1], "negative_ttl", 0, 0, &o.negative_ttl_ms) < 0 ||

@@ -199,8 +199,7 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   esgpy_state *st = esgpy_state_of_type(tp);
   StoreObject *store = NULL;
   if (store_obj != Py_None && !(store = esgpy_store_arg(st, store_obj))) return NULL;
-  esg_egress_opts o;
-  memset(&o, 0, sizeof o);
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   PyObject *on_done, *on_retry, *clock;
   int64_t v;
   int n;

@@ -271,8 +271,7 @@ PyObject *esgpy_store_cursor_run(PyObject *op, PyObject *const *args, Py_ssize_t
   if (esgpy_args("cursor_run", args, nargs, kwnames, kw, 3, a) < 0) return NULL;
   StoreObject *self = (StoreObject *)op;
   esgpy_state *st = STATE(self);
-  esg_resync_opts o;
-  memset(&o, 0, sizeof o);
+  esg_resync_opts o = ESG_RESYNC_OPTS_INIT;
   sink_ctx k;
   const char *name = esgpy_str(a[0], "name", NULL), *source = name ? esgpy_str(a[1], "source", NULL) : NULL;
   if (!source) return NULL;
@@ -386,8 +385,7 @@ PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t n
   self->keep = PyTuple_Pack(2, a[4] ? a[4] : Py_None, a[5] ? a[5] : Py_None);
   memset(&self->sink, 0, sizeof self->sink);
   PyObject_GC_Track(self);
-  esg_resync_opts o;
-  memset(&o, 0, sizeof o);
+  esg_resync_opts o = ESG_RESYNC_OPTS_INIT;
   if (!self->keep || sink_arg(a[1], &self->sink, st, &o) < 0) goto fail;
   Py_XINCREF(self->sink.sink);
   if (esgpy_flag(a[2], &o.no_log) < 0 || esgpy_flag(a[7], &self->sink.raw) < 0 ||

@@ -174,8 +174,7 @@ static int store_init(StoreObject *self, PyObject *args, PyObject *kwds) {
                                    &durability, &busy, &group, &gmax))
     return -1;
   esgpy_state *st = self->st = STATE_SLOW(self);
-  esg_store_opts o;
-  memset(&o, 0, sizeof o);
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   int64_t v;
   if (self->s) {
     esgpy_raise(st, ESG_ESTATE, "the store is already open");

@@ -168,7 +168,7 @@ static void test_outcomes(void) {
 
 static void test_ttl(void) {
   int64_t now = T0;
-  esg_cache_opts o = {.ttl_ms = 1000, .negative_ttl_ms = 200, .max_stale_ms = 5000};
+  esg_cache_opts o = {.size = sizeof(esg_cache_opts), .ttl_ms = 1000, .negative_ttl_ms = 200, .max_stale_ms = 5000};
   esg_store *s = tu_open(tu_store("cache-ttl.db"), &now);
   esg_cache *c = open_cache(s, &o);
   esg_cache_entry e;
@@ -256,7 +256,7 @@ static void test_ttl(void) {
 
 static void test_read_through(void) {
   int64_t now = T0;
-  esg_cache_opts o = {.ttl_ms = 1000, .negative_ttl_ms = 100};
+  esg_cache_opts o = {.size = sizeof(esg_cache_opts), .ttl_ms = 1000, .negative_ttl_ms = 100};
   esg_store *s = tu_open(tu_store("cache-rt.db"), &now);
   esg_cache *c = open_cache(s, &o);
   ldr l = {0};
@@ -326,7 +326,7 @@ static void test_read_through(void) {
 
 static void test_stale_if_error(void) {
   int64_t now = T0;
-  esg_cache_opts o = {.ttl_ms = 1000, .max_stale_ms = 10000, .load_timeout_ms = 500};
+  esg_cache_opts o = {.size = sizeof(esg_cache_opts), .ttl_ms = 1000, .max_stale_ms = 10000, .load_timeout_ms = 500};
   esg_store *s = tu_open(tu_store("cache-sie.db"), &now);
   esg_cache *c = open_cache(s, &o);
   ldr l = {0};
@@ -431,7 +431,7 @@ typedef struct racer {
 static void *race(void *p) {
   racer *r = p;
   esg_store *s = tu_open(r->path, r->now);
-  esg_cache *c = open_cache(s, &(esg_cache_opts){0});
+  esg_cache *c = open_cache(s, &(esg_cache_opts)ESG_CACHE_OPTS_INIT);
   pthread_barrier_wait(r->bar);
   r->rc = esg_cache_get_or_load(c, "hot", loader, r->l, &r->e);
   snprintf(r->value, sizeof r->value, "%s", r->e.value ? r->e.value : "(null)");
@@ -499,7 +499,7 @@ typedef struct waiter {
 static void *wait_follower(void *p) {
   waiter *w = p;
   esg_store *s = tu_open(w->path, w->now);
-  esg_cache *c = open_cache(s, &(esg_cache_opts){.load_timeout_ms = 50});
+  esg_cache *c = open_cache(s, &(esg_cache_opts){.size = sizeof(esg_cache_opts), .load_timeout_ms = 50});
   ldr l = {0};
   esg_cache_entry e;
   usleep(50000); /* the leader is inside its loader by now */
@@ -534,7 +534,7 @@ static void test_follower_timeout(void) {
 
 static void test_lru(void) {
   int64_t now = T0;
-  esg_cache_opts o = {.mem_entries = 3};
+  esg_cache_opts o = {.size = sizeof(esg_cache_opts), .mem_entries = 3};
   esg_store *s = tu_open(tu_store("cache-lru.db"), &now);
   esg_cache *c = open_cache(s, &o);
   char key[16], val[16];
@@ -651,7 +651,7 @@ static void test_restart(void) {
   }
 
   /* a private in-memory store works too (and shares nothing) */
-  esg_store_opts so = {0};
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
   so.clock = tu_clock;
   so.clock_ud = &now;
   CHECK_RC(ESG_OK, esg_store_open(&s, ":memory:", &so));
@@ -764,7 +764,7 @@ static void test_collect(void) {
   CHECK_RC(ESG_EINVAL, esg_cache_collect(c, NULL, NULL));
 
   /* a configured field, id member and version field */
-  c = reopen(c, s, &(esg_cache_opts){.collect_field = "after", .collect_id_field = "sku", .version_field = "rev"});
+  c = reopen(c, s, &(esg_cache_opts){.size = sizeof(esg_cache_opts), .collect_field = "after", .collect_id_field = "sku", .version_field = "rev"});
   CHECK_RC(ESG_OK, collect(c, "{\"id\":\"v1\",\"type\":\"t\",\"timestamp\":9000,\"before\":{\"sku\":\"A\",\"rev\":4},"
                               "\"after\":{\"sku\":\"A\",\"rev\":5}}", &key));
   CHECK_STR(key, "after/A");
@@ -783,7 +783,7 @@ static void test_collect(void) {
   CHECK_RC(ESG_OK, collect(c, "{\"id\":\"v8\",\"type\":\"t\",\"timestamp\":1,\"after\":{\"sku\":\"B\",\"rev\":11}}", NULL));
 
   /* an entity over max_value_bytes */
-  c = reopen(c, s, &(esg_cache_opts){.max_value_bytes = 16});
+  c = reopen(c, s, &(esg_cache_opts){.size = sizeof(esg_cache_opts), .max_value_bytes = 16});
   CHECK_RC(ESG_ETOOBIG, collect(c, "{\"id\":\"w1\",\"type\":\"t\",\"timestamp\":1,\"w\":{\"id\":\"x\",\"pad\":\"0123456789\"}}", NULL));
   EXPECT(c, "w/x", ESG_CACHE_MISS, NULL);
   close_all(c, s);
@@ -795,7 +795,7 @@ static void test_bad_input(void) {
   int64_t now = T0;
   esg_store *s = tu_open(tu_store("cache-bad.db"), &now);
   esg_cache *c = NULL;
-  esg_cache_opts o = {0};
+  esg_cache_opts o = ESG_CACHE_OPTS_INIT;
 
   CHECK_RC(ESG_EINVAL, esg_cache_open(NULL, s, NULL));
   CHECK_RC(ESG_EINVAL, esg_cache_open(&c, NULL, NULL));
@@ -803,19 +803,19 @@ static void test_bad_input(void) {
   o.ttl_ms = -1;
   CHECK_RC(ESG_EINVAL, esg_cache_open(&c, s, &o));
   CHECK_CONTAINS(esg_errmsg(NULL), "ttl_ms");
-  o = (esg_cache_opts){.max_stale_ms = -2};
+  o = (esg_cache_opts){.size = sizeof(esg_cache_opts), .max_stale_ms = -2};
   CHECK_RC(ESG_EINVAL, esg_cache_open(&c, s, &o));
   CHECK_CONTAINS(esg_errmsg(NULL), "max_stale_ms");
-  o = (esg_cache_opts){.mem_bytes = -5};
+  o = (esg_cache_opts){.size = sizeof(esg_cache_opts), .mem_bytes = -5};
   CHECK_RC(ESG_EINVAL, esg_cache_open(&c, s, &o));
-  o = (esg_cache_opts){.collect_field = ""};
+  o = (esg_cache_opts){.size = sizeof(esg_cache_opts), .collect_field = ""};
   CHECK_RC(ESG_EINVAL, esg_cache_open(&c, s, &o));
   CHECK_CONTAINS(esg_errmsg(NULL), "collect_field");
-  o = (esg_cache_opts){.no_json_check = 7};
+  o = (esg_cache_opts){.size = sizeof(esg_cache_opts), .no_json_check = 7};
   CHECK_RC(ESG_EINVAL, esg_cache_open(&c, s, &o));
   CHECK(c == NULL);
 
-  o = (esg_cache_opts){.max_value_bytes = 32};
+  o = (esg_cache_opts){.size = sizeof(esg_cache_opts), .max_value_bytes = 32};
   c = open_cache(s, &o);
   CHECK_RC(ESG_OK, esg_cache_put(c, "k", "{\"good\":1}", 10, 0));
   esg_cache_entry e;

@@ -241,7 +241,7 @@ static void test_forever(void) {
   esg_store *s = tu_open(tu_store("forever.db"), &now);
   forever_on(s, &now);
   esg_store_close(s);
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   o.group_commit_ms = 1000000;
@@ -295,7 +295,7 @@ static int deliver_unable_to_grow(const char *path, int n, int group) {
   char url[256];
   httpd_url(h, "/deliver", url, sizeof url);
   int64_t now = 1000;
-  esg_store_opts so = {0};
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
   so.clock = tu_clock;
   so.clock_ud = &now;
   if (group) {
@@ -306,7 +306,7 @@ static int deliver_unable_to_grow(const char *path, int n, int group) {
   CHECK_RC(ESG_OK, esg_store_open(&s, path, &so));
   if (!s) return 1;
   outcomes got = {0};
-  esg_egress_opts eo = {0};
+  esg_egress_opts eo = ESG_EGRESS_OPTS_INIT;
   eo.clock = tu_clock;
   eo.clock_ud = &now;
   eo.on_done = on_done;

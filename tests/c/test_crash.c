@@ -21,7 +21,7 @@ static int64_t skewed_clock(void *ud) {
 
 static esg_store *open_skewed(const char *path, int64_t offset) {
   skew = offset;
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = skewed_clock;
   esg_store *s = NULL;
   if (esg_store_open(&s, path, &o) != ESG_OK) abort();
@@ -30,7 +30,7 @@ static esg_store *open_skewed(const char *path, int64_t offset) {
 
 /* A child that claims keys [0, KEYS), completing every other one, reports its tokens, then hangs. */
 static void holder(const char *path, int fd, int group) {
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.group_commit_ms = group ? 60000 : 0;
   o.group_commit_max = group ? 100000 : 0;
   esg_store *s = NULL;

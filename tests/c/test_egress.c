@@ -72,7 +72,7 @@ static outc *outcome_of(ctx *c, const char *id) {
 
 /* Fast defaults for tests: small backoffs. */
 static esg_egress_opts fast_opts(ctx *c) {
-  esg_egress_opts o = {0};
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.backoff_base_ms = 5;
   o.backoff_cap_ms = 20;
   o.max_attempts = 4;
@@ -266,7 +266,7 @@ static void test_policy_functions(void) {
 
 static void test_bad_input(void) {
   esg_egress *e = NULL;
-  esg_egress_opts o = {0};
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.max_in_flight = -1;
   CHECK_RC(ESG_EINVAL, esg_egress_open(&e, NULL, &o));
   CHECK(e == NULL);
@@ -1032,7 +1032,7 @@ static void test_callback_reentry(void) {
   char url[128];
   httpd_url(h, "/r", url, sizeof url);
   reentry x = {.close = true};
-  esg_egress_opts o = {0};
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.on_done = reentry_done;
   o.ud = &x;
   o.max_in_flight = 1;
@@ -1095,7 +1095,7 @@ static void test_batch_completion(void) {
   for (int grouped = 0; grouped < 2; grouped++) {
     fx f;
     fx_start(&f, NULL);
-    esg_store_opts so = {0};
+    esg_store_opts so = ESG_STORE_OPTS_INIT;
     so.clock = tu_clock;
     so.clock_ud = &f.now;
     so.group_commit_ms = grouped ? 1000000 : 0;
@@ -1168,7 +1168,7 @@ static void test_batch_store_error(void) {
   fx_start(&f, NULL);
   char path[4200];
   snprintf(path, sizeof path, "%s", tu_path("egress-batch-locked.db"));
-  esg_store_opts so = {0};
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
   so.clock = tu_clock;
   so.clock_ud = &f.now;
   so.busy_timeout_ms = 50;
@@ -1212,12 +1212,12 @@ static void test_cache_loader(void) {
   httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t%201", .status = 304, .etag = "\"v1\""});
   httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t2", .status = 404});
   httpd_rule_add(f.h, &(httpd_rule){.path = "/things/t3", .status = 500});
-  esg_cache_opts co = {0};
+  esg_cache_opts co = ESG_CACHE_OPTS_INIT;
   co.ttl_ms = 1000;
   co.mem_entries = -1; /* store tier only: every refresh is visible */
   esg_cache *cache = NULL;
   CHECK_RC(ESG_OK, esg_cache_open(&cache, f.s, &co));
-  esg_http_loader_opts lo = {0};
+  esg_http_loader_opts lo = ESG_HTTP_LOADER_OPTS_INIT;
   lo.url = fx_url(&f, "/things/{key}");
   lo.clock = tu_clock;
   lo.clock_ud = &f.now;
@@ -1320,7 +1320,7 @@ static int crash_submit(esg_egress *e, const char *url, const crash_evt *ev) {
 static void crash_child(const char *path, const char *url) {
   esg_store *s = NULL;
   if (esg_store_open(&s, path, NULL) != ESG_OK) _exit(3);
-  esg_egress_opts o = {0};
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.max_in_flight = 8;
   o.backoff_base_ms = 5;
   o.backoff_cap_ms = 20;
@@ -1360,7 +1360,7 @@ static void test_crash_takeover(void) {
 
   /* restart on the same store, with a clock past the dead owner's leases */
   skew_ms = 10000;
-  esg_store_opts so = {0};
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
   so.clock = skewed_clock;
   esg_store *s = NULL;
   CHECK_RC(ESG_OK, esg_store_open(&s, path, &so));

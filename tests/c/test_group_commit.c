@@ -38,7 +38,7 @@ static void shared_store(char *buf, size_t n, const char *name) { snprintf(buf, 
 
 /* Options: group commit (ms 0 = off), busy timeout, and the fake clock at *now (NULL = the real clock). */
 static esg_store_opts opts(int group_ms, int group_max, int busy_ms, int64_t *now) {
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.group_commit_ms = group_ms;
   o.group_commit_max = group_max;
   o.busy_timeout_ms = busy_ms;

@@ -305,7 +305,7 @@ static void test_bad_input(void) {
 
 static void test_group_commit(void) {
   /* in group-commit mode latches join the open group and are seen at once by the same handle */
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   o.group_commit_ms = 60000;

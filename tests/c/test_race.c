@@ -12,7 +12,7 @@
 
 static void worker(const char *path, int id, int fd, int group_ms) {
   esg_store *s = NULL;
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.busy_timeout_ms = 30000;
   o.group_commit_ms = group_ms; /* > 0: claims pend in memory inside each open group */
   o.group_commit_max = 50;

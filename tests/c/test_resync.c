@@ -100,7 +100,7 @@ static void test_cursor_basic(void) {
   CHECK(log_count(s) == 100);
   /* max_pages, and a cursor set by hand */
   CHECK_RC(ESG_OK, esg_cursor_set(s, "job2", "90"));
-  esg_resync_opts o = {.max_pages = 1};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .max_pages = 1};
   CHECK_RC(ESG_OK, esg_cursor_run(s, "job2", "erp", fetch, &src, &o, &st));
   CHECK(st.pages == 1 && st.emitted == 7 && st.done == 0);
   CHECK_RC(ESG_OK, esg_cursor_run(s, "job2", "erp", fetch, &src, NULL, &st));
@@ -142,9 +142,9 @@ static void test_cursor_bad_pages(void) {
   CHECK_RC(ESG_EINVAL, esg_cursor_run(s, "job", NULL, fetch, &src, NULL, NULL));
   CHECK_CONTAINS(esg_errmsg(s), "source is NULL");
   CHECK_RC(ESG_EINVAL, esg_cursor_run(s, "job", "crm", NULL, &src, NULL, NULL));
-  esg_resync_opts o = {.no_log = 1};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .no_log = 1};
   CHECK_RC(ESG_EINVAL, esg_cursor_run(s, "job", "crm", fetch, &src, &o, NULL));
-  esg_resync_opts o2 = {.entity_field = "tags"};
+  esg_resync_opts o2 = {.size = sizeof(esg_resync_opts), .entity_field = "tags"};
   CHECK_RC(ESG_EINVAL, esg_cursor_run(s, "job", "crm", fetch, &src, &o2, NULL));
   CHECK_CONTAINS(esg_errmsg(s), "envelope field");
   CHECK_RC(ESG_EINVAL, esg_cursor_set(s, "job", NULL));
@@ -171,7 +171,7 @@ static void test_cursor_sink(void) {
   esg_store *s = tu_open(tu_store("cursor3.db"), &now);
   source src = {.n = 20, .page = 10, .bad_at = -1};
   sink_ctx k = {.fail_at = 15};
-  esg_resync_opts o = {.sink = sink, .sink_ud = &k, .entity_field = "thing"};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = sink, .sink_ud = &k, .entity_field = "thing"};
   esg_resync_stats st;
   CHECK_RC(ESG_ECALLBACK, esg_cursor_run(s, "job", "crm", fetch, &src, &o, &st));
   CHECK_CONTAINS(esg_errmsg(s), "sink failed");
@@ -244,7 +244,7 @@ static void test_cursor_killed(void) {
       kill_after = rng & 1024 ? -(1 + at % 5) : at;
       esg_store *s = NULL;
       if (esg_store_open(&s, path, NULL) != ESG_OK) _exit(3);
-      esg_resync_opts o = {.sink = killing_sink};
+      esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = killing_sink};
       source csrc = {.n = KILL_N, .page = 23, .bad_at = -1};
       esg_resync_stats cst;
       int rc = esg_cursor_run(s, "job", "legacy", killing_fetch, &csrc, &o, &cst);
@@ -315,7 +315,7 @@ static int finish_unable_to_grow(const char *path) {
   int before = tu_failures;
   esg_store *s = tu_open(path, &now);
   kinds k = {0};
-  esg_resync_opts o = {.sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 100};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 100};
   const char *l[] = {"a", "{\"x\":1}", "b", "{\"x\":2}"};
   CHECK_RC(ESG_OK, listing(s, l, 2, &o, NULL));
   esg_snapshot *sn = NULL;
@@ -341,7 +341,7 @@ static void test_snapshot_commit_fails(void) {
   CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
   kinds k = {0};
   esg_store *s = tu_open(path, &now);
-  esg_resync_opts o = {.sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 100};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 100};
   const char *l[] = {"a", "{\"x\":1}", "b", "{\"x\":2}"};
   esg_resync_stats st;
   CHECK_RC(ESG_OK, listing(s, l, 2, &o, &st)); /* the listing again: nothing was deleted */
@@ -363,7 +363,7 @@ static void interrupted(esg_store *s, const esg_resync_opts *o, const char *key,
 static void test_snapshot_change_back(void) {
   esg_store *s = tu_open(tu_store("snap-back.db"), &now);
   kinds k = {0};
-  esg_resync_opts o = {.sink = kinds_cb, .sink_ud = &k, .type = "customer"};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = kinds_cb, .sink_ud = &k, .type = "customer"};
   const char *l[] = {"a", "{\"v\":1}"};
   CHECK_RC(ESG_OK, listing(s, l, 1, &o, NULL));
   interrupted(s, &o, "a", "{\"v\":2}");
@@ -376,7 +376,7 @@ static void test_snapshot_change_back(void) {
 static void test_snapshot_diff(void) {
   esg_store *s = tu_open(tu_store("snap1.db"), &now);
   kinds k = {0};
-  esg_resync_opts o = {.sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 2};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = kinds_cb, .sink_ud = &k, .type = "customer", .batch = 2};
   const char *l1[] = {"a", "{\"x\":1,\"y\":2}", "b", "{\"x\":2}", "c", "{\"x\":3}", "e", "[1,2]"};
   esg_resync_stats st;
   CHECK_RC(ESG_OK, listing(s, l1, 4, &o, &st));
@@ -414,7 +414,7 @@ static void test_snapshot_diff(void) {
 
 static void test_snapshot_resume_and_bad_input(void) {
   esg_store *s = tu_open(tu_store("snap2.db"), &now);
-  esg_resync_opts o = {.batch = 3};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .batch = 3};
   const char *l1[] = {"k1", "{}", "k2", "{\"v\":2}", "k3", "3", "k4", "\"four\""};
   esg_resync_stats st;
   CHECK_RC(ESG_OK, listing(s, l1, 4, &o, &st));
@@ -458,7 +458,7 @@ static void test_snapshot_resume_and_bad_input(void) {
 static void test_snapshot_sink_failure(void) {
   esg_store *s = tu_open(tu_store("snap3.db"), &now);
   sink_ctx k = {.fail_at = 2};
-  esg_resync_opts o = {.sink = sink, .sink_ud = &k};
+  esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = sink, .sink_ud = &k};
   esg_snapshot *sn = NULL;
   CHECK_RC(ESG_OK, esg_snapshot_begin(&sn, s, "src", &o));
   CHECK_RC(ESG_OK, esg_snapshot_add(sn, "a", "1", 1));
@@ -488,7 +488,7 @@ static void test_snapshot_hash_is_canonical(void) {
   esg_store *s = tu_open(tu_store("snaphash.db"), &now);
   for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
     sink_ctx k = {0};
-    esg_resync_opts o = {.sink = sink, .sink_ud = &k, .no_log = 1};
+    esg_resync_opts o = {.size = sizeof(esg_resync_opts), .sink = sink, .sink_ud = &k, .no_log = 1};
     esg_snapshot *sn = NULL;
     char src[16], h[65];
     snprintf(src, sizeof src, "h%zu", i);

@@ -58,7 +58,7 @@ static void test_open(void) {
   CHECK(s == NULL);
   CHECK_RC(ESG_EINVAL, esg_store_open(&s, "", NULL));
   CHECK_RC(ESG_EINVAL, esg_store_open(NULL, tu_store("x.db"), NULL));
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.durability = 7;
   CHECK_RC(ESG_EINVAL, esg_store_open(&s, tu_store("o.db"), &o));
   CHECK_CONTAINS(esg_errmsg(NULL), "durability");
@@ -277,7 +277,7 @@ static void test_group_commit(void) {
   TU_REQUIRE(tu_store_shared(), "what other handles see and wait for: " TU_NOT_SHARED);
   int64_t now = 1000;
   const char *path = tu_store("group.db");
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   o.group_commit_ms = 100;
@@ -286,7 +286,7 @@ static void test_group_commit(void) {
   esg_store *s = NULL;
   CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
   esg_store *other = tu_open(path, &now);
-  esg_store_opts quick = {0};
+  esg_store_opts quick = ESG_STORE_OPTS_INIT;
   quick.busy_timeout_ms = 20;
   quick.clock = tu_clock;
   quick.clock_ud = &now;
@@ -379,7 +379,7 @@ static void test_correlate(void) {
 static void test_group_pending_claims(void) {
   int64_t now = 1000;
   const char *path = tu_store("pending.db");
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   o.group_commit_ms = 1000000;
@@ -453,7 +453,7 @@ static int fill(esg_store *s, const char *prefix, int first, int n) {
 
 /* Group commit every 250 writes (and not by time), on the fake clock *now. */
 static esg_store_opts groups_of_250(int64_t *now) {
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = now;
   o.group_commit_ms = 1000000;

@@ -269,7 +269,7 @@ const char *tu_store_backend(void) {
 bool tu_store_is(const char *backend) { return backend && strcmp(tu_store_backend(), backend) == 0; }
 
 esg_store *tu_open(const char *uri, int64_t *now) {
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = now;
   esg_store *s = NULL;

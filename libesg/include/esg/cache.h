@@ -25,8 +25,9 @@ extern "C" {
 /** A cache opened on a store. Opaque. */
 typedef struct esg_cache esg_cache;
 
-/** Options for esg_cache_open. A zeroed struct (or NULL) means the defaults. */
+/** Options for esg_cache_open: start from ESG_CACHE_OPTS_INIT (or pass NULL); zero fields mean the defaults. */
 typedef struct esg_cache_opts {
+  size_t size;               /* sizeof(esg_cache_opts): start from ESG_CACHE_OPTS_INIT */
   int64_t ttl_ms;          /* how long a value stays fresh; 0 = 300000 (5 min) */
   int64_t negative_ttl_ms; /* how long "known absent" stays fresh; 0 = 30000 (30 s) */
   int64_t max_stale_ms;    /* how long past its TTL a value may still be served as
@@ -52,6 +53,7 @@ typedef struct esg_cache_opts {
                                    versions are event timestamps (collect) and the
                                    write time (put, load) */
 } esg_cache_opts;
+#define ESG_CACHE_OPTS_INIT {.size = sizeof(esg_cache_opts)}
 
 /** What a lookup found. */
 typedef enum esg_cache_result {

@@ -51,12 +51,15 @@ typedef struct esg_egress_result {
   int64_t last_attempt;
   const char *error;       /* why it failed, "" when delivered */
   int64_t fault_id;        /* the fault recorded for it (REFUSED, EXHAUSTED), else 0 */
-  int store_rc;            /* the store call that finished it: esg_complete on success,
-                              esg_fault_record on failure; ESG_OK, ESG_ETOKEN when the claim
-                              was no longer ours, or a store error (detail lost) */
+  int store_rc;            /* the first failure among the store calls that finished it
+                              (completing the claim, recording the fault, deleting the fault
+                              it resubmitted, releasing the claim): ESG_OK when all held,
+                              ESG_ETOKEN when the claim was no longer this delivery's (taken
+                              over), or the store error; see store_error */
   const void *body;        /* the response body, at most max_response_bytes of it */
   size_t body_len;
   void *request_ud;        /* esg_egress_request.ud */
+  const char *store_error; /* what failed and the store's text when store_rc is not ESG_OK, else "" */
 } esg_egress_result;
 
 /** Called once per finished delivery, from inside esg_egress_run/drain/close. May call esg_egress_submit. */
@@ -70,8 +73,9 @@ typedef void (*esg_egress_done_fn)(void *ud, const esg_egress_result *r);
 typedef void (*esg_egress_retry_fn)(void *ud, const char *event_id, int attempt, int http_status,
                                     int64_t delay_ms, const char *error);
 
-/** Options for esg_egress_open. A zeroed struct (or NULL) means the defaults. */
+/** Options for esg_egress_open: start from ESG_EGRESS_OPTS_INIT (or pass NULL); zero fields mean the defaults. */
 typedef struct esg_egress_opts {
+  size_t size;               /* sizeof(esg_egress_opts): start from ESG_EGRESS_OPTS_INIT */
   int max_in_flight;           /* requests on the wire at once; 0 = 16 */
   int max_attempts;            /* attempts per delivery, the first included; 0 = 5 */
   int64_t max_elapsed_ms;      /* no retry is scheduled later than this after the first attempt; 0 = 60000 */
@@ -96,6 +100,7 @@ typedef struct esg_egress_opts {
   esg_egress_retry_fn on_retry;/* may be NULL */
   void *ud;                    /* passed to on_done and on_retry */
 } esg_egress_opts;
+#define ESG_EGRESS_OPTS_INIT {.size = sizeof(esg_egress_opts)}
 
 /**
  * One delivery. esg_egress_submit copies everything it needs; the caller keeps
@@ -216,8 +221,9 @@ ESG_API int esg_egress_parse_retry_after(const char *value, int64_t now_ms, int6
  */
 typedef struct esg_http_loader esg_http_loader;
 
-/** Options for esg_http_loader_open. Zero values mean the defaults. */
+/** Options for esg_http_loader_open: start from ESG_HTTP_LOADER_OPTS_INIT; zero fields mean the defaults. */
 typedef struct esg_http_loader_opts {
+  size_t size;               /* sizeof(esg_http_loader_opts): start from ESG_HTTP_LOADER_OPTS_INIT */
   const char *url;             /* required: "{key}" is replaced by the URL-escaped key;
                                   without it the escaped key is appended */
   const char *const *headers;  /* n_headers lines "Name: value" sent with every GET (copied) */
@@ -231,6 +237,7 @@ typedef struct esg_http_loader_opts {
                                   clock); NULL = esg_clock_real */
   void *clock_ud;
 } esg_http_loader_opts;
+#define ESG_HTTP_LOADER_OPTS_INIT {.size = sizeof(esg_http_loader_opts)}
 
 /**
  * Opens a loader. On failure *out is NULL and the detail is in esg_errmsg(NULL)

@@ -22,10 +22,11 @@ extern "C" {
 #endif
 
 /**
- * Options shared by cursor jobs and snapshot diffs. A zeroed struct (or NULL)
- * means the defaults.
+ * Options shared by cursor jobs and snapshot diffs: start from ESG_RESYNC_OPTS_INIT
+ * (or pass NULL); zero fields mean the defaults.
  */
 typedef struct esg_resync_opts {
+  size_t size;               /* sizeof(esg_resync_opts): start from ESG_RESYNC_OPTS_INIT */
   /* Called for each event newly stored in the log (with no_log: for each event),
      inside the transaction that stores it (and,
      for a cursor job, the page's cursor): return 0 to go on, non-zero to fail
@@ -48,6 +49,7 @@ typedef struct esg_resync_opts {
   /* Cursor job: pages per esg_cursor_run call; 0 = until the source says it is done. */
   int max_pages;
 } esg_resync_opts;
+#define ESG_RESYNC_OPTS_INIT {.size = sizeof(esg_resync_opts)}
 
 /** What a run did. Zeroed by the call, then counted. */
 typedef struct esg_resync_stats {

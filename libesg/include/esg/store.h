@@ -24,8 +24,9 @@ typedef enum esg_durability {
   ESG_DURABILITY_FULL = 1    /* WAL + synchronous=FULL: survives power loss too */
 } esg_durability;
 
-/** Options for esg_store_open. A zeroed struct (or NULL) means the defaults. */
+/** Options for esg_store_open: start from ESG_STORE_OPTS_INIT (or pass NULL); zero fields mean the defaults. */
 typedef struct esg_store_opts {
+  size_t size;               /* sizeof(esg_store_opts): start from ESG_STORE_OPTS_INIT */
   esg_durability durability;
   int busy_timeout_ms;       /* wait for another process's lock; 0 = 5000 */
   esg_clock_fn clock;        /* NULL = esg_clock_real */
@@ -39,6 +40,7 @@ typedef struct esg_store_opts {
   int group_commit_ms;
   int group_commit_max;
 } esg_store_opts;
+#define ESG_STORE_OPTS_INIT {.size = sizeof(esg_store_opts)}
 
 /**
  * Opens (creating if needed) the store at path, or a private in-memory store for
@@ -49,8 +51,22 @@ typedef struct esg_store_opts {
  */
 ESG_API int esg_store_open(esg_store **out, const char *path, const esg_store_opts *opts);
 
-/** Commits any open group, then closes the store. NULL is fine. */
-ESG_API void esg_store_close(esg_store *s);
+/**
+ * Closes the store. First the handles still open on it are detached: an egress engine
+ * cancels what it has queued or on the wire (each delivery's callback runs with
+ * ESG_EGRESS_CANCELLED and its claim is released), a listing (esg_snapshot) is abandoned
+ * with its open batch rolled back, a cache lets go of the store (its memory tier is
+ * dropped). Each stays a valid handle whose calls return ESG_ESTATE ("its store was
+ * closed") until its own close frees it. Then an open group is committed and an open
+ * batch (esg_store_begin without commit) is rolled back, as a crash would.
+ * Returns ESG_OK, or the error of the group's final commit (the group is then lost; the
+ * detail in esg_errmsg(NULL)): the store is closed and freed either way. The one
+ * exception: called from a callback of a call running on this store (the clock, an
+ * event or fault callback, a sink, a loader, an egress callback of an engine on it), it
+ * returns ESG_ESTATE and closes nothing. In a child of fork() it frees the handle and
+ * writes nothing. NULL is fine (ESG_OK).
+ */
+ESG_API int esg_store_close(esg_store *s);
 
 /** Now, as the store's clock reads it (epoch ms). */
 ESG_API int64_t esg_store_now(esg_store *s);

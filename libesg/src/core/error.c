@@ -30,10 +30,6 @@ static _Thread_local esg__err tls_err;
 
 esg__err *esg__tls_err(void) { return &tls_err; }
 
-const char *esg_errmsg(const void *handle) {
-  return handle ? ((const esg__err *)handle)->msg : tls_err.msg;
-}
-
 int esg__fail(esg__err *err, int code, const char *fmt, ...) {
   if (!err) err = &tls_err;
   va_list ap;

@@ -10,10 +10,26 @@
 #include <stdint.h>
 #include "esg.h"
 
-/* Every handle starts with this, so esg_errmsg can read any handle's text. */
+/* Every handle starts with this checked header (core/handle.c): esg_errmsg reads the
+   text of any handle and refuses any other pointer. */
 typedef struct esg__err {
+  uint32_t magic; /* an ESG__H_ kind while open, 0 once closed */
   char msg[512];
 } esg__err;
+enum {
+  ESG__H_STORE = 0x45534753,    /* "ESGS" */
+  ESG__H_CACHE = 0x45534743,    /* "ESGC" */
+  ESG__H_EGRESS = 0x45534745,   /* "ESGE" */
+  ESG__H_LOADER = 0x4553474c,   /* "ESGL" */
+  ESG__H_SNAPSHOT = 0x45534750, /* "ESGP" */
+};
+void esg__handle_init(esg__err *err, uint32_t kind);
+void esg__handle_end(esg__err *err);
+
+/* Copies the caller's options struct (NULL: all defaults) into dst of the library's
+   size, by the ABI rule in core/handle.c; EINVAL names what is wrong. */
+int esg__opts_copy(esg__err *err, const char *type, void *dst, size_t known, const void *src);
+#define ESG__OPTS_COPY(err, T, dst, src) esg__opts_copy((err), #T, (dst), sizeof(T), (src))
 
 /* Every allocation goes through the allocator of esg_set_allocator (core/alloc.c). */
 void *esg__malloc(size_t n);

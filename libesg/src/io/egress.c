@@ -38,7 +38,10 @@ typedef struct esg__slot {
 
 struct esg_egress {
   esg__err err; /* first: see esg__err */
-  esg_store *store;
+  esg_store *store;            /* borrowed; NULL without one or once it closed */
+  esg__dep dep;
+  bool store_closed;
+  unsigned forks;              /* esg__forks at open: the connections belong to that process */
   CURLM *multi;
   int max_in_flight, max_attempts;
   int64_t max_elapsed, base, cap, connect_timeout, timeout, lease;
@@ -69,7 +72,8 @@ struct esg_egress {
   esg_egress_stats st;
   uint64_t jobs;               /* unfinished deliveries */
   bool in_callback, running, closing;
-  bool close_pending;          /* closed from a callback: run closes on its way out */
+  bool close_pending;
+  char store_msg[600];         /* esg_egress_result.store_error of the callback running */          /* closed from a callback: run closes on its way out */
 };
 
 /* A lane, its links in the list of every lane (for close), and its key. */
@@ -82,10 +86,6 @@ typedef struct esg__lane_node {
 
 /* Emptied lanes kept for reuse: a busy engine empties and refills lanes all the time. */
 #define SPARE_LANES 256
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_rc;
-static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 static int64_t mono_ms(void) {
   struct timespec ts;
@@ -169,11 +169,18 @@ static void set_proxy(const esg_egress *e, CURL *h, const char *url) {
   curl_easy_setopt(h, CURLOPT_NOPROXY, e->no_proxy ? e->no_proxy : "");
 }
 
+static void detach(esg__dep *d);
+
+static int forked(esg_egress *e) {
+  return esg__fail(&e->err, ESG_ESTATE, "the engine was opened by another process (before fork); open one in this process");
+}
+
 int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
-  esg_egress_opts o = {0};
-  if (opts) o = *opts;
+  esg_egress_opts o;
+  int orc = ESG__OPTS_COPY(NULL, esg_egress_opts, &o, opts);
+  if (orc != ESG_OK) return orc;
   const struct {
     const char *name;
     double value;
@@ -192,12 +199,13 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
     return esg__fail(NULL, ESG_EINVAL, "idempotency_header \"%s\" is not a header name", hdr);
   const char *ct = o.content_type ? o.content_type : "application/json";
   if (strpbrk(ct, "\r\n")) return esg__fail(NULL, ESG_EINVAL, "content_type holds a line break");
-  pthread_once(&curl_once, curl_init);
-  if (curl_init_rc != CURLE_OK)
-    return esg__fail(NULL, ESG_EIO, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
+  if (esg__curl_global_init() != ESG_OK) return ESG_EIO;
 
   esg_egress *e = esg__calloc(1, sizeof *e);
   if (!e) return esg__fail(NULL, ESG_ENOMEM, "out of memory");
+  esg__handle_init(&e->err, ESG__H_EGRESS);
+  esg__watch_forks();
+  e->forks = esg__forks;
   e->store = store;
   e->max_in_flight = o.max_in_flight ? o.max_in_flight : 16;
   e->max_attempts = o.max_attempts ? o.max_attempts : 5;
@@ -239,6 +247,7 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
   }
   /* keep a connection per slot alive, and no more: the receiver sees at most N */
   curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)e->max_in_flight);
+  if (store) esg__dep_link(store, &e->dep, detach);
   *out = e;
   return ESG_OK;
 nomem:
@@ -251,14 +260,8 @@ static void job_free(esg__job *j) { esg__free(j); }
 
 static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot);
 
-void esg_egress_close(esg_egress *e) {
-  if (!e || e->closing) return; /* closing already: a cancelled delivery's callback closed again */
-  if (e->running) {
-    /* from a callback inside run: freeing now would pull the engine from under the loop */
-    e->close_pending = true;
-    return;
-  }
-  e->closing = true;
+/* Ends every delivery not finished with CANCELLED (callbacks run, claims released). */
+static void cancel_all(esg_egress *e, const char *why) {
   /* what is on the wire first: detach it so its slot is clean */
   for (int i = 0; e->slots && i < e->max_in_flight; i++) {
     esg__slot *s = &e->slots[i];
@@ -272,13 +275,48 @@ void esg_egress_close(esg_egress *e) {
     while (l->head) {
       esg__job *j = l->head;
       l->head = j->next;
-      snprintf(j->error, sizeof j->error, "cancelled: the engine was closed");
+      snprintf(j->error, sizeof j->error, "cancelled: %s", why);
       finish(e, j, ESG_EGRESS_CANCELLED, NULL);
       job_free(j);
     }
     lane_unlink(e, l);
     esg__free(l);
   }
+}
+
+/* The store is closing: what is in flight ends now, while the claims can be released. */
+static void detach(esg__dep *d) {
+  esg_egress *e = (esg_egress *)((char *)d - offsetof(esg_egress, dep));
+  e->store_closed = true;
+  if (e->forks != esg__forks) { /* a child of fork(): what is in flight is the parent's */
+    e->store = NULL;
+    return;
+  }
+  bool was = e->closing;
+  e->closing = true; /* finish() leaves the lanes to cancel_all, as in close */
+  cancel_all(e, "the store was closed");
+  esg__lanes_free(&e->lanes);
+  e->heap.n = 0;
+  e->ready.head = e->ready.tail = NULL;
+  e->closing = was;
+  e->store = NULL;
+}
+
+void esg_egress_close(esg_egress *e) {
+  if (!e || e->closing) return; /* closing already: a cancelled delivery's callback closed again */
+  if (e->running) {
+    /* from a callback inside run: freeing now would pull the engine from under the loop */
+    e->close_pending = true;
+    return;
+  }
+  e->closing = true;
+  if (e->forks != esg__forks) {
+    /* a child of fork(): the deliveries, their callbacks and connections are the parent's */
+    esg__handle_end(&e->err);
+    return;
+  }
+  if (e->store) esg__dep_unlink(&e->dep);
+  cancel_all(e, "the engine was closed");
   while (e->spare) {
     esg__lane_node *n = e->spare;
     e->spare = n->next;
@@ -300,6 +338,7 @@ void esg_egress_close(esg_egress *e) {
   esg__free(e->content_type);
   for (int i = 0; i < 3; i++) esg__free(e->proxy[i]);
   esg__free(e->no_proxy);
+  esg__handle_end(&e->err);
   esg__free(e);
 }
 
@@ -473,6 +512,8 @@ static int enqueue(esg_egress *e, esg__job *j, const char *pkey) {
 int esg_egress_submit(esg_egress *e, const esg_egress_request *req) {
   if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
   if (!req) return esg__fail(&e->err, ESG_EINVAL, "request is NULL");
+  if (e->forks != esg__forks) return forked(e);
+  if (e->store_closed) return esg__fail(&e->err, ESG_ESTATE, "the engine's store was closed");
   if (e->closing || e->close_pending) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
   esg__job *j;
   int rc = make_job(e, req, &j);
@@ -505,6 +546,8 @@ static int copy_fault(void *ud, const esg_fault *f) {
 int esg_egress_resubmit(esg_egress *e, int64_t fault_id, const esg_egress_request *tmpl) {
   if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
   if (!tmpl) return esg__fail(&e->err, ESG_EINVAL, "request template is NULL");
+  if (e->forks != esg__forks) return forked(e);
+  if (e->store_closed) return esg__fail(&e->err, ESG_ESTATE, "the engine's store was closed");
   if (!e->store) return esg__fail(&e->err, ESG_EINVAL, "the engine has no store to read faults from");
   if (e->closing || e->close_pending) return esg__fail(&e->err, ESG_ESTATE, "the engine is closing");
   fault_copy c = {0};
@@ -712,8 +755,20 @@ static size_t delivered_result(char out[200], int status, const void *body, size
   return (size_t)(o - out) + sizeof tail - 1;
 }
 
+/* Keeps the first failure among the store calls that finish a delivery, with its text:
+   the callback's store_rc and store_error report it. A fault already gone is fine. */
+static void store_step(esg_egress *e, esg_egress_result *r, int rc, const char *what) {
+  if (rc == ESG_OK || (rc == ESG_NOT_FOUND && strcmp(what, "deleting the earlier fault") == 0)) return;
+  if (r->store_rc != ESG_OK) return;
+  r->store_rc = rc;
+  snprintf(e->store_msg, sizeof e->store_msg, "%s: %s", what,
+           rc == ESG_ETOKEN ? "the claim is no longer this delivery's" : esg_errmsg(e->store));
+  r->store_error = e->store_msg;
+}
+
 static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const esg__slot *slot) {
   esg_egress_result r = {0};
+  r.store_error = "";
   r.event_id = j->event_id;
   r.outcome = outcome;
   r.http_status = j->http_status;
@@ -729,8 +784,8 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
   char result[200];
   if (outcome == ESG_EGRESS_DELIVERED) {
     e->st.delivered++;
-    r.store_rc = j->complete_rc; /* reap completed the claim (complete_round) */
-    if (e->store && j->fault_id) esg_fault_delete(e->store, j->fault_id);
+    store_step(e, &r, j->complete_rc, "completing the claim"); /* reap completed it (complete_round) */
+    if (e->store && j->fault_id) store_step(e, &r, esg_fault_delete(e->store, j->fault_id), "deleting the earlier fault");
   } else if (outcome == ESG_EGRESS_REFUSED || outcome == ESG_EGRESS_EXHAUSTED) {
     e->st.faulted++;
     if (e->store) {
@@ -744,21 +799,25 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
       f.last_attempt = r.last_attempt;
       f.event = j->event ? j->event : j->body;
       f.event_len = j->event ? j->event_len : j->body_len;
-      r.store_rc = esg_fault_record(e->store, &f, &r.fault_id);
-      if (r.store_rc == ESG_OK && j->fault_id) esg_fault_delete(e->store, j->fault_id);
+      int frc = esg_fault_record(e->store, &f, &r.fault_id);
+      store_step(e, &r, frc, "recording the fault");
+      if (frc == ESG_OK && j->fault_id)
+        store_step(e, &r, esg_fault_delete(e->store, j->fault_id), "deleting the earlier fault");
       if (j->claim_key) {
-        if (e->complete_on_fault && r.store_rc == ESG_OK) {
+        if (e->complete_on_fault && frc == ESG_OK) {
           int n = snprintf(result, sizeof result, "{\"fault\":%lld,\"status\":%d}", (long long)r.fault_id,
                            j->http_status);
-          esg_complete(e->store, j->claim_key, j->claim_token, result, (size_t)n);
+          store_step(e, &r, esg_complete(e->store, j->claim_key, j->claim_token, result, (size_t)n),
+                     "completing the claim with the fault");
         } else {
-          esg_release(e->store, j->claim_key, j->claim_token);
+          store_step(e, &r, esg_release(e->store, j->claim_key, j->claim_token), "releasing the claim");
         }
       }
     }
   } else {
     e->st.cancelled++;
-    if (e->store && j->claim_key) esg_release(e->store, j->claim_key, j->claim_token);
+    if (e->store && j->claim_key)
+      store_step(e, &r, esg_release(e->store, j->claim_key, j->claim_token), "releasing the claim");
   }
   /* the claim is settled: nothing may complete or release it again */
   j->claim_key = NULL;
@@ -766,7 +825,8 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
   if (e->on_done) {
     bool was = e->in_callback;
     e->in_callback = true;
-    e->on_done(e->ud, &r);
+    if (e->store) ESG__COUNTED(e->store, e->on_done(e->ud, &r));
+    else e->on_done(e->ud, &r);
     e->in_callback = was;
   }
   if (e->closing) return; /* close unlinks and frees the lanes itself */
@@ -868,7 +928,8 @@ static void settle(esg_egress *e, esg__slot *s) {
   if (e->on_retry) {
     bool was = e->in_callback;
     e->in_callback = true;
-    e->on_retry(e->ud, j->event_id, j->attempts, j->http_status, delay, why);
+    if (e->store) ESG__COUNTED(e->store, e->on_retry(e->ud, j->event_id, j->attempts, j->http_status, delay, why));
+    else e->on_retry(e->ud, j->event_id, j->attempts, j->http_status, delay, why);
     e->in_callback = was;
   }
   esg__lane *l = j->lane;
@@ -907,6 +968,7 @@ static int reap(esg_egress *e) {
 
 int esg_egress_run(esg_egress *e, int timeout_ms) {
   if (!e) return esg__fail(NULL, ESG_EINVAL, "egress is NULL");
+  if (e->forks != esg__forks) return forked(e);
   if (e->in_callback || e->running || e->closing)
     return esg__fail(&e->err, ESG_ESTATE, "esg_egress_run called from a callback");
   e->running = true;

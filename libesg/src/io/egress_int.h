@@ -86,4 +86,7 @@ uint64_t esg__rng_next(uint64_t *s);
 /* libcurl error codes that no retry can fix (a malformed URL...). */
 bool esg__curl_permanent(int curl_code);
 
+/* libcurl's global init, once per process (io/curl_global.c): ESG_OK, or ESG_EIO with the text. */
+int esg__curl_global_init(void);
+
 #endif

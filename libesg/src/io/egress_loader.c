@@ -22,6 +22,7 @@ typedef struct etag_ent {
 
 struct esg_http_loader {
   esg__err err; /* first: see esg__err */
+  unsigned forks; /* esg__forks at open: its connection belongs to that process */
   CURL *easy;
   char *url_pre, *url_post;   /* the URL around "{key}" (url_post "" when appended) */
   struct curl_slist *headers; /* the caller's lines; If-None-Match is linked on per GET */
@@ -37,14 +38,15 @@ struct esg_http_loader {
   uint64_t requests, not_modified, absent, failed;
 };
 
-static pthread_once_t loader_curl_once = PTHREAD_ONCE_INIT;
-static CURLcode loader_curl_rc;
-static void loader_curl_init(void) { loader_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 int esg_http_loader_open(esg_http_loader **out, const esg_http_loader_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
-  if (!opts || !opts->url || !*opts->url) return esg__fail(NULL, ESG_EINVAL, "loader url is required");
+  if (!opts) return esg__fail(NULL, ESG_EINVAL, "opts is NULL: the loader needs at least a url");
+  esg_http_loader_opts lo;
+  int orc = ESG__OPTS_COPY(NULL, esg_http_loader_opts, &lo, opts);
+  if (orc != ESG_OK) return orc;
+  opts = &lo;
+  if (!opts->url || !*opts->url) return esg__fail(NULL, ESG_EINVAL, "loader url is required");
   if (opts->connect_timeout_ms < 0)
     return esg__fail(NULL, ESG_EINVAL, "loader connect_timeout_ms is %lld; it must not be negative",
                      (long long)opts->connect_timeout_ms);
@@ -56,10 +58,12 @@ int esg_http_loader_open(esg_http_loader **out, const esg_http_loader_opts *opts
   for (size_t i = 0; i < opts->n_headers; i++)
     if (!opts->headers[i] || !strchr(opts->headers[i], ':') || strpbrk(opts->headers[i], "\r\n"))
       return esg__fail(NULL, ESG_EINVAL, "header %zu is not one line \"Name: value\"", i);
-  pthread_once(&loader_curl_once, loader_curl_init);
-  if (loader_curl_rc != CURLE_OK) return esg__fail(NULL, ESG_EIO, "curl_global_init failed");
+  if (esg__curl_global_init() != ESG_OK) return ESG_EIO;
   esg_http_loader *l = esg__calloc(1, sizeof *l);
   if (!l) return esg__fail(NULL, ESG_ENOMEM, "out of memory");
+  esg__handle_init(&l->err, ESG__H_LOADER);
+  esg__watch_forks();
+  l->forks = esg__forks;
   const char *at = strstr(opts->url, "{key}");
   l->url_pre = at ? esg__strndup(opts->url, (size_t)(at - opts->url)) : esg__strdup(opts->url);
   l->url_post = esg__strdup(at ? at + 5 : "");
@@ -103,11 +107,13 @@ void esg_http_loader_close(esg_http_loader *l) {
       ent_free(e);
     }
   esg__free(l->b);
-  if (l->easy) curl_easy_cleanup(l->easy);
+  /* in a child of fork() the connection is the parent's: closing it could end its TLS session */
+  if (l->easy && l->forks == esg__forks) curl_easy_cleanup(l->easy);
   curl_slist_free_all(l->headers);
   esg__free(l->url_pre);
   esg__free(l->url_post);
   esg__free(l->body);
+  esg__handle_end(&l->err);
   esg__free(l);
 }
 
@@ -204,6 +210,8 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   esg_http_loader *l = loader;
   char msg[300];
   if (!l || !key) return ESG_EINVAL;
+  if (l->forks != esg__forks)
+    return load_fail(l, ld, ESG_ESTATE, "loader: opened by another process (before fork); open one in this process");
   int64_t budget = l->timeout;
   if (deadline != INT64_MAX) {
     int64_t left = deadline - l->clock(l->clock_ud);

@@ -21,6 +21,7 @@
 
 /* (also the store's entry: a due group commits even on a hit in memory) */
 int esg__cache_check_idle(esg_cache *c) {
+  if (!c->s) return esg__fail(&c->err, ESG_ESTATE, "the cache's store was closed");
   if (c->in_load)
     return esg__fail(&c->err, ESG_ESTATE, "the cache is in use by its loader (a loader must not call its own cache)");
   int rc = esg__enter_read(c->s);
@@ -36,6 +37,14 @@ int esg__cache_check_call(esg_cache *c, const char *key, size_t *klen) {
 
 /* ------------------------------------------------------------- open/close -- */
 
+/* The store is closing: its rows are gone to this handle, and so are the copies. */
+static void detach(esg__dep *d) {
+  esg_cache *c = (esg_cache *)((char *)d - offsetof(esg_cache, dep));
+  esg__cache_mem_free_all(c);
+  c->mem_on = false;
+  c->s = NULL;
+}
+
 static int dup_opt(const char *v, const char *name, char **out) {
   *out = NULL;
   if (!v) return ESG_OK;
@@ -48,8 +57,9 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
   if (!s) return esg__fail(NULL, ESG_EINVAL, "store is NULL");
-  esg_cache_opts o = {0};
-  if (opts) o = *opts;
+  esg_cache_opts o;
+  int orc = ESG__OPTS_COPY(NULL, esg_cache_opts, &o, opts);
+  if (orc != ESG_OK) return orc;
   if (o.ttl_ms < 0) return esg__fail(NULL, ESG_EINVAL, "cache option ttl_ms must not be negative");
   if (o.negative_ttl_ms < 0) return esg__fail(NULL, ESG_EINVAL, "cache option negative_ttl_ms must not be negative");
   if (o.max_stale_ms < -1) return esg__fail(NULL, ESG_EINVAL, "cache option max_stale_ms must be -1 (never) or more");
@@ -63,7 +73,9 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
 
   esg_cache *c = esg__calloc(1, sizeof *c);
   if (!c) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the cache");
+  esg__handle_init(&c->err, ESG__H_CACHE);
   c->s = s;
+  esg__dep_link(s, &c->dep, detach);
   c->clock = s->clock;
   c->clock_ud = s->clock_ud;
   c->ttl = o.ttl_ms ? o.ttl_ms : DEFAULT_TTL_MS;
@@ -102,6 +114,7 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
 
 void esg_cache_close(esg_cache *c) {
   if (!c) return;
+  esg__dep_unlink(&c->dep);
   esg__cache_mem_free_all(c);
   esg__cache_group_release(c->g);
   esg__buf_free(&c->val);
@@ -110,6 +123,7 @@ void esg_cache_close(esg_cache *c) {
   esg__free(c->collect_field);
   esg__free(c->id_field);
   esg__free(c->version_field);
+  esg__handle_end(&c->err);
   esg__free(c);
 }
 
@@ -119,7 +133,7 @@ int esg_cache_get(esg_cache *c, const char *key, esg_cache_entry *out) {
   if (!c) return esg__fail(NULL, ESG_EINVAL, "cache is NULL");
   size_t klen = key ? strlen(key) : 0;
   /* one unsigned compare rejects both empty and oversized keys on the hot path */
-  if (klen - 1 >= ESG_KEY_MAX || !out || c->in_load) {
+  if (klen - 1 >= ESG_KEY_MAX || !out || c->in_load || !c->s) {
     int rc = esg__cache_check_call(c, key, &klen);
     if (rc != ESG_OK) return rc;
     if (!out) return esg__fail(&c->err, ESG_EINVAL, "out is NULL");

@@ -67,7 +67,8 @@ typedef struct esg__mslot {
 
 struct esg_cache {
   esg__err err; /* first: see esg__err */
-  esg_store *s;
+  esg_store *s; /* NULL once the store closed (see esg__dep) */
+  esg__dep dep;
   esg_clock_fn clock;
   void *clock_ud;
   esg__cache_group *g;

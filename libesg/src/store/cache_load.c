@@ -44,7 +44,8 @@ static int run_loader(esg_cache *c, const char *key, size_t klen, uint64_t h, es
   int64_t deadline = c->load_timeout < 0 ? INT64_MAX : esg__time_add(t0, c->load_timeout);
   c->st.loads++;
   c->in_load = true;
-  int lrc = loader(ud, key, deadline, &ld);
+  int lrc;
+  ESG__COUNTED(c->s, lrc = loader(ud, key, deadline, &ld));
   c->in_load = false;
   int64_t now = c->clock(c->clock_ud);
   const char *why = ld.msg[0] ? ": " : "";
@@ -122,7 +123,7 @@ int esg_cache_get_or_load(esg_cache *c, const char *key, esg_cache_loader loader
   if (!c) return esg__fail(NULL, ESG_EINVAL, "cache is NULL");
   size_t klen = key ? strlen(key) : 0;
   /* one unsigned compare rejects both empty and oversized keys on the hot path */
-  if (klen - 1 >= ESG_KEY_MAX || !out || !loader || c->in_load) {
+  if (klen - 1 >= ESG_KEY_MAX || !out || !loader || c->in_load || !c->s) {
     int rc = esg__cache_check_call(c, key, &klen);
     if (rc != ESG_OK) return rc;
     if (!out) return esg__fail(&c->err, ESG_EINVAL, "out is NULL");

@@ -85,7 +85,7 @@ int esg_correlate(esg_store *s, const char *corr_key, const char *rule, esg_rule
   if (g.oom) rc = esg__fail(&s->err, ESG_ENOMEM, "out of memory reading the events of \"%s\"", corr_key);
   int match = 0;
   if (rc == ESG_OK) {
-    match = pred(pred_ud, g.evs, g.n);
+    ESG__COUNTED(s, match = pred(pred_ud, g.evs, g.n));
     if (match < 0) rc = esg__fail(&s->err, ESG_ECALLBACK, "rule \"%s\" failed on key \"%s\"", rule, corr_key);
   }
   char *json = rc == ESG_OK && match ? build(corr_key, rule, &g) : NULL;
@@ -100,7 +100,9 @@ int esg_correlate(esg_store *s, const char *corr_key, const char *rule, esg_rule
   rc = esg_event_put(s, ev, corr_key, ttl_ms);
   if (rc == ESG_OK && emit) {
     esg_stored_event x = esg__stored_event(ev, corr_key, 0);
-    if (emit(emit_ud, &x) != 0) rc = esg__fail(&s->err, ESG_ECALLBACK, "the emit callback of rule \"%s\" failed", rule);
+    int bad;
+    ESG__COUNTED(s, bad = emit(emit_ud, &x));
+    if (bad) rc = esg__fail(&s->err, ESG_ECALLBACK, "the emit callback of rule \"%s\" failed", rule);
   }
   esg_event_free(ev);
   return rc;

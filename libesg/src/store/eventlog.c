@@ -41,7 +41,9 @@ int esg_events_by_key(esg_store *s, const char *corr_key, esg_event_cb cb, void 
   if (rc != ESG_OK) return rc;
   if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
   if ((rc = esg__check_key(&s->err, "correlation key", corr_key)) != ESG_OK) return rc;
-  return s->be->events_by_key(s->b, corr_key, esg__now(s), cb, ud);
+  int64_t now = esg__now(s);
+  ESG__COUNTED(s, rc = s->be->events_by_key(s->b, corr_key, now, cb, ud));
+  return rc;
 }
 
 int esg_event_get(esg_store *s, const char *id, esg_event_cb cb, void *ud) {
@@ -49,7 +51,9 @@ int esg_event_get(esg_store *s, const char *id, esg_event_cb cb, void *ud) {
   if (rc != ESG_OK) return rc;
   if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
   if ((rc = esg__check_key(&s->err, "event id", id)) != ESG_OK) return rc;
-  return s->be->event_get(s->b, id, esg__now(s), cb, ud);
+  int64_t now = esg__now(s);
+  ESG__COUNTED(s, rc = s->be->event_get(s->b, id, now, cb, ud));
+  return rc;
 }
 
 typedef struct purge_ctx {
@@ -106,7 +110,8 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
     x.json = json;
     x.json_len = strlen(json);
     x.expires = 0;
-    int keep = p->cb(p->ud, &x);
+    int keep;
+    ESG__COUNTED(p->s, keep = p->cb(p->ud, &x));
     cJSON_free(json);
     if (keep) return 0; /* the caller could not emit it: keep the event for the next purge */
   }

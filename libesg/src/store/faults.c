@@ -36,7 +36,8 @@ int esg_faults_list(esg_store *s, esg_fault_cb cb, void *ud) {
   int rc = esg__enter_read(s);
   if (rc != ESG_OK) return rc;
   if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
-  return s->be->faults_each(s->b, 0, cb, ud, NULL);
+  ESG__COUNTED(s, rc = s->be->faults_each(s->b, 0, cb, ud, NULL));
+  return rc;
 }
 
 int esg_fault_get(esg_store *s, int64_t id, esg_fault_cb cb, void *ud) {
@@ -45,7 +46,7 @@ int esg_fault_get(esg_store *s, int64_t id, esg_fault_cb cb, void *ud) {
   if (!cb) return esg__fail(&s->err, ESG_EINVAL, "callback is NULL");
   if (id <= 0) return esg__fail(&s->err, ESG_EINVAL, "fault id must be positive");
   int n = 0;
-  rc = s->be->faults_each(s->b, id, cb, ud, &n);
+  ESG__COUNTED(s, rc = s->be->faults_each(s->b, id, cb, ud, &n));
   if (rc == ESG_OK && n == 0) return esg__fail(&s->err, ESG_NOT_FOUND, "no fault with id %lld", (long long)id);
   return rc;
 }

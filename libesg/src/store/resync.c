@@ -145,13 +145,14 @@ static int check_opts(esg__err *err, const esg_resync_opts *o) {
   return esg__check_key(err, "event type", o->type);
 }
 
-static esg_resync_opts defaults(const esg_resync_opts *opts) {
-  esg_resync_opts o = {0};
-  if (opts) o = *opts;
-  if (!o.entity_field) o.entity_field = "entity";
-  if (!o.type) o.type = "entity";
-  if (!o.batch) o.batch = 1000;
-  return o;
+/* The caller's options by the ABI rule, with their defaults, checked. */
+static int take_opts(esg__err *err, const esg_resync_opts *opts, esg_resync_opts *o) {
+  int rc = ESG__OPTS_COPY(err, esg_resync_opts, o, opts);
+  if (rc != ESG_OK) return rc;
+  if (!o->entity_field) o->entity_field = "entity";
+  if (!o->type) o->type = "entity";
+  if (!o->batch) o->batch = 1000;
+  return check_opts(err, o);
 }
 
 /* Stores the built event (b->json) and hands it to the sink; in the caller's transaction. */
@@ -178,7 +179,9 @@ static int emit(emitter *em, const ev_spec *e, esg__err *err) {
     }
     if (rc != ESG_OK) return esg__fail(err, rc, "%s", s->err.msg);
   }
-  if (em->o.sink && em->o.sink(em->o.sink_ud, &row) != 0)
+  int bad = 0;
+  if (em->o.sink) ESG__COUNTED(s, bad = em->o.sink(em->o.sink_ud, &row));
+  if (bad)
     return esg__fail(err, ESG_ECALLBACK, "the sink failed on event %s for \"%s\"", e->id, e->pkey);
   em->st->emitted++;
   return ESG_OK;
@@ -297,7 +300,9 @@ static int run_page(emitter *em, const char *name, const char *source, esg_fetch
   if (rc == ESG_OK && !(cur = esg__strdup(c))) rc = esg__fail(&s->err, ESG_ENOMEM, "out of memory copying a cursor");
   if (rc != ESG_OK && rc != ESG_NOT_FOUND) return rc;
   esg_resync_page pg = {0};
-  if (fetch(ud, cur, &pg) != 0) {
+  int bad;
+  ESG__COUNTED(s, bad = fetch(ud, cur, &pg));
+  if (bad) {
     esg__fail(&s->err, ESG_ECALLBACK, "fetching the page after cursor \"%.40s\" failed", cur ? cur : "");
     esg__free(cur);
     return ESG_ECALLBACK;
@@ -338,8 +343,8 @@ int esg_cursor_run(esg_store *s, const char *name, const char *source, esg_fetch
   if (rc != ESG_OK) return rc;
   if (!fetch) return esg__fail(&s->err, ESG_EINVAL, "fetch is NULL");
   if (s->batch) return esg__fail(&s->err, ESG_ESTATE, "a cursor job cannot run inside a batch: each page commits");
-  emitter em = {s, defaults(opts), stats, {0}};
-  if ((rc = check_opts(&s->err, &em.o)) != ESG_OK) return rc;
+  emitter em = {s, {0}, stats, {0}};
+  if ((rc = take_opts(&s->err, opts, &em.o)) != ESG_OK) return rc;
   for (int64_t pages = 0; !stats->done && (em.o.max_pages == 0 || pages < em.o.max_pages);) {
     rc = run_page(&em, name, source, fetch, fetch_ud);
     if (rc == ESG_BUSY) continue;
@@ -354,7 +359,8 @@ int esg_cursor_run(esg_store *s, const char *name, const char *source, esg_fetch
 
 struct esg_snapshot {
   esg__err err; /* first: see esg__err */
-  emitter em;
+  emitter em;   /* em.s is NULL once the store closed (see esg__dep) */
+  esg__dep dep;
   esg_resync_stats st;
   char *source;
   int64_t gen;
@@ -363,6 +369,8 @@ struct esg_snapshot {
   bool failed;
 };
 
+static void snapshot_detach(esg__dep *d);
+
 int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, const esg_resync_opts *opts) {
   if (!out) return esg__fail(s ? &s->err : NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
@@ -370,13 +378,14 @@ int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, con
   if (rc == ESG_OK) rc = esg__check_key(&s->err, "source", source);
   if (rc != ESG_OK) return rc;
   if (s->batch) return esg__fail(&s->err, ESG_ESTATE, "a listing cannot run inside a batch: it commits its own");
-  esg_resync_opts o = defaults(opts);
-  if ((rc = check_opts(&s->err, &o)) != ESG_OK) return rc;
+  esg_resync_opts o;
+  if ((rc = take_opts(&s->err, opts, &o)) != ESG_OK) return rc;
   esg_snapshot *sn = esg__calloc(1, sizeof *sn);
   if (!sn || !(sn->source = esg__strdup(source))) {
     esg__free(sn);
     return esg__fail(&s->err, ESG_ENOMEM, "out of memory starting a listing");
   }
+  esg__handle_init(&sn->err, ESG__H_SNAPSHOT);
   sn->em.s = s;
   sn->em.o = o;
   sn->em.st = &sn->st;
@@ -387,6 +396,7 @@ int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *source, con
     return rc;
   }
   snprintf(sn->gen_text, sizeof sn->gen_text, "%" PRId64, sn->gen);
+  esg__dep_link(s, &sn->dep, snapshot_detach);
   *out = sn;
   return ESG_OK;
 }
@@ -461,6 +471,7 @@ static int diff_one(esg_snapshot *sn, const char *key, const uint8_t hash[32], c
 
 int esg_snapshot_add(esg_snapshot *sn, const char *key, const char *content, size_t len) {
   if (!sn) return esg__fail(NULL, ESG_EINVAL, "snapshot is NULL");
+  if (!sn->em.s) return esg__fail(&sn->err, ESG_ESTATE, "the listing's store was closed");
   if (sn->failed) return esg__fail(&sn->err, ESG_ESTATE, "the listing failed earlier; begin it again");
   int rc = esg__enter(sn->em.s);
   if (rc != ESG_OK) return esg__fail(&sn->err, rc, "%s", sn->em.s->err.msg);
@@ -509,6 +520,7 @@ static int sweep_one(void *ud, const char *key, const uint8_t hash[32]) {
 
 int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
   if (!sn) return esg__fail(NULL, ESG_EINVAL, "snapshot is NULL");
+  if (!sn->em.s) return esg__fail(&sn->err, ESG_ESTATE, "the listing's store was closed");
   if (sn->failed) return esg__fail(&sn->err, ESG_ESTATE, "the listing failed earlier; begin it again");
   esg_store *s = sn->em.s;
   if (esg__enter(s) != ESG_OK) return esg__fail(&sn->err, ESG_ESTATE, "%s", s->err.msg);
@@ -533,11 +545,20 @@ int esg_snapshot_finish(esg_snapshot *sn, esg_resync_stats *stats) {
   return rc;
 }
 
+/* The store is closing: the listing is abandoned, its open batch rolled back. */
+static void snapshot_detach(esg__dep *d) {
+  esg_snapshot *sn = (esg_snapshot *)((char *)d - offsetof(esg_snapshot, dep));
+  end_batch(sn, ESG_ESTATE);
+  sn->em.s = NULL;
+}
+
 void esg_snapshot_close(esg_snapshot *sn) {
   if (!sn) return;
-  end_batch(sn, ESG_OK);
+  esg__dep_unlink(&sn->dep);
+  if (sn->em.s) end_batch(sn, ESG_OK);
   esg__free(sn->em.json.p);
   esg__free(sn->source);
+  esg__handle_end(&sn->err);
   esg__free(sn);
 }
 
@@ -555,5 +576,7 @@ int esg_replay(esg_store *s, const esg_replay_filter *filter, esg_event_cb cb, v
   if (f.until && f.until <= f.since)
     return esg__fail(&s->err, ESG_EINVAL, "replay range is empty: until (%lld) <= since (%lld)", (long long)f.until,
                      (long long)f.since);
-  return s->be->replay(s->b, &f, esg__now(s), cb, ud, n);
+  int64_t now = esg__now(s);
+  ESG__COUNTED(s, rc = s->be->replay(s->b, &f, now, cb, ud, n));
+  return rc;
 }

@@ -21,6 +21,30 @@ int esg__enter_fail(esg_store *s) {
   return s ? inherited_fail(s) : esg__fail(NULL, ESG_EINVAL, "store is NULL");
 }
 
+void esg__dep_link(esg_store *s, esg__dep *d, void (*detach)(esg__dep *d)) {
+  d->detach = detach;
+  d->next = &s->deps;
+  d->prev = s->deps.prev;
+  s->deps.prev->next = d;
+  s->deps.prev = d;
+}
+
+void esg__dep_unlink(esg__dep *d) {
+  if (!d->next) return;
+  d->prev->next = d->next;
+  d->next->prev = d->prev;
+  d->next = d->prev = NULL;
+}
+
+/* The caller's clock is a callback like any other (see ESG__CALLBACK). */
+static int64_t counted_clock(void *ud) {
+  esg_store *s = ud;
+  s->in_cb++;
+  int64_t t = s->user_clock(s->user_clock_ud);
+  s->in_cb--;
+  return t;
+}
+
 int esg__tick(esg_store *s) { return s->group && !s->batch ? s->be->flush_due(s->b, esg__now(s), NULL) : ESG_OK; }
 
 bool esg__inherited(const esg_store *s) { return s->forks != esg__forks || s->pid != (long)getpid(); }
@@ -43,9 +67,9 @@ int esg_store_open(esg_store **out, const char *uri, const esg_store_opts *opts)
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
   if (!uri || !*uri) return esg__fail(NULL, ESG_EINVAL, "store path is NULL or empty");
-  esg_store_opts o = {0};
-  if (opts) o = *opts;
-  int rc = check_opts(&o);
+  esg_store_opts o;
+  int rc = ESG__OPTS_COPY(NULL, esg_store_opts, &o, opts);
+  if (rc == ESG_OK) rc = check_opts(&o);
   if (rc != ESG_OK) return rc;
   esg__be_opts bo = {0};
   const esg__backend *be = esg__backend_for(uri, &bo.target, NULL);
@@ -53,12 +77,16 @@ int esg_store_open(esg_store **out, const char *uri, const esg_store_opts *opts)
   if (!*bo.target) return esg__fail(NULL, ESG_EINVAL, "store URI \"%s\" names no store after its scheme", uri);
   esg_store *s = esg__calloc(1, sizeof *s);
   if (!s) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the store");
+  esg__handle_init(&s->err, ESG__H_STORE);
+  s->deps.next = s->deps.prev = &s->deps;
   esg__watch_forks();
   s->forks = esg__forks;
   s->pid = (long)getpid();
   s->be = be;
-  s->clock = o.clock ? o.clock : esg_clock_real;
-  s->clock_ud = o.clock ? o.clock_ud : NULL;
+  s->clock = o.clock ? counted_clock : esg_clock_real;
+  s->clock_ud = o.clock ? s : NULL;
+  s->user_clock = o.clock;
+  s->user_clock_ud = o.clock_ud;
   s->group = o.group_commit_ms > 0;
   /* Tokens only need to be unpredictable across processes, not secret. */
   uint64_t seed = 0;
@@ -89,19 +117,33 @@ int esg_store_open(esg_store **out, const char *uri, const esg_store_opts *opts)
 }
 
 /*
- * Close commits an open group (its status is lost to a void close: call
- * esg_store_flush first to see it) and rolls back an open batch. A child of
- * fork() writes nothing: the open group or batch is the parent's.
+ * Close detaches the handles built on the store, commits an open group (its status is
+ * the result; the text goes to the thread's slot, the handle being gone) and rolls
+ * back an open batch. A child of fork() writes nothing: the group or batch is the
+ * parent's.
  */
-void esg_store_close(esg_store *s) {
-  if (!s) return;
+int esg_store_close(esg_store *s) {
+  if (!s) return ESG_OK;
+  if (s->in_cb > 0)
+    return esg__fail(&s->err, ESG_ESTATE,
+                     "esg_store_close called from a callback of a call on this store; nothing was closed");
   bool inherited = esg__inherited(s);
+  /* the handles built on it first: an egress engine still releases its claims */
+  while (s->deps.next != &s->deps) {
+    esg__dep *d = s->deps.next;
+    esg__dep_unlink(d);
+    d->detach(d);
+  }
+  int rc = ESG_OK;
   if (!inherited) {
     if (s->batch) s->be->rollback(s->b);
-    else if (s->group) s->be->flush(s->b);
+    else if (s->group) rc = s->be->flush(s->b);
   }
+  if (rc != ESG_OK) esg__fail(NULL, rc, "%s", s->err.msg); /* the handle is gone: the text goes to the thread */
   s->be->close(s->b, inherited);
+  esg__handle_end(&s->err);
   esg__free(s);
+  return rc;
 }
 
 int64_t esg_store_now(esg_store *s) { return esg__now(s); }

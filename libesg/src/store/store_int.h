@@ -8,18 +8,46 @@
 
 #include "backend/backend.h"
 
+/*
+ * A handle built on a store (a cache, an egress engine, a listing) links one of these
+ * into it, so that esg_store_close can detach it first: detach finishes what the
+ * handle has in flight on the store and lets go of it, leaving the handle valid (its
+ * calls then fail with ESG_ESTATE) until its own close frees it.
+ */
+typedef struct esg__dep esg__dep;
+struct esg__dep {
+  esg__dep *prev, *next;        /* NULL when not linked */
+  void (*detach)(esg__dep *d);
+};
+void esg__dep_link(esg_store *s, esg__dep *d, void (*detach)(esg__dep *d));
+void esg__dep_unlink(esg__dep *d);
+
 struct esg_store {
   esg__err err;                 /* first: see esg__err */
   const esg__backend *be;
   esg__be *b;                   /* the backend's handle */
-  esg_clock_fn clock;
+  esg_clock_fn clock;           /* esg_clock_real, or the caller's counted in in_cb */
   void *clock_ud;
+  esg_clock_fn user_clock;      /* the caller's, or NULL */
+  void *user_clock_ud;
   bool batch;                   /* inside esg_store_begin .. commit */
   bool group;                   /* group commit is on */
   uint64_t rng;                 /* xorshift state for fencing tokens */
   unsigned forks;               /* esg__forks when opened */
   long pid;                     /* the process that opened it, for messages */
+  esg__dep deps;                /* the handles built on it: a ring through this head */
+  int in_cb;                    /* the caller's callbacks running inside calls on it */
 };
+
+/* Runs stmt, which calls the caller's callbacks from inside a call on s, counted in
+   s->in_cb so that esg_store_close from inside one is refused instead of freeing s
+   under the call. */
+#define ESG__COUNTED(s, stmt) \
+  do {                          \
+    (s)->in_cb++;               \
+    stmt;                       \
+    (s)->in_cb--;               \
+  } while (0)
 
 /* The store's clock. */
 static inline int64_t esg__now(esg_store *s) { return s->clock(s->clock_ud); }
