@@ -221,7 +221,9 @@ esg_event *lesg_test_event(lua_State *L, int arg) {
   return ud ? *ud : NULL;
 }
 
-static void store_close(lua_State *L, lstore *ls) {
+/* ESG_OK, or the final commit's error (text in esg_errmsg(NULL)); the store is closed either way. */
+static int store_close(lua_State *L, lstore *ls) {
+  int rc = ESG_OK;
   if (ls->s && ls->in_cb > 0)
     luaL_error(L, "store:close called from inside one of its own callbacks (clock, purge function, loader, "
                   "fetch, sink or egress callback)");
@@ -231,20 +233,24 @@ static void store_close(lua_State *L, lstore *ls) {
     lesg_close_deps(L, ls);
     if (ls->clock_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
     ls->clock_ref = LUA_NOREF; /* the final flush reads the real clock */
-    esg_store_close(ls->s);
+    rc = esg_store_close(ls->s);
     ls->s = NULL;
     ls->in_cb--;
   } else if (ls->clock_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
     ls->clock_ref = LUA_NOREF;
   }
+  return rc;
 }
 
-/* store:close(): commits any open group and closes; closing twice is fine. */
+/* store:close() -> true, or nil, msg, code when the open group's final commit failed (the
+   store is closed all the same); closing twice is fine. */
 static int m_close(lua_State *L) {
   lstore *ls = luaL_checkudata(L, 1, STORE_MT);
-  store_close(L, ls);
-  return 0;
+  int rc = store_close(L, ls);
+  if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(NULL));
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int m_gc(lua_State *L) {

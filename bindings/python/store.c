@@ -239,15 +239,19 @@ fail:
   return -1;
 }
 
-static void store_close_handle(StoreObject *self) {
+/* Closes the dependents and the handle: ESG_OK or the final commit's error (text in
+   esg_errmsg(NULL)); the handle is gone either way. */
+static int store_close_handle(StoreObject *self) {
   close_deps(self);
   esg_store *s = self->s;
   self->s = NULL;
+  int rc = ESG_OK;
   if (s) {
     Py_BEGIN_ALLOW_THREADS
-    esg_store_close(s);
+    rc = esg_store_close(s);
     Py_END_ALLOW_THREADS
   }
+  return rc;
 }
 
 /* Closes the C handle (the GIL released: closing may commit) and drops the clock's saved error. */
@@ -289,8 +293,13 @@ static PyObject *store_close(StoreObject *self, PyObject *unused) {
     }
     return NULL;
   }
-  store_close_handle(self);
+  int rc = store_close_handle(self);
   if (esgpy_store_done(self, 0) < 0) return NULL;
+  if (rc < 0) { /* closed all the same: the group's final commit failed */
+    char msg[600];
+    snprintf(msg, sizeof msg, "the store is closed, but its open group could not be committed: %s", esg_errmsg(NULL));
+    return esgpy_raise(STATE(self), rc, msg);
+  }
   Py_RETURN_NONE;
 }
 
