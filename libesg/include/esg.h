@@ -21,5 +21,6 @@
 #include "esg/latch.h"
 #include "esg/resync.h"
 #include "esg/egress.h"
+#include "esg/gateway.h"
 
 #endif

@@ -494,7 +494,8 @@ static void test_exhausted_fault(void) {
   char res[128];
   claim_result(f.s, "evt-x", res, sizeof res);
   CHECK_CONTAINS(res, "\"fault\":");
-  CHECK_CONTAINS(res, "\"status\":503");
+  CHECK_CONTAINS(res, "\"status\":\"fault\"");
+  CHECK_CONTAINS(res, "\"http_status\":503");
   fx_stop(&f);
 }
 

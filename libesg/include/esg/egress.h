@@ -91,7 +91,7 @@ typedef struct esg_egress_opts {
   int64_t claim_lease_ms;      /* > 0: before each retry, extend the delivery's claim to now + this;
                                   if it was taken over, the delivery stops (CANCELLED) */
   int complete_on_fault;       /* non-zero: a faulted delivery completes its claim with the result
-                                  {"fault":<id>,...} (later duplicates see it) instead of releasing it */
+                                  {"status":"fault","fault":<id>,"http_status":N} (later duplicates see it) instead of releasing it */
   esg_clock_fn clock;          /* for backoff, Retry-After dates, rate limit and fault times;
                                   NULL = a monotonic clock anchored at the real time of open */
   void *clock_ud;

@@ -22,6 +22,7 @@ enum {
   ESG__H_EGRESS = 0x45534745,   /* "ESGE" */
   ESG__H_LOADER = 0x4553474c,   /* "ESGL" */
   ESG__H_SNAPSHOT = 0x45534750, /* "ESGP" */
+  ESG__H_GATEWAY = 0x45534757,  /* "ESGW" */
 };
 void esg__handle_init(esg__err *err, uint32_t kind);
 void esg__handle_end(esg__err *err);

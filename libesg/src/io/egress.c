@@ -805,7 +805,7 @@ static void finish(esg_egress *e, esg__job *j, esg_egress_outcome outcome, const
         store_step(e, &r, esg_fault_delete(e->store, j->fault_id), "deleting the earlier fault");
       if (j->claim_key) {
         if (e->complete_on_fault && frc == ESG_OK) {
-          int n = snprintf(result, sizeof result, "{\"fault\":%lld,\"status\":%d}", (long long)r.fault_id,
+          int n = snprintf(result, sizeof result, "{\"status\":\"fault\",\"fault\":%lld,\"http_status\":%d}", (long long)r.fault_id,
                            j->http_status);
           store_step(e, &r, esg_complete(e->store, j->claim_key, j->claim_token, result, (size_t)n),
                      "completing the claim with the fault");
@@ -999,6 +999,34 @@ int esg_egress_run(esg_egress *e, int timeout_ms) {
 }
 
 int esg_egress_drain(esg_egress *e) { return esg_egress_run(e, -1); }
+
+int esg__egress_wait(esg_egress *e, int fd, int timeout_ms) {
+  if (e->forks != esg__forks) return forked(e);
+  if (e->in_callback || e->running || e->closing)
+    return esg__fail(&e->err, ESG_ESTATE, "esg_egress_run called from a callback");
+  e->running = true;
+  int running;
+  for (int turn = 0; turn < 2; turn++) {
+    int64_t wait = timeout_ms;
+    pump(e, &wait);
+    curl_multi_perform(e->multi, &running);
+    int done = reap(e);
+    if (turn || done || e->jobs == 0 || e->close_pending || wait <= 0) break;
+    struct curl_waitfd w = {fd, CURL_WAIT_POLLIN, 0};
+    int n = 0;
+    curl_multi_poll(e->multi, fd >= 0 ? &w : NULL, fd >= 0 ? 1 : 0, (int)wait, &n);
+    if (fd >= 0 && (w.revents & CURL_WAIT_POLLIN)) {
+      curl_multi_perform(e->multi, &running); /* what came meanwhile, without waiting again */
+      reap(e);
+      break;
+    }
+  }
+  e->running = false;
+  if (e->close_pending) esg_egress_close(e);
+  return ESG_OK;
+}
+
+size_t esg__egress_jobs(const esg_egress *e) { return (size_t)e->jobs; }
 
 void esg_egress_get_stats(const esg_egress *e, esg_egress_stats *out) {
   if (!out) return;

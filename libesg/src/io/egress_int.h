@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "esg/egress.h"
 
 struct curl_slist;
 struct esg__lane;
@@ -85,6 +86,13 @@ int64_t esg__backoff(uint64_t *rng, int retry, int64_t base, int64_t cap);
 uint64_t esg__rng_next(uint64_t *s);
 /* libcurl error codes that no retry can fix (a malformed URL...). */
 bool esg__curl_permanent(int curl_code);
+
+/* For a loop that owns an fd (the gateway's source): one turn of the engine, then a wait
+   of up to timeout_ms for a transfer, a due timer or fd (if >= 0) becoming readable, and
+   what that brought. ESG_OK or ESG_ESTATE (called from a callback, or in a child). */
+int esg__egress_wait(esg_egress *e, int fd, int timeout_ms);
+/* Deliveries not finished. */
+size_t esg__egress_jobs(const esg_egress *e);
 
 /* libcurl's global init, once per process (io/curl_global.c): ESG_OK, or ESG_EIO with the text. */
 int esg__curl_global_init(void);

@@ -1,0 +1,68 @@
+/*
+ * What the gateway's files share: the handle, the event on its way, and the steps'
+ * entry points into the sinks (gateway_sink.c) and the loop (gateway_loop.c).
+ */
+#ifndef ESG_GATEWAY_INT_H
+#define ESG_GATEWAY_INT_H
+
+#include "core/internal.h"
+#include "esg/gateway.h"
+
+struct esg_gateway_event {
+  esg_gateway *g;
+  esg_event *ev;          /* the parsed envelope */
+  const char *line;       /* the bytes received (without a trailing CR) */
+  size_t line_len;
+  esg__buf json;          /* the JSON after enrichment; empty: the line */
+  esg__buf out;           /* the output */
+  bool has_out;
+  char msg[1024];         /* why a step failed */
+  int64_t lineno;
+};
+
+/* An HTTP delivery in flight: its claim key, so that a copy of the event meeting its own
+   delivery's claim (busy) counts as a duplicate. */
+typedef struct esg__gw_flight {
+  char *key;              /* NULL: a free slot */
+  int64_t lineno;
+} esg__gw_flight;
+
+struct esg_gateway {
+  esg__err err;           /* first: see esg__err */
+  esg_gateway_opts o;
+  char *name;
+  esg_store *s;
+  esg_cache *cache;
+  bool cache_failed;
+  int64_t lease, ttl, latch_ttl;
+  /* sink */
+  int fd;                 /* FILE */
+  bool own_fd;
+  esg__buf wbuf;          /* FILE: lines not yet written */
+  esg_egress *egress;     /* HTTP */
+  esg__gw_flight *flights;
+  size_t n_flights, cap_flights, backlog;
+  esg_gateway_stats st;
+  esg_gateway_event cur;  /* the event on its way (one at a time) */
+  int64_t lineno;         /* of the source being run */
+  bool in_step;           /* a step is running: the gateway's own calls are refused */
+};
+
+/* The stages, as fault records name them. */
+#define ESG__GW_STAGES(X) X(parse) X(filter) X(idempotence) X(latch) X(enrich) X(transform) X(sink) X(complete) X(deliver)
+
+/* Records a fault of stage for the current event (parsed: its id is known) and completes
+   its claim (key/token, if owned) with {"status":"fault","fault":<id>}. Returns ESG_ECALLBACK. */
+int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char *claim_key, int64_t token);
+
+/* The sinks: open (from the options), write one output (delivered now: ESG_OK; handed to
+   the engine: ESG_BUSY), flush buffered lines, close. */
+int esg__gw_sink_open(esg_gateway *g);
+int esg__gw_sink_write(esg_gateway *g, esg_gateway_event *e, const char *claim_key, int64_t token);
+void esg__gw_sink_close(esg_gateway *g);
+/* One event (a line without its newline) through the pipeline (gateway.c). */
+int esg__gw_push(esg_gateway *g, const char *json, size_t len);
+/* Whether claim key is held by one of this gateway's deliveries in flight. */
+bool esg__gw_in_flight(const esg_gateway *g, const char *key);
+
+#endif

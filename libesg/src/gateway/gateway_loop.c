@@ -1,0 +1,79 @@
+/*
+ * The loop that owns timing. Between events, and while the source has nothing to give,
+ * it delivers, retries after Retry-After and commits due groups: it sleeps until the
+ * earliest of the group's deadline, the engine's next timer and the source's fd becoming
+ * readable, never in a blocking read, so a pausing input stops nothing.
+ */
+#include <poll.h>
+#include "gateway_int.h"
+#include "io/egress_int.h"
+
+/* The longest sleep: deadlines in the store's clock may be far or moved by a test clock. */
+#define MAX_WAIT_MS 200
+
+/* How long until the open group is due (ms of the store's clock), committing it if due. */
+static int group_wait(esg_gateway *g, int *wait_ms) {
+  int64_t next = 0;
+  int rc = esg_store_flush_due(g->s, &next);
+  if (rc != ESG_OK) return esg__fail(&g->err, rc, "committing the group: %s", esg_errmsg(g->s));
+  if (next) {
+    int64_t left = next - esg_store_now(g->s);
+    if (left < *wait_ms) *wait_ms = left < 0 ? 0 : (int)left;
+  }
+  return ESG_OK;
+}
+
+/* One turn: what is due now, then a wait of up to timeout_ms for fd (if >= 0), a delivery
+   or a deadline. */
+static int turn(esg_gateway *g, int fd, int timeout_ms) {
+  int wait = timeout_ms < MAX_WAIT_MS ? timeout_ms : MAX_WAIT_MS;
+  int rc = group_wait(g, &wait);
+  if (rc != ESG_OK) return rc;
+  if (g->egress && esg__egress_jobs(g->egress)) return esg__egress_wait(g->egress, fd, wait);
+  if (wait > 0) {
+    struct pollfd p = {fd, POLLIN, 0};
+    poll(fd >= 0 ? &p : NULL, fd >= 0 ? 1 : 0, wait);
+  }
+  return ESG_OK;
+}
+
+int esg_gateway_poll(esg_gateway *g, int timeout_ms) {
+  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
+  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "esg_gateway_poll called from a step");
+  return turn(g, -1, timeout_ms < 0 ? 0 : timeout_ms);
+}
+
+int esg_gateway_drain(esg_gateway *g) {
+  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
+  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "esg_gateway_drain called from a step");
+  int rc = g->egress ? esg_egress_drain(g->egress) : ESG_OK;
+  if (rc != ESG_OK) return esg__fail(&g->err, rc, "%s", esg_errmsg(g->egress));
+  return ESG_OK;
+}
+
+int esg_gateway_run(esg_gateway *g, const esg_gateway_source *src) {
+  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
+  if (!src || !src->next) return esg__fail(&g->err, ESG_EINVAL, "source is NULL or has no next");
+  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "esg_gateway_run called from a step");
+  g->lineno = 0;
+  int rc;
+  for (;;) {
+    const char *data;
+    size_t len;
+    rc = src->next(src->ud, &data, &len);
+    if (rc == ESG_OK) {
+      g->lineno++;
+      rc = esg__gw_push(g, data, len);
+      if (rc < 0 && rc != ESG_ECALLBACK) return rc; /* the store failed: stop */
+      /* deliveries go on between events too, without waiting */
+      if (g->egress && esg__egress_jobs(g->egress)) esg__egress_wait(g->egress, -1, 0);
+      continue;
+    }
+    if (rc == ESG_NOT_FOUND) break;
+    if (rc != ESG_BUSY) return esg__fail(&g->err, rc, "the source failed: %s", esg_errmsg(NULL));
+    if ((rc = turn(g, src->fd, MAX_WAIT_MS)) != ESG_OK) return rc;
+  }
+  if ((rc = esg_gateway_drain(g)) != ESG_OK) return rc;
+  rc = esg_store_flush(g->s);
+  return rc == ESG_OK ? ESG_OK : esg__fail(&g->err, rc, "committing: %s", esg_errmsg(g->s));
+}

@@ -1,0 +1,214 @@
+/*
+ * The gateway's sinks. A file line is written before the claim completes (one write
+ * per event: a buffered line lost in a crash after its claim's commit would be an event
+ * lost). The HTTP sink hands the event's claim to the egress engine with the request,
+ * which completes it on delivery or with the fault (the one fault convention); the
+ * gateway keeps the claim keys in flight, so a copy of the event meeting its own
+ * delivery's claim counts as a duplicate.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "gateway_int.h"
+
+/* ------------------------------------------------------------------- HTTP -- */
+
+static void on_done(void *ud, const esg_egress_result *r) {
+  esg_gateway *g = ud;
+  size_t slot = (size_t)(uintptr_t)r->request_ud;
+  int64_t lineno = 0;
+  if (slot && slot <= g->cap_flights) {
+    esg__gw_flight *f = &g->flights[slot - 1];
+    lineno = f->lineno;
+    esg__free(f->key);
+    f->key = NULL;
+    g->n_flights--;
+  }
+  g->st.in_flight--;
+  if (r->outcome == ESG_EGRESS_DELIVERED) {
+    g->st.delivered++;
+  } else if (r->outcome == ESG_EGRESS_CANCELLED) {
+    g->st.cancelled++;
+  } else {
+    g->st.faults++;
+    if (g->o.on_fault) {
+      esg_gateway_fault f = {r->fault_id, r->event_id, "deliver", r->error, r->http_status, r->attempts, lineno};
+      g->in_step = true;
+      g->o.on_fault(g->o.ud, &f);
+      g->in_step = false;
+    }
+  }
+}
+
+static void on_retry(void *ud, const char *event_id, int attempt, int status, int64_t delay, const char *error) {
+  (void)event_id, (void)attempt, (void)status, (void)delay, (void)error;
+  esg_gateway *g = ud;
+  g->st.retries++;
+}
+
+static int open_http(esg_gateway *g) {
+  esg_egress_opts eo = ESG_EGRESS_OPTS_INIT;
+  if (g->o.egress) {
+    int rc = ESG__OPTS_COPY(&g->err, esg_egress_opts, &eo, g->o.egress);
+    if (rc != ESG_OK) return rc;
+  }
+  eo.complete_on_fault = 1;
+  eo.on_done = on_done;
+  eo.on_retry = on_retry;
+  eo.ud = g;
+  int rc = esg_egress_open(&g->egress, g->s, &eo);
+  if (rc != ESG_OK) return esg__fail(&g->err, rc, "the HTTP sink: %s", esg_errmsg(NULL));
+  g->backlog = 4 * (size_t)(eo.max_in_flight ? eo.max_in_flight : 16);
+  g->cap_flights = g->backlog;
+  g->flights = esg__calloc(g->cap_flights, sizeof *g->flights);
+  if (!g->flights) return esg__fail(&g->err, ESG_ENOMEM, "out of memory opening the HTTP sink");
+  return ESG_OK;
+}
+
+bool esg__gw_in_flight(const esg_gateway *g, const char *key) {
+  for (size_t i = 0; g->n_flights && i < g->cap_flights; i++)
+    if (g->flights[i].key && strcmp(g->flights[i].key, key) == 0) return true;
+  return false;
+}
+
+/* A free flight slot (1-based); the loop runs the engine until one frees. */
+static size_t take_flight(esg_gateway *g) {
+  while (g->n_flights >= g->cap_flights) {
+    int rc = esg_egress_run(g->egress, 50);
+    if (rc < 0) return 0;
+  }
+  for (size_t i = 0; i < g->cap_flights; i++)
+    if (!g->flights[i].key) return i + 1;
+  return 0;
+}
+
+static int write_http(esg_gateway *g, esg_gateway_event *e, const char *key, int64_t token) {
+  const esg_gateway_opts *o = &g->o;
+  esg_gateway_request r = {o->http_method ? o->http_method : "POST", o->http_url, o->http_headers,
+                           o->http_n_headers, e->out.data, e->out.len};
+  if (o->render) {
+    g->in_step = true;
+    e->msg[0] = '\0';
+    int rc = o->render(o->ud, e, &r);
+    g->in_step = false;
+    if (rc < 0) return rc;
+  }
+  if (!r.url) return esg_gateway_event_fail(e, "the HTTP sink has no url for this event");
+  size_t slot = 0;
+  char *kcopy = NULL;
+  if (key) {
+    if (!(slot = take_flight(g)) || !(kcopy = esg__strdup(key)))
+      return esg_gateway_event_fail(e, "out of memory (or the engine failed) waiting for a delivery slot");
+  }
+  esg_egress_request q = {0};
+  q.event_id = esg_event_id(e->ev);
+  q.method = r.method;
+  q.url = r.url;
+  q.headers = r.headers;
+  q.n_headers = r.n_headers;
+  q.body = r.body;
+  q.body_len = r.body_len;
+  q.partition_key = esg_event_partition_key(e->ev);
+  q.claim_key = key;
+  q.claim_token = token;
+  q.event = e->line;
+  q.event_len = e->line_len;
+  q.ud = (void *)(uintptr_t)slot;
+  int rc = esg_egress_submit(g->egress, &q);
+  if (rc != ESG_OK) {
+    esg__free(kcopy);
+    return esg_gateway_event_fail(e, "%s", esg_errmsg(g->egress));
+  }
+  if (slot) {
+    g->flights[slot - 1].key = kcopy;
+    g->flights[slot - 1].lineno = e->lineno;
+    g->n_flights++;
+  }
+  g->st.in_flight++;
+  esg_egress_run(g->egress, 0); /* start it now: the loop waits for the rest */
+  return ESG_BUSY;
+}
+
+/* ------------------------------------------------------------------- file -- */
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -errno;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int write_file(esg_gateway *g, esg_gateway_event *e) {
+  /* the line and its newline in one write, so concurrent appenders never interleave */
+  if (esg__buf_set(&g->wbuf, e->out.data, e->out.len + 1) != ESG_OK)
+    return esg_gateway_event_fail(e, "out of memory writing the output");
+  g->wbuf.data[e->out.len] = '\n';
+  int err = write_all(g->fd, g->wbuf.data, e->out.len + 1);
+  return err ? esg_gateway_event_fail(e, "writing the output: %s", strerror(-err)) : ESG_OK;
+}
+
+/* --------------------------------------------------------------- the sink -- */
+
+int esg__gw_sink_open(esg_gateway *g) {
+  switch (g->o.sink) {
+  case ESG_GATEWAY_SINK_FILE:
+    if (g->o.sink_path) {
+      g->fd = open(g->o.sink_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (g->fd < 0) return esg__fail(&g->err, ESG_EIO, "cannot open the sink %s: %s", g->o.sink_path, strerror(errno));
+      g->own_fd = true;
+    } else {
+      g->fd = g->o.sink_fd > 0 ? g->o.sink_fd : 1;
+    }
+    return ESG_OK;
+  case ESG_GATEWAY_SINK_HTTP:
+    return open_http(g);
+  default:
+    return ESG_OK;
+  }
+}
+
+int esg__gw_sink_write(esg_gateway *g, esg_gateway_event *e, const char *key, int64_t token) {
+  const esg_gateway_opts *o = &g->o;
+  switch (o->sink) {
+  case ESG_GATEWAY_SINK_FILE:
+    return write_file(g, e);
+  case ESG_GATEWAY_SINK_EVENTLOG: {
+    esg_event *ev = NULL;
+    int rc = esg_event_parse(e->out.data, e->out.len, &ev);
+    if (rc != ESG_OK) return esg_gateway_event_fail(e, "the event log sink needs an envelope: %s", esg_errmsg(NULL));
+    rc = esg_event_put(g->s, ev, o->eventlog_key, o->eventlog_ttl_ms);
+    esg_event_free(ev);
+    return rc < 0 ? esg_gateway_event_fail(e, "the event log: %s", esg_errmsg(g->s)) : ESG_OK;
+  }
+  case ESG_GATEWAY_SINK_CALLBACK: {
+    g->in_step = true;
+    e->msg[0] = '\0';
+    int rc = o->write(o->ud, e, e->out.data, e->out.len);
+    g->in_step = false;
+    return rc < 0 ? rc : ESG_OK;
+  }
+  case ESG_GATEWAY_SINK_HTTP:
+    return write_http(g, e, key, token);
+  }
+  return ESG_EINVAL;
+}
+
+void esg__gw_sink_close(esg_gateway *g) {
+  if (g->egress) {
+    esg_egress_drain(g->egress);
+    esg_egress_close(g->egress);
+    g->egress = NULL;
+  }
+  for (size_t i = 0; g->flights && i < g->cap_flights; i++) esg__free(g->flights[i].key);
+  esg__free(g->flights);
+  g->flights = NULL;
+  if (g->own_fd) close(g->fd);
+  g->fd = -1;
+  esg__buf_free(&g->wbuf);
+}
