@@ -561,6 +561,20 @@ static void test_jsonl_source(void) {
   esg_store_close(s);
 }
 
+static void test_store_closed_first(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  esg_gateway *g = open_gw(&o);
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("z1", ""), strlen(EV("z1", ""))));
+  CHECK_RC(ESG_OK, esg_store_close(s));
+  CHECK_RC(ESG_ESTATE, esg_gateway_push(g, EV("z2", ""), strlen(EV("z2", ""))));
+  CHECK_CONTAINS(esg_errmsg(g), "store was closed");
+  CHECK_RC(ESG_ESTATE, esg_gateway_poll(g, 0));
+  CHECK(stats_of(g).delivered == 1); /* the counters stay readable */
+  CHECK_RC(ESG_OK, esg_gateway_close(g));
+}
+
 int main(void) {
   TU_SUITE {
     RUN(test_delivered_then_duplicates);
@@ -575,6 +589,7 @@ int main(void) {
     RUN(test_pausing_source_still_delivers);
     RUN(test_group_commits_while_source_pauses);
     RUN(test_jsonl_source);
+    RUN(test_store_closed_first);
   }
   return tu_done();
 }

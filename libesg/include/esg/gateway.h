@@ -187,7 +187,12 @@ ESG_API int esg_gateway_source_jsonl(esg_gateway_source *out, const char *path);
 /** The same over an open fd (not closed by the source); a pipe or socket may pause. */
 ESG_API int esg_gateway_source_fd(esg_gateway_source *out, int fd);
 
-/** Opens a gateway. On failure *out is NULL and esg_errmsg(NULL) names what is wrong. */
+/**
+ * Opens a gateway on opts->store (borrowed). On failure *out is NULL and esg_errmsg(NULL)
+ * names what is wrong. Closing the store first detaches the gateway: its deliveries are
+ * cancelled (claims released), its cache closed, and its calls return ESG_ESTATE until
+ * esg_gateway_close frees it.
+ */
 ESG_API int esg_gateway_open(esg_gateway **out, const esg_gateway_opts *opts);
 
 /**

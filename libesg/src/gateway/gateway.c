@@ -104,6 +104,26 @@ static int check_opts(const esg_gateway_opts *o) {
   return ESG_OK;
 }
 
+int esg__gw_enter(esg_gateway *g, const char *call) {
+  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
+  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "%s called from a step", call);
+  if (!g->s) return esg__fail(&g->err, ESG_ESTATE, "the gateway's store was closed");
+  return ESG_OK;
+}
+
+/* The store is closing: deliveries are cancelled (their claims released), the cache closed. */
+static void detach(esg__dep *d) {
+  esg_gateway *g = (esg_gateway *)((char *)d - offsetof(esg_gateway, dep));
+  if (g->egress) {
+    esg_egress_close(g->egress);
+    g->egress = NULL;
+  }
+  esg_cache_close(g->cache);
+  g->cache = NULL;
+  g->cache_failed = true;
+  g->s = NULL;
+}
+
 int esg_gateway_open(esg_gateway **out, const esg_gateway_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   *out = NULL;
@@ -150,6 +170,7 @@ int esg_gateway_open(esg_gateway **out, const esg_gateway_opts *opts) {
     esg_gateway_close(g);
     return rc;
   }
+  esg__dep_link(g->s, &g->dep, detach);
   *out = g;
   return ESG_OK;
 }
@@ -158,10 +179,10 @@ int esg_gateway_close(esg_gateway *g) {
   if (!g) return ESG_OK;
   int rc = g->in_step ? esg__fail(&g->err, ESG_ESTATE, "esg_gateway_close called from a step") : ESG_OK;
   if (rc != ESG_OK) return rc;
+  esg__dep_unlink(&g->dep);
   esg__gw_sink_close(g);
   esg_cache_close(g->cache);
-  rc = esg_store_flush(g->s);
-  if (rc != ESG_OK) esg__fail(NULL, rc, "%s", esg_errmsg(g->s));
+  if (g->s && (rc = esg_store_flush(g->s)) != ESG_OK) esg__fail(NULL, rc, "%s", esg_errmsg(g->s));
   esg__buf_free(&g->cur.json);
   esg__buf_free(&g->cur.out);
   esg__free(g->name);
@@ -516,9 +537,9 @@ int esg__gw_push(esg_gateway *g, const char *json, size_t len) {
 }
 
 int esg_gateway_push(esg_gateway *g, const char *json, size_t len) {
-  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
+  int rc = esg__gw_enter(g, "esg_gateway_push");
+  if (rc != ESG_OK) return rc;
   if (!json) return esg__fail(&g->err, ESG_EINVAL, "json is NULL");
-  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "esg_gateway_push called from a step");
   g->lineno = 0;
   return esg__gw_push(g, json, len);
 }

@@ -6,6 +6,7 @@
 #define ESG_GATEWAY_INT_H
 
 #include "core/internal.h"
+#include "store/store_int.h"
 #include "esg/gateway.h"
 
 struct esg_gateway_event {
@@ -31,7 +32,8 @@ struct esg_gateway {
   esg__err err;           /* first: see esg__err */
   esg_gateway_opts o;
   char *name;
-  esg_store *s;
+  esg_store *s;           /* NULL once the store closed (see esg__dep) */
+  esg__dep dep;
   esg_cache *cache;
   bool cache_failed;
   int64_t lease, ttl, latch_ttl;
@@ -54,6 +56,9 @@ struct esg_gateway {
 /* Records a fault of stage for the current event (parsed: its id is known) and completes
    its claim (key/token, if owned) with {"status":"fault","fault":<id>}. Returns ESG_ECALLBACK. */
 int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char *claim_key, int64_t token);
+
+/* Where the gateway's public calls begin: NULL, a call from a step, a closed store. */
+int esg__gw_enter(esg_gateway *g, const char *call);
 
 /* The sinks: open (from the options), write one output (delivered now: ESG_OK; handed to
    the engine: ESG_BUSY), flush buffered lines, close. */

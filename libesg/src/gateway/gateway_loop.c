@@ -38,25 +38,24 @@ static int turn(esg_gateway *g, int fd, int timeout_ms) {
 }
 
 int esg_gateway_poll(esg_gateway *g, int timeout_ms) {
-  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
-  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "esg_gateway_poll called from a step");
+  int rc = esg__gw_enter(g, "esg_gateway_poll");
+  if (rc != ESG_OK) return rc;
   return turn(g, -1, timeout_ms < 0 ? 0 : timeout_ms);
 }
 
 int esg_gateway_drain(esg_gateway *g) {
-  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
-  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "esg_gateway_drain called from a step");
-  int rc = g->egress ? esg_egress_drain(g->egress) : ESG_OK;
+  int rc = esg__gw_enter(g, "esg_gateway_drain");
+  if (rc != ESG_OK) return rc;
+  rc = g->egress ? esg_egress_drain(g->egress) : ESG_OK;
   if (rc != ESG_OK) return esg__fail(&g->err, rc, "%s", esg_errmsg(g->egress));
   return ESG_OK;
 }
 
 int esg_gateway_run(esg_gateway *g, const esg_gateway_source *src) {
-  if (!g) return esg__fail(NULL, ESG_EINVAL, "gateway is NULL");
+  int rc = esg__gw_enter(g, "esg_gateway_run");
+  if (rc != ESG_OK) return rc;
   if (!src || !src->next) return esg__fail(&g->err, ESG_EINVAL, "source is NULL or has no next");
-  if (g->in_step) return esg__fail(&g->err, ESG_ESTATE, "esg_gateway_run called from a step");
   g->lineno = 0;
-  int rc;
   for (;;) {
     const char *data;
     size_t len;
