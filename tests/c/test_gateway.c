@@ -561,6 +561,115 @@ static void test_jsonl_source(void) {
   esg_store_close(s);
 }
 
+static int fixed = 0;
+static int sometimes_failing(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  if (!fixed) return esg_gateway_event_fail(e, "not fixed yet");
+  return esg_gateway_event_set_output(e, "{\"fixed\":true}", 14);
+}
+
+typedef struct fault_ids {
+  int n;
+  int64_t id[8];
+  int attempts[8];
+} fault_ids;
+
+static int list_ids(void *ud, const esg_fault *f) {
+  fault_ids *k = ud;
+  if (k->n < 8) {
+    k->id[k->n] = f->id;
+    k->attempts[k->n] = f->attempts;
+  }
+  k->n++;
+  return 0;
+}
+
+static void test_resubmit(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  o.transform = sometimes_failing;
+  esg_gateway *g = open_gw(&o);
+  fixed = 0;
+  CHECK_RC(ESG_ECALLBACK, esg_gateway_push(g, EV("r1", ""), strlen(EV("r1", ""))));
+  fault_ids f = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, list_ids, &f));
+  CHECK(f.n == 1);
+  /* still broken: a new fault replaces the old one, attempts + 1 */
+  CHECK_RC(ESG_ECALLBACK, esg_gateway_resubmit(g, f.id[0]));
+  fault_ids f2 = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, list_ids, &f2));
+  CHECK(f2.n == 1 && f2.id[0] != f.id[0] && f2.attempts[0] == 2);
+  /* fixed: delivered, the fault gone, and a rerun is a duplicate */
+  fixed = 1;
+  CHECK_RC(ESG_OK, esg_gateway_resubmit(g, f2.id[0]));
+  CHECK(k.n == 1);
+  CHECK_STR(k.out[0], "{\"fixed\":true}");
+  fault_ids f3 = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, list_ids, &f3));
+  CHECK(f3.n == 0);
+  CHECK(stats_of(g).resubmitted == 1);
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("r1", ""), strlen(EV("r1", ""))));
+  CHECK(stats_of(g).duplicates == 1 && k.n == 1);
+  CHECK_RC(ESG_NOT_FOUND, esg_gateway_resubmit(g, f2.id[0]));
+  esg_gateway_close(g);
+  esg_store_close(s);
+}
+
+static void test_resubmit_exclusive(void) {
+  TU_REQUIRE(tu_store_shared(), TU_NOT_SHARED);
+  const char *uri = tu_store("gw-resub");
+  esg_store *s = tu_open(uri, &now), *other = tu_open(uri, &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  o.transform = sometimes_failing;
+  esg_gateway *g = open_gw(&o);
+  fixed = 0;
+  CHECK_RC(ESG_ECALLBACK, esg_gateway_push(g, EV("r2", ""), strlen(EV("r2", ""))));
+  fault_ids f = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, list_ids, &f));
+  char gkey[64];
+  snprintf(gkey, sizeof gkey, "esg.resubmit/%lld", (long long)f.id[0]);
+  CHECK_RC(ESG_NEW, esg_claim(other, gkey, NULL, 0, 60000, 600000, NULL));
+  fixed = 1;
+  CHECK_RC(ESG_BUSY, esg_gateway_resubmit(g, f.id[0]));
+  CHECK(k.n == 0);
+  esg_gateway_close(g);
+  esg_store_close(other);
+  esg_store_close(s);
+}
+
+static void test_resubmit_http(void) {
+  TU_REQUIRE(tu_store_shared(), TU_NOT_SHARED);
+  httpd *h = httpd_start();
+  httpd_rule r422 = {.path = "/once", .count = 1, .status = 422};
+  httpd_rule_add(h, &r422);
+  esg_store *s = tu_open(tu_store("gw-resub-http"), &now);
+  seen k = {0};
+  char url[128];
+  httpd_url(h, "/once", url, sizeof url);
+  esg_gateway_opts o = base_opts(s, &k);
+  o.sink = ESG_GATEWAY_SINK_HTTP;
+  o.http_url = url;
+  esg_gateway *g = open_gw(&o);
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("r3", ""), strlen(EV("r3", ""))));
+  CHECK_RC(ESG_OK, esg_gateway_drain(g));
+  fault_ids f = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, list_ids, &f));
+  CHECK(f.n == 1);
+  CHECK_RC(ESG_OK, esg_gateway_resubmit(g, f.id[0]));
+  fault_ids f2 = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, list_ids, &f2));
+  CHECK(f2.n == 0);
+  CHECK(httpd_count(h) == 2);
+  httpd_req q;
+  CHECK(httpd_get(h, 1, &q) == 0);
+  CHECK_CONTAINS(q.headers, "Idempotency-Key: r3");
+  esg_gateway_close(g);
+  esg_store_close(s);
+  httpd_stop(h);
+}
+
 static void test_store_closed_first(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -590,6 +699,9 @@ int main(void) {
     RUN(test_group_commits_while_source_pauses);
     RUN(test_jsonl_source);
     RUN(test_store_closed_first);
+    RUN(test_resubmit);
+    RUN(test_resubmit_exclusive);
+    RUN(test_resubmit_http);
   }
   return tu_done();
 }

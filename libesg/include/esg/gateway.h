@@ -166,6 +166,7 @@ typedef struct esg_gateway_stats {
   uint64_t received;             /* events read (blank lines not counted) */
   uint64_t filtered, duplicates, busy, stale, echoes, dropped;
   uint64_t delivered, faults, cancelled;
+  uint64_t resubmitted;          /* faults resubmitted and handled (esg_gateway_resubmit) */
   uint64_t in_flight;            /* HTTP deliveries not finished */
   uint64_t retries;              /* HTTP retries scheduled */
 } esg_gateway_stats;
@@ -219,6 +220,19 @@ ESG_API int esg_gateway_poll(esg_gateway *g, int timeout_ms);
 
 /** Waits until every delivery has finished. ESG_OK or the store's error. */
 ESG_API int esg_gateway_drain(esg_gateway *g);
+
+/**
+ * Resubmits fault fault_id: its stored event runs through the pipeline again with the
+ * same event id (docs/gateway.md "Faults", resubmission). Its own claim, completed with
+ * the fault, lets it through without owning the claim (a claim completed any other way
+ * makes it a duplicate: handled since, and the fault is deleted). Exclusive per fault
+ * through a claim on "esg.resubmit/<id>". Returns ESG_OK when the event was handled (the
+ * fault deleted), ESG_ECALLBACK when it failed again (a new fault replaced the old one,
+ * attempts + 1, first attempt kept), ESG_BUSY when another resubmitter holds the fault or
+ * another worker the event, ESG_NOT_FOUND, or a store error. With an HTTP sink the engine
+ * resubmits the fault itself and the call waits for the delivery's outcome.
+ */
+ESG_API int esg_gateway_resubmit(esg_gateway *g, int64_t fault_id);
 
 /** The counters. */
 ESG_API void esg_gateway_get_stats(const esg_gateway *g, esg_gateway_stats *out);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "gateway_int.h"
+#include "io/egress_int.h"
 
 #define RESULT_STALE "{\"status\":\"stale\"}"
 #define RESULT_ECHO "{\"status\":\"echo\"}"
@@ -233,11 +234,13 @@ int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char
   f.event_id = event_id;
   f.stage = stage;
   f.error = text;
-  f.attempts = 1;
+  f.attempts = g->resub.id ? g->resub.attempts + 1 : 1;
+  f.first_attempt = g->resub.id ? g->resub.first : 0;
   f.event = e->line;
   f.event_len = e->line_len;
   int64_t id = 0;
   int rc = esg_fault_record(g->s, &f, &id);
+  if (rc == ESG_OK && g->resub.id) esg_fault_delete(g->s, g->resub.id); /* the new record replaces it */
   g->st.faults++;
   if (claim_key) {
     char result[80];
@@ -246,7 +249,7 @@ int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char
     else esg_release(g->s, claim_key, token); /* no record to point to: let a retry run it */
   }
   if (g->o.on_fault) {
-    esg_gateway_fault r = {id, event_id, stage, msg, 0, 1, e->lineno};
+    esg_gateway_fault r = {id, event_id, stage, msg, 0, f.attempts, e->lineno};
     g->in_step = true;
     g->o.on_fault(g->o.ud, &r);
     g->in_step = false;
@@ -394,6 +397,16 @@ static int latch_mark(esg_gateway *g, esg_gateway_event *e) {
   return rc < 0 ? esg_gateway_event_fail(e, "latch: %s", esg_errmsg(g->s)) : ESG_OK;
 }
 
+/* Whether a claim's stored result came from a fault (ours or the egress engine's). */
+static bool names_fault(const void *result, size_t len) {
+  if (!result || !len || !memmem(result, len, "\"fault\"", 7)) return false;
+  cJSON *j = cJSON_ParseWithLength(result, len);
+  cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "fault");
+  bool yes = cJSON_IsNumber(f) && f->valuedouble == (double)(int64_t)f->valuedouble;
+  cJSON_Delete(j);
+  return yes;
+}
+
 /* Strips a trailing CR; true for a line with nothing but blanks. */
 static bool blank(const char *json, size_t *len) {
   if (*len && json[*len - 1] == '\r') (*len)--;
@@ -453,7 +466,9 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
     }
     esg_claim_info ci;
     rc = esg_claim(g->s, k, hash, hlen, g->lease, g->ttl, &ci);
-    if (rc == ESG_DUPLICATE) {
+    if (rc == ESG_DUPLICATE && g->resub.id && names_fault(ci.result, ci.result_len)) {
+      rc = ESG_OK; /* not done yet: the event goes on without owning the claim */
+    } else if (rc == ESG_DUPLICATE) {
       g->st.duplicates++;
       return ESG_OK;
     }
@@ -465,18 +480,21 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
       g->st.busy++;
       return ESG_BUSY;
     }
-    if (rc != ESG_NEW) return store_fault(g, "idempotence", "claim", NULL, 0);
-    key = k;
-    token = ci.token;
+    if (rc != ESG_NEW && rc != ESG_OK) return store_fault(g, "idempotence", "claim", NULL, 0);
+    if (rc == ESG_NEW) {
+      key = k;
+      token = ci.token;
+    }
     if (o->entity) {
       if (STEP(g, o->entity(o->ud, e, &ekey, &version)) < 0) return step_fault(g, "idempotence", rc_, key, token);
       if (ekey) {
         esg_entity cur;
         rc = esg_entity_get(g->s, ekey, &cur);
         if (rc < 0) return store_fault(g, "idempotence", "entity", key, token);
-        if (rc == ESG_OK && cur.version >= version) {
+        /* a resubmission may meet its own version, written before its HTTP delivery failed */
+        if (rc == ESG_OK && (cur.version > version || (cur.version == version && !g->resub.id))) {
           g->st.stale++;
-          if (esg_complete(g->s, key, token, RESULT_STALE, strlen(RESULT_STALE)) != ESG_OK)
+          if (key && esg_complete(g->s, key, token, RESULT_STALE, strlen(RESULT_STALE)) != ESG_OK)
             return store_fault(g, "complete", "completing the claim", NULL, 0);
           return ESG_OK;
         }
@@ -533,6 +551,73 @@ int esg__gw_push(esg_gateway *g, const char *json, size_t len) {
   int rc = run_event(g, json, len);
   esg_event_free(g->cur.ev);
   g->cur.ev = NULL;
+  return rc;
+}
+
+/* ------------------------------------------------------------- resubmit -- */
+
+#define RESUBMIT_PREFIX "esg.resubmit/"
+
+typedef struct fault_copy {
+  esg__buf event;
+  int attempts;
+  int64_t first;
+  bool oom;
+} fault_copy;
+
+static int copy_fault(void *ud, const esg_fault *f) {
+  fault_copy *c = ud;
+  c->attempts = f->attempts;
+  c->first = f->first_attempt;
+  c->oom = esg__buf_set(&c->event, f->event ? f->event : "", f->event ? f->event_len : 0) != ESG_OK;
+  return 0;
+}
+
+int esg_gateway_resubmit(esg_gateway *g, int64_t fault_id) {
+  int rc = esg__gw_enter(g, "esg_gateway_resubmit");
+  if (rc != ESG_OK) return rc;
+  fault_copy c = {0};
+  rc = esg_fault_get(g->s, fault_id, copy_fault, &c);
+  if (rc == ESG_OK && c.oom) rc = esg__fail(&g->err, ESG_ENOMEM, "out of memory reading fault %lld", (long long)fault_id);
+  else if (rc != ESG_OK) esg__fail(&g->err, rc, "%s", esg_errmsg(g->s));
+  /* one resubmitter per fault: a claim on esg.resubmit/<id> */
+  char gkey[64];
+  snprintf(gkey, sizeof gkey, RESUBMIT_PREFIX "%lld", (long long)fault_id);
+  esg_claim_info gi;
+  int grc = rc == ESG_OK ? esg_claim(g->s, gkey, NULL, 0, g->lease, 86400000, &gi) : rc;
+  if (rc != ESG_OK) {
+  } else if (grc == ESG_DUPLICATE) { /* resubmitted before; the deletion did not land */
+    esg_fault_delete(g->s, fault_id);
+    g->st.resubmitted++;
+  } else if (grc == ESG_BUSY) {
+    rc = esg__fail(&g->err, ESG_BUSY, "fault %lld is being resubmitted by another worker", (long long)fault_id);
+  } else if (grc != ESG_NEW) {
+    rc = esg__fail(&g->err, grc, "%s", esg_errmsg(g->s));
+  } else {
+    g->resub.id = fault_id;
+    g->resub.attempts = c.attempts;
+    g->resub.first = c.first;
+    g->resub.outcome = -1;
+    g->resub.via_http = false;
+    g->lineno = 0;
+    uint64_t busy = g->st.busy;
+    rc = esg__gw_push(g, c.event.data ? c.event.data : "", c.event.len);
+    if (g->resub.via_http && rc == ESG_OK) { /* the engine resubmitted the fault: it deletes or replaces it */
+      esg_egress_drain(g->egress);
+      rc = g->resub.outcome == ESG_EGRESS_DELIVERED ? ESG_OK : ESG_ECALLBACK;
+    } else if (rc == ESG_OK) {
+      esg_fault_delete(g->s, fault_id);
+    }
+    g->resub.id = 0;
+    if (rc == ESG_OK) {
+      g->st.resubmitted++;
+      esg_complete(g->s, gkey, gi.token, "{\"status\":\"resubmitted\"}", 24);
+    } else {
+      esg_release(g->s, gkey, gi.token);
+      if (g->st.busy > busy) rc = esg__fail(&g->err, ESG_BUSY, "the event of fault %lld is in progress elsewhere", (long long)fault_id);
+    }
+  }
+  esg__buf_free(&c.event);
   return rc;
 }
 

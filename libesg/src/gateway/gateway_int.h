@@ -47,6 +47,13 @@ struct esg_gateway {
   esg_gateway_stats st;
   esg_gateway_event cur;  /* the event on its way (one at a time) */
   int64_t lineno;         /* of the source being run */
+  /* the fault being resubmitted (id 0: none) */
+  struct {
+    int64_t id, first;
+    int attempts;
+    int outcome;          /* the HTTP delivery's, once done; -1 before */
+    bool via_http;        /* handed to the engine, which deletes or replaces the fault */
+  } resub;
   bool in_step;           /* a step is running: the gateway's own calls are refused */
 };
 

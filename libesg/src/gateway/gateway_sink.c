@@ -27,6 +27,7 @@ static void on_done(void *ud, const esg_egress_result *r) {
     g->n_flights--;
   }
   g->st.in_flight--;
+  if (g->resub.id) g->resub.outcome = (int)r->outcome;
   if (r->outcome == ESG_EGRESS_DELIVERED) {
     g->st.delivered++;
   } else if (r->outcome == ESG_EGRESS_CANCELLED) {
@@ -116,7 +117,8 @@ static int write_http(esg_gateway *g, esg_gateway_event *e, const char *key, int
   q.event = e->line;
   q.event_len = e->line_len;
   q.ud = (void *)(uintptr_t)slot;
-  int rc = esg_egress_submit(g->egress, &q);
+  g->resub.via_http = g->resub.id != 0;
+  int rc = g->resub.id ? esg_egress_resubmit(g->egress, g->resub.id, &q) : esg_egress_submit(g->egress, &q);
   if (rc != ESG_OK) {
     esg__free(kcopy);
     return esg_gateway_event_fail(e, "%s", esg_errmsg(g->egress));
