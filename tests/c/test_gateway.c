@@ -670,6 +670,35 @@ static void test_resubmit_http(void) {
   httpd_stop(h);
 }
 
+static void test_resync_sources(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  esg_gateway *g = open_gw(&o);
+  /* a snapshot listing: its created events go through the pipeline in its batches */
+  esg_resync_opts ro = ESG_RESYNC_OPTS_INIT;
+  ro.sink = esg_gateway_event_cb;
+  ro.sink_ud = g;
+  ro.type = "customer";
+  esg_snapshot *sn = NULL;
+  CHECK_RC(ESG_OK, esg_snapshot_begin(&sn, s, "crm", &ro));
+  CHECK_RC(ESG_OK, esg_snapshot_add(sn, "c-1", "{\"name\":\"Ann\"}", 14));
+  CHECK_RC(ESG_OK, esg_snapshot_add(sn, "c-2", "{\"name\":\"Bob\"}", 14));
+  esg_resync_stats st;
+  CHECK_RC(ESG_OK, esg_snapshot_finish(sn, &st));
+  esg_snapshot_close(sn);
+  CHECK(st.created == 2 && k.n == 2);
+  CHECK_CONTAINS(k.out[0], "\"type\":\"customer-created\"");
+  /* a replay of the same events: duplicates by their ids */
+  int64_t n = 0;
+  CHECK_RC(ESG_OK, esg_replay(s, NULL, esg_gateway_event_cb, g, &n));
+  CHECK(n == 2);
+  esg_gateway_stats gs = stats_of(g);
+  CHECK(gs.received == 4 && gs.delivered == 2 && gs.duplicates == 2);
+  esg_gateway_close(g);
+  esg_store_close(s);
+}
+
 static void test_store_closed_first(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -699,6 +728,7 @@ int main(void) {
     RUN(test_group_commits_while_source_pauses);
     RUN(test_jsonl_source);
     RUN(test_store_closed_first);
+    RUN(test_resync_sources);
     RUN(test_resubmit);
     RUN(test_resubmit_exclusive);
     RUN(test_resubmit_http);

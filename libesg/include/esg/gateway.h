@@ -206,6 +206,17 @@ ESG_API int esg_gateway_open(esg_gateway **out, const esg_gateway_opts *opts);
 ESG_API int esg_gateway_push(esg_gateway *g, const char *json, size_t len);
 
 /**
+ * The gateway as the sink of a resync or the callback of a replay: esg_resync_opts.sink
+ * (with sink_ud the gateway) for esg_cursor_run and esg_snapshot_begin, or the cb of
+ * esg_replay. Each event runs through the pipeline as esg_gateway_push would, inside the
+ * transaction that records it (cursor, snapshot), so a crash loses nothing: the page or
+ * listing runs again. Returns 0 when the event was handled or became a fault (recorded;
+ * the resync goes on), 1 when the store failed (the page or batch then rolls back).
+ * Events are numbered from 1 per gateway for the fault records' "line".
+ */
+ESG_API int esg_gateway_event_cb(void *gateway, const esg_stored_event *ev);
+
+/**
  * Runs the source to its end: each event through the pipeline, deliveries and due groups
  * handled while the source waits. Then waits for every delivery. ESG_OK, or the error
  * that stopped it (the source's, or the store's).

@@ -621,6 +621,14 @@ int esg_gateway_resubmit(esg_gateway *g, int64_t fault_id) {
   return rc;
 }
 
+int esg_gateway_event_cb(void *gateway, const esg_stored_event *ev) {
+  esg_gateway *g = gateway;
+  if (!ev || esg__gw_enter(g, "esg_gateway_event_cb") != ESG_OK) return 1;
+  g->lineno++;
+  int rc = esg__gw_push(g, ev->json, ev->json_len);
+  return rc < 0 && rc != ESG_ECALLBACK; /* a fault is recorded and the resync goes on */
+}
+
 int esg_gateway_push(esg_gateway *g, const char *json, size_t len) {
   int rc = esg__gw_enter(g, "esg_gateway_push");
   if (rc != ESG_OK) return rc;
