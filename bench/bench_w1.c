@@ -165,8 +165,7 @@ static int raw_pass(void *p, const events *ev, pass_count *c) {
 /* ---------------------------------------------------------------- libesg -- */
 
 static void *esg_open_mode(const char *path, int grouped) {
-  esg_store_opts o;
-  memset(&o, 0, sizeof o);
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   if (grouped) {
     o.group_commit_ms = GROUP_MS;
     o.group_commit_max = GROUP_MAX;
@@ -218,6 +217,100 @@ static int esg_pass(void *p, const events *ev, pass_count *c) {
   return 0;
 }
 
+/* ------------------------------------------------------ W5: the gateway -- */
+
+/* W5 (WORKLOAD.md): W1's events as a JSON lines file through esg_gateway, with the
+   transform {"id": ev.id, "price": ev.thing.price} and a JSON lines file sink. */
+typedef struct gw_ctx {
+  esg_store *s;
+  esg_gateway *g;
+  char in[4200], out[4200];
+} gw_ctx;
+
+static int w5_transform(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  size_t len;
+  const char *json = esg_gateway_event_json(e, &len);
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  cJSON *thing = cJSON_GetObjectItemCaseSensitive(root, "thing");
+  cJSON *price = cJSON_GetObjectItemCaseSensitive(thing, "price");
+  char out[256];
+  int n = snprintf(out, sizeof out, "{\"id\":\"%s\",\"price\":%.17g}", esg_event_id(esg_gateway_event_envelope(e)),
+                   cJSON_IsNumber(price) ? price->valuedouble : 0.0);
+  cJSON_Delete(root);
+  return esg_gateway_event_set_output(e, out, (size_t)n);
+}
+
+static void gw_close(void *p) {
+  gw_ctx *x = p;
+  if (!x) return;
+  esg_gateway_close(x->g);
+  esg_store_close(x->s);
+  remove(x->in);
+  remove(x->out);
+  free(x);
+}
+
+static const events *w5_events; /* the file is written at open, before the clock starts */
+
+static void *gw_open_mode(const char *path, int grouped) {
+  gw_ctx *x = calloc(1, sizeof *x);
+  if (!x || !(x->s = esg_open_mode(path, grouped))) {
+    free(x);
+    return NULL;
+  }
+  snprintf(x->in, sizeof x->in, "%s.in.jsonl", path);
+  snprintf(x->out, sizeof x->out, "%s.out.jsonl", path);
+  FILE *f = fopen(x->in, "w");
+  for (size_t i = 0; f && i < w5_events->n; i++) {
+    fwrite(w5_events->buf + w5_events->off[i], 1, w5_events->len[i], f);
+    fputc('\n', f);
+  }
+  if (!f || fclose(f) != 0) {
+    fprintf(stderr, "bench_w1: cannot write %s\n", x->in);
+    gw_close(x);
+    return NULL;
+  }
+  esg_gateway_opts o = ESG_GATEWAY_OPTS_INIT;
+  o.store = x->s;
+  o.name = "w5";
+  o.lease_ms = LEASE_MS;
+  o.ttl_ms = TTL_MS;
+  o.transform = w5_transform;
+  o.sink = ESG_GATEWAY_SINK_FILE;
+  o.sink_path = x->out;
+  if (esg_gateway_open(&x->g, &o) != ESG_OK) {
+    fprintf(stderr, "bench_w1: esg_gateway_open: %s\n", esg_errmsg(NULL));
+    gw_close(x);
+    return NULL;
+  }
+  return x;
+}
+
+static void *gw_open_durable(const char *path) { return gw_open_mode(path, 0); }
+static void *gw_open_grouped(const char *path) { return gw_open_mode(path, 1); }
+
+static int gw_pass(void *p, const events *ev, pass_count *c) {
+  (void)ev;
+  gw_ctx *x = p;
+  esg_gateway_stats a, b;
+  esg_gateway_get_stats(x->g, &a);
+  esg_gateway_source src;
+  int rc = esg_gateway_source_jsonl(&src, x->in);
+  if (rc == ESG_OK) {
+    rc = esg_gateway_run(x->g, &src); /* ends with the group's last commit */
+    src.close(src.ud);
+  }
+  if (rc != ESG_OK) {
+    fprintf(stderr, "bench_w1: esg_gateway_run: %s: %s\n", esg_status_name(rc), esg_errmsg(x->g));
+    return -1;
+  }
+  esg_gateway_get_stats(x->g, &b);
+  c->fresh = (size_t)(b.delivered - a.delivered);
+  c->dups = (size_t)(b.duplicates - a.duplicates);
+  return 0;
+}
+
 /* ------------------------------------------------------------------ main -- */
 
 static const approach approaches[] = {
@@ -225,6 +318,8 @@ static const approach approaches[] = {
     {"raw-batch1000", raw_open_batch, raw_pass, raw_close},
     {"esg-durable", esg_open_durable, esg_pass, esg_close},
     {"esg-grouped", esg_open_grouped, esg_pass, esg_close},
+    {"gw-c-durable", gw_open_durable, gw_pass, gw_close},
+    {"gw-c-grouped", gw_open_grouped, gw_pass, gw_close},
 };
 #define NAPPROACH ((int)(sizeof approaches / sizeof approaches[0]))
 
@@ -294,6 +389,7 @@ int main(int argc, char **argv) {
   if (bench_mkdtemp(dir, sizeof dir, "w1") != 0) return 1;
 
   events ev;
+  w5_events = &ev;
   if (make_events(&ev, n) != 0) {
     fprintf(stderr, "bench_w1: out of memory generating %zu events\n", n);
     return 1;
@@ -328,6 +424,11 @@ int main(int argc, char **argv) {
     missed += ratio(med, "esg-durable", "raw-tx2", 1, 0.9);
     missed += ratio(med, "esg-grouped", "raw-batch1000", 1, 0.8);
     missed += ratio(med, "esg-durable", "raw-tx2", 2, 1.0);
+    /* W5: the C gateway beside W1's loop of the same run */
+    missed += ratio(med, "gw-c-durable", "esg-durable", 1, 0.9);
+    missed += ratio(med, "gw-c-grouped", "esg-grouped", 1, 0.0);
+    missed += ratio(med, "gw-c-durable", "esg-durable", 2, 0.0);
+    missed += ratio(med, "gw-c-grouped", "esg-grouped", 2, 0.0);
   }
   printf("# handler sink %llu\n", (unsigned long long)handler_sink);
 
