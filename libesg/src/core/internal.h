@@ -22,6 +22,9 @@ void *esg__realloc(void *p, size_t n);
 void esg__free(void *p);
 char *esg__strdup(const char *s);
 char *esg__strndup(const char *s, size_t n);
+/* How many allocations failed on this thread so far: compare before and after a cJSON
+   call that returned NULL to tell out of memory (ESG_ENOMEM) from bad input. */
+unsigned esg__nomem_count(void);
 
 /* Records a formatted detail text on handle err (NULL: the thread's slot) and returns code. */
 int esg__fail(esg__err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -59,6 +59,7 @@ static cJSON *parse_object(const char *json, size_t len, int *rc) {
     return NULL;
   }
   const char *end = NULL;
+  unsigned nomem = esg__nomem_count();
   cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
   if (root && end) { /* only white space may follow the value */
     while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
@@ -68,7 +69,8 @@ static cJSON *parse_object(const char *json, size_t len, int *rc) {
     }
   }
   if (!root) {
-    *rc = esg__fail(NULL, ESG_EJSON, "document is not valid JSON");
+    *rc = esg__nomem_count() != nomem ? esg__fail(NULL, ESG_ENOMEM, "out of memory parsing a document")
+                                      : esg__fail(NULL, ESG_EJSON, "document is not valid JSON");
     return NULL;
   }
   if (!cJSON_IsObject(root)) {
