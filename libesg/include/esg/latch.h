@@ -27,7 +27,7 @@ extern "C" {
  * has "latched": true at the top level, or one of its entity members (any
  * object-valued top-level member other than "tags" and "raw") has "latched": true.
  * Only the JSON boolean true counts ("true" as a string does not). False (0) for
- * NULL. Reads the event's bytes (one JSON parse); never blocks, never fails.
+ * NULL. Reads the event as parsed (no parse, no allocation); never blocks, never fails.
  */
 ESG_API int esg_latch_flagged(const esg_event *ev);
 

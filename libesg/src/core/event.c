@@ -106,6 +106,8 @@ int64_t esg_event_timestamp(const esg_event *ev) { return ev->ts; }
 const char *esg_event_partition_key(const esg_event *ev) { return ev->pkey; }
 const uint8_t *esg_event_hash(const esg_event *ev) { return ev->hash; }
 
+const cJSON *esg__event_root(const esg_event *ev) { return ev->root; }
+
 const char *esg_event_json(const esg_event *ev, size_t *len) {
   if (len) *len = ev->len;
   return ev->json;

@@ -65,6 +65,10 @@ void esg__buf_free(esg__buf *b);
 extern unsigned esg__forks;
 void esg__watch_forks(void);
 
+/* An event's parsed envelope (a JSON object), owned by the event. */
+struct cJSON;
+const struct cJSON *esg__event_root(const esg_event *ev);
+
 /* SHA-256 of the canonical form of one JSON value: ESG_OK, ESG_EJSON or ESG_ENOMEM (no text recorded). */
 int esg__content_hash_bin(const char *json, size_t len, uint8_t hash[32]);
 

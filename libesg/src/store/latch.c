@@ -82,13 +82,9 @@ static cJSON *parse_object(const char *json, size_t len, int *rc) {
   return root;
 }
 
-int esg_latch_flagged(const esg_event *ev) {
-  if (!ev) return 0;
-  size_t len;
-  const char *json = esg_event_json(ev, &len);
-  int flagged = 0;
-  return esg_latch_flagged_json(json, len, &flagged) == ESG_OK && flagged;
-}
+/* From the event's own tree: parsing its bytes again could run out of memory, and this
+   never fails (a flagged event read as not flagged would echo back). */
+int esg_latch_flagged(const esg_event *ev) { return ev && root_flagged(esg__event_root(ev)); }
 
 int esg_latch_flagged_json(const char *json, size_t len, int *flagged) {
   if (!flagged) return esg__fail(NULL, ESG_EINVAL, "flagged is NULL");
