@@ -108,8 +108,10 @@ int esg_latch_mark(const char *json, size_t len, int latched, char **out, size_t
   if (latched) {
     cJSON *t = cJSON_CreateTrue();
     if (!t) ok = false;
-    else if (cJSON_GetObjectItemCaseSensitive(root, "latched")) ok = cJSON_ReplaceItemInObjectCaseSensitive(root, "latched", t);
-    else ok = cJSON_AddItemToObject(root, "latched", t);
+    /* (cJSON 1.7 replaces even when it could not copy the name: a member named NULL) */
+    else if (cJSON_GetObjectItemCaseSensitive(root, "latched"))
+      ok = cJSON_ReplaceItemInObjectCaseSensitive(root, "latched", t) && t->string;
+    else if (!(ok = cJSON_AddItemToObject(root, "latched", t))) cJSON_Delete(t); /* not attached: ours to free */
   } else {
     /* clear every place esg_latch_flagged looks, so a cleared record never reads as latched */
     while (cJSON_GetObjectItemCaseSensitive(root, "latched")) cJSON_DeleteItemFromObjectCaseSensitive(root, "latched");
