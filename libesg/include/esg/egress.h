@@ -246,7 +246,8 @@ ESG_API void esg_http_loader_close(esg_http_loader *l);
  * 2xx: the body is the value (ESG_OK); 304: the remembered body again, fresh
  * again (ESG_OK); 404/410: ESG_NOT_FOUND; anything else (other statuses, network
  * errors, a deadline already passed): ESG_ECALLBACK or ESG_ETIMEDOUT, with the
- * reason given to the cache (esg_errmsg on the cache names it). Blocks on HTTP.
+ * reason given to the cache (esg_errmsg on the cache names it); a body over
+ * max_body_bytes: ESG_ETOOBIG; out of memory: ESG_ENOMEM. Blocks on HTTP.
  */
 ESG_API int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_cache_load *ld);
 
