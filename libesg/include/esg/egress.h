@@ -167,7 +167,8 @@ ESG_API int esg_egress_submit(esg_egress *e, const esg_egress_request *req);
  * partitionKey), claim, ud; body NULL = the stored event. tmpl->event_id must be
  * NULL or the fault's. On success the fault is deleted; on failure a new fault
  * (attempts and first attempt carried over) replaces it. ESG_OK, ESG_NOT_FOUND,
- * ESG_EINVAL (no store, no url, an event-id mismatch), or a store error.
+ * ESG_EINVAL (no store, no url, an event-id mismatch), ESG_ENOMEM (nothing queued,
+ * the fault kept), or a store error.
  * Blocks on the store only.
  */
 ESG_API int esg_egress_resubmit(esg_egress *e, int64_t fault_id, const esg_egress_request *tmpl);
