@@ -171,7 +171,8 @@ ESG_API void esg_cache_load_error(esg_cache_load *ld, const char *msg);
  * - loader fails (ESG_ECALLBACK), runs past its deadline (ESG_ETIMEDOUT: the
  *   result is discarded), returns ESG_OK with no value (ESG_ECALLBACK), a value
  *   over max_value_bytes (ESG_ETOOBIG) or non-JSON when the cache checks JSON
- *   (ESG_EJSON): nothing is written; if a stale value within max_stale_ms exists
+ *   (ESG_EJSON), or it runs out of memory (ESG_ENOMEM, its own or
+ *   esg_cache_load_set's, returned by the loader): nothing is written; if a stale value within max_stale_ms exists
  *   it is served: ESG_OK, result STALE, out->load_status the failure; otherwise
  *   the failure code is returned with result MISS. esg_errmsg(c) names the failure.
  * A caller waiting for another's load waits at most load_timeout_ms (then

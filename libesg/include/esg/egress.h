@@ -172,7 +172,8 @@ ESG_API int esg_egress_submit(esg_egress *e, const esg_egress_request *req);
  * partitionKey), claim, ud; body NULL = the stored event. tmpl->event_id must be
  * NULL or the fault's. On success the fault is deleted; on failure a new fault
  * (attempts and first attempt carried over) replaces it. ESG_OK, ESG_NOT_FOUND,
- * ESG_EINVAL (no store, no url, an event-id mismatch), or a store error.
+ * ESG_EINVAL (no store, no url, an event-id mismatch), ESG_ENOMEM (nothing queued,
+ * the fault kept), or a store error.
  * Blocks on the store only.
  */
 ESG_API int esg_egress_resubmit(esg_egress *e, int64_t fault_id, const esg_egress_request *tmpl);
@@ -253,7 +254,8 @@ ESG_API void esg_http_loader_close(esg_http_loader *l);
  * 2xx: the body is the value (ESG_OK); 304: the remembered body again, fresh
  * again (ESG_OK); 404/410: ESG_NOT_FOUND; anything else (other statuses, network
  * errors, a deadline already passed): ESG_ECALLBACK or ESG_ETIMEDOUT, with the
- * reason given to the cache (esg_errmsg on the cache names it). Blocks on HTTP.
+ * reason given to the cache (esg_errmsg on the cache names it); a body over
+ * max_body_bytes: ESG_ETOOBIG; out of memory: ESG_ENOMEM. Blocks on HTTP.
  */
 ESG_API int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_cache_load *ld);
 

@@ -24,8 +24,9 @@ typedef struct esg_event esg_event;
  * Parses and validates an envelope from json[0..len). The bytes are copied.
  * On success *out is a new event (free with esg_event_free) and ESG_OK is returned.
  * On failure *out is NULL and the code is ESG_EJSON (not JSON), ESG_EEVENT (a field
- * is missing or has the wrong type; the text names it) or ESG_ETOOBIG; the detail
- * is in esg_errmsg(NULL). Never blocks.
+ * is missing or has the wrong type; the text names it), ESG_ETOOBIG or ESG_ENOMEM
+ * (not the envelope's fault: it may parse on a retry); the detail is in
+ * esg_errmsg(NULL). Never blocks.
  */
 ESG_API int esg_event_parse(const char *json, size_t len, esg_event **out);
 

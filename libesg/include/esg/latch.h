@@ -27,7 +27,7 @@ extern "C" {
  * has "latched": true at the top level, or one of its entity members (any
  * object-valued top-level member other than "tags" and "raw") has "latched": true.
  * Only the JSON boolean true counts ("true" as a string does not). False (0) for
- * NULL. Reads the event's bytes (one JSON parse); never blocks, never fails.
+ * NULL. Reads the event as parsed (no parse, no allocation); never blocks, never fails.
  */
 ESG_API int esg_latch_flagged(const esg_event *ev);
 
@@ -35,7 +35,7 @@ ESG_API int esg_latch_flagged(const esg_event *ev);
  * Like esg_latch_flagged for any JSON document json[0..len) (an envelope or a bare
  * record), reporting problems: on ESG_OK *flagged is 1 or 0. Errors, with the
  * detail in esg_errmsg(NULL): ESG_EINVAL (NULL argument), ESG_ETOOBIG (longer
- * than ESG_EVENT_MAX_BYTES), ESG_EJSON (not JSON, or not a JSON object).
+ * than ESG_EVENT_MAX_BYTES), ESG_EJSON (not JSON, or not a JSON object), ESG_ENOMEM.
  * Never blocks.
  */
 ESG_API int esg_latch_flagged_json(const char *json, size_t len, int *flagged);

@@ -156,8 +156,10 @@ ESG_API int esg_snapshot_begin(esg_snapshot **out, esg_store *s, const char *sou
  * transaction, which stays open between calls (other processes wait for it).
  * Returns ESG_OK, or for a bad entry ESG_EINVAL (absent or empty key),
  * ESG_ETOOBIG, ESG_EJSON (content not JSON): the text names the problem, nothing
- * is written for the entry and the listing may go on. A store or sink failure
- * rolls back the open batch and fails the listing (later calls: ESG_ESTATE).
+ * is written for the entry and the listing may go on; so does ESG_ENOMEM when
+ * hashing the content ran out of memory (the text says so). A store or sink
+ * failure, or running out of memory while recording or emitting the entry, rolls
+ * back the open batch and fails the listing (later calls: ESG_ESTATE).
  * Blocks on the store.
  */
 ESG_API int esg_snapshot_add(esg_snapshot *sn, const char *key, const char *content, size_t len);

@@ -16,18 +16,35 @@ static void std_free(void *ud, void *p) { (void)ud; free(p); }
 
 static esg_allocator cur = {sizeof cur, std_malloc, std_realloc, std_free, NULL};
 
+/* Failed allocations of this thread: cJSON answers NULL both for bad input and when
+   out of memory, and this count tells the two apart (esg__nomem_count). */
+static _Thread_local unsigned nomem;
+
+unsigned esg__nomem_count(void) { return nomem; }
+
 /* malloc(0) may return NULL, which would read as out of memory: ask for 1 byte. */
-void *esg__malloc(size_t n) { return cur.malloc_fn(cur.ud, n ? n : 1); }
+void *esg__malloc(size_t n) {
+  void *p = cur.malloc_fn(cur.ud, n ? n : 1);
+  if (!p) nomem++;
+  return p;
+}
 
 void *esg__calloc(size_t n, size_t size) {
   size_t total;
-  if (__builtin_mul_overflow(n, size, &total)) return NULL;
+  if (__builtin_mul_overflow(n, size, &total)) {
+    nomem++;
+    return NULL;
+  }
   void *p = esg__malloc(total);
   if (p) memset(p, 0, total);
   return p;
 }
 
-void *esg__realloc(void *p, size_t n) { return cur.realloc_fn(cur.ud, p, n ? n : 1); }
+void *esg__realloc(void *p, size_t n) {
+  void *q = cur.realloc_fn(cur.ud, p, n ? n : 1);
+  if (!q) nomem++;
+  return q;
+}
 
 void esg__free(void *p) {
   if (p) cur.free_fn(cur.ud, p);

@@ -130,6 +130,7 @@ int esg__content_hash_bin(const char *content, size_t len, uint8_t hash[32]) {
     return ESG_OK;
   }
   const char *end = NULL;
+  unsigned nomem = esg__nomem_count();
   cJSON *v = cJSON_ParseWithLengthOpts(content, len, &end, 0);
   bool ok = v != NULL;
   if (ok && end) {
@@ -138,7 +139,7 @@ int esg__content_hash_bin(const char *content, size_t len, uint8_t hash[32]) {
   }
   if (!ok) {
     cJSON_Delete(v);
-    return ESG_EJSON;
+    return esg__nomem_count() != nomem ? ESG_ENOMEM : ESG_EJSON; /* (cJSON says NULL for both) */
   }
   char *text = canonicalise(v) ? cJSON_PrintUnformatted(v) : NULL;
   cJSON_Delete(v);

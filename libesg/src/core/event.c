@@ -68,6 +68,7 @@ int esg_event_parse(const char *json, size_t len, esg_event **out) {
   ev->json[len] = '\0';
   ev->len = len;
   const char *end = NULL;
+  unsigned nomem = esg__nomem_count();
   ev->root = cJSON_ParseWithLengthOpts(ev->json, len, &end, 0);
   if (ev->root && end) { /* only white space may follow the value */
     while (end < ev->json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
@@ -79,6 +80,8 @@ int esg_event_parse(const char *json, size_t len, esg_event **out) {
   if (!ev->root) {
     size_t at = end && end >= ev->json ? (size_t)(end - ev->json) : 0;
     esg__free(ev);
+    if (esg__nomem_count() != nomem) /* not the input's fault: it may parse on a retry */
+      return esg__fail(NULL, ESG_ENOMEM, "out of memory parsing a %zu byte event", len);
     return esg__fail(NULL, ESG_EJSON, "event is not valid JSON (near byte %zu)", at);
   }
   int rc = validate(ev);
@@ -102,6 +105,8 @@ const char *esg_event_type(const esg_event *ev) { return ev->type; }
 int64_t esg_event_timestamp(const esg_event *ev) { return ev->ts; }
 const char *esg_event_partition_key(const esg_event *ev) { return ev->pkey; }
 const uint8_t *esg_event_hash(const esg_event *ev) { return ev->hash; }
+
+const cJSON *esg__event_root(const esg_event *ev) { return ev->root; }
 
 const char *esg_event_json(const esg_event *ev, size_t *len) {
   if (len) *len = ev->len;

@@ -39,6 +39,9 @@ void *esg__realloc(void *p, size_t n);
 void esg__free(void *p);
 char *esg__strdup(const char *s);
 char *esg__strndup(const char *s, size_t n);
+/* How many allocations failed on this thread so far: compare before and after a cJSON
+   call that returned NULL to tell out of memory (ESG_ENOMEM) from bad input. */
+unsigned esg__nomem_count(void);
 
 /* Records a formatted detail text on handle err (NULL: the thread's slot) and returns code. */
 int esg__fail(esg__err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -78,6 +81,10 @@ void esg__buf_free(esg__buf *b);
  */
 extern unsigned esg__forks;
 void esg__watch_forks(void);
+
+/* An event's parsed envelope (a JSON object), owned by the event. */
+struct cJSON;
+const struct cJSON *esg__event_root(const esg_event *ev);
 
 /* SHA-256 of the canonical form of one JSON value: ESG_OK, ESG_EJSON or ESG_ENOMEM (no text recorded). */
 int esg__content_hash_bin(const char *json, size_t len, uint8_t hash[32]);

@@ -569,10 +569,12 @@ int esg_egress_resubmit(esg_egress *e, int64_t fault_id, const esg_egress_reques
     r.event = c.event;
     r.event_len = c.event_len;
     esg_event *ev = NULL;
-    if (!r.partition_key && c.event && esg_event_parse(c.event, c.event_len, &ev) == ESG_OK)
-      r.partition_key = esg_event_partition_key(ev);
+    int prc = !r.partition_key && c.event ? esg_event_parse(c.event, c.event_len, &ev) : ESG_OK;
+    if (ev) r.partition_key = esg_event_partition_key(ev);
     esg__job *j;
-    if ((rc = make_job(e, &r, &j)) == ESG_OK) {
+    if (prc == ESG_ENOMEM) { /* without its partition key it would overtake its key's deliveries */
+      rc = esg__fail(&e->err, ESG_ENOMEM, "out of memory reading the event of fault %lld", (long long)fault_id);
+    } else if ((rc = make_job(e, &r, &j)) == ESG_OK) {
       j->fault_id = fault_id;
       j->prior_attempts = c.attempts;
       j->prior_first = c.first;

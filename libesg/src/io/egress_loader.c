@@ -34,7 +34,7 @@ struct esg_http_loader {
   size_t nb, n;
   char *body;
   size_t body_len, body_cap;
-  bool too_big;
+  bool too_big, nomem;        /* why on_data stopped the transfer */
   uint64_t requests, not_modified, absent, failed;
 };
 
@@ -191,7 +191,10 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud) {
     size_t cap = l->body_cap ? l->body_cap : 4096;
     while (cap < l->body_len + len + 1) cap *= 2;
     char *b = esg__realloc(l->body, cap);
-    if (!b) return 0;
+    if (!b) {
+      l->nomem = true; /* ours, not the server's: ESG_ENOMEM, not a failed GET */
+      return 0;
+    }
     l->body = b;
     l->body_cap = cap;
   }
@@ -252,7 +255,7 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, l);
   l->body_len = 0;
-  l->too_big = false;
+  l->too_big = l->nomem = false;
   l->requests++;
   CURLcode cc = curl_easy_perform(c);
   tail->next = NULL;
@@ -264,6 +267,7 @@ int esg_http_loader_load(void *loader, const char *key, int64_t deadline, esg_ca
     snprintf(msg, sizeof msg, "loader: GET %s: body over %zu bytes", key, l->max_body);
     return load_fail(l, ld, ESG_ETOOBIG, msg);
   }
+  if (l->nomem) return load_fail(l, ld, ESG_ENOMEM, "loader: out of memory reading the body");
   if (cc != CURLE_OK) {
     snprintf(msg, sizeof msg, "loader: GET %s: %s", key, curl_easy_strerror(cc));
     return load_fail(l, ld, cc == CURLE_OPERATION_TIMEDOUT ? ESG_ETIMEDOUT : ESG_ECALLBACK, msg);

@@ -31,7 +31,10 @@ int esg__cache_check_value(esg_cache *c, const char *what, const char *key, cons
                      c->max_value);
   if (!c->json && !c->version_field) return ESG_OK;
   const char *end = NULL;
+  unsigned nomem = esg__nomem_count();
   cJSON *root = len ? cJSON_ParseWithLengthOpts(v, len, &end, 0) : NULL;
+  if (!root && esg__nomem_count() != nomem)
+    return esg__fail(&c->err, ESG_ENOMEM, "out of memory checking the %s for cache key \"%s\"", what, key);
   if (c->json && (!root || !only_space(end, len - (size_t)(end - (const char *)v)))) {
     size_t at = root || end ? (size_t)(end - (const char *)v) : 0;
     cJSON_Delete(root);
@@ -133,7 +136,10 @@ int esg_cache_collect(esg_cache *c, const esg_event *ev, const char **key) {
   if (!ev) return esg__fail(&c->err, ESG_EINVAL, "event is NULL");
   size_t len = 0;
   const char *json = esg_event_json(ev, &len);
+  unsigned nomem = esg__nomem_count();
   cJSON *root = cJSON_ParseWithLength(json, len);
+  if (!root && esg__nomem_count() != nomem)
+    return esg__fail(&c->err, ESG_ENOMEM, "out of memory collecting event %s", esg_event_id(ev));
   if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return esg__fail(&c->err, ESG_EJSON, "event %s is not a JSON object", esg_event_id(ev));

@@ -65,7 +65,9 @@ static int run_loader(esg_cache *c, const char *key, size_t klen, uint64_t h, es
       out->loaded = 1;
       return ESG_OK;
     }
-  } else if (lrc != ESG_OK) {
+  } else if (lrc == ESG_ENOMEM && !ld.too_big && !ld.nomem) { /* the loader's own allocation */
+    rc = esg__fail(&c->err, ESG_ENOMEM, "loader for cache key \"%s\" ran out of memory%s%s", key, why, ld.msg);
+  } else if (lrc != ESG_OK && !ld.too_big && !ld.nomem) { /* (a loader may pass load_set's error on) */
     rc = esg__fail(&c->err, ESG_ECALLBACK, "loader for cache key \"%s\" failed (returned %s)%s%s", key,
                    esg_status_name(lrc), why, ld.msg);
   } else if (ld.too_big || ld.nomem) {

@@ -56,15 +56,24 @@ static char *build(const char *corr_key, const char *rule, const gather *g) {
   char *text = NULL;
   size_t idlen = strlen(corr_key) + 1 + strlen(rule) + 1;
   char *id = esg__malloc(idlen);
-  if (o && ids && id) {
+  /* Every add is checked: an event short of a trigger or a field would be stored under
+     its deterministic id for good (the rule never fires again). */
+  bool ok = o && ids && id;
+  for (size_t i = 0; ok && i < g->n; i++) {
+    cJSON *t = cJSON_CreateString(g->evs[i].id);
+    if (!t || !cJSON_AddItemToArray(ids, t)) {
+      cJSON_Delete(t);
+      ok = false;
+    }
+  }
+  if (ok) {
     snprintf(id, idlen, "%s.%s", corr_key, rule);
-    for (size_t i = 0; i < g->n; i++) cJSON_AddItemToArray(ids, cJSON_CreateString(g->evs[i].id));
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "type", rule);
-    cJSON_AddNumberToObject(o, "timestamp", (double)(g->n ? g->evs[g->n - 1].timestamp : 0));
-    cJSON_AddStringToObject(o, "partitionKey", corr_key);
-    cJSON_AddItemToObject(o, "triggers", ids);
-    ids = NULL;
+    ok = cJSON_AddStringToObject(o, "id", id) && cJSON_AddStringToObject(o, "type", rule) &&
+         cJSON_AddNumberToObject(o, "timestamp", (double)(g->n ? g->evs[g->n - 1].timestamp : 0)) &&
+         cJSON_AddStringToObject(o, "partitionKey", corr_key) && cJSON_AddItemToObject(o, "triggers", ids);
+  }
+  if (ok) {
+    ids = NULL; /* o's now */
     text = cJSON_PrintUnformatted(o);
   }
   esg__free(id);

@@ -17,7 +17,10 @@ int esg_entity_upsert(esg_store *s, const char *key, int64_t version, const char
   if (len > ESG__DOC_MAX)
     return esg__fail(&s->err, ESG_ETOOBIG, "entity document is %zu bytes; the limit is %d", len, ESG__DOC_MAX);
   const char *end = NULL;
+  unsigned nomem = esg__nomem_count();
   cJSON *root = cJSON_ParseWithLengthOpts(doc, len, &end, 0);
+  if (!root && esg__nomem_count() != nomem)
+    return esg__fail(&s->err, ESG_ENOMEM, "out of memory checking the document for \"%s\"", key);
   bool object = cJSON_IsObject(root);
   cJSON_Delete(root);
   if (object && end) /* only white space may follow the object */

@@ -62,6 +62,7 @@ typedef struct purge_ctx {
   void *ud;
   int64_t now, deleted;
   int rc;
+  char msg[sizeof ((esg__err *)0)->msg]; /* rc's text: the backend words the stop over it */
 } purge_ctx;
 
 /* Builds the `<type>-expired` event for ev; NULL when out of memory, or (*bad set) when the
@@ -72,15 +73,17 @@ static char *expired_event(const esg_stored_event *ev, char *id_out, bool *bad) 
   if (esg_uuid5(ESG_UUID_NS_EVENT, name, (size_t)n, id_out) != ESG_OK) return NULL;
   char type[ESG_KEY_MAX + 16];
   snprintf(type, sizeof type, "%s-expired", ev->type);
+  unsigned nomem = esg__nomem_count();
   cJSON *orig = cJSON_ParseWithLength(ev->json, ev->json_len);
-  *bad = orig == NULL && ev->json_len > 0 && ev->json;
+  *bad = orig == NULL && ev->json_len > 0 && ev->json && esg__nomem_count() == nomem;
   cJSON *out = cJSON_CreateObject();
   char *text = NULL;
   if (orig && out && cJSON_AddStringToObject(out, "id", id_out) && cJSON_AddStringToObject(out, "type", type) &&
       cJSON_AddNumberToObject(out, "timestamp", (double)ev->expires)) {
     cJSON *pk = cJSON_GetObjectItemCaseSensitive(orig, "partitionKey");
-    if (!cJSON_IsString(pk) || cJSON_AddStringToObject(out, "partitionKey", pk->valuestring)) {
-      cJSON_AddItemToObject(out, "expired", orig);
+    /* (orig is out's once added; not added, it stays ours to delete) */
+    if ((!cJSON_IsString(pk) || cJSON_AddStringToObject(out, "partitionKey", pk->valuestring)) &&
+        cJSON_AddItemToObject(out, "expired", orig)) {
       orig = NULL;
       text = cJSON_PrintUnformatted(out);
     }
@@ -99,6 +102,7 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
     if (!json) {
       p->rc = bad ? esg__fail(&p->s->err, ESG_EJSON, "the stored event \"%s\" is not valid JSON", ev->id)
                   : esg__fail(&p->s->err, ESG_ENOMEM, "out of memory building the expired event for \"%s\"", ev->id);
+      memcpy(p->msg, p->s->err.msg, sizeof p->msg);
       return 1;
     }
     char type[ESG_KEY_MAX + 16];
@@ -119,6 +123,7 @@ static int purge_one(void *ud, const esg_stored_event *ev) {
   if (rc == ESG_NOT_FOUND) return 0; /* stored afresh since the purge read it: not expired any more */
   if (rc != ESG_OK) {
     p->rc = rc;
+    memcpy(p->msg, p->s->err.msg, sizeof p->msg);
     return 1;
   }
   p->deleted++;
@@ -129,8 +134,8 @@ int esg_events_purge(esg_store *s, esg_event_cb cb, void *ud, int64_t *n) {
   if (n) *n = 0;
   int rc = esg__enter_read(s);
   if (rc != ESG_OK) return rc;
-  purge_ctx p = {s, cb, ud, esg__now(s), 0, ESG_OK};
+  purge_ctx p = {s, cb, ud, esg__now(s), 0, ESG_OK, ""};
   rc = s->be->events_expired(s->b, p.now, purge_one, &p);
   if (n) *n = p.deleted;
-  return p.rc != ESG_OK ? p.rc : rc;
+  return p.rc != ESG_OK ? esg__fail(&s->err, p.rc, "%s", p.msg) : rc;
 }

@@ -59,6 +59,7 @@ static cJSON *parse_object(const char *json, size_t len, int *rc) {
     return NULL;
   }
   const char *end = NULL;
+  unsigned nomem = esg__nomem_count();
   cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
   if (root && end) { /* only white space may follow the value */
     while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
@@ -68,7 +69,8 @@ static cJSON *parse_object(const char *json, size_t len, int *rc) {
     }
   }
   if (!root) {
-    *rc = esg__fail(NULL, ESG_EJSON, "document is not valid JSON");
+    *rc = esg__nomem_count() != nomem ? esg__fail(NULL, ESG_ENOMEM, "out of memory parsing a document")
+                                      : esg__fail(NULL, ESG_EJSON, "document is not valid JSON");
     return NULL;
   }
   if (!cJSON_IsObject(root)) {
@@ -80,13 +82,9 @@ static cJSON *parse_object(const char *json, size_t len, int *rc) {
   return root;
 }
 
-int esg_latch_flagged(const esg_event *ev) {
-  if (!ev) return 0;
-  size_t len;
-  const char *json = esg_event_json(ev, &len);
-  int flagged = 0;
-  return esg_latch_flagged_json(json, len, &flagged) == ESG_OK && flagged;
-}
+/* From the event's own tree: parsing its bytes again could run out of memory, and this
+   never fails (a flagged event read as not flagged would echo back). */
+int esg_latch_flagged(const esg_event *ev) { return ev && root_flagged(esg__event_root(ev)); }
 
 int esg_latch_flagged_json(const char *json, size_t len, int *flagged) {
   if (!flagged) return esg__fail(NULL, ESG_EINVAL, "flagged is NULL");
@@ -110,8 +108,10 @@ int esg_latch_mark(const char *json, size_t len, int latched, char **out, size_t
   if (latched) {
     cJSON *t = cJSON_CreateTrue();
     if (!t) ok = false;
-    else if (cJSON_GetObjectItemCaseSensitive(root, "latched")) ok = cJSON_ReplaceItemInObjectCaseSensitive(root, "latched", t);
-    else ok = cJSON_AddItemToObject(root, "latched", t);
+    /* (cJSON 1.7 replaces even when it could not copy the name: a member named NULL) */
+    else if (cJSON_GetObjectItemCaseSensitive(root, "latched"))
+      ok = cJSON_ReplaceItemInObjectCaseSensitive(root, "latched", t) && t->string;
+    else if (!(ok = cJSON_AddItemToObject(root, "latched", t))) cJSON_Delete(t); /* not attached: ours to free */
   } else {
     /* clear every place esg_latch_flagged looks, so a cleared record never reads as latched */
     while (cJSON_GetObjectItemCaseSensitive(root, "latched")) cJSON_DeleteItemFromObjectCaseSensitive(root, "latched");

@@ -194,7 +194,10 @@ static int check_json(esg__err *err, const char *what, const char *name, const c
     return esg__fail(err, ESG_ETOOBIG, "%s \"%s\": content is %zu bytes; the limit is %d", what, name, len,
                      ESG_EVENT_MAX_BYTES);
   const char *end = NULL;
+  unsigned nomem = esg__nomem_count();
   cJSON *v = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+  if (!v && esg__nomem_count() != nomem)
+    return esg__fail(err, ESG_ENOMEM, "%s \"%s\": out of memory checking the content", what, name);
   bool ok = v != NULL;
   if (ok && end) {
     while (end < data + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;

@@ -184,12 +184,12 @@ static int group_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out)
     esg__sq_row *held = esg__pend_row(p);
     int rc = judge(held, r);
     if (rc == -1 && held->expires > r->now) { /* its lease ran out inside the group: take over */
-      int attempts = held->attempts + 1;
-      esg__pend_drop(q, p);
-      esg__sq_row row = fresh(r, attempts);
-      if ((rc = esg__pend_add(q, r->key, &row)) == ESG_OK) rc = ESG_NEW;
+      /* in place, allocating nothing: a failure between dropping the old owner's claim
+         and adding ours would lose the claim */
+      esg__sq_row row = fresh(r, held->attempts + 1);
+      esg__pend_set(p, &row);
       report(out, &row);
-      return esg__sq_unit_end(q, false, rc, 1); /* a write into the group: counted, and due is checked */
+      return esg__sq_unit_end(q, false, ESG_NEW, 1); /* a write into the group: counted, and due is checked */
     }
     if (rc != -1) {
       report(out, held);

@@ -94,6 +94,7 @@ void esg__sq_keep_inherited(sqlite3 *db);
 esg__pend *esg__pend_find(esg__sq *q, const char *key); /* NULL when not pending */
 int esg__pend_add(esg__sq *q, const char *key, const esg__sq_row *row);
 esg__sq_row *esg__pend_row(esg__pend *p);
+void esg__pend_set(esg__pend *p, const esg__sq_row *row); /* a new row for its key, in place */
 void esg__pend_drop(esg__sq *q, esg__pend *p);
 int esg__pend_write_all(esg__sq *q); /* writes the in-progress rows, then forgets them all */
 void esg__pend_free(esg__sq *q);

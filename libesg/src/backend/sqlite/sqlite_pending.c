@@ -82,6 +82,12 @@ int esg__pend_add(esg__sq *q, const char *key, const esg__sq_row *row) {
 
 esg__sq_row *esg__pend_row(esg__pend *p) { return &p->row; }
 
+void esg__pend_set(esg__pend *p, const esg__sq_row *row) {
+  p->row = *row;
+  if (row->hash_len) memmove(p->hash, row->hash, row->hash_len);
+  p->row.hash = row->hash_len ? p->hash : NULL;
+}
+
 void esg__pend_drop(esg__sq *q, esg__pend *p) {
   p->gone = true;
   q->pend_live--;
