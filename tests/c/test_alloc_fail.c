@@ -166,7 +166,7 @@ static esg_store *fresh(const char *name, bool group) {
     }
     copy_template(file_of(uri));
   }
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   o.group_commit_ms = group ? 60000 : 0;
@@ -204,7 +204,7 @@ static int schema_version;
 
 static bool run_open(long n, bool sticky) {
   snprintf(uri, sizeof uri, "%s", tu_store("alloc-open"));
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   esg_store *s = (esg_store *)&o; /* anything but NULL: a failed open must set NULL */
@@ -233,7 +233,7 @@ static bool run_reopen(long n, bool sticky) {
   CHECK_RC(ESG_NEW, esg_claim(s, "k", NULL, 0, 1000, 60000, &ci));
   CHECK_RC(ESG_OK, esg_complete(s, "k", ci.token, "r", 1));
   esg_store_close(s);
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   reset_tls();
@@ -526,7 +526,7 @@ static void expect_value(esg_cache *c, const char *key) {
 
 static bool run_cache_open(long n, bool sticky) {
   esg_store *s = fresh("alloc-cache-open", false);
-  esg_cache_opts o = {0};
+  esg_cache_opts o = ESG_CACHE_OPTS_INIT;
   o.collect_field = "user";
   o.collect_id_field = "uid";
   o.version_field = "rev";
@@ -680,7 +680,7 @@ static bool run_cache_http(long n, bool sticky) {
   esg_cache *c = cache_on(s);
   char url[256];
   httpd_url(web, "/user/{key}", url, sizeof url);
-  esg_http_loader_opts lo = {0};
+  esg_http_loader_opts lo = ESG_HTTP_LOADER_OPTS_INIT;
   lo.url = url;
   lo.clock = tu_clock;
   lo.clock_ud = &now;
@@ -709,7 +709,7 @@ static bool run_http_loader_open(long n, bool sticky) {
   char url[256];
   httpd_url(web, "/user/{key}", url, sizeof url);
   const char *hdrs[] = {"X-Api-Key: k"};
-  esg_http_loader_opts lo = {0};
+  esg_http_loader_opts lo = ESG_HTTP_LOADER_OPTS_INIT;
   lo.url = url;
   lo.headers = hdrs;
   lo.n_headers = 1;
@@ -867,7 +867,7 @@ static int64_t updated2 = 1, unchanged2 = 2; /* what the second listing finds (c
 
 /* One listing of "src": begin, add each entry, finish, close. The first failure's code. */
 static int listing(esg_store *s, const entry *l, size_t n, esg_resync_stats *st) {
-  esg_resync_opts o = {0};
+  esg_resync_opts o = ESG_RESYNC_OPTS_INIT;
   o.type = "item";
   o.batch = 2;
   esg_snapshot *sn = NULL;
@@ -1034,7 +1034,7 @@ static void on_done(void *ud, const esg_egress_result *r) {
 }
 
 static esg_egress_opts egress_opts(deliveries *d) {
-  esg_egress_opts o = {0};
+  esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.backoff_base_ms = 1;
   o.backoff_cap_ms = 2;
   o.max_attempts = 4;
