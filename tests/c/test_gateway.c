@@ -699,6 +699,42 @@ static void test_resync_sources(void) {
   esg_store_close(s);
 }
 
+static int user_freed;
+static void free_user(void *p) {
+  free(p);
+  user_freed++;
+}
+static int set_user(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  CHECK(esg_gateway_event_user(e) == NULL); /* each event starts empty */
+  char *p = strdup(esg_event_id(esg_gateway_event_envelope(e)));
+  esg_gateway_event_set_user(e, p, free_user);
+  return 1;
+}
+static int use_user(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  const char *p = esg_gateway_event_user(e);
+  return esg_gateway_event_set_output(e, p, strlen(p));
+}
+
+static void test_event_user_slot(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  o.filter = set_user;
+  o.transform = use_user;
+  esg_gateway *g = open_gw(&o);
+  user_freed = 0;
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("u1", ""), strlen(EV("u1", ""))));
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("u2", ""), strlen(EV("u2", ""))));
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("u2", ""), strlen(EV("u2", "")))); /* a duplicate: freed too */
+  CHECK(user_freed == 3);
+  CHECK_STR(k.out[0], "u1");
+  CHECK_STR(k.out[1], "u2");
+  esg_gateway_close(g);
+  esg_store_close(s);
+}
+
 static void test_store_closed_first(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -729,6 +765,7 @@ int main(void) {
     RUN(test_jsonl_source);
     RUN(test_store_closed_first);
     RUN(test_resync_sources);
+    RUN(test_event_user_slot);
     RUN(test_resubmit);
     RUN(test_resubmit_exclusive);
     RUN(test_resubmit_http);

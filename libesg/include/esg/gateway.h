@@ -56,6 +56,14 @@ ESG_API const void *esg_gateway_event_output(const esg_gateway_event *e, size_t 
  */
 ESG_API int esg_gateway_event_fail(esg_gateway_event *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/**
+ * Per-event scratch for the steps (e.g. the event parsed once into the caller's JSON
+ * tree): set by one step, read by the later ones, handed to free_fn (if not NULL) when
+ * the event ends or the slot is set again. NULL before a step sets it.
+ */
+ESG_API void *esg_gateway_event_user(const esg_gateway_event *e);
+ESG_API void esg_gateway_event_set_user(esg_gateway_event *e, void *p, void (*free_fn)(void *p));
+
 /** The gateway's store and its enrichment cache (opened on first use; NULL on failure). */
 ESG_API esg_store *esg_gateway_event_store(const esg_gateway_event *e);
 ESG_API esg_cache *esg_gateway_event_cache(esg_gateway_event *e);

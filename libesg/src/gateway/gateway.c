@@ -61,6 +61,21 @@ int esg_gateway_event_fail(esg_gateway_event *e, const char *fmt, ...) {
   return ESG_ECALLBACK;
 }
 
+void *esg_gateway_event_user(const esg_gateway_event *e) { return e ? e->user : NULL; }
+
+static void drop_user(esg_gateway_event *e) {
+  if (e->user && e->user_free) e->user_free(e->user);
+  e->user = NULL;
+  e->user_free = NULL;
+}
+
+void esg_gateway_event_set_user(esg_gateway_event *e, void *p, void (*free_fn)(void *p)) {
+  if (!e) return;
+  drop_user(e);
+  e->user = p;
+  e->user_free = free_fn;
+}
+
 esg_store *esg_gateway_event_store(const esg_gateway_event *e) { return e ? e->g->s : NULL; }
 
 esg_cache *esg_gateway_event_cache(esg_gateway_event *e) {
@@ -551,6 +566,7 @@ int esg__gw_push(esg_gateway *g, const char *json, size_t len) {
   int rc = run_event(g, json, len);
   esg_event_free(g->cur.ev);
   g->cur.ev = NULL;
+  drop_user(&g->cur);
   return rc;
 }
 

@@ -19,6 +19,8 @@ struct esg_gateway_event {
   bool has_out;
   char msg[1024];         /* why a step failed */
   int64_t lineno;
+  void *user;             /* the steps' scratch, freed with user_free when the event ends */
+  void (*user_free)(void *p);
 };
 
 /* An HTTP delivery in flight: its claim key, so that a copy of the event meeting its own
