@@ -1422,6 +1422,68 @@ static void test_crash_takeover(void) {
   free(c);
 }
 
+/* The circuit breaker: two failures in a row open the host's circuit; the deliveries
+   behind them wait without attempts, a probe closes it, and they all go through. */
+static void test_circuit_breaker(void) {
+  fx f;
+  fx_start(&f, NULL);
+  httpd_rule down = {.path = "/down", .count = 3, .status = 503};
+  httpd_rule_add(f.h, &down);
+  f.o.max_in_flight = 1; /* one at a time, so the order of attempts is known */
+  f.o.max_attempts = 10;
+  f.o.circuit_failures = 2;
+  f.o.circuit_open_ms = 150;
+  fx_open(&f);
+  const char *ids[] = {"c1", "c2", "c3", "c4"};
+  for (int i = 0; i < 4; i++) {
+    esg_egress_request r = {0};
+    r.event_id = ids[i];
+    r.url = fx_url(&f, "/down");
+    CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  }
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  esg_egress_stats st;
+  esg_egress_get_stats(f.e, &st);
+  CHECK(st.delivered == 4);
+  CHECK(st.circuit_opens == 2); /* opened after two failures, reopened by the failed probe */
+  CHECK(st.circuits_open == 0);
+  CHECK(httpd_count(f.h) == 3 + 4); /* no attempt while open: the three failures, then one each */
+  httpd_req a, b, c;
+  CHECK(httpd_get(f.h, 1, &a) == 0 && httpd_get(f.h, 2, &b) == 0 && httpd_get(f.h, 3, &c) == 0);
+  CHECK(b.t_ms - a.t_ms >= 140);     /* the probe waited out the open time */
+  CHECK(c.t_ms - b.t_ms >= 290);     /* and the failed probe doubled it */
+  outc *o3 = outcome_of(f.c, "c3"), *o4 = outcome_of(f.c, "c4");
+  CHECK(o3 && o3->attempts == 1);    /* they waited out the open circuit without using attempts */
+  CHECK(o4 && o4->attempts == 1);
+  fx_stop(&f);
+}
+
+/* A circuit that stays open past a delivery's time limit ends it exhausted, naming it. */
+static void test_circuit_time_limit(void) {
+  fx f;
+  fx_start(&f, NULL);
+  httpd_default_status(f.h, 503);
+  f.o.max_in_flight = 1;
+  f.o.max_attempts = 10;
+  f.o.max_elapsed_ms = 300;
+  f.o.circuit_failures = 1;
+  f.o.circuit_open_ms = 1000;
+  fx_open(&f);
+  esg_egress_request r = {0};
+  r.event_id = "t1";
+  r.url = fx_url(&f, "/x");
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  r.event_id = "t2";
+  CHECK_RC(ESG_OK, esg_egress_submit(f.e, &r));
+  CHECK_RC(ESG_OK, esg_egress_drain(f.e));
+  outc *o1 = outcome_of(f.c, "t1"), *o2 = outcome_of(f.c, "t2");
+  CHECK(o1 && o1->outcome == ESG_EGRESS_EXHAUSTED);
+  CHECK(o2 && o2->outcome == ESG_EGRESS_EXHAUSTED && o2->attempts == 0);
+  CHECK(o2 && strstr(o2->error, "circuit for 127.0.0.1 is open") != NULL);
+  CHECK(httpd_count(f.h) == 1);
+  fx_stop(&f);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   RUN(test_policy_functions);
@@ -1448,5 +1510,7 @@ int main(void) {
   RUN(test_batch_store_error);
   RUN(test_cache_loader);
   RUN(test_crash_takeover);
+  RUN(test_circuit_breaker);
+  RUN(test_circuit_time_limit);
   return tu_done();
 }

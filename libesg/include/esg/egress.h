@@ -99,6 +99,15 @@ typedef struct esg_egress_opts {
   esg_egress_done_fn on_done;  /* may be NULL */
   esg_egress_retry_fn on_retry;/* may be NULL */
   void *ud;                    /* passed to on_done and on_retry */
+  /* The circuit breaker per destination host: after circuit_failures retryable failures
+     in a row (network errors, 408, 425, 429, 5xx) no delivery to that host starts for
+     circuit_open_ms (0 = 1000); its deliveries wait without using attempts. Then one
+     delivery goes as the probe: success closes the circuit, failure opens it again for
+     twice as long (at most max(circuit_open_ms, 60000)). A delivery that would wait
+     past max_elapsed_ms (from its first attempt, or from when it first waited) ends EXHAUSTED
+     naming the open circuit. 0 = no breaker. */
+  int circuit_failures;
+  int64_t circuit_open_ms;
 } esg_egress_opts;
 #define ESG_EGRESS_OPTS_INIT {.size = sizeof(esg_egress_opts)}
 
@@ -136,7 +145,9 @@ typedef struct esg_egress_stats {
   uint64_t connects;           /* new connections opened (the rest reused a kept-alive one) */
   uint32_t in_flight;          /* requests on the wire now */
   uint32_t queued;             /* submitted, not finished, not on the wire (waiting their turn,
-                                  a backoff or a token) */
+                                  a backoff, a token or an open circuit) */
+  uint32_t circuits_open;      /* hosts whose circuit is open or half-open now */
+  uint64_t circuit_opens;      /* times a circuit opened (a failed probe reopens it) */
 } esg_egress_stats;
 
 /**

@@ -177,6 +177,7 @@ typedef struct esg_gateway_stats {
   uint64_t resubmitted;          /* faults resubmitted and handled (esg_gateway_resubmit) */
   uint64_t in_flight;            /* HTTP deliveries not finished */
   uint64_t retries;              /* HTTP retries scheduled */
+  uint64_t circuits_open;        /* HTTP destinations whose circuit is open now */
 } esg_gateway_stats;
 
 /**

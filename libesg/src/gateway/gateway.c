@@ -217,7 +217,13 @@ int esg_gateway_close(esg_gateway *g) {
 void esg_gateway_get_stats(const esg_gateway *g, esg_gateway_stats *out) {
   if (!out) return;
   memset(out, 0, sizeof *out);
-  if (g) *out = g->st;
+  if (!g) return;
+  *out = g->st;
+  if (g->egress) {
+    esg_egress_stats es;
+    esg_egress_get_stats(g->egress, &es);
+    out->circuits_open = es.circuits_open;
+  }
 }
 
 /* ----------------------------------------------------------------- faults -- */

@@ -65,6 +65,8 @@ struct esg_egress {
   esg__completion *batch;      /* their claims' completions */
   esg__lanes lanes;
   esg__heap heap;
+  esg__circuits circuits;      /* per host, when the breaker is on */
+  esg__circuit_policy cp;
   esg__ready ready;
   esg__lane *all;              /* every lane, for close */
   struct esg__lane_node *spare; /* emptied lanes for reuse, linked by next */
@@ -188,7 +190,8 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
                 {"max_elapsed_ms", (double)o.max_elapsed_ms}, {"backoff_base_ms", (double)o.backoff_base_ms},
                 {"backoff_cap_ms", (double)o.backoff_cap_ms}, {"connect_timeout_ms", (double)o.connect_timeout_ms},
                 {"timeout_ms", (double)o.timeout_ms},   {"rate_per_s", o.rate_per_s},
-                {"rate_burst", o.rate_burst},           {"claim_lease_ms", (double)o.claim_lease_ms}};
+                {"rate_burst", o.rate_burst},           {"claim_lease_ms", (double)o.claim_lease_ms},
+                {"circuit_failures", o.circuit_failures}, {"circuit_open_ms", (double)o.circuit_open_ms}};
   for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
     if (!(counts[i].value >= 0)) /* NaN too */
       return esg__fail(NULL, ESG_EINVAL, "egress option %s is %g; it must be 0 (the default) or more", counts[i].name,
@@ -215,6 +218,9 @@ int esg_egress_open(esg_egress **out, esg_store *store, const esg_egress_opts *o
   e->connect_timeout = o.connect_timeout_ms ? o.connect_timeout_ms : 5000;
   e->timeout = o.timeout_ms ? o.timeout_ms : 30000;
   e->lease = o.claim_lease_ms;
+  e->cp.failures = o.circuit_failures;
+  e->cp.open_ms = o.circuit_open_ms ? o.circuit_open_ms : 1000;
+  e->cp.cap_ms = e->cp.open_ms > 60000 ? e->cp.open_ms : 60000;
   e->rate = o.rate_per_s;
   e->burst = o.rate_burst ? o.rate_burst : (o.rate_per_s > 1 ? floor(o.rate_per_s) : 1);
   e->complete_on_fault = o.complete_on_fault != 0;
@@ -331,6 +337,7 @@ void esg_egress_close(esg_egress *e) {
   if (e->multi) curl_multi_cleanup(e->multi);
   esg__lanes_free(&e->lanes);
   esg__heap_free(&e->heap);
+  esg__circuits_free(&e->circuits);
   esg__free(e->slots);
   esg__free(e->round);
   esg__free(e->batch);
@@ -433,6 +440,10 @@ static int make_job(esg_egress *e, const esg_egress_request *r, esg__job **out) 
   j->event = r->event ? put(&at, r->event, r->event_len) : NULL;
   j->event_len = r->event ? r->event_len : 0;
   j->ud = r->ud;
+  if (e->cp.failures && !(j->circuit = esg__circuit_for(&e->circuits, j->url))) {
+    esg__free(j);
+    return esg__fail(&e->err, ESG_ENOMEM, "out of memory");
+  }
   size_t k = 0;
   h[k++].data = put_line(&at, e->idem_header, r->event_id);
   if (ct) h[k++].data = put_line(&at, "Content-Type", e->content_type);
@@ -690,6 +701,31 @@ static bool take_token(esg_egress *e, int64_t now, int64_t *wait_ms) {
 
 /* Moves due retries to the ready list and starts what slots and tokens allow.
    *wait_ms (if something must wait for a token or a backoff) gets how long. */
+/* A ready lane whose head's host has an open circuit waits for it (without an attempt),
+   or ends exhausted when that would take it past its time limit. True when it was
+   taken off the ready list so. */
+static bool circuit_defers(esg_egress *e, esg__lane *l, int64_t now) {
+  esg__job *j = l->head;
+  int64_t until;
+  if (esg__circuit_allows(j->circuit, now, &until)) return false;
+  esg__ready_pop(&e->ready);
+  if (!j->submitted_at) j->submitted_at = now; /* submit does not read the clock (it may be a callback) */
+  int64_t start = j->attempts ? j->first_at : j->submitted_at;
+  if (until > esg__time_add(start, e->max_elapsed)) {
+    snprintf(j->error, sizeof j->error, "the circuit for %.150s is open (time limit %lld ms)",
+             esg__circuit_host(j->circuit), (long long)e->max_elapsed);
+    finish(e, j, ESG_EGRESS_EXHAUSTED, NULL);
+    return true;
+  }
+  j->next_at = until;
+  l->state = ESG__LANE_WAIT;
+  if (esg__heap_push(&e->heap, l) != ESG_OK) {
+    snprintf(j->error, sizeof j->error, "out of memory waiting for the circuit of %.150s", esg__circuit_host(j->circuit));
+    finish(e, j, ESG_EGRESS_EXHAUSTED, NULL);
+  }
+  return true;
+}
+
 static void pump(esg_egress *e, int64_t *wait_ms) {
   int64_t now = now_of(e);
   esg__lane *top;
@@ -700,6 +736,7 @@ static void pump(esg_egress *e, int64_t *wait_ms) {
   }
   while (e->free_slots && e->ready.head) {
     int64_t w;
+    if (e->cp.failures && circuit_defers(e, e->ready.head, now)) continue;
     if (!take_token(e, now, &w)) {
       if (w < *wait_ms) *wait_ms = w;
       break;
@@ -884,6 +921,9 @@ static void settle(esg_egress *e, esg__slot *s) {
   curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
   e->st.connects += (uint64_t)connects;
   j->http_status = cc == CURLE_OK ? (int)status : 0;
+  if (j->circuit)
+    esg__circuit_result(j->circuit, !delivered(s) && esg_egress_retryable((int)cc, (int)status), &e->cp, now_of(e),
+                        &e->st.circuits_open, &e->st.circuit_opens);
   if (delivered(s)) {
     finish(e, j, ESG_EGRESS_DELIVERED, s);
     return;

@@ -34,6 +34,8 @@ typedef struct esg__job {
   int64_t first_at, last_at, next_at;
   int http_status;
   int complete_rc;              /* how complete_round completed its claim (ESG_OK when none) */
+  struct esg__circuit *circuit; /* its host's, when the breaker is on */
+  int64_t submitted_at;         /* when it first waited for an open circuit (0: never) */
   char error[256];
 } esg__job;
 
@@ -86,6 +88,28 @@ int64_t esg__backoff(uint64_t *rng, int retry, int64_t base, int64_t cap);
 uint64_t esg__rng_next(uint64_t *s);
 /* libcurl error codes that no retry can fix (a malformed URL...). */
 bool esg__curl_permanent(int curl_code);
+
+/* The circuit breaker per destination host (egress_circuit.c). */
+typedef struct esg__circuit esg__circuit;
+typedef struct esg__circuits {
+  esg__circuit **c;
+  size_t n, cap;
+} esg__circuits;
+typedef struct esg__circuit_policy {
+  int failures;      /* retryable failures in a row that open it; 0 = no breaker */
+  int64_t open_ms;   /* how long it stays open first */
+  int64_t cap_ms;    /* the longest it stays open */
+} esg__circuit_policy;
+/* The circuit of url's host (created closed); NULL when out of memory. */
+esg__circuit *esg__circuit_for(esg__circuits *t, const char *url);
+void esg__circuits_free(esg__circuits *t);
+const char *esg__circuit_host(const esg__circuit *c);
+/* Whether a delivery to it may start now (the first after the open time is the probe);
+   if not, *until gets when to ask again. */
+bool esg__circuit_allows(esg__circuit *c, int64_t now, int64_t *until);
+/* An attempt's result; *open counts the circuits open now, *opens every opening. */
+void esg__circuit_result(esg__circuit *c, bool failed, const esg__circuit_policy *p, int64_t now, uint32_t *open,
+                         uint64_t *opens);
 
 /* For a loop that owns an fd (the gateway's source): one turn of the engine, then a wait
    of up to timeout_ms for a transfer, a due timer or fd (if >= 0) becoming readable, and
