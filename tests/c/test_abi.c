@@ -243,7 +243,21 @@ static void test_close_detaches_egress(void) {
   esg_egress_close(e);
   CHECK(d.n == 1);
   s = tu_open(uri, &now);
-  CHECK_RC(ESG_NEW, esg_claim(s, "evt-1", NULL, 0, 60000, 600000, NULL)); /* released, not left busy */
+  CHECK_RC(ESG_NEW, esg_claim(s, "evt-1", NULL, 0, 60000, 600000, &ci)); /* released, not left busy */
+
+  /* an open batch (here a listing's) is rolled back before the engine releases its claim */
+  CHECK_RC(ESG_OK, esg_egress_open(&e, s, &o));
+  r.claim_token = ci.token;
+  CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
+  esg_snapshot *sn = NULL;
+  CHECK_RC(ESG_OK, esg_snapshot_begin(&sn, s, "src", NULL));
+  CHECK_RC(ESG_OK, esg_snapshot_add(sn, "a", "{}", 2)); /* its batch is open */
+  CHECK_RC(ESG_OK, esg_store_close(s));
+  CHECK(d.n == 2 && d.cancelled == 2);
+  esg_snapshot_close(sn);
+  esg_egress_close(e);
+  s = tu_open(uri, &now);
+  CHECK_RC(ESG_NEW, esg_claim(s, "evt-1", NULL, 0, 60000, 600000, NULL)); /* the release was not rolled back */
   esg_store_close(s);
 }
 
