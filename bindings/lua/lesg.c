@@ -38,19 +38,14 @@ int lesg_push_fail(lua_State *L, int rc, const char *msg) {
 
 lua_Number lesg_ms_to_s(int64_t ms) { return (lua_Number)ms / 1000.0; }
 
-int64_t lesg_s_to_ms(lua_Number s) { return (int64_t)llround(s * 1000.0); }
-
-#define LESG_MS_MAX INT64_C(9000000000000000000)
-
 /* Seconds n as ms, raising (naming what) unless 0 <= n <= max ms; math.huge is INT64_MAX when forever. */
 int64_t lesg_num_ms(lua_State *L, lua_Number n, const char *what, int64_t max, int forever) {
   if (forever && n == (lua_Number)HUGE_VAL) return INT64_MAX;
-  lua_Number maxs = (lua_Number)max / 1000.0;
-  if (!(n >= 0) || n > maxs)
-    luaL_error(L, "%s must be a number of seconds in [0, %f]%s (got %f)", what, maxs,
+  int64_t v;
+  if (!(n >= 0) || esg_ms_from_seconds(n, &v) != ESG_OK || v > max)
+    luaL_error(L, "%s must be a number of seconds in [0, %f]%s (got %f)", what, (lua_Number)max / 1000.0,
                forever ? " or math.huge (forever)" : "", n);
-  int64_t v = lesg_s_to_ms(n);
-  return v > max ? max : v;
+  return v;
 }
 
 /* Reads opts[field] (seconds) as milliseconds, at most max; def when absent. Raises if not a number in range. */
@@ -106,10 +101,7 @@ static int64_t lua_clock(void *ud) {
   if (!L || ls->clock_ref == LUA_NOREF || ls->clock_failed) return esg_clock_real(NULL);
   if (!lua_checkstack(L, 2)) return esg_clock_real(NULL);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->clock_ref);
-  ls->in_cb++;
-  int prc = lua_pcall(L, 0, 1, 0);
-  ls->in_cb--;
-  if (prc != LUA_OK) {
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
     const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     snprintf(ls->clock_err, sizeof ls->clock_err, "clock function failed: %s", m ? m : "(error object)");
     ls->clock_failed = 1;
@@ -119,12 +111,13 @@ static int64_t lua_clock(void *ud) {
   int ok;
   lua_Number t = lua_tonumberx(L, -1, &ok);
   lua_pop(L, 1);
-  if (!ok || !isfinite(t)) {
+  int64_t ms;
+  if (!ok || esg_ms_from_seconds(t, &ms) != ESG_OK) {
     snprintf(ls->clock_err, sizeof ls->clock_err, "clock function must return a number of seconds");
     ls->clock_failed = 1;
     return esg_clock_real(NULL);
   }
-  return lesg_s_to_ms(t);
+  return ms;
 }
 
 /* Checks ls open and makes L the caller of its next libesg call (for the clock). */
@@ -184,62 +177,29 @@ void *lesg_new_handle(lua_State *L, size_t size, int nuv, const char *mt) {
   return h;
 }
 
-void lesg_dep_link(lstore *ls, lesg_dep *d) {
-  d->owner = ls;
-  d->prev = NULL;
-  d->next = ls->deps;
-  if (ls->deps) ls->deps->prev = d;
-  ls->deps = d;
-}
-
-void lesg_dep_unlink(lesg_dep *d) {
-  if (!d->owner) return;
-  if (d->prev) d->prev->next = d->next;
-  else d->owner->deps = d->next;
-  if (d->next) d->next->prev = d->prev;
-  d->owner = NULL;
-  d->next = d->prev = NULL;
-}
-
-/* Closes a dependent early (its handle's close): unlinks it and calls its close. */
-void lesg_dep_close(lesg_dep *d) {
-  lesg_dep_unlink(d);
-  d->close(d);
-}
-
-void lesg_close_deps(lua_State *L, lstore *ls) {
-  ls->L = L;
-  for (lesg_dep *d = ls->deps; d; d = d->next)
-    if (d->state) *d->state = L; /* callbacks of the closing run on the closer, never a stale state */
-  while (ls->deps) {
-    lesg_dep_close(ls->deps);
-  }
-}
-
 esg_event *lesg_test_event(lua_State *L, int arg) {
   esg_event **ud = luaL_testudata(L, arg, EVENT_MT);
   return ud ? *ud : NULL;
 }
 
-/* ESG_OK, or the final commit's error (text in esg_errmsg(NULL)); the store is closed either way. */
+/*
+ * ESG_OK, or the final commit's error (text in esg_errmsg(NULL)), the store closed either way;
+ * or ESG_ESTATE, nothing closed: called from one of its callbacks (libesg counts them). Closing
+ * detaches the handles built on it: cancelled deliveries' callbacks run here, on L.
+ */
 static int store_close(lua_State *L, lstore *ls) {
   int rc = ESG_OK;
-  if (ls->s && ls->in_cb > 0)
-    luaL_error(L, "store:close called from inside one of its own callbacks (clock, purge function, loader, "
-                  "fetch, sink or egress callback)");
   if (ls->s) {
-    ls->in_cb++; /* callbacks run while closing (cancelled deliveries) must not close it again */
+    lua_State *caller = ls->L;
     ls->L = L;
-    lesg_close_deps(L, ls);
-    if (ls->clock_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
-    ls->clock_ref = LUA_NOREF; /* the final flush reads the real clock */
-    rc = esg_store_close(ls->s);
+    if ((rc = esg_store_close(ls->s)) == ESG_ESTATE) {
+      ls->L = caller; /* the call it runs inside goes on */
+      return rc;
+    }
     ls->s = NULL;
-    ls->in_cb--;
-  } else if (ls->clock_ref != LUA_NOREF) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
-    ls->clock_ref = LUA_NOREF;
   }
+  if (ls->clock_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ls->clock_ref);
+  ls->clock_ref = LUA_NOREF;
   return rc;
 }
 
@@ -248,15 +208,18 @@ static int store_close(lua_State *L, lstore *ls) {
 static int m_close(lua_State *L) {
   lstore *ls = luaL_checkudata(L, 1, STORE_MT);
   int rc = store_close(L, ls);
+  if (rc == ESG_ESTATE)
+    return luaL_error(L, "store:close called from inside one of its own callbacks (clock, purge function, "
+                         "loader, fetch, sink or egress callback)");
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   lua_pushboolean(L, 1);
   return 1;
 }
 
+/* Never raises: from inside a callback (a lua_close there) nothing is closed. */
 static int m_gc(lua_State *L) {
-  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
-  if (ls->in_cb > 0) return 0; /* never raise from __gc */
-  return m_close(L);
+  store_close(L, luaL_checkudata(L, 1, STORE_MT));
+  return 0;
 }
 
 static int m_tostring(lua_State *L) {
@@ -797,7 +760,6 @@ static int m_event(lua_State *L) {
 
 typedef struct purge_lua {
   lua_State *L;
-  lstore *ls;
   int fn;
   int failed;
 } purge_lua;
@@ -818,10 +780,7 @@ static int purge_cb(void *ud, const esg_stored_event *e) {
   lua_pushcfunction(L, call_purge_fn);
   lua_pushvalue(L, p->fn);
   lua_pushlightuserdata(L, (void *)e);
-  p->ls->in_cb++;
-  int prc = lua_pcall(L, 2, 1, 0);
-  p->ls->in_cb--;
-  if (prc != LUA_OK) {
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
     p->failed = 1; /* error object stays on top; keep the rest */
     return 1;
   }
@@ -838,7 +797,7 @@ static int purge_cb(void *ud, const esg_stored_event *e) {
  */
 static int m_purge_events(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
-  purge_lua p = {L, ls, 0, 0};
+  purge_lua p = {L, 0, 0};
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TFUNCTION);
     p.fn = 2;
@@ -1039,8 +998,7 @@ static int m_purge_faults(lua_State *L) {
   int64_t before = INT64_MAX;
   if (!lua_isnoneornil(L, 2)) {
     lua_Number b = luaL_checknumber(L, 2);
-    luaL_argcheck(L, b >= 0 && b < 9.0e15, 2, "before must be seconds since the epoch");
-    before = lesg_s_to_ms(b);
+    luaL_argcheck(L, b >= 0 && esg_ms_from_seconds(b, &before) == ESG_OK, 2, "before must be seconds since the epoch");
   }
   int64_t n = 0;
   int rc = esg_faults_purge(ls->s, before, &n);

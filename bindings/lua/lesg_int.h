@@ -1,7 +1,8 @@
 /*
- * What the parts of the Lua binding share (not installed): the store handle,
- * argument helpers, and dependents (caches, snapshots, egress engines) that
- * must close before their store.
+ * What the parts of the Lua binding share (not installed): the store handle and
+ * argument helpers. Handles built on a store (caches, snapshots, egress engines)
+ * keep a pointer to it (their user value 1 keeps it alive); closing the store
+ * detaches them in C, and they then raise as closed.
  */
 #ifndef LESG_INT_H
 #define LESG_INT_H
@@ -14,36 +15,20 @@
 #define EVENT_MT "esg.Event"
 
 typedef struct lstore {
-  struct lesg_dep *deps; /* open dependents, closed before the store */
   esg_store *s;
-  lua_State *L;      /* the caller of the running method (for the clock) */
+  lua_State *L;      /* the caller of the running method or close: the clock and the callbacks
+                        of the handles built on the store run on it */
   int clock_ref;     /* the Lua clock function, or LUA_NOREF */
   int clock_failed;
-  int in_cb;         /* > 0 while a Lua callback of this store (or of a dependent) runs */
   char clock_err[256];
   char path[512];
 } lstore;
 
-/*
- * A handle that lives on a store (cache, snapshot, egress): its struct starts
- * with this, is linked into the store's list while open, and is closed by
- * close(self) when the store closes first.
- */
-typedef struct lesg_dep {
-  struct lesg_dep *next, *prev;
-  lstore *owner;
-  void (*close)(struct lesg_dep *self);
-  lua_State **state; /* where the dependent keeps the state its callbacks run on, or NULL */
-} lesg_dep;
-
-void lesg_dep_link(lstore *ls, lesg_dep *d);
-void lesg_dep_unlink(lesg_dep *d);
-void lesg_dep_close(lesg_dep *d);
-void lesg_close_deps(lua_State *L, lstore *ls);
+/* The largest time or duration the binding takes, in ms (ESG_SECONDS_MAX s; INT64_MAX is forever). */
+#define LESG_MS_MAX INT64_C(9000000000000000000)
 
 int lesg_push_fail(lua_State *L, int rc, const char *msg);
 lua_Number lesg_ms_to_s(int64_t ms);
-int64_t lesg_s_to_ms(lua_Number s);
 int64_t lesg_opt_ms(lua_State *L, int opts, const char *field, int64_t def);
 /* As lesg_opt_ms, at most max ms; math.huge is INT64_MAX (forever) when forever is set. */
 int64_t lesg_opt_ms_max(lua_State *L, int opts, const char *field, int64_t def, int64_t max, int forever);

@@ -6,7 +6,9 @@
  * seconds. Lua callbacks (loaders, fetchers, sinks, completion callbacks) run
  * protected inside libesg's callbacks; their errors are raised once libesg has
  * returned (a loader's error is a failed load instead: see cache:get_or_load).
- * Handles that live on a store close before it (lesg_dep).
+ * Handles built on a store keep a pointer to it: closing the store detaches them
+ * in libesg (an egress engine's cancelled deliveries call back on the closer's
+ * state), and then they raise as closed until their own close frees them.
  */
 #include <limits.h>
 #include <math.h>
@@ -24,7 +26,6 @@
 #define LOADER_MT "esg.HttpLoader"
 
 #define ms_to_s lesg_ms_to_s
-#define s_to_ms lesg_s_to_ms
 
 /* opts[field] as an integer (def when absent); raises when not an integer in [lo, hi]. */
 static lua_Integer opt_int(lua_State *L, int opts, const char *field, lua_Integer def, lua_Integer lo, lua_Integer hi) {
@@ -68,7 +69,7 @@ static int64_t opt_ms_or_never(lua_State *L, int opts, const char *field) {
     if (!ok) luaL_error(L, "option '%s' must be a number of seconds or false", field);
     char what[160];
     snprintf(what, sizeof what, "option '%s'", field);
-    v = n < 0 ? -1 : lesg_num_ms(L, n, what, INT64_C(9000000000000000000), 0);
+    v = n < 0 ? -1 : lesg_num_ms(L, n, what, LESG_MS_MAX, 0);
   }
   lua_pop(L, 1);
   return v;
@@ -80,10 +81,9 @@ typedef struct cb_state {
   int fn;       /* stack index of the Lua function */
   int err_ref;  /* LUA_NOREF, or a registry ref to the first error */
   int spare;    /* LUA_NOREF, or a registry slot reserved for the error (keeping it allocates nothing) */
-  lstore *ls;   /* the store whose in_cb counts the callback, or NULL */
 } cb_state;
 
-#define CB_INIT(L, fn, ls) {(L), (fn), LUA_NOREF, LUA_NOREF, (ls)}
+#define CB_INIT(L, fn) {(L), (fn), LUA_NOREF, LUA_NOREF}
 
 /* Reserves the registry slot an error raised by a callback goes to (outside libesg: may raise). */
 static void cb_arm(lua_State *L, cb_state *cb) {
@@ -111,14 +111,6 @@ static void cb_keep_error(cb_state *cb) {
   }
 }
 
-/* lua_pcall counted in ls->in_cb (so that the callback cannot close the store under libesg). */
-static int cb_pcall(lua_State *L, lstore *ls, int nargs, int nres) {
-  if (ls) ls->in_cb++;
-  int rc = lua_pcall(L, nargs, nres, 0);
-  if (ls) ls->in_cb--;
-  return rc;
-}
-
 /* Raises the error a callback left, if any. */
 static void cb_raise(cb_state *cb) {
   if (cb->err_ref != LUA_NOREF) {
@@ -132,21 +124,15 @@ static void cb_raise(cb_state *cb) {
 /* -------------------------------------------------------------- cache -- */
 
 typedef struct lcache {
-  lesg_dep dep;
+  lstore *ls;
   esg_cache *c;
   int in_load; /* > 0 while a Lua loader runs */
 } lcache;
 
-static void cache_dep_close(lesg_dep *d) {
-  lcache *lc = (lcache *)d;
-  esg_cache_close(lc->c);
-  lc->c = NULL;
-}
-
 static lcache *check_cache(lua_State *L, int arg) {
   lcache *lc = luaL_checkudata(L, arg, CACHE_MT);
-  if (!lc->c) luaL_error(L, "attempt to use a closed cache");
-  lesg_use_store(L, lc->dep.owner); /* open while the cache is */
+  if (!lc->c || !lc->ls->s) luaL_error(L, "attempt to use a closed cache"); /* closed, or detached */
+  lesg_use_store(L, lc->ls);
   return lc;
 }
 
@@ -176,8 +162,7 @@ static int m_cache(lua_State *L) {
   lcache *lc = lesg_new_handle(L, sizeof *lc, 1, CACHE_MT);
   int rc = esg_cache_open(&lc->c, ls->s, &o);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
-  lc->dep.close = cache_dep_close;
-  lesg_dep_link(ls, &lc->dep);
+  lc->ls = ls;
   return 1;
 }
 
@@ -186,10 +171,8 @@ static int cache_close(lua_State *L) {
   if (lc->c && lc->in_load > 0) {
     return luaL_error(L, "cache:close called from inside its own loader");
   }
-  if (lc->c) {
-    if (lc->dep.owner) lc->dep.owner->L = L;
-    lesg_dep_close(&lc->dep);
-  }
+  esg_cache_close(lc->c);
+  lc->c = NULL;
   return 0;
 }
 
@@ -207,7 +190,7 @@ static int push_entry(lua_State *L, const esg_cache_entry *e) {
 
 /* Pushes the result of a cache call that returns ESG_OK or an error: true, or nil, msg, code. */
 static int cache_push_ok(lua_State *L, lcache *lc, int rc) {
-  lesg_check_clock(L, lc->dep.owner);
+  lesg_check_clock(L, lc->ls);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
   lua_pushboolean(L, 1);
   return 1;
@@ -219,7 +202,7 @@ static int c_get(lua_State *L) {
   const char *key = lesg_check_key(L, 2);
   esg_cache_entry e;
   int rc = esg_cache_get(lc->c, key, &e);
-  lesg_check_clock(L, lc->dep.owner);
+  lesg_check_clock(L, lc->ls);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
   return push_entry(L, &e);
 }
@@ -228,7 +211,7 @@ static int c_get(lua_State *L) {
 static int c_put(lua_State *L) {
   lcache *lc = check_cache(L, 1);
   const char *key = lesg_check_key(L, 2);
-  int64_t ttl = lua_isnoneornil(L, 4) ? 0 : lesg_num_ms(L, luaL_checknumber(L, 4), "cache:put ttl", INT64_C(9000000000000000000), 0);
+  int64_t ttl = lua_isnoneornil(L, 4) ? 0 : lesg_num_ms(L, luaL_checknumber(L, 4), "cache:put ttl", LESG_MS_MAX, 0);
   lua_settop(L, 3);
   size_t len;
   const char *v = lesg_json_arg(L, 3, &len);
@@ -239,7 +222,7 @@ static int c_put(lua_State *L) {
 static int c_put_negative(lua_State *L) {
   lcache *lc = check_cache(L, 1);
   const char *key = lesg_check_key(L, 2);
-  int64_t ttl = lua_isnoneornil(L, 3) ? 0 : lesg_num_ms(L, luaL_checknumber(L, 3), "cache:put_negative ttl", INT64_C(9000000000000000000), 0);
+  int64_t ttl = lua_isnoneornil(L, 3) ? 0 : lesg_num_ms(L, luaL_checknumber(L, 3), "cache:put_negative ttl", LESG_MS_MAX, 0);
   return cache_push_ok(L, lc, esg_cache_put_negative(lc->c, key, ttl));
 }
 
@@ -301,7 +284,7 @@ static int lua_loader(void *ud, const char *key, int64_t deadline, esg_cache_loa
   else lua_pushnumber(L, ms_to_s(deadline));
   int rc;
   lcall->lc->in_load++;
-  int prc = cb_pcall(L, lcall->lc->dep.owner, 3, 3);
+  int prc = lua_pcall(L, 3, 3, 0);
   lcall->lc->in_load--;
   if (prc != LUA_OK) {
     const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
@@ -317,7 +300,8 @@ static int lua_loader(void *ud, const char *key, int64_t deadline, esg_cache_loa
     } else {
       size_t len;
       const char *v = lua_tolstring(L, -2, &len);
-      int64_t ttl = lua_isnumber(L, -1) ? s_to_ms(lua_tonumber(L, -1)) : 0;
+      int64_t ttl = 0; /* the default, also for a ttl that is no duration */
+      if (lua_isnumber(L, -1) && esg_ms_from_seconds(lua_tonumber(L, -1), &ttl) != ESG_OK) ttl = 0;
       rc = esg_cache_load_set(ld, v, len, ttl < 0 ? 0 : ttl);
     }
   }
@@ -347,7 +331,7 @@ static int c_get_or_load(lua_State *L) {
   esg_cache_entry e;
   int rc = hl ? esg_cache_get_or_load(lc->c, key, esg_http_loader_load, *hl, &e)
               : esg_cache_get_or_load(lc->c, key, lua_loader, &lcall, &e);
-  lesg_check_clock(L, lc->dep.owner);
+  lesg_check_clock(L, lc->ls);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
   push_entry(L, &e);
   lua_pushboolean(L, e.loaded);
@@ -373,7 +357,7 @@ static int c_collect(lua_State *L) {
   const char *key = NULL;
   int rc = esg_cache_collect(lc->c, ev, &key);
   esg_event_free(own);
-  lesg_check_clock(L, lc->dep.owner);
+  lesg_check_clock(L, lc->ls);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
   lua_pushstring(L, rc == ESG_OK ? "written" : rc == ESG_STALE ? "stale" : "none");
   if (key) lua_pushstring(L, key);
@@ -398,7 +382,7 @@ static int c_purge(lua_State *L) {
   lcache *lc = check_cache(L, 1);
   int64_t n = 0;
   int rc = esg_cache_purge(lc->c, &n);
-  lesg_check_clock(L, lc->dep.owner);
+  lesg_check_clock(L, lc->ls);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(lc->c));
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
@@ -522,7 +506,7 @@ static int lt_mark(lua_State *L) {
 static int64_t check_ttl(lua_State *L, int arg) {
   lua_Number t = luaL_checknumber(L, arg);
   luaL_argcheck(L, t > 0, arg, "ttl must be > 0 seconds");
-  return lesg_num_ms(L, t, "latch ttl", INT64_C(9000000000000000000), 0);
+  return lesg_num_ms(L, t, "latch ttl", LESG_MS_MAX, 0);
 }
 
 /* store:latch(key, side, content_hash, ttl) -> true, or nil, msg, code. Call before writing to side. */
@@ -648,7 +632,7 @@ static int lua_sink(void *ud, const esg_stored_event *e) {
   lua_pushvalue(L, sc->cb.fn);
   lua_pushlightuserdata(L, (void *)e);
   sc->running++;
-  int prc = cb_pcall(L, sc->cb.ls, 2, 1);
+  int prc = lua_pcall(L, 2, 1, 0);
   sc->running--;
   if (prc != LUA_OK) {
     cb_keep_error(&sc->cb);
@@ -788,14 +772,14 @@ static int lua_fetch(void *ud, const char *cursor, esg_resync_page *page) {
   lua_pushvalue(L, fc->cb.fn);
   if (cursor) lua_pushlightuserdata(L, (void *)cursor); /* made a string inside the protected call */
   else lua_pushnil(L);
-  if (cb_pcall(L, fc->cb.ls, 2, 1) != LUA_OK) {
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
     cb_keep_error(&fc->cb);
     return 1;
   }
   lua_pushcfunction(L, page_body);
   lua_insert(L, -2);
   lua_pushlightuserdata(L, fc);
-  if (cb_pcall(L, fc->cb.ls, 2, 3) != LUA_OK) {
+  if (lua_pcall(L, 2, 3, 0) != LUA_OK) {
     cb_keep_error(&fc->cb);
     return 1;
   }
@@ -820,10 +804,10 @@ static int m_cursor_run(lua_State *L) {
   luaL_checktype(L, 4, LUA_TFUNCTION);
   int opts = lesg_opt_table(L, 5);
   lua_settop(L, 5);
-  sink_call sc = {CB_INIT(L, 0, ls), 0, 0};
+  sink_call sc = {CB_INIT(L, 0), 0, 0};
   esg_resync_opts o;
   resync_opts(L, opts, &o, &sc);
-  fetch_call fc = {CB_INIT(L, 4, ls), LUA_NOREF, NULL, 0};
+  fetch_call fc = {CB_INIT(L, 4), LUA_NOREF, NULL, 0};
   esg_resync_stats st;
   memset(&st, 0, sizeof st);
   cb_arm(L, &sc.cb);
@@ -843,23 +827,16 @@ static int m_cursor_run(lua_State *L) {
 }
 
 typedef struct lsnap {
-  lesg_dep dep;
+  lstore *ls;
   esg_snapshot *sn;
   sink_call sc;
   int sink_ref;
 } lsnap;
 
-static void snap_dep_close(lesg_dep *d) {
-  lsnap *s = (lsnap *)d;
-  s->sc.cb.ls = NULL;
-  esg_snapshot_close(s->sn);
-  s->sn = NULL;
-}
-
 static lsnap *check_snap(lua_State *L) {
   lsnap *s = luaL_checkudata(L, 1, SNAPSHOT_MT);
-  if (!s->sn) luaL_error(L, "attempt to use a closed snapshot");
-  s->dep.owner->L = L;
+  if (!s->sn || !s->ls->s) luaL_error(L, "attempt to use a closed snapshot"); /* closed, or detached */
+  s->ls->L = L;
   s->sc.cb.L = L;
   return s;
 }
@@ -886,7 +863,6 @@ static int m_snapshot(lua_State *L) {
   s->sink_ref = LUA_NOREF;
   s->sc.cb.err_ref = s->sc.cb.spare = LUA_NOREF;
   s->sc.cb.L = L;
-  s->sc.cb.ls = ls;
   int ud = lua_gettop(L);
   esg_resync_opts o;
   resync_opts(L, opts, &o, &s->sc);
@@ -911,9 +887,7 @@ static int m_snapshot(lua_State *L) {
   int rc = esg_snapshot_begin(&s->sn, ls->s, source, &o);
   lesg_check_clock(L, ls);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(ls->s));
-  s->dep.close = snap_dep_close;
-  s->dep.state = &s->sc.cb.L;
-  lesg_dep_link(ls, &s->dep);
+  s->ls = ls;
   lua_pushvalue(L, ud);
   return 1;
 }
@@ -927,7 +901,7 @@ static int sn_add(lua_State *L) {
   snap_arm(L, s);
   int rc = esg_snapshot_add(s->sn, key, content, len);
   cb_raise(&s->sc.cb);
-  lesg_check_clock(L, s->dep.owner);
+  lesg_check_clock(L, s->ls);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(s->sn));
   lua_pushboolean(L, 1);
   return 1;
@@ -942,7 +916,7 @@ static int sn_finish(lua_State *L) {
   memset(&st, 0, sizeof st);
   int rc = esg_snapshot_finish(s->sn, &st);
   cb_raise(&s->sc.cb);
-  lesg_check_clock(L, s->dep.owner);
+  lesg_check_clock(L, s->ls);
   if (rc < 0) return lesg_push_fail(L, rc, esg_errmsg(s->sn));
   push_resync_stats(L, &st);
   return 1;
@@ -954,9 +928,9 @@ static int sn_close(lua_State *L) {
     return luaL_error(L, "snapshot:close called from inside its own sink");
   }
   if (s->sn) {
-    s->dep.owner->L = L;
-    s->sc.cb.L = L;
-    lesg_dep_close(&s->dep);
+    s->ls->L = L; /* an open batch commits: the store's clock */
+    esg_snapshot_close(s->sn);
+    s->sn = NULL;
   }
   cb_disarm(L, &s->sc.cb);
   if (s->sink_ref != LUA_NOREF) {
@@ -982,7 +956,7 @@ static int m_replay(lua_State *L) {
   flt.type = opt_str(L, f, "type");
   flt.since = opt_int(L, f, "since", 0, 0, INT64_MAX);
   flt.until = opt_int(L, f, "until", 0, 0, INT64_MAX);
-  sink_call sc = {CB_INIT(L, 3, ls), 1, 0};
+  sink_call sc = {CB_INIT(L, 3), 1, 0};
   int64_t n = 0;
   cb_arm(L, &sc.cb);
   ls->L = L;
@@ -998,26 +972,26 @@ static int m_replay(lua_State *L) {
 /* -------------------------------------------------------------- egress -- */
 
 typedef struct legress {
-  lesg_dep dep;             /* linked when opened on a store */
+  lstore *ls;               /* its store, or NULL */
   esg_egress *e;
   cb_state cb;              /* the caller, and the first error a callback raised (fn unused) */
   int done_ref, retry_ref;  /* Lua callbacks, or LUA_NOREF */
-  int has_store;
 } legress;
-
-static void egress_dep_close(lesg_dep *d) {
-  legress *g = (legress *)d;
-  esg_egress_close(g->e);
-  g->e = NULL;
-}
 
 static legress *check_egress(lua_State *L) {
   legress *g = luaL_checkudata(L, 1, EGRESS_MT);
-  if (!g->e) luaL_error(L, "attempt to use a closed egress engine");
+  if (!g->e || (g->ls && !g->ls->s)) luaL_error(L, "attempt to use a closed egress engine"); /* or detached */
   g->cb.L = L;
-  if (g->has_store) g->dep.owner->L = L;
+  if (g->ls) g->ls->L = L;
   cb_arm(L, &g->cb);
   return g;
+}
+
+/* The state a callback runs on: the caller of run, drain or close, or of the store's close, which
+   cancels the deliveries of the engines on it (never a coroutine gone since it submitted them). */
+static lua_State *egress_state(legress *g) {
+  if (g->ls) g->cb.L = g->ls->L;
+  return g->cb.L;
 }
 
 static int done_body(lua_State *L) {
@@ -1056,17 +1030,14 @@ static int done_body(lua_State *L) {
   return 0;
 }
 
-/* The store an egress callback runs inside of (counted in its in_cb), or NULL. */
-static lstore *egress_store(legress *g) { return g->has_store ? g->dep.owner : NULL; }
-
 static void egress_on_done(void *ud, const esg_egress_result *r) {
   legress *g = ud;
-  lua_State *L = g->cb.L;
+  lua_State *L = egress_state(g);
   if (L && g->done_ref != LUA_NOREF && g->cb.err_ref == LUA_NOREF && lua_checkstack(L, 6)) {
     lua_pushcfunction(L, done_body);
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->done_ref);
     lua_pushlightuserdata(L, (void *)r);
-    if (cb_pcall(L, egress_store(g), 2, 0) != LUA_OK) cb_keep_error(&g->cb);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) cb_keep_error(&g->cb);
   }
   if (L && r->request_ud) luaL_unref(L, LUA_REGISTRYINDEX, (int)(intptr_t)r->request_ud);
 }
@@ -1089,7 +1060,7 @@ static int retry_body(lua_State *L) {
 static void egress_on_retry(void *ud, const char *event_id, int attempt, int http_status, int64_t delay_ms,
                             const char *error) {
   legress *g = ud;
-  lua_State *L = g->cb.L;
+  lua_State *L = egress_state(g);
   if (!L || g->retry_ref == LUA_NOREF || g->cb.err_ref != LUA_NOREF || !lua_checkstack(L, 8)) return;
   retry_args a = {event_id, error};
   lua_pushcfunction(L, retry_body);
@@ -1098,7 +1069,7 @@ static void egress_on_retry(void *ud, const char *event_id, int attempt, int htt
   lua_pushinteger(L, attempt);
   lua_pushinteger(L, http_status);
   lua_pushnumber(L, ms_to_s(delay_ms));
-  if (cb_pcall(L, egress_store(g), 5, 0) != LUA_OK) cb_keep_error(&g->cb);
+  if (lua_pcall(L, 5, 0, 0) != LUA_OK) cb_keep_error(&g->cb);
 }
 
 /* opts[field]: a registry reference to a function, or LUA_NOREF when absent. */
@@ -1154,7 +1125,6 @@ static int l_egress(lua_State *L) {
   legress *g = lesg_new_handle(L, sizeof *g, 1, EGRESS_MT);
   g->done_ref = g->retry_ref = g->cb.err_ref = g->cb.spare = LUA_NOREF;
   g->cb.L = L;
-  g->dep.state = &g->cb.L;
   cb_arm(L, &g->cb);
   if (opts) {
     g->done_ref = opt_fn_ref(L, opts, "on_done");
@@ -1163,27 +1133,20 @@ static int l_egress(lua_State *L) {
   o.on_done = egress_on_done;
   o.on_retry = egress_on_retry;
   o.ud = g;
-  g->dep.close = egress_dep_close; /* also closes an engine without a store (eg_close) */
   int rc = esg_egress_open(&g->e, ls ? ls->s : NULL, &o);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
-  if (ls) {
-    g->has_store = 1;
-    lesg_dep_link(ls, &g->dep);
-  }
+  g->ls = ls;
   return 1;
 }
 
 static int eg_close(lua_State *L) {
   legress *g = luaL_checkudata(L, 1, EGRESS_MT);
   if (g->e) {
-    lstore *ls = g->has_store ? g->dep.owner : NULL; /* unlinked by the close: count it here */
+    esg_egress *e = g->e;
+    g->e = NULL;
     g->cb.L = L;
-    if (ls) {
-      ls->L = L;
-      ls->in_cb++;
-    }
-    lesg_dep_close(&g->dep); /* unfinished deliveries end cancelled: their callbacks run now */
-    if (ls) ls->in_cb--;
+    if (g->ls) g->ls->L = L;
+    esg_egress_close(e); /* unfinished deliveries end cancelled: their callbacks run now, on L */
   }
   if (g->done_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->done_ref);
   if (g->retry_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, g->retry_ref);

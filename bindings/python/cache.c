@@ -19,23 +19,25 @@
 
 typedef struct {
   PyObject_HEAD
-  esgpy_dep dep;
   StoreObject *store;
-  esg_cache *c;
+  esg_cache *c;  /* detached by the store's close, freed by ours */
   int json; /* values are JSON: decode them */
 } CacheObject;
 
-#define CACHE_OF(d) ((CacheObject *)((char *)(d) - offsetof(CacheObject, dep)))
-
-static void cache_dep_close(esgpy_dep *d) {
-  CacheObject *self = CACHE_OF(d);
-  esg_cache *c = self->c;
+/* Frees the C handle: memory only, but it unlinks from the store, so under the store's lock
+   (taken with the GIL released; none in a forked child). From close() (not a finalizer), refused
+   inside a call on the store, a loader's say. 0, or -1 with StateError. */
+static int cache_free(CacheObject *self, int from_close) {
+  int entered = esgpy_store_final_enter(self->store);
+  if (entered == 0 && from_close) {
+    esgpy_store_in_use(self->store);
+    return -1;
+  }
+  esg_cache_close(self->c);
   self->c = NULL;
-  esg_cache_close(c);
+  esgpy_store_final_leave(self->store, entered);
+  return 0;
 }
-
-/* A forked child's copy: left unclosed (its process-wide registry may be locked by a thread of the parent). */
-static void cache_dep_abandon(esgpy_dep *d) { CACHE_OF(d)->c = NULL; }
 
 /* seconds -> ms for an option: absent = 0 (the C default); zero_means is what 0 s maps to. */
 static int opt_ms(PyObject *obj, const char *what, int64_t zero_means, int none_means_unlimited, int64_t *out) {
@@ -100,8 +102,6 @@ static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   o.no_json_check = !json;
   CacheObject *self = (CacheObject *)tp->tp_alloc(tp, 0);
   if (!self) return NULL;
-  self->dep.close = cache_dep_close;
-  self->dep.abandon = cache_dep_abandon;
   self->store = (StoreObject *)Py_NewRef(store);
   self->json = json;
   if (esgpy_store_enter(store) < 0) {
@@ -119,12 +119,11 @@ static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
     return NULL;
   }
   self->c = c;
-  esgpy_dep_add(store, &self->dep);
   esgpy_store_leave(store);
   return (PyObject *)self;
 }
 
-static int cache_is_open(PyObject *self) { return ((CacheObject *)self)->c != NULL; }
+static int cache_is_open(PyObject *self) { return ((CacheObject *)self)->c && ((CacheObject *)self)->store->s; }
 
 static int cache_enter(CacheObject *self) {
   return esgpy_dep_enter((PyObject *)self, self->store, cache_is_open, "the cache is closed");
@@ -409,22 +408,7 @@ static PyObject *cache_purge(CacheObject *self, PyObject *unused) {
 
 static PyObject *cache_close(CacheObject *self, PyObject *unused) {
   (void)unused;
-  if (!self->c) Py_RETURN_NONE;
-  if (esgpy_forked(self->store->pid)) {
-    esgpy_dep_remove(&self->dep);
-    cache_dep_abandon(&self->dep);
-    Py_RETURN_NONE;
-  }
-  if (esgpy_store_enter(self->store) < 0) {
-    if (!self->c) {
-      PyErr_Clear();
-      Py_RETURN_NONE;
-    }
-    return NULL;
-  }
-  esgpy_dep_remove(&self->dep);
-  if (self->c) cache_dep_close(&self->dep);
-  esgpy_store_leave(self->store);
+  if (self->c && cache_free(self, 1) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -435,7 +419,7 @@ static PyObject *cache_exit_ctx(CacheObject *self, PyObject *args) {
 
 static PyObject *cache_get_closed(CacheObject *self, void *c) {
   (void)c;
-  return PyBool_FromLong(self->c == NULL);
+  return PyBool_FromLong(!cache_is_open((PyObject *)self));
 }
 
 static PyObject *cache_get_store(CacheObject *self, void *c) {
@@ -445,11 +429,7 @@ static PyObject *cache_get_store(CacheObject *self, void *c) {
 
 static void cache_dealloc(CacheObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
-  esgpy_dep_remove(&self->dep);
-  if (self->c) {
-    if (esgpy_forked(self->store->pid)) cache_dep_abandon(&self->dep);
-    else cache_dep_close(&self->dep); /* memory only: the store is not used */
-  }
+  if (self->c) cache_free(self, 0);
   Py_CLEAR(self->store);
   tp->tp_free((PyObject *)self);
   Py_DECREF(tp);

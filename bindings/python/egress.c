@@ -10,22 +10,18 @@
  * callback was given, else the result is kept for results(). The request's
  * context object rides along and comes back as result.context.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "esgpy.h"
 
 #define STATE(self) ((esgpy_state *)PyModule_GetState(PyType_GetModuleByDef(Py_TYPE(self), &esgpy_module_def)))
 
 typedef struct {
   PyObject_HEAD
-  esgpy_dep dep;
-  esg_egress *e;
+  esg_egress *e;       /* detached by the store's close, freed by ours */
   StoreObject *store; /* or NULL */
   PyThread_type_lock lock;
   unsigned long owner; /* the thread inside run/drain/close/resubmit */
-  int in_cb;           /* inside one of our callbacks (submit allowed) */
   PyObject *on_done, *on_retry, *clock;
   PyObject *results;   /* finished deliveries when there is no on_done */
   PyObject *cb_exc;    /* the first exception raised by a callback or the clock */
@@ -33,7 +29,8 @@ typedef struct {
   long pid;            /* the process that opened it: a forked child must not use it */
 } EgressObject;
 
-#define EGRESS_OF(d) ((EgressObject *)((char *)(d) - offsetof(EgressObject, dep)))
+/* Open, and its store (if any) too: closing the store detaches the engine. */
+static int engine_open(const EgressObject *self) { return self->e && (!self->store || self->store->s); }
 
 /* Keeps the first exception of a callback; later ones are reported as unraisable. */
 static void keep_exc(EgressObject *self) {
@@ -72,8 +69,6 @@ static void done_cb(void *ud, const esg_egress_result *r) {
   }
   Py_XDECREF(ctx);
   if (t) {
-    int prev = self->in_cb;
-    self->in_cb = 1;
     if (self->on_done) {
       PyObject *res = PyObject_CallOneArg(self->on_done, t);
       if (res) Py_DECREF(res);
@@ -81,7 +76,6 @@ static void done_cb(void *ud, const esg_egress_result *r) {
     } else if (PyList_Append(self->results, t) < 0) {
       keep_exc(self);
     }
-    self->in_cb = prev;
     Py_DECREF(t);
   } else {
     keep_exc(self);
@@ -94,11 +88,8 @@ static void retry_cb(void *ud, const char *event_id, int attempt, int http_statu
   EgressObject *self = ud;
   if (!self->on_retry) return;
   PyGILState_STATE g = PyGILState_Ensure();
-  int prev = self->in_cb;
-  self->in_cb = 1; /* like on_done: it may submit */
   PyObject *res = PyObject_CallFunction(self->on_retry, "NiiNN", str_or_empty(event_id), attempt, http_status,
                                         esgpy_ms_seconds(delay_ms), str_or_empty(error));
-  self->in_cb = prev;
   if (res) Py_DECREF(res);
   else keep_exc(self);
   PyGILState_Release(g);
@@ -108,15 +99,12 @@ static int64_t egress_clock(void *ud) {
   EgressObject *self = ud;
   PyGILState_STATE g = PyGILState_Ensure();
   int64_t ms = self->last_now;
-  int prev = self->in_cb;
-  self->in_cb = 1; /* like on_done: it may submit */
   PyObject *r = PyObject_CallNoArgs(self->clock);
-  self->in_cb = prev;
   if (r) {
     double d = PyFloat_AsDouble(r);
     Py_DECREF(r);
     if (!(d == -1.0 && PyErr_Occurred())) {
-      if (isfinite(d) && fabs(d) < 9.0e15) ms = self->last_now = (int64_t)llround(d * 1000.0);
+      if (esg_ms_from_seconds(d, &ms) == ESG_OK) self->last_now = ms;
       else PyErr_SetString(PyExc_ValueError, "the clock returned a value out of range");
     }
   }
@@ -125,39 +113,22 @@ static int64_t egress_clock(void *ud) {
   return ms;
 }
 
-static void egress_dep_close(esgpy_dep *d) {
-  EgressObject *self = EGRESS_OF(d);
+/* Frees the engine, cancelling what is unfinished (it releases claims through the store; the
+   callbacks take the GIL back) with the GIL released. In a forked child libesg cancels nothing and
+   runs no callback: the deliveries and connections are the parent's. */
+static void free_engine(EgressObject *self) {
   esg_egress *e = self->e;
   self->e = NULL;
-  if (e) {
-    self->in_cb = 1; /* callbacks may run; they cannot submit to a closing engine anyway */
-    Py_BEGIN_ALLOW_THREADS /* it releases claims through the store; the callbacks take the GIL */
-    esg_egress_close(e);
-    Py_END_ALLOW_THREADS
-    self->in_cb = 0;
-  }
+  Py_BEGIN_ALLOW_THREADS
+  esg_egress_close(e);
+  Py_END_ALLOW_THREADS
 }
 
-/* A forked child's copy: the engine is the parent's (its deliveries, callbacks, connections), so
-   it is left unclosed (leaked) rather than cancelled here. */
-static void egress_dep_abandon(esgpy_dep *d) { EGRESS_OF(d)->e = NULL; }
-
 /* Closes the engine from a finalizer: with the store's lock (taken with the GIL released), never
-   using the store unlocked; in a forked child without closing. */
+   using the store unlocked; in a forked child without (a thread of the parent may hold it). */
 static void egress_final_close(EgressObject *self) {
-  if (!self->e) {
-    esgpy_dep_remove(&self->dep);
-    return;
-  }
-  if (esgpy_forked(self->pid)) {
-    esgpy_dep_remove(&self->dep);
-    egress_dep_abandon(&self->dep);
-    return;
-  }
   int entered = self->store ? esgpy_store_final_enter(self->store) : 0;
-  esgpy_dep_remove(&self->dep); /* after the lock: closing the store meanwhile closed it then */
-  if (entered < 0) egress_dep_abandon(&self->dep);
-  else if (self->e) egress_dep_close(&self->dep);
+  free_engine(self);
   if (self->store) esgpy_store_final_leave(self->store, entered);
 }
 
@@ -226,8 +197,6 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   }
   EgressObject *self = (EgressObject *)tp->tp_alloc(tp, 0);
   if (!self) return NULL;
-  self->dep.close = egress_dep_close;
-  self->dep.abandon = egress_dep_abandon;
   self->pid = esgpy_pid();
   self->store = store ? (StoreObject *)Py_NewRef(store) : NULL;
   self->on_done = Py_XNewRef(on_done);
@@ -264,17 +233,14 @@ static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
     return NULL;
   }
   self->e = e;
-  if (store) {
-    esgpy_dep_add(store, &self->dep);
-    esgpy_store_leave(store);
-  }
+  if (store) esgpy_store_leave(store);
   return (PyObject *)self;
 }
 
 /* Takes the store's lock (if any), then the engine's. -1 with StateError when closed or re-entered. */
 static int egress_enter(EgressObject *self) {
   esgpy_state *st = STATE(self);
-  if (!self->e) {
+  if (!engine_open(self)) {
     esgpy_raise(st, ESG_ESTATE, "the egress engine is closed");
     return -1;
   }
@@ -292,7 +258,7 @@ static int egress_enter(EgressObject *self) {
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     Py_END_ALLOW_THREADS
   }
-  if (!self->e) {
+  if (!self->e) { /* closed by another thread while we waited (a store closed meanwhile: its enter failed) */
     PyThread_release_lock(self->lock);
     if (self->store) esgpy_store_leave(self->store);
     esgpy_raise(st, ESG_ESTATE, "the egress engine is closed");
@@ -341,24 +307,30 @@ static int egress_done(EgressObject *self, int rc) {
 static PyObject *egress_close(EgressObject *self, PyObject *unused) {
   (void)unused;
   if (!self->e) Py_RETURN_NONE;
-  if (esgpy_forked(self->pid)) { /* the parent's engine: forget it, cancel nothing */
-    esgpy_dep_remove(&self->dep);
-    egress_dep_abandon(&self->dep);
+  if (esgpy_forked(self->pid)) { /* the parent's engine: no lock (a thread of the parent may hold it) */
+    free_engine(self);
+    Py_RETURN_NONE;
+  }
+  if (!engine_open(self)) { /* detached by its store's close: nothing to cancel; a submit may race */
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+      Py_BEGIN_ALLOW_THREADS
+      PyThread_acquire_lock(self->lock, WAIT_LOCK);
+      Py_END_ALLOW_THREADS
+    }
+    esg_egress *e = self->e;
+    self->e = NULL;
+    PyThread_release_lock(self->lock);
+    esg_egress_close(e);
     Py_RETURN_NONE;
   }
   if (egress_enter(self) < 0) {
-    if (!self->e) {
+    if (!engine_open(self)) { /* closed, or its store, while we waited */
       PyErr_Clear();
-      Py_RETURN_NONE;
+      return egress_close(self, NULL);
     }
     return NULL;
   }
-  esgpy_dep_remove(&self->dep);
-  esg_egress *e = self->e;
-  self->e = NULL;
-  Py_BEGIN_ALLOW_THREADS
-  esg_egress_close(e);
-  Py_END_ALLOW_THREADS
+  free_engine(self);
   if (egress_done(self, 0) < 0) return NULL;
   Py_RETURN_NONE;
 }
@@ -610,7 +582,7 @@ static PyObject *egress_exit_ctx(EgressObject *self, PyObject *args) {
 
 static PyObject *egress_get_closed(EgressObject *self, void *c) {
   (void)c;
-  return PyBool_FromLong(self->e == NULL);
+  return PyBool_FromLong(!engine_open(self));
 }
 
 static PyObject *egress_get_store(EgressObject *self, void *c) {
@@ -651,7 +623,6 @@ static void egress_dealloc(EgressObject *self) {
     Py_CLEAR(self->cb_exc);
     PyErr_Restore(t, v, tb);
   }
-  esgpy_dep_remove(&self->dep);
   if (self->lock && !esgpy_forked(self->pid)) PyThread_free_lock(self->lock); /* a child's may be held */
   Py_CLEAR(self->on_done);
   Py_CLEAR(self->on_retry);

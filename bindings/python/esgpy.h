@@ -89,17 +89,10 @@ int esgpy_raw_bytes(PyObject *obj, const char *what, esgpy_bytes *out);
 void esgpy_bytes_release(esgpy_bytes *b);
 
 /*
- * What a Store owns besides its C handle: objects built on it (caches, egress
- * engines, snapshots) register here so closing the store closes them first
- * (their C handles borrow the store's). They hold a strong reference to the
- * store, so the store outlives them.
+ * A Store. Objects built on it (caches, egress engines, snapshots) hold a strong
+ * reference to it, so it outlives them; closing it first detaches their C handles
+ * (libesg), which they free in their own close, and they then raise StateError.
  */
-typedef struct esgpy_dep {
-  struct esgpy_dep *prev, *next;
-  void (*close)(struct esgpy_dep *dep); /* closes the C handle; called with the store lock held */
-  void (*abandon)(struct esgpy_dep *dep); /* forgets the C handle unclosed (a forked child) */
-} esgpy_dep;
-
 typedef struct {
   PyObject_HEAD
   esg_store *s;
@@ -109,7 +102,6 @@ typedef struct {
   PyObject *clock_type, *clock_value, *clock_tb; /* the clock's pending exception */
   int64_t last_now;
   PyObject *path;
-  esgpy_dep deps;      /* list head of the dependents */
   esgpy_state *st;     /* the module state, kept to save a lookup per call */
   long pid;            /* the process that opened it (0 before): a forked child must not use it */
 } StoreObject;
@@ -131,20 +123,21 @@ static inline esgpy_state *esgpy_store_state(PyObject *self) {
 /* Takes the store's lock for one call (StateError when closed or re-entered from a callback). 0 or -1. */
 int esgpy_store_enter(StoreObject *self);
 void esgpy_store_leave(StoreObject *self);
-/* For the finalizers of objects built on the store, which must not use it unlocked: takes its lock
-   with the GIL released. 1: taken (give it back with esgpy_store_final_leave); 0: this thread
-   holds it already (inside a call on the store); -1: a forked child's copy, never to be touched. */
+/* For closing objects built on the store, which must not use it unlocked: takes its lock with the
+   GIL released. 1: taken (give it back with esgpy_store_final_leave); 0: this thread holds it
+   already (inside a call on the store; close() then refuses with esgpy_store_in_use, a finalizer
+   goes on); -1: a forked child's copy, never to be touched (libesg's closes there touch nothing
+   of the parent's). */
 int esgpy_store_final_enter(StoreObject *self);
 void esgpy_store_final_leave(StoreObject *self, int entered);
+/* Raises StateError: the store is inside a call on this thread (a call from one of its callbacks). NULL. */
+PyObject *esgpy_store_in_use(StoreObject *self);
 /* After a C call: raises the clock's pending exception, or the error for rc < 0 with the store's text. 0 or -1. */
 int esgpy_store_check(StoreObject *self, int rc);
 /* esgpy_store_check then leave; returns NULL. */
 PyObject *esgpy_store_fail(StoreObject *self, int rc);
 /* obj as a StoreObject, or NULL with TypeError. */
 StoreObject *esgpy_store_arg(esgpy_state *st, PyObject *obj);
-void esgpy_dep_add(StoreObject *store, esgpy_dep *dep);
-void esgpy_dep_remove(esgpy_dep *dep);
-/* The clock trampoline (ud: a StoreObject-like clock holder is not needed elsewhere). */
 
 /* Copies of stored events handed over by a C query (taken with the GIL released). */
 typedef struct esgpy_collected {
@@ -180,8 +173,9 @@ PyObject *esgpy_fetch_exc(void);
 PyObject *esgpy_return_self(PyObject *self, PyObject *unused);
 /* __exit__ from what close() returned: False, or NULL when close raised. */
 PyObject *esgpy_exit_result(PyObject *closed);
-/* Enters store for a call on obj, built on it, whose handle closing the store clears (is_open tells,
-   asked again once the store's lock is held). -1 with StateError (closed_msg) when closed. */
+/* Enters store for a call on obj, built on it (is_open tells whether obj is open and its store
+   too, which closing detaches it; asked again once the store's lock is held). -1 with StateError
+   (closed_msg) when closed. */
 int esgpy_dep_enter(PyObject *obj, StoreObject *store, int (*is_open)(PyObject *obj), const char *closed_msg);
 /* A purge of the store's expired records (GIL released): how many, as an int. */
 typedef int (*esgpy_purge_fn)(esg_store *s, int64_t *n);

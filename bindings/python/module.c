@@ -114,11 +114,10 @@ int esgpy_seconds_ms(PyObject *obj, const char *what, int64_t *ms) {
     PyErr_Clear(); /* an int beyond a double: out of range like any other too big a value */
     d = HUGE_VAL;
   }
-  if (!isfinite(d) || fabs(d) > 9.0e15) {
+  if (esg_ms_from_seconds(d, ms) != ESG_OK) { /* NaN, infinities, beyond 9e15 s */
     PyErr_Format(PyExc_ValueError, "%s is out of range", what);
     return -1;
   }
-  *ms = (int64_t)llround(d * 1000.0);
   return 0;
 }
 

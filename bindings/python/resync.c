@@ -343,27 +343,31 @@ PyObject *esgpy_store_replay(PyObject *op, PyObject *const *args, Py_ssize_t nar
 
 typedef struct {
   PyObject_HEAD
-  esgpy_dep dep;
   StoreObject *store;
-  esg_snapshot *sn;
+  esg_snapshot *sn; /* detached by the store's close, freed by ours */
   sink_ctx sink;
   PyObject *keep; /* the option strings the C listing points to */
   esg_resync_stats stats;
 } SnapshotObject;
 
-#define SNAP_OF(d) ((SnapshotObject *)((char *)(d) - offsetof(SnapshotObject, dep)))
-
-static void snap_dep_close(esgpy_dep *d) {
-  SnapshotObject *self = SNAP_OF(d);
+/* Frees the listing under the store's lock (taken with the GIL released; none in a forked child,
+   where libesg commits nothing); closing commits its open batch, the GIL released (it may wait
+   busy_timeout), and the listing stays open in the store. From close() (not a finalizer),
+   refused inside a call on the store, its sink's say. 0, or -1 with StateError. */
+static int snap_free(SnapshotObject *self, int from_close) {
+  int entered = esgpy_store_final_enter(self->store);
+  if (entered == 0 && from_close) {
+    esgpy_store_in_use(self->store);
+    return -1;
+  }
   esg_snapshot *sn = self->sn;
   self->sn = NULL;
-  Py_BEGIN_ALLOW_THREADS /* commits the open batch (may wait busy_timeout); the listing stays open */
+  Py_BEGIN_ALLOW_THREADS
   esg_snapshot_close(sn);
   Py_END_ALLOW_THREADS
+  esgpy_store_final_leave(self->store, entered);
+  return 0;
 }
-
-/* A forked child's copy: the batch is the parent's; leave it (and the memory) alone. */
-static void snap_dep_abandon(esgpy_dep *d) { SNAP_OF(d)->sn = NULL; }
 
 PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
   static const char *const kw[] = {"source", "sink", "no_log", "log_ttl", "entity_field", "type", "batch",
@@ -376,9 +380,6 @@ PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t n
   if (!source) return NULL;
   SnapshotObject *self = PyObject_GC_New(SnapshotObject, st->SnapshotType);
   if (!self) return NULL;
-  self->dep.next = self->dep.prev = NULL;
-  self->dep.close = snap_dep_close;
-  self->dep.abandon = snap_dep_abandon;
   self->store = (StoreObject *)Py_NewRef(store);
   self->sn = NULL;
   memset(&self->stats, 0, sizeof self->stats);
@@ -404,7 +405,6 @@ PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t n
     goto fail;
   }
   self->sn = sn;
-  esgpy_dep_add(store, &self->dep);
   esgpy_store_leave(store);
   return (PyObject *)self;
 fail:
@@ -412,8 +412,8 @@ fail:
   return NULL;
 }
 
-/* Enters the store for a call on the listing; -1 with StateError when closed. */
-static int snap_is_open(PyObject *self) { return ((SnapshotObject *)self)->sn != NULL; }
+/* Enters the store for a call on the listing; -1 with StateError when closed (or its store). */
+static int snap_is_open(PyObject *self) { return ((SnapshotObject *)self)->sn && ((SnapshotObject *)self)->store->s; }
 
 static int snap_enter(SnapshotObject *self) {
   return esgpy_dep_enter((PyObject *)self, self->store, snap_is_open, "the snapshot is closed");
@@ -467,22 +467,7 @@ static PyObject *snap_finish(SnapshotObject *self, PyObject *unused) {
 
 static PyObject *snap_close(SnapshotObject *self, PyObject *unused) {
   (void)unused;
-  if (!self->sn) Py_RETURN_NONE;
-  if (esgpy_forked(self->store->pid)) { /* the parent's batch: forget it */
-    esgpy_dep_remove(&self->dep);
-    snap_dep_abandon(&self->dep);
-    Py_RETURN_NONE;
-  }
-  if (esgpy_store_enter(self->store) < 0) return NULL;
-  esgpy_dep_remove(&self->dep);
-  if (self->sn) {
-    esg_snapshot *sn = self->sn;
-    self->sn = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    esg_snapshot_close(sn);
-    Py_END_ALLOW_THREADS
-  }
-  esgpy_store_leave(self->store);
+  if (self->sn && snap_free(self, 1) < 0) return NULL;
   Py_RETURN_NONE;
 }
 
@@ -493,7 +478,7 @@ static PyObject *snap_exit_ctx(SnapshotObject *self, PyObject *args) {
 
 static PyObject *snap_get_closed(SnapshotObject *self, void *c) {
   (void)c;
-  return PyBool_FromLong(self->sn == NULL);
+  return PyBool_FromLong(!snap_is_open((PyObject *)self));
 }
 
 static int snap_traverse(SnapshotObject *self, visitproc visit, void *arg) {
@@ -511,17 +496,12 @@ static int snap_clear(SnapshotObject *self) {
 static void snap_dealloc(SnapshotObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
-  if (self->sn) { /* the store is alive (we hold it), but maybe in use by another thread: lock it */
+  if (self->sn) { /* the store is alive (we hold it), but maybe in use by another thread */
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
-    int entered = esgpy_store_final_enter(self->store);
-    esgpy_dep_remove(&self->dep); /* after the lock: closing the store meanwhile closed it then */
-    if (entered < 0) snap_dep_abandon(&self->dep);
-    else if (self->sn) snap_dep_close(&self->dep);
-    esgpy_store_final_leave(self->store, entered);
+    snap_free(self, 0);
     PyErr_Restore(t, v, tb);
   }
-  esgpy_dep_remove(&self->dep);
   Py_CLEAR(self->sink.sink);
   Py_CLEAR(self->sink.t);
   Py_CLEAR(self->sink.v);

@@ -1,9 +1,9 @@
 /*
  * esg._esg.Store: one esg_store handle, its claims, event log, entities and
  * batches (faults, correlation, latches and resync are in faults.c, latch.c and
- * resync.c), and the list of objects built on it (caches, egress engines,
- * snapshots) that closing it closes first. Every call that can touch the
- * database runs with the GIL released.
+ * resync.c). Closing it detaches, in libesg, the caches, egress engines and
+ * snapshots built on it. Every call that can touch the database runs with the
+ * GIL released.
  *
  * A C store handle is for one thread at a time. The documented pattern is one
  * Store per thread; to keep a shared one from crashing anyway, each Store has a
@@ -16,7 +16,6 @@
  * the clock cannot cross the C library: it is kept and raised when the call ends.
  */
 #include <pthread.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -49,8 +48,6 @@ PyObject *esgpy_raise_forked(esgpy_state *st, const char *what, long pid) {
 
 
 /* esg.Store subclasses this type in Python: find the module state by definition. */
-static void close_deps(StoreObject *self);
-
 #define STATE_SLOW(self) ((esgpy_state *)PyModule_GetState(PyType_GetModuleByDef(Py_TYPE(self), &esgpy_module_def)))
 #define STATE(self) esgpy_store_state((PyObject *)(self))
 
@@ -66,7 +63,7 @@ int esgpy_store_enter(StoreObject *self) {
     return -1;
   }
   if (self->owner == PyThread_get_thread_ident()) {
-    esgpy_raise(st, ESG_ESTATE, "the store is in use by this thread (a call from one of its own callbacks)");
+    esgpy_store_in_use(self);
     return -1;
   }
   if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
@@ -104,6 +101,10 @@ void esgpy_store_final_leave(StoreObject *self, int entered) {
   if (entered == 1) esgpy_store_leave(self);
 }
 
+PyObject *esgpy_store_in_use(StoreObject *self) {
+  return esgpy_raise(STATE(self), ESG_ESTATE, "the store is in use by this thread (a call from one of its own callbacks)");
+}
+
 /* After a C call: raises the clock's exception, or the error for rc < 0. Returns -1 when raised. */
 int esgpy_store_check(StoreObject *self, int rc) {
   if (self->clock_type) {
@@ -135,12 +136,8 @@ static int64_t py_clock(void *ud) {
       double d = PyFloat_AsDouble(r);
       Py_DECREF(r);
       if (!(d == -1.0 && PyErr_Occurred())) {
-        if (isfinite(d) && fabs(d) < 9.0e15) {
-          ms = (int64_t)llround(d * 1000.0);
-          self->last_now = ms;
-        } else {
-          PyErr_SetString(PyExc_ValueError, "the clock returned a value out of range");
-        }
+        if (esg_ms_from_seconds(d, &ms) == ESG_OK) self->last_now = ms;
+        else PyErr_SetString(PyExc_ValueError, "the clock returned a value out of range");
       }
     }
     if (PyErr_Occurred()) PyErr_Fetch(&self->clock_type, &self->clock_value, &self->clock_tb);
@@ -239,51 +236,28 @@ fail:
   return -1;
 }
 
-/* Closes the dependents and the handle: ESG_OK or the final commit's error (text in
-   esg_errmsg(NULL)); the handle is gone either way. */
+/*
+ * Closes the C handle with the GIL released (closing may commit); libesg first detaches what is
+ * built on it, and the callbacks of the deliveries it cancels take the GIL back. self->s stays set
+ * meanwhile: such a callback finds the store in use, not closed. ESG_OK or the final commit's
+ * error (text in esg_errmsg(NULL)); the handle is gone either way. In a forked child libesg writes
+ * nothing and runs no callback, and this runs without the lock (a thread of the parent may have
+ * held it at fork).
+ */
 static int store_close_handle(StoreObject *self) {
-  close_deps(self);
-  esg_store *s = self->s;
-  self->s = NULL;
-  int rc = ESG_OK;
-  if (s) {
-    Py_BEGIN_ALLOW_THREADS
-    rc = esg_store_close(s);
-    Py_END_ALLOW_THREADS
-  }
-  return rc;
-}
-
-/* Closes the C handle (the GIL released: closing may commit) and drops the clock's saved error. */
-static void release_handle(StoreObject *self) {
-  esg_store *s = self->s;
-  self->s = NULL;
+  int rc;
   Py_BEGIN_ALLOW_THREADS
-  esg_store_close(s);
+  rc = esg_store_close(self->s);
   Py_END_ALLOW_THREADS
-  Py_CLEAR(self->clock_type);
-  Py_CLEAR(self->clock_value);
-  Py_CLEAR(self->clock_tb);
-}
-
-/* In a forked child: without the lock (a thread of the parent may have held it at fork), leaving
-   the dependents' handles unclosed (closing an egress engine would run callbacks for the parent's
-   deliveries); the C library closes an inherited handle without writing. */
-static void store_close_forked(StoreObject *self) {
-  while (self->deps.next && self->deps.next != &self->deps) {
-    esgpy_dep *d = self->deps.next;
-    esgpy_dep_remove(d);
-    d->abandon(d);
-  }
-  self->lock = NULL; /* possibly held for ever: never used nor freed here */
-  release_handle(self);
+  self->s = NULL;
+  return rc;
 }
 
 static PyObject *store_close(StoreObject *self, PyObject *unused) {
   (void)unused;
   if (!self->s) Py_RETURN_NONE; /* closing twice is fine */
   if (esgpy_forked(self->pid)) {
-    store_close_forked(self);
+    store_close_handle(self);
     Py_RETURN_NONE;
   }
   if (esgpy_store_enter(self) < 0) {
@@ -317,20 +291,13 @@ static int store_clear(StoreObject *self) {
 static void store_dealloc(StoreObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   PyObject_GC_UnTrack(self);
-  if (self->s && esgpy_forked(self->pid)) {
+  if (self->s) { /* nothing built on it is left: those hold a reference */
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
-    store_close_forked(self);
+    store_close_handle(self);
     PyErr_Restore(t, v, tb);
   }
-  if (self->s) {
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    close_deps(self);
-    release_handle(self);
-    PyErr_Restore(t, v, tb);
-  }
-  if (self->lock) PyThread_free_lock(self->lock);
+  if (self->lock && !esgpy_forked(self->pid)) PyThread_free_lock(self->lock); /* a child's may be held */
   store_clear(self);
   Py_CLEAR(self->path);
   Py_CLEAR(self->clock_type);
@@ -685,30 +652,6 @@ StoreObject *esgpy_store_arg(esgpy_state *st, PyObject *obj) {
     return NULL;
   }
   return (StoreObject *)obj;
-}
-
-void esgpy_dep_add(StoreObject *store, esgpy_dep *dep) {
-  if (!store->deps.next) store->deps.next = store->deps.prev = &store->deps;
-  dep->next = store->deps.next;
-  dep->prev = &store->deps;
-  store->deps.next->prev = dep;
-  store->deps.next = dep;
-}
-
-void esgpy_dep_remove(esgpy_dep *dep) {
-  if (!dep->next) return;
-  dep->prev->next = dep->next;
-  dep->next->prev = dep->prev;
-  dep->next = dep->prev = NULL;
-}
-
-/* Closes every dependent (their C handles borrow the store's). */
-static void close_deps(StoreObject *self) {
-  while (self->deps.next && self->deps.next != &self->deps) {
-    esgpy_dep *d = self->deps.next;
-    esgpy_dep_remove(d);
-    d->close(d);
-  }
 }
 
 typedef int (*query_fn)(esg_store *, const char *, esg_event_cb, void *);

@@ -4,6 +4,7 @@
  * esg_store_close's status and what it does to the handles built on the store, the
  * egress completion's store status, the allocator, and handles across fork().
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -242,7 +243,21 @@ static void test_close_detaches_egress(void) {
   esg_egress_close(e);
   CHECK(d.n == 1);
   s = tu_open(uri, &now);
-  CHECK_RC(ESG_NEW, esg_claim(s, "evt-1", NULL, 0, 60000, 600000, NULL)); /* released, not left busy */
+  CHECK_RC(ESG_NEW, esg_claim(s, "evt-1", NULL, 0, 60000, 600000, &ci)); /* released, not left busy */
+
+  /* an open batch (here a listing's) is rolled back before the engine releases its claim */
+  CHECK_RC(ESG_OK, esg_egress_open(&e, s, &o));
+  r.claim_token = ci.token;
+  CHECK_RC(ESG_OK, esg_egress_submit(e, &r));
+  esg_snapshot *sn = NULL;
+  CHECK_RC(ESG_OK, esg_snapshot_begin(&sn, s, "src", NULL));
+  CHECK_RC(ESG_OK, esg_snapshot_add(sn, "a", "{}", 2)); /* its batch is open */
+  CHECK_RC(ESG_OK, esg_store_close(s));
+  CHECK(d.n == 2 && d.cancelled == 2);
+  esg_snapshot_close(sn);
+  esg_egress_close(e);
+  s = tu_open(uri, &now);
+  CHECK_RC(ESG_NEW, esg_claim(s, "evt-1", NULL, 0, 60000, 600000, NULL)); /* the release was not rolled back */
   esg_store_close(s);
 }
 
@@ -322,6 +337,35 @@ static void test_allocator(void) {
   esg_store_close(s);
 }
 
+/* ------------------------------------------------------------- seconds -- */
+
+/* The bindings' one conversion: rounded to the nearest ms, NaN, infinities and huge values refused. */
+static void test_ms_from_seconds(void) {
+  int64_t ms = 7;
+  CHECK_RC(ESG_OK, esg_ms_from_seconds(1.5, &ms));
+  CHECK(ms == 1500);
+  CHECK_RC(ESG_OK, esg_ms_from_seconds(0.0004, &ms));
+  CHECK(ms == 0);
+  CHECK_RC(ESG_OK, esg_ms_from_seconds(0.0005, &ms)); /* halves away from zero */
+  CHECK(ms == 1);
+  CHECK_RC(ESG_OK, esg_ms_from_seconds(-0.0005, &ms));
+  CHECK(ms == -1);
+  CHECK_RC(ESG_OK, esg_ms_from_seconds(-2.25, &ms)); /* a time before the epoch */
+  CHECK(ms == -2250);
+  CHECK_RC(ESG_OK, esg_ms_from_seconds(ESG_SECONDS_MAX, &ms));
+  CHECK(ms == INT64_C(9000000000000000000));
+  CHECK_RC(ESG_OK, esg_ms_from_seconds(-ESG_SECONDS_MAX, &ms));
+  CHECK(ms == -INT64_C(9000000000000000000));
+  ms = 7;
+  CHECK_RC(ESG_EINVAL, esg_ms_from_seconds(NAN, &ms));
+  CHECK_RC(ESG_EINVAL, esg_ms_from_seconds(INFINITY, &ms));
+  CHECK_RC(ESG_EINVAL, esg_ms_from_seconds(-INFINITY, &ms));
+  CHECK_RC(ESG_EINVAL, esg_ms_from_seconds(9.1e15, &ms));
+  CHECK_CONTAINS(esg_errmsg(NULL), "9.1e+15 seconds");
+  CHECK_RC(ESG_EINVAL, esg_ms_from_seconds(-1e300, &ms));
+  CHECK(ms == 7); /* untouched */
+}
+
 /* ---------------------------------------------------------------- fork -- */
 
 static void test_egress_refuses_child(void) {
@@ -348,9 +392,60 @@ static void test_egress_refuses_child(void) {
   esg_egress_close(e);
 }
 
+/* A child forked from inside a clock callback (the parent's call counted in the store) closes
+   its copy all the same, and its cache too, without writing or touching the process registry. */
+typedef struct fork_clock {
+  esg_store *s;
+  esg_cache *c;
+  int forked, child_ok;
+} fork_clock;
+
+static int64_t forking_clock(void *ud) {
+  fork_clock *f = ud;
+  if (f->s && !f->forked) {
+    f->forked = 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+      esg_cache_entry ent;
+      int ok = esg_cache_get(f->c, "k", &ent) == ESG_ESTATE;
+      ok = ok && esg_store_close(f->s) == ESG_OK; /* the child is not inside the parent's call */
+      ok = ok && esg_cache_get(f->c, "k", &ent) == ESG_ESTATE;
+      esg_cache_close(f->c);
+      _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    f->child_ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  }
+  return now;
+}
+
+static void test_child_closes_inside_a_callback(void) {
+  fork_clock f = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
+  o.clock = forking_clock;
+  o.clock_ud = &f;
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, tu_store("abi-fork"), &o));
+  esg_cache *c = NULL;
+  CHECK_RC(ESG_OK, esg_cache_open(&c, s, NULL));
+  CHECK_RC(ESG_OK, esg_cache_put(c, "k", "{}", 2, 0));
+  f.s = s;
+  f.c = c;
+  CHECK_RC(ESG_NEW, esg_claim(s, "k", NULL, 0, 1000, 60000, NULL));
+  CHECK(f.forked && f.child_ok);
+  f.s = NULL;
+  esg_cache_entry ent;
+  CHECK_RC(ESG_OK, esg_cache_get(c, "k", &ent)); /* the parent's are unharmed */
+  CHECK(ent.result == ESG_CACHE_HIT);
+  esg_cache_close(c);
+  CHECK_RC(ESG_OK, esg_store_close(s));
+}
+
 int main(void) {
   RUN(test_inits);
   RUN(test_allocator);
+  RUN(test_ms_from_seconds);
   RUN(test_egress_refuses_child);
   TU_SUITE {
     RUN(test_store_opts_sizes);
@@ -360,6 +455,7 @@ int main(void) {
     RUN(test_close_detaches_cache_and_snapshot);
     RUN(test_close_detaches_egress);
     RUN(test_egress_reports_store_status);
+    RUN(test_child_closes_inside_a_callback);
   }
   return tu_done();
 }

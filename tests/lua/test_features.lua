@@ -296,6 +296,46 @@ do
   T.eq(done, "cancelled", "on_done of an egress from a dead coroutine runs on the closing state")
 end
 
+-- closing the store first: libesg detaches what is built on it. The engine's queued deliveries end
+-- cancelled on the closer (their claims released); engine, cache and snapshot then raise as closed,
+-- and their own close (or __gc) frees them once, running no callback
+do
+  local fdir = T.tmpdir("feat-detach")
+  local ds = assert(esg.open(fdir .. "/d.db"))
+  local outcomes = {}
+  local eg = assert(ds:egress { on_done = function(r) outcomes[#outcomes + 1] = r.outcome .. ":" .. r.event_id end })
+  local _, cl = ds:claim("dk1")
+  assert(eg:submit { event_id = "dd1", url = "http://127.0.0.1:1/x", body = "{}", partition_key = "p",
+                     claim_key = "dk1", claim_token = cl.token })
+  assert(eg:submit { event_id = "dd2", url = "http://127.0.0.1:1/x", body = "{}", partition_key = "p" })
+  local dc = assert(ds:cache())
+  assert(dc:put("k", { v = 1 }))
+  local res = dc:get_or_load("nan-ttl", function() return { v = 2 }, 0 / 0 end)
+  T.eq(res, "hit", "a loader's NaN ttl: the cache's default ttl")
+  local dsn = assert(ds:snapshot("dsrc"))
+  assert(dsn:add("a", { v = 1 }))
+  T.ok(ds:close(), "the store closes with an engine, a cache and a listing open")
+  table.sort(outcomes)
+  T.eq(table.concat(outcomes, " "), "cancelled:dd1 cancelled:dd2", "the engine's queued deliveries end cancelled")
+  T.raises(function() eg:submit { event_id = "dd3", url = "http://127.0.0.1:1/x" } end, "closed egress engine",
+    "then the engine raises on submit")
+  T.raises(function() eg:run(0) end, "closed egress engine", "and on run")
+  T.raises(function() dc:get("k") end, "closed cache", "the cache raises")
+  T.raises(function() dsn:add("b", { v = 2 }) end, "closed snapshot", "the listing raises")
+  eg:close(); eg:close(); dc:close(); dsn:close()
+  T.eq(#outcomes, 2, "closing the detached engine runs no callback")
+  local rs = assert(esg.open(fdir .. "/d.db"))
+  T.eq((rs:claim("dk1")), "new", "the cancelled delivery released its claim")
+  local late = {}
+  local eg2 = assert(rs:egress { on_done = function(r) late[#late + 1] = r.outcome end })
+  assert(eg2:submit { event_id = "dd4", url = "http://127.0.0.1:1/x", body = "{}" })
+  local c2 = assert(rs:cache())
+  rs:close()
+  eg2, c2 = nil, nil
+  collectgarbage(); collectgarbage()
+  T.eq(table.concat(late, " "), "cancelled", "detached handles collected, their callbacks run once")
+end
+
 -- a memory error inside a loader does not leave the cache "in use by its loader"
 do
   local ESG = os.getenv("ESG_BIN") or "esg"

@@ -332,4 +332,34 @@ do
   hs:close()
 end
 
+-- seconds to milliseconds is libesg's esg_ms_from_seconds: NaN, infinities, negative and huge
+-- values raise (math.huge only where it means forever), naming the option and the value
+do
+  local ns = assert(esg.open(":memory:", { clock = clock }))
+  local nan = 0 / 0
+  for _, v in ipairs({ nan, -math.huge, -1, -0.001, 9.1e15, 1e300 }) do
+    T.raises(function() ns:claim("nk", nil, { lease = v }) end, "option 'lease' must be a number of seconds",
+      "claim lease " .. tostring(v) .. " raises")
+    T.raises(function() ns:put({ id = "n1", type = "t", timestamp = 1, data = {} }, { ttl = v }) end, "option 'ttl'",
+      "put ttl " .. tostring(v) .. " raises")
+  end
+  T.raises(function() ns:put({ id = "n1", type = "t", timestamp = 1, data = {} }, { ttl = math.huge }) end,
+    "got inf", "put ttl math.huge raises: forever only for claims")
+  T.raises(function() ns:extend("nk", 1, nan) end, "lease", "extend by NaN raises")
+  T.raises(function() ns:purge_faults(nan) end, "before must be seconds since the epoch", "purge_faults(NaN) raises")
+  T.raises(function() ns:purge_faults(1e300) end, "before must be seconds since the epoch", "purge_faults(1e300) raises")
+  local _, c = ns:claim("rk", nil, { lease = 0.0015, ttl = 10 })
+  T.eq(c.lease_until, now + 0.002, "1.5 ms rounds to the nearest ms, halves away from zero")
+  ns:close()
+  for _, v in ipairs({ nan, math.huge, -math.huge, 1e300 }) do
+    local bs = assert(esg.open(":memory:", { clock = function() return v end }))
+    T.raises(function() bs:now() end, "clock function must return a number of seconds",
+      "a clock returning " .. tostring(v) .. " raises")
+    bs:close()
+  end
+  local past = assert(esg.open(":memory:", { clock = function() return -86400.25 end }))
+  T.eq(past:now(), -86400.25, "a clock before the epoch converts")
+  past:close()
+end
+
 T.done()

@@ -211,6 +211,9 @@ def test_options_and_closing(store):
     assert c2.closed
     with pytest.raises(esg.StateError):
         c2.get("a")
+    c2.close()  # frees the detached handle
+    c2.close()
+    assert c2.closed
 
 
 def test_clock_exception_propagates(db):

@@ -281,6 +281,49 @@ def _while_another_thread_waits(s, clock, drop):
     return waited
 
 
+def test_a_forked_child_cannot_use_its_parents_cache_or_egress(db):
+    # In the child every call raises StateError (the store refuses, the engine too); closing the
+    # store there detaches both in libesg without a callback or a write, and their own close frees
+    # them. The parent's are unharmed.
+    s = esg.Store(db)
+    cache = esg.Cache(s)
+    cache.put("k", {"v": 1})
+    snap = s.snapshot("src")
+    snap.add("a", {"v": 1})  # a batch open in the parent
+    outcomes = []
+    eg = esg.Egress(s, on_done=lambda r: outcomes.append((os.getpid(), r.outcome)))
+    eg.submit("http://127.0.0.1:1/", b"{}", event_id="e1", claim=s.claim("ck"))
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            for call in (lambda: cache.get("k"), lambda: cache.put("k", 2), lambda: snap.add("b", {}), eg.run,
+                         lambda: eg.submit("http://127.0.0.1:1/", b"{}", event_id="e2")):
+                try:
+                    call()
+                    code = code or 1
+                except esg.StateError as e:
+                    code = code or (0 if "opened by process" in str(e) else 2)
+            s.close()
+            code = code or (0 if cache.closed and eg.closed and snap.closed else 4)
+            cache.close()
+            snap.close()
+            eg.close()
+            code = code or (6 if outcomes else 0)
+        except BaseException:
+            code = code or 3
+        os._exit(code)
+    assert _wait_child(pid) == 0
+    assert cache.get("k").value == {"v": 1} and cache.stats().mem_entries == 1
+    snap.add("b", {"v": 2})
+    assert snap.finish().created == 2  # the parent's batch survived the child
+    eg.close()
+    assert outcomes == [(os.getpid(), "cancelled")]
+    s.close()
+    with esg.Store(db) as again:
+        assert again.claim("ck").status == "new"  # released by the parent's cancel
+
+
 def test_dropping_a_snapshot_waits_for_the_store_lock(db):
     # del snap commits its open batch: it used to do so without the store's lock while
     # another thread was inside a call on the same handle (and with the GIL held).

@@ -227,6 +227,47 @@ def test_store_close_closes_the_engine(db, server):
     assert [r.outcome for r in eg.results()] == ["cancelled"]
 
 
+def test_closing_the_store_first_cancels_queued_deliveries(db, server):
+    # libesg detaches the engine: its deliveries end cancelled while the store is still open
+    # (claims released), their callbacks run inside close (with the GIL taken back) and find the
+    # store in use; the engine then raises StateError until its own close frees it
+    import gc
+    s = esg.Store(db)
+    c1, c2 = s.claim("k1"), s.claim("k2")
+    seen, errors = [], []
+
+    def on_done(r):
+        seen.append((r.event_id, r.outcome, r.store_status))
+        try:
+            s.claim("x")
+        except esg.StateError as e:
+            errors.append(str(e))
+
+    eg = esg.Egress(s, on_done=on_done, **FAST)
+    eg.submit(server.url + "/ok", "{}", event_id="q1", claim=c1, partition_key="p")
+    eg.submit(server.url + "/ok", "{}", event_id="q2", claim=c2, partition_key="p")  # queued behind q1
+    s.close()
+    assert sorted(seen) == [("q1", "cancelled", 0), ("q2", "cancelled", 0)]
+    assert len(errors) == 2 and all("in use" in e for e in errors)
+    assert eg.closed
+    for call in (eg.run, eg.drain, lambda: eg.submit(server.url + "/ok", "{}", event_id="q3"),
+                 lambda: eg.resubmit(1, server.url + "/ok")):
+        with pytest.raises(esg.StateError):
+            call()
+    assert eg.stats().cancelled == 2
+    eg.close()
+    eg.close()
+    assert len(seen) == 2 and server.requests == []
+    with esg.Store(db) as s2:
+        assert s2.claim("k1").status == "new" and s2.claim("k2").status == "new"  # released
+        eg2 = esg.Egress(s2, on_done=lambda r: seen.append((r.event_id, r.outcome, 0)))
+        eg2.submit(server.url + "/ok", "{}", event_id="q4")
+    assert seen[-1] == ("q4", "cancelled", 0) and eg2.closed
+    del eg, eg2  # the detached engines' finalizers free them, running nothing
+    gc.collect()
+    assert len(seen) == 3
+
+
 def test_bad_requests(store, server):
     with esg.Egress(store) as eg:
         with pytest.raises(TypeError):

@@ -114,8 +114,12 @@ def test_snapshot_bad_entry_and_resume(store):
     st = sn2.finish()
     assert st.created == 0 and st.unchanged == 1
     sn3 = store.snapshot("s")
-    store.close()  # closes the listing too
+    sn3.add("b", {"v": 2})  # its batch is open
+    store.close()  # closes the listing too: the open batch is rolled back
     assert sn3.closed
+    with pytest.raises(esg.StateError):
+        sn3.add("c", {"v": 3})
+    sn3.close()
 
 
 def test_replay_filters(store):

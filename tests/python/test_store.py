@@ -92,6 +92,41 @@ def test_clock_errors_raise_after_the_call(db):
     s.close()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), 9.1e15, -1e300, 10**400])
+def test_seconds_out_of_range_raise_naming_the_argument(store, bad):
+    # seconds to ms is libesg's esg_ms_from_seconds: NaN, infinities and beyond 9e15 s are refused
+    with pytest.raises(ValueError, match="lease is out of range"):
+        store.claim("k", lease=bad)
+    with pytest.raises(ValueError, match="ttl is out of range"):
+        store.put_event({"id": "e", "type": "t", "timestamp": 1}, ttl=bad)
+    with pytest.raises(ValueError, match="ttl is out of range"):
+        esg.Cache(store, ttl=bad)
+    with pytest.raises(ValueError, match="timeout is out of range"):
+        esg.Egress(timeout=bad)
+    assert store.claim("k").status == "new"  # nothing was written
+
+
+def test_seconds_round_to_the_nearest_millisecond(store, clock):
+    c = store.claim("r", lease=0.0015)  # 1.5 ms: halves away from zero
+    assert round(c.lease_until - clock.now, 6) == 0.002
+    with pytest.raises(esg.InvalidArgumentError):
+        store.claim("n", lease=-0.001)  # negative converts; the C API refuses it as a lease
+    with pytest.raises(ValueError, match="must not be negative"):
+        esg.Cache(store, ttl=-1)
+    assert store.record_fault("e", "s", "x", first_attempt=-1.5) > 0  # a time before the epoch
+    assert store.faults()[-1].first_attempt == -1.5
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 1e300])
+def test_a_clock_out_of_range_raises_after_the_call(db, value):
+    s = esg.Store(db, clock=lambda: value)
+    with pytest.raises(ValueError, match="clock returned a value out of range"):
+        s.now()
+    s.close()
+    with esg.Store(db, clock=lambda: -86400.25) as s:
+        assert s.now() == -86400.25  # before the epoch is a time
+
+
 def test_event_log_put_query_get(store):
     evs = [event(i, partitionKey="p") for i in (3, 1, 2)]
     assert [store.put_event(e) for e in evs] == ["stored"] * 3

@@ -85,6 +85,19 @@ typedef int64_t (*esg_clock_fn)(void *ud);
 /** The real clock (CLOCK_REALTIME in ms). */
 ESG_API int64_t esg_clock_real(void *ud);
 
+/** The largest magnitude esg_ms_from_seconds converts: 9e15 s is 9e18 ms, under INT64_MAX. */
+#define ESG_SECONDS_MAX 9.0e15
+
+/**
+ * Seconds, as the bindings take times and durations (a float), to milliseconds, as the C
+ * API takes them: rounded to the nearest, halves away from zero (llround). ESG_OK, or
+ * ESG_EINVAL for NaN, an infinity or a magnitude over ESG_SECONDS_MAX (text in
+ * esg_errmsg(NULL); *out untouched). A negative value converts: it is a time before the
+ * epoch, or a duration the caller refuses with its own words. The one conversion of the
+ * Lua and Python bindings, so that both round and refuse alike.
+ */
+ESG_API int esg_ms_from_seconds(double s, int64_t *out);
+
 /** Frees memory that libesg handed to the caller (documented per function). NULL is fine. */
 ESG_API void esg_free(void *p);
 

@@ -2,6 +2,7 @@
  * Status codes and error text: the one list in esg/common.h becomes the text and
  * name tables here; handles keep their detail text in their leading esg__err.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,13 @@ int64_t esg_clock_real(void *ud) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int esg_ms_from_seconds(double s, int64_t *out) {
+  if (!(s >= -ESG_SECONDS_MAX && s <= ESG_SECONDS_MAX)) /* NaN fails both */
+    return esg__fail(NULL, ESG_EINVAL, "%g seconds is not a time or duration esg converts (|s| <= 9e15)", s);
+  *out = (int64_t)llround(s * 1000.0);
+  return ESG_OK;
 }
 
 void esg__sleep_ms(int ms) {

@@ -75,6 +75,7 @@ int esg_cache_open(esg_cache **out, esg_store *s, const esg_cache_opts *opts) {
   if (!c) return esg__fail(NULL, ESG_ENOMEM, "out of memory opening the cache");
   esg__handle_init(&c->err, ESG__H_CACHE);
   c->s = s;
+  c->forks = esg__forks; /* the group acquired below is this process's */
   esg__dep_link(s, &c->dep, detach);
   c->clock = s->clock;
   c->clock_ud = s->clock_ud;
@@ -116,7 +117,8 @@ void esg_cache_close(esg_cache *c) {
   if (!c) return;
   esg__dep_unlink(&c->dep);
   esg__cache_mem_free_all(c);
-  esg__cache_group_release(c->g);
+  /* in a child of fork() its lock may have been held by a thread of the parent: the group leaks */
+  if (c->forks == esg__forks) esg__cache_group_release(c->g);
   esg__buf_free(&c->val);
   esg__buf_free(&c->loaded);
   esg__buf_free(&c->keybuf);

@@ -72,6 +72,7 @@ struct esg_cache {
   esg_clock_fn clock;
   void *clock_ud;
   esg__cache_group *g;
+  unsigned forks; /* esg__forks at open: a child of fork() leaves the process registry alone */
   int64_t ttl, neg_ttl, max_stale, load_timeout, mem_ttl; /* max_stale, load_timeout: -1 = none */
   size_t max_value;
   bool json;

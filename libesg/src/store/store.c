@@ -124,21 +124,25 @@ int esg_store_open(esg_store **out, const char *uri, const esg_store_opts *opts)
  */
 int esg_store_close(esg_store *s) {
   if (!s) return ESG_OK;
-  if (s->in_cb > 0)
+  bool inherited = esg__inherited(s);
+  /* a child's copy of in_cb counts the parent's threads, which are not here */
+  if (s->in_cb > 0 && !inherited)
     return esg__fail(&s->err, ESG_ESTATE,
                      "esg_store_close called from a callback of a call on this store; nothing was closed");
-  bool inherited = esg__inherited(s);
-  /* the handles built on it first: an egress engine still releases its claims */
+  /* an open batch (the caller's or a listing's) first, so that it does not take with it
+     what detaching writes */
+  if (s->batch && !inherited) {
+    s->batch = false;
+    s->be->rollback(s->b);
+  }
+  /* the handles built on it next: an egress engine still releases its claims */
   while (s->deps.next != &s->deps) {
     esg__dep *d = s->deps.next;
     esg__dep_unlink(d);
     d->detach(d);
   }
   int rc = ESG_OK;
-  if (!inherited) {
-    if (s->batch) s->be->rollback(s->b);
-    else if (s->group) rc = s->be->flush(s->b);
-  }
+  if (s->group && !inherited) rc = s->be->flush(s->b);
   if (rc != ESG_OK) esg__fail(NULL, rc, "%s", s->err.msg); /* the handle is gone: the text goes to the thread */
   s->be->close(s->b, inherited);
   esg__handle_end(&s->err);
