@@ -5,6 +5,8 @@
  * committing while a pipe source pauses.
  */
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include "httpd.c"
@@ -735,6 +737,113 @@ static void test_event_user_slot(void) {
   esg_store_close(s);
 }
 
+/* A transform whose output differs at every call: a render can never repeat itself. */
+static int renders;
+static int counting_transform(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  char out[64];
+  int n = snprintf(out, sizeof out, "{\"render\":%d}", ++renders);
+  return esg_gateway_event_set_output(e, out, (size_t)n);
+}
+
+static esg_gateway_opts outbox_opts(esg_store *s, seen *k, const char *url) {
+  esg_gateway_opts o = base_opts(s, k);
+  o.sink = ESG_GATEWAY_SINK_HTTP;
+  o.http_url = url;
+  o.transform = counting_transform;
+  return o;
+}
+
+/* A delivery cut short (its store closed while the receiver had not answered: the
+   claim released) is sent again by the next run with the first run's exact bytes. */
+static void test_outbox_same_bytes_after_cancel(void) {
+  TU_REQUIRE(tu_store_shared(), TU_NOT_SHARED);
+  httpd *h = httpd_start();
+  httpd_rule stall = {.path = "/o", .count = 1, .stall_ms = -1};
+  httpd_rule_add(h, &stall);
+  char url[128];
+  httpd_url(h, "/o", url, sizeof url);
+  const char *uri = tu_store("gw-outbox");
+  esg_store *s = tu_open(uri, &now);
+  seen k = {0};
+  esg_gateway_opts o = outbox_opts(s, &k, url);
+  renders = 0;
+  esg_gateway *g = open_gw(&o);
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("ob1", ""), strlen(EV("ob1", ""))));
+  for (int i = 0; i < 100 && httpd_count(h) < 1; i++) esg_gateway_poll(g, 50); /* the loop sends it */
+  CHECK(httpd_count(h) == 1);
+  /* the store closed under it: the delivery cancelled, its claim released, its row kept */
+  CHECK_RC(ESG_OK, esg_store_close(s));
+  CHECK(stats_of(g).cancelled == 1);
+  esg_gateway_close(g);
+  s = tu_open(uri, &now);
+  o.store = s;
+  g = open_gw(&o);
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("ob1", ""), strlen(EV("ob1", ""))));
+  CHECK_RC(ESG_OK, esg_gateway_drain(g));
+  CHECK(stats_of(g).delivered == 1);
+  CHECK(renders == 1); /* the second run did not render */
+  httpd_req a = {0}, b = {0};
+  CHECK(httpd_get(h, 0, &a) == 0 && httpd_get(h, 1, &b) == 0);
+  CHECK(a.body_len == b.body_len && memcmp(a.body, b.body, a.body_len) == 0);
+  CHECK(b.body_len == 12 && memcmp(b.body, "{\"render\":1}", 12) == 0);
+  esg_gateway_close(g);
+  esg_store_close(s);
+  httpd_stop(h);
+}
+
+/* A gateway SIGKILLed with its request on the wire: the next one takes the claim over
+   after the lease and sends the very bytes the killed one sent, grouped or durable. */
+static void outbox_after_kill(int group_ms) {
+  TU_REQUIRE(tu_store_shared(), TU_NOT_SHARED);
+  httpd *h = httpd_start();
+  httpd_rule stall = {.path = "/k", .count = 1, .stall_ms = -1};
+  httpd_rule_add(h, &stall);
+  char url[128];
+  httpd_url(h, "/k", url, sizeof url);
+  const char *uri = tu_store(group_ms ? "gw-kill-grouped" : "gw-kill");
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
+  so.clock = tu_clock;
+  so.clock_ud = &now;
+  so.group_commit_ms = group_ms;
+  pid_t pid = fork();
+  if (pid == 0) {
+    esg_store *s = NULL;
+    if (esg_store_open(&s, uri, &so) != ESG_OK) _exit(2);
+    seen k = {0};
+    esg_gateway_opts o = outbox_opts(s, &k, url);
+    renders = 100; /* the child's render is {"render":101} */
+    esg_gateway *g = NULL;
+    if (esg_gateway_open(&g, &o) != ESG_OK) _exit(3);
+    esg_gateway_push(g, EV("ok1", ""), strlen(EV("ok1", "")));
+    for (;;) esg_gateway_poll(g, 100); /* until killed */
+  }
+  CHECK(httpd_wait(h, 1, 10000) == 1);
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  now += 31000; /* past the killed one's lease */
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, uri, &so));
+  seen k = {0};
+  esg_gateway_opts o = outbox_opts(s, &k, url);
+  renders = 0;
+  esg_gateway *g = open_gw(&o);
+  CHECK_RC(ESG_OK, esg_gateway_push(g, EV("ok1", ""), strlen(EV("ok1", ""))));
+  CHECK_RC(ESG_OK, esg_gateway_drain(g));
+  CHECK(stats_of(g).delivered == 1);
+  CHECK(renders == 0);
+  httpd_req a = {0}, b = {0};
+  CHECK(httpd_get(h, 0, &a) == 0 && httpd_get(h, 1, &b) == 0);
+  CHECK(b.body_len == 14 && memcmp(b.body, "{\"render\":101}", 14) == 0);
+  CHECK(a.body_len == b.body_len && memcmp(a.body, b.body, a.body_len) == 0);
+  esg_gateway_close(g);
+  esg_store_close(s);
+  httpd_stop(h);
+}
+
+static void test_outbox_after_kill(void) { outbox_after_kill(0); }
+static void test_outbox_after_kill_grouped(void) { outbox_after_kill(1000); }
+
 static void test_store_closed_first(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -766,6 +875,9 @@ int main(void) {
     RUN(test_store_closed_first);
     RUN(test_resync_sources);
     RUN(test_event_user_slot);
+    RUN(test_outbox_same_bytes_after_cancel);
+    RUN(test_outbox_after_kill);
+    RUN(test_outbox_after_kill_grouped);
     RUN(test_resubmit);
     RUN(test_resubmit_exclusive);
     RUN(test_resubmit_http);

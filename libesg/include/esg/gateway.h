@@ -162,6 +162,8 @@ typedef struct esg_gateway_opts {
   const char *const *http_headers;
   size_t http_n_headers;
   esg_gateway_render_fn render;
+  int http_rerender;             /* non-zero: a resubmission renders the request again (after a fix
+                                    to the transform) instead of sending the outbox's bytes */
   const esg_egress_opts *egress; /* the engine's options (on_done and ud are the gateway's) */
 
   /* reporting */

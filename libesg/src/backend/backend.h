@@ -150,6 +150,12 @@ typedef struct esg__backend {
   int (*latches_purge)(esg__be *b, int64_t now, int64_t *n);
 
   /* ---- cache (the store tier), keyed by key[0..klen) */
+  /* outbox: a rendered request under its claim's key, sent again byte for byte */
+  int (*outbox_put)(esg__be *b, const char *key, const void *data, size_t len, int64_t now); /* replaces */
+  int (*outbox_get)(esg__be *b, const char *key, esg__buf *out);                              /* OK | NOT_FOUND */
+  int (*outbox_delete)(esg__be *b, const char *key);
+  int (*outbox_purge)(esg__be *b, int64_t now); /* the rows of the claims a claims purge at now deletes */
+
   int (*cache_get)(esg__be *b, const char *key, size_t klen, esg__buf *val, esg__cache_row *row); /* OK | NOT_FOUND */
   int (*cache_put)(esg__be *b, const char *key, size_t klen, const esg__cache_row *row);
   int (*cache_put_if_newer)(esg__be *b, const char *key, size_t klen, const esg__cache_row *row); /* OK | STALE */

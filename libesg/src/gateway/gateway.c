@@ -454,6 +454,8 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
   e->has_out = false;
   e->msg[0] = '\0';
   e->ev = NULL;
+  e->okey = NULL;
+  e->stored = false;
   g->st.received++;
   if ((rc = esg_event_parse(json, len, &e->ev)) != ESG_OK) {
     if (rc == ESG_ENOMEM) return esg__fail(&g->err, rc, "out of memory parsing an event");
@@ -506,6 +508,7 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
       key = k;
       token = ci.token;
     }
+    e->okey = k;
     if (o->entity) {
       if (STEP(g, o->entity(o->ud, e, &ekey, &version)) < 0) return step_fault(g, "idempotence", rc_, key, token);
       if (ekey) {
@@ -520,6 +523,15 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
           return ESG_OK;
         }
       }
+    }
+  }
+  /* an HTTP request an earlier attempt stored goes as it was: no step renders it again */
+  bool http = o->sink == ESG_GATEWAY_SINK_HTTP;
+  if (http && e->okey) {
+    if ((rc = esg__gw_outbox_find(g, e)) < 0) return step_fault(g, "sink", rc, key, token);
+    if (e->stored) {
+      rc = esg__gw_sink_write(g, e, key, token);
+      return rc == ESG_BUSY ? ESG_OK : rc < 0 ? step_fault(g, "sink", rc, key, token) : rc;
     }
   }
   /* latch check */
@@ -553,7 +565,6 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
   }
   if (o->latch_to && (rc = latch_mark(g, e)) < 0) return step_fault(g, "latch", rc, key, token);
   /* sink: an HTTP delivery finishes later, so the entity goes first */
-  bool http = o->sink == ESG_GATEWAY_SINK_HTTP;
   if (ekey && http && esg_entity_upsert(g->s, ekey, version, esg_gateway_event_json(e, &len), len) < 0)
     return store_fault(g, "sink", "entity", key, token);
   rc = esg__gw_sink_write(g, e, key, token);
@@ -625,6 +636,7 @@ int esg_gateway_resubmit(esg_gateway *g, int64_t fault_id) {
     uint64_t busy = g->st.busy;
     rc = esg__gw_push(g, c.event.data ? c.event.data : "", c.event.len);
     if (g->resub.via_http && rc == ESG_OK) { /* the engine resubmitted the fault: it deletes or replaces it */
+      esg__gw_outbox_commit(g);
       esg_egress_drain(g->egress);
       rc = g->resub.outcome == ESG_EGRESS_DELIVERED ? ESG_OK : ESG_ECALLBACK;
     } else if (rc == ESG_OK) {

@@ -19,6 +19,8 @@ struct esg_gateway_event {
   bool has_out;
   char msg[1024];         /* why a step failed */
   int64_t lineno;
+  const char *okey;       /* the event's claim key (owned or not): the outbox's key; NULL without */
+  bool stored;            /* its request came from the outbox (g->oreq): no step renders it again */
   void *user;             /* the steps' scratch, freed with user_free when the event ends */
   void (*user_free)(void *p);
 };
@@ -44,6 +46,12 @@ struct esg_gateway {
   bool own_fd;
   esg__buf wbuf;          /* FILE: lines not yet written */
   esg_egress *egress;     /* HTTP */
+  esg__buf obuf;          /* the outbox row being written or read */
+  const char **ohdrs;     /* headers decoded from it */
+  esg_gateway_request oreq; /* the request decoded from it */
+  size_t ohdrs_cap;
+  bool outbox_dirty;      /* a row written in the open group: commit it before the engine sends */
+  unsigned unflushed;     /* HTTP deliveries held back for that commit */
   esg__gw_flight *flights;
   size_t n_flights, cap_flights, backlog;
   esg_gateway_stats st;
@@ -76,6 +84,15 @@ int esg__gw_sink_write(esg_gateway *g, esg_gateway_event *e, const char *claim_k
 void esg__gw_sink_close(esg_gateway *g);
 /* One event (a line without its newline) through the pipeline (gateway.c). */
 int esg__gw_push(esg_gateway *g, const char *json, size_t len);
+/* Lets the engine send: commits the open group first when outbox rows are in it (with
+   force, or once enough deliveries wait), then one turn of the engine with a wait of up
+   to timeout_ms on fd (if >= 0). */
+int esg__gw_engine(esg_gateway *g, int fd, int timeout_ms, bool force);
+/* For an HTTP sink: the event's request stored by an earlier attempt, if any (e->stored,
+   g->oreq). ESG_OK (found or not), or a fault's code with the text on the event. */
+int esg__gw_outbox_find(esg_gateway *g, esg_gateway_event *e);
+/* Commits the outbox rows of the open group, if any. */
+int esg__gw_outbox_commit(esg_gateway *g);
 /* Whether claim key is held by one of this gateway's deliveries in flight. */
 bool esg__gw_in_flight(const esg_gateway *g, const char *key);
 

@@ -29,7 +29,7 @@ static int turn(esg_gateway *g, int fd, int timeout_ms) {
   int wait = timeout_ms < MAX_WAIT_MS ? timeout_ms : MAX_WAIT_MS;
   int rc = group_wait(g, &wait);
   if (rc != ESG_OK) return rc;
-  if (g->egress && esg__egress_jobs(g->egress)) return esg__egress_wait(g->egress, fd, wait);
+  if (g->egress && esg__egress_jobs(g->egress)) return esg__gw_engine(g, fd, wait, true);
   if (wait > 0) {
     struct pollfd p = {fd, POLLIN, 0};
     poll(fd >= 0 ? &p : NULL, fd >= 0 ? 1 : 0, wait);
@@ -46,6 +46,7 @@ int esg_gateway_poll(esg_gateway *g, int timeout_ms) {
 int esg_gateway_drain(esg_gateway *g) {
   int rc = esg__gw_enter(g, "esg_gateway_drain");
   if (rc != ESG_OK) return rc;
+  if ((rc = esg__gw_outbox_commit(g)) != ESG_OK) return rc;
   rc = g->egress ? esg_egress_drain(g->egress) : ESG_OK;
   if (rc != ESG_OK) return esg__fail(&g->err, rc, "%s", esg_errmsg(g->egress));
   return ESG_OK;
@@ -65,7 +66,7 @@ int esg_gateway_run(esg_gateway *g, const esg_gateway_source *src) {
       rc = esg__gw_push(g, data, len);
       if (rc < 0 && rc != ESG_ECALLBACK) return rc; /* the store failed: stop */
       /* deliveries go on between events too, without waiting */
-      if (g->egress && esg__egress_jobs(g->egress)) esg__egress_wait(g->egress, -1, 0);
+      if (g->egress && esg__egress_jobs(g->egress)) esg__gw_engine(g, -1, 0, false);
       continue;
     }
     if (rc == ESG_NOT_FOUND) break;

@@ -5,13 +5,22 @@
  * which completes it on delivery or with the fault (the one fault convention); the
  * gateway keeps the claim keys in flight, so a copy of the event meeting its own
  * delivery's claim counts as a duplicate.
+ *
+ * The outbox: the rendered request (method, URL, headers, body) is stored under the
+ * event's claim key before the first attempt, and an event that finds one (a takeover
+ * after a crash, a retry after a release, a resubmission) sends exactly those bytes
+ * without rendering again. In grouped mode the rows wait in the open group: the group
+ * is committed before the engine sends them (every 64 deliveries, or when the loop
+ * waits), so no request leaves before its row is durable.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "gateway_int.h"
+#include "io/egress_int.h"
 
 /* ------------------------------------------------------------------- HTTP -- */
 
@@ -22,6 +31,8 @@ static void on_done(void *ud, const esg_egress_result *r) {
   if (slot && slot <= g->cap_flights) {
     esg__gw_flight *f = &g->flights[slot - 1];
     lineno = f->lineno;
+    /* delivered: nothing will send it again (a fault keeps it for resubmission) */
+    if (r->outcome == ESG_EGRESS_DELIVERED && g->s) esg__outbox_delete(g->s, f->key);
     esg__free(f->key);
     f->key = NULL;
     g->n_flights--;
@@ -75,9 +86,27 @@ bool esg__gw_in_flight(const esg_gateway *g, const char *key) {
   return false;
 }
 
+int esg__gw_outbox_commit(esg_gateway *g) {
+  if (!g->outbox_dirty) return ESG_OK;
+  g->outbox_dirty = false;
+  g->unflushed = 0;
+  int rc = esg_store_flush(g->s);
+  return rc == ESG_OK ? ESG_OK : esg__fail(&g->err, rc, "committing the outbox: %s", esg_errmsg(g->s));
+}
+
+int esg__gw_engine(esg_gateway *g, int fd, int timeout_ms, bool force) {
+  if (g->outbox_dirty) {
+    if (!force && g->unflushed < 64) return ESG_OK;
+    int rc = esg__gw_outbox_commit(g);
+    if (rc != ESG_OK) return rc;
+  }
+  return esg__egress_wait(g->egress, fd, timeout_ms);
+}
+
 /* A free flight slot (1-based); the loop runs the engine until one frees. */
 static size_t take_flight(esg_gateway *g) {
   while (g->n_flights >= g->cap_flights) {
+    if (esg__gw_outbox_commit(g) != ESG_OK) return 0;
     int rc = esg_egress_run(g->egress, 50);
     if (rc < 0) return 0;
   }
@@ -86,11 +115,68 @@ static size_t take_flight(esg_gateway *g) {
   return 0;
 }
 
+/* The outbox row: "ESGO1\n" method "\n" url "\n" n "\n" n header lines, then the body. Method,
+   URL and headers never hold a newline (the engine refuses control characters). */
+static int encode(esg__buf *b, const esg_gateway_request *r) {
+  size_t n = 6 + strlen(r->method) + strlen(r->url) + 24 + r->body_len;
+  for (size_t i = 0; i < r->n_headers; i++) n += strlen(r->headers[i]) + 1;
+  if (esg__buf_set(b, NULL, n) != ESG_OK) return ESG_ENOMEM;
+  int w = snprintf(b->data, n + 1, "ESGO1\n%s\n%s\n%zu\n", r->method, r->url, r->n_headers);
+  size_t at = (size_t)w;
+  for (size_t i = 0; i < r->n_headers; i++) at += (size_t)snprintf(b->data + at, n + 1 - at, "%s\n", r->headers[i]);
+  if (r->body_len) memcpy(b->data + at, r->body, r->body_len);
+  b->len = at + r->body_len;
+  return ESG_OK;
+}
+
+/* Splits the row in b (in place) into r; false when it is not one. */
+static bool decode(esg_gateway *g, esg__buf *b, esg_gateway_request *r) {
+  char *p = b->data, *end = b->data + b->len, *fields[4];
+  for (int i = 0; i < 4; i++) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl) return false;
+    *nl = '\0';
+    fields[i] = p;
+    p = nl + 1;
+  }
+  size_t n = strtoull(fields[3], NULL, 10);
+  if (strcmp(fields[0], "ESGO1") != 0 || n > 10000) return false;
+  if (n > g->ohdrs_cap) {
+    const char **h = esg__realloc(g->ohdrs, n * sizeof *h);
+    if (!h) return false;
+    g->ohdrs = h;
+    g->ohdrs_cap = n;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl) return false;
+    *nl = '\0';
+    g->ohdrs[i] = p;
+    p = nl + 1;
+  }
+  *r = (esg_gateway_request){fields[1], fields[2], g->ohdrs, n, p, (size_t)(end - p)};
+  return true;
+}
+
+int esg__gw_outbox_find(esg_gateway *g, esg_gateway_event *e) {
+  e->stored = false;
+  if (!e->okey || (g->resub.id && g->o.http_rerender)) return ESG_OK;
+  int rc = esg__outbox_get(g->s, e->okey, &g->obuf);
+  if (rc == ESG_NOT_FOUND) return ESG_OK;
+  if (rc < 0) return esg_gateway_event_fail(e, "the outbox: %s", esg_errmsg(g->s));
+  if (!decode(g, &g->obuf, &g->oreq)) return esg_gateway_event_fail(e, "the outbox row of \"%s\" is damaged", e->okey);
+  e->stored = true;
+  return ESG_OK;
+}
+
 static int write_http(esg_gateway *g, esg_gateway_event *e, const char *key, int64_t token) {
   const esg_gateway_opts *o = &g->o;
   esg_gateway_request r = {o->http_method ? o->http_method : "POST", o->http_url, o->http_headers,
                            o->http_n_headers, e->out.data, e->out.len};
-  if (o->render) {
+  const char *okey = e->okey; /* the claim's key: the outbox's too */
+  bool stored = e->stored;
+  if (stored) r = g->oreq;
+  if (!stored && o->render) {
     g->in_step = true;
     e->msg[0] = '\0';
     int rc = o->render(o->ud, e, &r);
@@ -98,10 +184,16 @@ static int write_http(esg_gateway *g, esg_gateway_event *e, const char *key, int
     if (rc < 0) return rc;
   }
   if (!r.url) return esg_gateway_event_fail(e, "the HTTP sink has no url for this event");
+  if (!stored && okey) { /* before the first attempt: every later one sends these bytes */
+    if (encode(&g->obuf, &r) != ESG_OK) return esg_gateway_event_fail(e, "out of memory writing the outbox");
+    if (esg__outbox_put(g->s, okey, g->obuf.data, g->obuf.len) != ESG_OK)
+      return esg_gateway_event_fail(e, "the outbox: %s", esg_errmsg(g->s));
+    if (g->s->group) g->outbox_dirty = true;
+  }
   size_t slot = 0;
   char *kcopy = NULL;
-  if (key) {
-    if (!(slot = take_flight(g)) || !(kcopy = esg__strdup(key)))
+  if (okey) {
+    if (!(slot = take_flight(g)) || !(kcopy = esg__strdup(okey)))
       return esg_gateway_event_fail(e, "out of memory (or the engine failed) waiting for a delivery slot");
   }
   esg_egress_request q = {0};
@@ -130,7 +222,8 @@ static int write_http(esg_gateway *g, esg_gateway_event *e, const char *key, int
     g->n_flights++;
   }
   g->st.in_flight++;
-  esg_egress_run(g->egress, 0); /* start it now: the loop waits for the rest */
+  g->unflushed++;
+  esg__gw_engine(g, -1, 0, false); /* start it now (or with the next outbox commit) */
   return ESG_BUSY;
 }
 
@@ -203,6 +296,7 @@ int esg__gw_sink_write(esg_gateway *g, esg_gateway_event *e, const char *key, in
 }
 
 void esg__gw_sink_close(esg_gateway *g) {
+  if (g->egress && g->s) esg__gw_outbox_commit(g);
   if (g->egress) {
     esg_egress_drain(g->egress);
     esg_egress_close(g->egress);
@@ -214,4 +308,7 @@ void esg__gw_sink_close(esg_gateway *g) {
   if (g->own_fd) close(g->fd);
   g->fd = -1;
   esg__buf_free(&g->wbuf);
+  esg__buf_free(&g->obuf);
+  esg__free(g->ohdrs);
+  g->ohdrs = NULL;
 }

@@ -136,5 +136,8 @@ int esg__complete_batch(esg_store *s, esg__completion *c, size_t n) {
 int esg_claims_purge(esg_store *s, int64_t *n) {
   if (n) *n = 0;
   int rc = esg__enter(s);
-  return rc != ESG_OK ? rc : s->be->claims_purge(s->b, esg__now(s), n);
+  if (rc != ESG_OK) return rc;
+  int64_t now = esg__now(s);
+  if ((rc = s->be->outbox_purge(s->b, now)) != ESG_OK) return rc; /* first: it finds them by their claims */
+  return s->be->claims_purge(s->b, now, n);
 }

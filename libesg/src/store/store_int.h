@@ -96,4 +96,9 @@ int esg__event_store(esg_store *s, const esg_stored_event *row);
    says which; see claims.c for what a group's commit reports). */
 int esg__complete_batch(esg_store *s, esg__completion *c, size_t n);
 
+/* The outbox (outbox.c): a rendered request under its claim's key. get: OK | NOT_FOUND. */
+int esg__outbox_put(esg_store *s, const char *key, const void *data, size_t len);
+int esg__outbox_get(esg_store *s, const char *key, esg__buf *out);
+int esg__outbox_delete(esg_store *s, const char *key);
+
 #endif

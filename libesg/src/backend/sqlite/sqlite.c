@@ -32,6 +32,7 @@ static const char *const migrations[] = {
     esg__sq_cache_schema,  /* 3 */
     esg__sq_latch_schema,  /* 4 */
     esg__sq_resync_schema, /* 5 */
+    esg__sq_outbox_schema, /* 6 */
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -223,6 +224,10 @@ const esg__backend esg__sqlite_backend = {
     .latch_count = esg__sq_latch_count,
     .latches_purge = esg__sq_latches_purge,
     .cache_get = esg__sq_cache_get,
+    .outbox_put = esg__sq_outbox_put,
+    .outbox_get = esg__sq_outbox_get,
+    .outbox_delete = esg__sq_outbox_delete,
+    .outbox_purge = esg__sq_outbox_purge,
     .cache_put = esg__sq_cache_put,
     .cache_put_if_newer = esg__sq_cache_put_if_newer,
     .cache_delete = esg__sq_cache_delete,

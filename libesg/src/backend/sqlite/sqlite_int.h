@@ -132,6 +132,11 @@ int esg__sq_latches_purge(esg__sq *q, int64_t now, int64_t *n);
 
 const char *esg__sq_identity(esg__sq *q);
 int esg__sq_cache_get(esg__sq *q, const char *key, size_t klen, esg__buf *val, esg__cache_row *row);
+extern const char esg__sq_outbox_schema[];
+int esg__sq_outbox_put(esg__sq *q, const char *key, const void *data, size_t len, int64_t now);
+int esg__sq_outbox_get(esg__sq *q, const char *key, esg__buf *out);
+int esg__sq_outbox_delete(esg__sq *q, const char *key);
+int esg__sq_outbox_purge(esg__sq *q, int64_t now);
 int esg__sq_cache_put(esg__sq *q, const char *key, size_t klen, const esg__cache_row *row);
 int esg__sq_cache_put_if_newer(esg__sq *q, const char *key, size_t klen, const esg__cache_row *row);
 int esg__sq_cache_delete(esg__sq *q, const char *key, size_t klen);
