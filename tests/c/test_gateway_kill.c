@@ -54,9 +54,17 @@ static void child_run(const char *uri, const char *input, const char *url, int g
   _exit(rc != ESG_OK ? 13 : st.busy || st.faults ? 1 : 0);
 }
 
+static const char *self; /* argv[0]: under valgrind /proc/self/exe is valgrind's */
+
+/* The child is this program again (exec'd: a fresh image, without the parent's server). */
 static pid_t spawn(const char *uri, const char *input, const char *url, int group_ms) {
+  char gms[16];
+  snprintf(gms, sizeof gms, "%d", group_ms);
   pid_t pid = fork();
-  if (pid == 0) child_run(uri, input, url, group_ms);
+  if (pid == 0) {
+    execl(self, self, "--child", uri, input, url, gms, (char *)NULL);
+    _exit(127);
+  }
   return pid;
 }
 
@@ -144,8 +152,10 @@ static void sweep(int group_ms) {
 static void test_kill_durable(void) { sweep(0); }
 static void test_kill_grouped(void) { sweep(20); }
 
-int main(void) {
+int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  self = argv[0];
+  if (argc == 6 && strcmp(argv[1], "--child") == 0) child_run(argv[2], argv[3], argv[4], atoi(argv[5]));
   TU_SQLITE {
     RUN(test_kill_durable);
     RUN(test_kill_grouped);
