@@ -6,7 +6,10 @@
  * makes a new claim, and only takeovers of expired leases or records re-decide
  * inside a write transaction (SQLite's one write lock makes that read and write
  * atomic across processes). Under group commit a new claim is held in memory
- * (sqlite_pending.c) and written once.
+ * (sqlite_pending.c) and written once. Completed records this handle wrote or
+ * read answer repeats from memory (sqlite_claims_cache.c): every path here that
+ * completes a claim, reads a completed one, or deletes or replaces one (a purge, a
+ * takeover after expiry) keeps that cache right.
  */
 #include <limits.h>
 #include <string.h>
@@ -20,9 +23,11 @@ static const char SQL_INSERT[] =
 static const char SQL_REPLACE[] =
     "INSERT OR REPLACE INTO esg_claims (key, done, hash, token, attempts, lease_until, expires, ttl, result)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+/* RETURNING: what the cache learns of the completed record */
 static const char SQL_COMPLETE[] =
     "UPDATE esg_claims SET done = 1, result = ?3, expires = ?4 + ttl"
-    " WHERE key = ?1 AND token = ?2 AND done = 0 AND expires > ?4";
+    " WHERE key = ?1 AND token = ?2 AND done = 0 AND expires > ?4"
+    " RETURNING hash, attempts, lease_until, expires";
 static const char SQL_RELEASE[] =
     "DELETE FROM esg_claims WHERE key = ?1 AND token = ?2 AND done = 0 AND expires > ?3";
 static const char SQL_EXTEND[] =
@@ -128,6 +133,7 @@ static int judged(esg__sq *q, const esg__sq_row *row, const esg__claim_req *r, e
   if (rc >= 0 || rc == ESG_EMISMATCH) {
     q->expect_seen = true;
     report(out, row);
+    esg__cc_put(q, r->key, row); /* (a completed record: the cache keeps no other) */
   }
   return rc;
 }
@@ -144,6 +150,7 @@ static int slow_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) 
     rc = judge(&row, r);
     if (rc >= 0 || rc == ESG_EMISMATCH) {
       report(out, &row);
+      esg__cc_put(q, r->key, &row);
       return esg__sq_unit_end(q, own, rc, 1);
     }
     attempts = row.attempts + 1; /* the owner's lease ran out: take over */
@@ -203,6 +210,7 @@ static int group_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out)
     rc = judge(&row, r);
     if (rc >= 0 || rc == ESG_EMISMATCH) {
       report(out, &row);
+      esg__cc_put(q, r->key, &row);
       return rc;
     }
     return slow_claim(q, r, out);
@@ -228,6 +236,18 @@ static int group_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out)
  * costs one extra statement, never a wrong answer.
  */
 int esg__sq_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) {
+  /* A completed record known to this handle answers as the table's would: it is
+     final until it expires (an expired one is dropped, and the table decides), and
+     the cache is forgotten when another connection has committed. A key pending in
+     the group is never in it: claiming it dropped it, and nothing learns it until
+     it is completed. */
+  esg__sq_row known;
+  if (esg__cc_get(q, r->key, r->now, &known)) {
+    int rc = judge(&known, r);
+    q->expect_seen = true;
+    report(out, &known);
+    return rc;
+  }
   if (esg__sq_in_group(q)) return group_claim(q, r, out);
   bool inserted = false;
   /* (in group mode, a read never opens a group: only insert first into a group already open) */
@@ -271,9 +291,42 @@ static int pending_by_token(esg__sq *q, esg__pend *p, const char *key, int64_t t
     done.result_len = result ? len : 0;
     done.expires = esg__time_add(now, row->ttl);
     rc = esg__sq_claim_replace(q, key, &done);
+    if (rc == ESG_OK) esg__cc_put(q, key, &done);
   }
   if (rc == ESG_OK) esg__pend_drop(q, p);
   return rc;
+}
+
+/* Completes key by token with the statement, learning the completed record from its RETURNING row. */
+static int complete_row(esg__sq *q, const char *key, int64_t token, const void *result, size_t len, int64_t now) {
+  sqlite3_stmt *st = esg__sq_stmt(q, SQL_COMPLETE);
+  if (!st) return ESG_ESTORE;
+  esg__sq_bind_text(st, 1, key);
+  sqlite3_bind_int64(st, 2, token);
+  /* an empty result is stored as an empty blob, not NULL, so "no result" and "" stay apart */
+  if (result) sqlite3_bind_blob64(st, 3, len ? result : "", len, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 4, now);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_DONE) { /* no row: the token does not own it (any more) */
+    sqlite3_reset(st);
+    return ESG_ETOKEN;
+  }
+  uint8_t hash[ESG_HASH_MAX];
+  esg__sq_row done = {.done = true, .token = token, .result = result ? (len ? result : "") : NULL};
+  done.result_len = result ? len : 0;
+  if (rc == SQLITE_ROW) {
+    done.hash_len = (size_t)sqlite3_column_bytes(st, 0);
+    if (done.hash_len > sizeof hash) done.done = false; /* (cannot be: claims check the length) */
+    else if (done.hash_len) done.hash = memcpy(hash, sqlite3_column_blob(st, 0), done.hash_len);
+    done.attempts = sqlite3_column_int(st, 1);
+    done.lease_until = sqlite3_column_int64(st, 2);
+    done.expires = sqlite3_column_int64(st, 3);
+    rc = sqlite3_step(st); /* to the end, where a statement of its own commits */
+  }
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) return esg__sq_fail(q, rc, "completing a claim");
+  esg__cc_put(q, key, &done);
+  return ESG_OK;
 }
 
 /* complete (0), release (1) or extend (2), inside a unit of writes the caller began. */
@@ -281,21 +334,19 @@ static int token_op(esg__sq *q, const char *key, int64_t token, int which, const
                     int64_t lease_until, int64_t now) {
   esg__pend *p = esg__sq_in_group(q) ? esg__pend_find(q, key) : NULL;
   if (p) return pending_by_token(q, p, key, token, which, result, len, lease_until, now);
-  sqlite3_stmt *st = esg__sq_stmt(q, which == 0 ? SQL_COMPLETE : which == 1 ? SQL_RELEASE : SQL_EXTEND);
+  if (which == 0) return complete_row(q, key, token, result, len, now);
+  /* (release and extend change only a claim in progress, which the cache never holds) */
+  sqlite3_stmt *st = esg__sq_stmt(q, which == 1 ? SQL_RELEASE : SQL_EXTEND);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, key);
   sqlite3_bind_int64(st, 2, token);
-  if (which == 0) {
-    /* an empty result is stored as an empty blob, not NULL, so "no result" and "" stay apart */
-    if (result) sqlite3_bind_blob64(st, 3, len ? result : "", len, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, now);
-  } else if (which == 1) {
+  if (which == 1) {
     sqlite3_bind_int64(st, 3, now);
   } else {
     sqlite3_bind_int64(st, 3, lease_until);
     sqlite3_bind_int64(st, 4, now);
   }
-  int rc = esg__sq_exec(q, st, which == 0 ? "completing a claim" : which == 1 ? "releasing a claim" : "extending a claim");
+  int rc = esg__sq_exec(q, st, which == 1 ? "releasing a claim" : "extending a claim");
   if (rc != ESG_OK) return rc;
   return sqlite3_changes(q->db) == 1 ? ESG_OK : ESG_ETOKEN; /* one row: the token still owned it */
 }
@@ -365,5 +416,6 @@ int esg__sq_claims_purge(esg__sq *q, int64_t now, int64_t *n) {
   if (st) sqlite3_bind_int64(st, 1, now);
   rc = st ? esg__sq_exec(q, st, "purging claims") : ESG_ESTORE;
   if (n) *n = rc == ESG_OK ? sqlite3_changes(q->db) : 0;
+  esg__cc_purged(q, now); /* (even if it failed: forgetting is always safe) */
   return esg__sq_unit_end(q, own, rc, 1);
 }
