@@ -25,45 +25,56 @@
  * rollback, asked for or SQLite's own after an error (its rollback hook), and any
  * failed commit forget the cache whole: they are rare.
  *
- * Forgetting is O(1): entries carry the generation they were learnt in, and an
- * entry of an older one is a miss, removed when met. Memory is bounded by bytes;
- * when full, a hand sweeping the table evicts whatever it meets next.
+ * Forgetting is O(1): records carry the generation they were learnt in, and one
+ * of an older generation is a miss, removed when met. Records are appended to
+ * chunks of a fixed number, outside the general heap (100,000 small allocations
+ * among the caller's slowed its own by a sixth, and replays in order read the
+ * chunks in order); when all are used, the oldest chunk is emptied for the next
+ * records (first in, first out). The table holds 8-byte slots, at most half full.
  */
 #include <stdlib.h>
 #include <string.h>
 #include "sqlite_int.h"
 
-#define MAX_BYTES ((size_t)16 << 20)  /* as much again as the page cache (sqlite.c) */
-#define MAX_ENTRY (MAX_BYTES / 256)   /* a larger record is read from the table each time */
+#define CHUNK ((size_t)256 << 10)     /* bytes of records per chunk (a power of two) */
+#define NCHUNK 64                     /* 16 MiB of records at most, as much as the page cache */
+#define MAX_REC (CHUNK / 4)           /* a larger record is read from the table each time */
 #define MIN_SLOTS 1024
 #define HDR 48                        /* one copy of the WAL-index header */
 #define HDR_IS_INIT 12                /* its isInit byte: 0 while the index is being built */
 #define WALINDEX_PGSZ 32768           /* the size SQLite maps the WAL index in */
 #define WALINDEX_VERSION 3007000      /* its iVersion field, the layout read here */
 
-/* Small, so that a hit's key, hash and fields share a cache line or two. */
-typedef struct ent {
-  int64_t token, lease_until, expires;
+enum { REC_RESULT = 1, REC_GONE = 2 };
+
+/* A completed record; small, so that a hit's key, hash and fields share a line or two. */
+typedef struct rec {
+  uint32_t size;                /* bytes taken in the chunk, a multiple of 8 */
+  uint32_t hlo;                 /* the low half of the key's hash (its slot's) */
   uint64_t gen;                 /* learnt in this generation; older ones are forgotten */
+  int64_t token, lease_until, expires;
   int32_t attempts;
   uint32_t rlen;
   uint16_t klen;                /* (ESG_KEY_MAX) */
   uint8_t hlen;                 /* (ESG_HASH_MAX) */
-  bool has_result;              /* a NULL result and an empty one stay apart */
+  uint8_t flags;                /* REC_RESULT: a result (a NULL one and "" stay apart); REC_GONE: not in the table */
   char data[];                  /* key \0, hash, result */
-} ent;
+} rec;
 
 typedef struct slot {
-  uint64_t h;
-  ent *e;                       /* NULL: empty */
+  uint32_t hlo;                 /* the low half of the key's hash: its home, and a first check */
+  uint32_t ref;                 /* 1 + the record's offset / 8 across the chunks; 0: empty */
 } slot;
 
 struct esg__cc {
   slot *slots;
-  size_t mask, count, bytes, hand;
+  size_t mask, count;
+  char *chunk[NCHUNK];
+  uint32_t fill[NCHUNK];        /* bytes of records in each chunk */
+  int cur;                      /* the chunk records go to; -1: none yet */
   uint64_t gen;
   /* what is known good: the WAL-index header (hdr_ok) and data_version (dv_ok) of a
-     moment before every live entry was learnt, with no other connection's commit since */
+     moment before every live record was learnt, with no other connection's commit since */
   const volatile unsigned char *shm; /* the WAL index's first page; NULL: ask the pragma each time */
   unsigned char hdr[HDR];
   bool hdr_ok, dv_ok;
@@ -74,39 +85,37 @@ static const char SQL_DATA_VERSION[] = "PRAGMA data_version";
 
 /* ------------------------------------------------------------ the table -- */
 
-/* Bytes an entry accounts for: itself and its share of the table (kept at most half full). */
-static size_t cost_of(size_t klen, size_t hlen, size_t rlen) {
-  return sizeof(ent) + klen + 1 + hlen + rlen + 2 * sizeof(slot);
+static rec *rec_at(const esg__cc *c, uint32_t ref) {
+  size_t off = (size_t)(ref - 1) * 8;
+  return (rec *)(c->chunk[off / CHUNK] + off % CHUNK);
 }
 
-static ent *find(const esg__cc *c, uint64_t h, const char *key, size_t klen, size_t *at) {
+static slot *find(const esg__cc *c, uint64_t h, const char *key, size_t klen) {
   for (size_t i = h & c->mask;; i = (i + 1) & c->mask) {
-    ent *e = c->slots[i].e;
-    if (!e) return NULL;
-    if (c->slots[i].h == h && e->klen == klen && memcmp(e->data, key, klen) == 0) {
-      *at = i;
-      return e;
-    }
+    slot *sl = &c->slots[i];
+    if (!sl->ref) return NULL;
+    if (sl->hlo != (uint32_t)h) continue;
+    const rec *r = rec_at(c, sl->ref);
+    if (r->klen == klen && memcmp(r->data, key, klen) == 0) return sl;
   }
 }
 
-/* Removes the entry at slot i; backward-shift deletion keeps every probe chain unbroken. */
+/* Takes the record of slot i out of the table; backward-shift deletion keeps every
+   probe chain unbroken. Its bytes stay until its chunk is reused. */
 static void remove_at(esg__cc *c, size_t i) {
-  ent *e = c->slots[i].e;
+  rec_at(c, c->slots[i].ref)->flags |= REC_GONE;
   c->count--;
-  c->bytes -= cost_of(e->klen, e->hlen, e->rlen);
-  free(e);
   for (size_t j = i;;) {
     j = (j + 1) & c->mask;
-    if (!c->slots[j].e) break;
-    size_t k = c->slots[j].h & c->mask; /* where the entry at j would like to be */
+    if (!c->slots[j].ref) break;
+    size_t k = c->slots[j].hlo & c->mask; /* where the slot at j would like to be */
     bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
     if (!stays) {
       c->slots[i] = c->slots[j];
       i = j;
     }
   }
-  c->slots[i].e = NULL;
+  c->slots[i].ref = 0;
 }
 
 static bool grow(esg__cc *c) {
@@ -114,9 +123,9 @@ static bool grow(esg__cc *c) {
   slot *ns = calloc(cap, sizeof *ns);
   if (!ns) return false;
   for (size_t i = 0; c->slots && i <= c->mask; i++) {
-    if (!c->slots[i].e) continue;
-    size_t j = c->slots[i].h & (cap - 1);
-    while (ns[j].e) j = (j + 1) & (cap - 1);
+    if (!c->slots[i].ref) continue;
+    size_t j = c->slots[i].hlo & (cap - 1);
+    while (ns[j].ref) j = (j + 1) & (cap - 1);
     ns[j] = c->slots[i];
   }
   free(c->slots);
@@ -125,7 +134,26 @@ static bool grow(esg__cc *c) {
   return true;
 }
 
-/* Forgets every entry, in O(1). */
+/* Moves records to the next chunk: a new one, or the oldest, whose records leave the table. */
+static bool next_chunk(esg__cc *c) {
+  int n = (c->cur + 1) % NCHUNK;
+  if (!c->chunk[n] && !(c->chunk[n] = malloc(CHUNK))) return false;
+  for (uint32_t off = 0; off < c->fill[n];) {
+    rec *r = (rec *)(c->chunk[n] + off);
+    if (!(r->flags & REC_GONE)) {
+      uint32_t ref = (uint32_t)(((size_t)n * CHUNK + off) / 8 + 1);
+      size_t i = r->hlo & c->mask;
+      while (c->slots[i].ref != ref) i = (i + 1) & c->mask;
+      remove_at(c, i);
+    }
+    off += r->size;
+  }
+  c->fill[n] = 0;
+  c->cur = n;
+  return true;
+}
+
+/* Forgets every record, in O(1). */
 static void forget(esg__cc *c) { c->gen++; }
 
 /* --------------------------------------------------------- validity -- */
@@ -200,6 +228,7 @@ static void on_rollback(void *ud) { forget(ud); }
 void esg__cc_open(esg__sq *q) {
   esg__cc *c = calloc(1, sizeof *c);
   if (!c) return; /* then none: every claim reads the table */
+  c->cur = -1;
   c->gen = 1;
   c->shm = wal_index(q);
   q->cc = c;
@@ -210,7 +239,7 @@ void esg__cc_open(esg__sq *q) {
 void esg__cc_free(esg__sq *q) {
   esg__cc *c = q->cc;
   if (!c) return;
-  for (size_t i = 0; c->slots && i <= c->mask; i++) free(c->slots[i].e);
+  for (int i = 0; i < NCHUNK; i++) free(c->chunk[i]);
   free(c->slots);
   free(c);
   q->cc = NULL;
@@ -219,26 +248,27 @@ void esg__cc_free(esg__sq *q) {
 bool esg__cc_get(esg__sq *q, const char *key, int64_t now, esg__sq_row *row) {
   esg__cc *c = q->cc;
   if (!c || !c->count) return false;
-  size_t i;
-  ent *e = find(c, esg__fnv1a(key), key, strlen(key), &i);
-  if (!e) return false;
-  if (e->gen != c->gen || e->expires <= now) { /* forgotten, or expired: the table decides */
-    remove_at(c, i);
+  slot *sl = find(c, esg__fnv1a(key), key, strlen(key));
+  if (!sl) return false;
+  const rec *r = rec_at(c, sl->ref);
+  if (r->gen != c->gen || r->expires <= now) { /* forgotten, or expired: the table decides */
+    remove_at(c, (size_t)(sl - c->slots));
     return false;
   }
   if (!still_good(q, c)) return false;
   /* the result is copied, as a read's is, so it outlives any change to the cache */
-  if (esg__buf_set(&q->result, e->data + e->klen + 1 + e->hlen, e->rlen) != ESG_OK) return false;
+  const char *hash = r->data + r->klen + 1;
+  if (esg__buf_set(&q->result, hash + r->hlen, r->rlen) != ESG_OK) return false;
   row->done = true;
-  row->hash = e->hlen ? e->data + e->klen + 1 : NULL;
-  row->hash_len = e->hlen;
-  row->token = e->token;
-  row->attempts = e->attempts;
-  row->lease_until = e->lease_until;
-  row->expires = e->expires;
+  row->hash = r->hlen ? hash : NULL; /* (valid until the cache changes: judge reads it at once) */
+  row->hash_len = r->hlen;
+  row->token = r->token;
+  row->attempts = r->attempts;
+  row->lease_until = r->lease_until;
+  row->expires = r->expires;
   row->ttl = 0; /* (not kept: only a completion uses it, and a completed claim has none) */
-  row->result = e->has_result ? q->result.data : NULL;
-  row->result_len = e->rlen;
+  row->result = r->flags & REC_RESULT ? q->result.data : NULL;
+  row->result_len = r->rlen;
   return true;
 }
 
@@ -246,45 +276,44 @@ void esg__cc_put(esg__sq *q, const char *key, const esg__sq_row *row) {
   esg__cc *c = q->cc;
   if (!c || !row->done) return;
   uint64_t h = esg__fnv1a(key);
-  size_t i, klen = strlen(key);
-  if (c->count && find(c, h, key, klen, &i)) remove_at(c, i);
-  size_t rlen = row->result ? row->result_len : 0;
-  size_t cost = cost_of(klen, row->hash_len, rlen);
-  if (cost > MAX_ENTRY || row->hash_len > ESG_HASH_MAX || klen > ESG_KEY_MAX) return;
-  while (c->count && c->bytes + cost > MAX_BYTES) { /* evict what the hand meets next */
-    while (!c->slots[c->hand & c->mask].e) c->hand++;
-    remove_at(c, c->hand & c->mask);
-  }
+  size_t klen = strlen(key), rlen = row->result ? row->result_len : 0;
+  slot *old = c->count ? find(c, h, key, klen) : NULL;
+  if (old) remove_at(c, (size_t)(old - c->slots));
+  size_t size = (sizeof(rec) + klen + 1 + row->hash_len + rlen + 7) & ~(size_t)7;
+  if (size > MAX_REC || row->hash_len > ESG_HASH_MAX || klen > ESG_KEY_MAX) return;
   if ((c->count + 1) * 2 > (c->slots ? c->mask + 1 : 0) && !grow(c)) return;
-  ent *e = malloc(sizeof(ent) + klen + 1 + row->hash_len + rlen);
-  if (!e) return;
-  e->gen = c->gen;
-  e->token = row->token;
-  e->lease_until = row->lease_until;
-  e->expires = row->expires;
-  e->attempts = row->attempts;
-  e->has_result = row->result != NULL;
-  e->klen = (uint16_t)klen;
-  e->hlen = (uint8_t)row->hash_len;
-  e->rlen = (uint32_t)rlen;
-  memcpy(e->data, key, klen + 1);
-  if (row->hash_len) memcpy(e->data + klen + 1, row->hash, row->hash_len);
-  if (e->rlen) memcpy(e->data + klen + 1 + e->hlen, row->result, e->rlen);
-  for (i = h & c->mask; c->slots[i].e; i = (i + 1) & c->mask) {
-  }
-  c->slots[i].h = h;
-  c->slots[i].e = e;
+  if ((c->cur < 0 || c->fill[c->cur] + size > CHUNK) && !next_chunk(c)) return;
+  size_t off = (size_t)c->cur * CHUNK + c->fill[c->cur];
+  rec *r = (rec *)(c->chunk[c->cur] + c->fill[c->cur]);
+  c->fill[c->cur] += (uint32_t)size;
+  r->size = (uint32_t)size;
+  r->hlo = (uint32_t)h;
+  r->gen = c->gen;
+  r->token = row->token;
+  r->lease_until = row->lease_until;
+  r->expires = row->expires;
+  r->attempts = row->attempts;
+  r->rlen = (uint32_t)rlen;
+  r->klen = (uint16_t)klen;
+  r->hlen = (uint8_t)row->hash_len;
+  r->flags = row->result ? REC_RESULT : 0;
+  memcpy(r->data, key, klen + 1);
+  if (row->hash_len) memcpy(r->data + klen + 1, row->hash, row->hash_len);
+  if (rlen) memcpy(r->data + klen + 1 + row->hash_len, row->result, rlen);
+  size_t i = h & c->mask;
+  while (c->slots[i].ref) i = (i + 1) & c->mask;
+  c->slots[i].hlo = (uint32_t)h;
+  c->slots[i].ref = (uint32_t)(off / 8 + 1);
   c->count++;
-  c->bytes += cost;
 }
 
 void esg__cc_purged(esg__sq *q, int64_t now) {
   esg__cc *c = q->cc;
   if (!c) return;
-  /* backward shifts may move a later entry into slot i: look at i again */
+  /* a backward shift may move a later slot into slot i: look at i again */
   for (size_t i = 0; c->count && i <= c->mask;) {
-    ent *e = c->slots[i].e;
-    if (e && (e->expires <= now || e->gen != c->gen)) remove_at(c, i);
+    const rec *r = c->slots[i].ref ? rec_at(c, c->slots[i].ref) : NULL;
+    if (r && (r->expires <= now || r->gen != c->gen)) remove_at(c, i);
     else i++;
   }
 }
