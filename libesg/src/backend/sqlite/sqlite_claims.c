@@ -79,7 +79,8 @@ static int write_row(esg__sq *q, const char *sql, const char *key, const esg__sq
   sqlite3_bind_int64(st, 6, row->lease_until);
   sqlite3_bind_int64(st, 7, row->expires);
   sqlite3_bind_int64(st, 8, row->ttl);
-  esg__sq_bind_blob(st, 9, row->result, row->result_len);
+  /* an empty result is an empty blob, not NULL, as the completion statement stores it */
+  if (row->result) sqlite3_bind_blob64(st, 9, row->result_len ? row->result : "", row->result_len, SQLITE_STATIC);
   return esg__sq_exec(q, st, "writing a claim");
 }
 
