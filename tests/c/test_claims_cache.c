@@ -417,6 +417,7 @@ static void two_processes(int mode) {
   if (pid == 0) {
     close(to_b[1]);
     close(to_a[0]);
+    esg_store_close(s); /* A's, inherited: frees this copy, touches nothing */
     b_main(uri, to_b[0], to_a[1]);
   }
   close(to_b[0]);
