@@ -255,7 +255,7 @@ bool esg__cc_get(esg__sq *q, const char *key, int64_t now, esg__sq_row *row) {
     remove_at(c, (size_t)(sl - c->slots));
     return false;
   }
-  if (!still_good(q, c)) return false;
+  if (!still_good(q, c) || r->gen != c->gen) return false; /* (a rollback while it asked forgets too) */
   /* the result is copied, as a read's is, so it outlives any change to the cache */
   const char *hash = r->data + r->klen + 1;
   if (esg__buf_set(&q->result, hash + r->hlen, r->rlen) != ESG_OK) return false;
