@@ -23,11 +23,10 @@ static const char SQL_INSERT[] =
 static const char SQL_REPLACE[] =
     "INSERT OR REPLACE INTO esg_claims (key, done, hash, token, attempts, lease_until, expires, ttl, result)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
-/* RETURNING: what the cache learns of the completed record */
+/* (no RETURNING for the cache: here it made a completion inside a transaction five times dearer) */
 static const char SQL_COMPLETE[] =
     "UPDATE esg_claims SET done = 1, result = ?3, expires = ?4 + ttl"
-    " WHERE key = ?1 AND token = ?2 AND done = 0 AND expires > ?4"
-    " RETURNING hash, attempts, lease_until, expires";
+    " WHERE key = ?1 AND token = ?2 AND done = 0 AND expires > ?4";
 static const char SQL_RELEASE[] =
     "DELETE FROM esg_claims WHERE key = ?1 AND token = ?2 AND done = 0 AND expires > ?3";
 static const char SQL_EXTEND[] =
@@ -162,6 +161,7 @@ static int slow_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) 
   rc = esg__sq_claim_replace(q, r->key, &row);
   if (rc == ESG_OK) {
     report(out, &row);
+    esg__cc_claimed(q, r->key, &row);
     rc = ESG_NEW;
   }
   return esg__sq_unit_end(q, own, rc, 1);
@@ -176,6 +176,7 @@ static int try_insert(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) 
   rc = claim_insert(q, r->key, &row);
   if (rc == ESG_OK) {
     report(out, &row);
+    esg__cc_claimed(q, r->key, &row);
     rc = ESG_NEW;
   }
   return esg__sq_unit_end(q, own, rc, 1);
@@ -292,42 +293,10 @@ static int pending_by_token(esg__sq *q, esg__pend *p, const char *key, int64_t t
     done.result_len = result ? len : 0;
     done.expires = esg__time_add(now, row->ttl);
     rc = esg__sq_claim_replace(q, key, &done);
-    if (rc == ESG_OK) esg__cc_put(q, key, &done);
+    if (rc == ESG_OK) esg__cc_put_completed(q, key, &done);
   }
   if (rc == ESG_OK) esg__pend_drop(q, p);
   return rc;
-}
-
-/* Completes key by token with the statement, learning the completed record from its RETURNING row. */
-static int complete_row(esg__sq *q, const char *key, int64_t token, const void *result, size_t len, int64_t now) {
-  sqlite3_stmt *st = esg__sq_stmt(q, SQL_COMPLETE);
-  if (!st) return ESG_ESTORE;
-  esg__sq_bind_text(st, 1, key);
-  sqlite3_bind_int64(st, 2, token);
-  /* an empty result is stored as an empty blob, not NULL, so "no result" and "" stay apart */
-  if (result) sqlite3_bind_blob64(st, 3, len ? result : "", len, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 4, now);
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_DONE) { /* no row: the token does not own it (any more) */
-    sqlite3_reset(st);
-    return ESG_ETOKEN;
-  }
-  uint8_t hash[ESG_HASH_MAX];
-  esg__sq_row done = {.done = true, .token = token, .result = result ? (len ? result : "") : NULL};
-  done.result_len = result ? len : 0;
-  if (rc == SQLITE_ROW) {
-    done.hash_len = (size_t)sqlite3_column_bytes(st, 0);
-    if (done.hash_len > sizeof hash) done.done = false; /* (cannot be: claims check the length) */
-    else if (done.hash_len) done.hash = memcpy(hash, sqlite3_column_blob(st, 0), done.hash_len);
-    done.attempts = sqlite3_column_int(st, 1);
-    done.lease_until = sqlite3_column_int64(st, 2);
-    done.expires = sqlite3_column_int64(st, 3);
-    rc = sqlite3_step(st); /* to the end, where a statement of its own commits */
-  }
-  sqlite3_reset(st);
-  if (rc != SQLITE_DONE) return esg__sq_fail(q, rc, "completing a claim");
-  esg__cc_put(q, key, &done);
-  return ESG_OK;
 }
 
 /* complete (0), release (1) or extend (2), inside a unit of writes the caller began. */
@@ -335,21 +304,27 @@ static int token_op(esg__sq *q, const char *key, int64_t token, int which, const
                     int64_t lease_until, int64_t now) {
   esg__pend *p = esg__sq_in_group(q) ? esg__pend_find(q, key) : NULL;
   if (p) return pending_by_token(q, p, key, token, which, result, len, lease_until, now);
-  if (which == 0) return complete_row(q, key, token, result, len, now);
-  /* (release and extend change only a claim in progress, which the cache never holds) */
-  sqlite3_stmt *st = esg__sq_stmt(q, which == 1 ? SQL_RELEASE : SQL_EXTEND);
+  sqlite3_stmt *st = esg__sq_stmt(q, which == 0 ? SQL_COMPLETE : which == 1 ? SQL_RELEASE : SQL_EXTEND);
   if (!st) return ESG_ESTORE;
   esg__sq_bind_text(st, 1, key);
   sqlite3_bind_int64(st, 2, token);
-  if (which == 1) {
+  if (which == 0) {
+    /* an empty result is stored as an empty blob, not NULL, so "no result" and "" stay apart */
+    if (result) sqlite3_bind_blob64(st, 3, len ? result : "", len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, now);
+  } else if (which == 1) {
     sqlite3_bind_int64(st, 3, now);
   } else {
     sqlite3_bind_int64(st, 3, lease_until);
     sqlite3_bind_int64(st, 4, now);
   }
-  int rc = esg__sq_exec(q, st, which == 1 ? "releasing a claim" : "extending a claim");
+  int rc = esg__sq_exec(q, st, which == 0 ? "completing a claim" : which == 1 ? "releasing a claim" : "extending a claim");
   if (rc != ESG_OK) return rc;
-  return sqlite3_changes(q->db) == 1 ? ESG_OK : ESG_ETOKEN; /* one row: the token still owned it */
+  if (sqlite3_changes(q->db) != 1) return ESG_ETOKEN; /* one row: the token still owned it */
+  /* (release changes only a claim in progress, which the cache never holds) */
+  if (which == 0) esg__cc_completed(q, key, token, result, len, now);
+  else if (which == 2) esg__cc_extended(q, key, token, lease_until);
+  return ESG_OK;
 }
 
 static int by_token(esg__sq *q, const char *key, int64_t token, int which, const void *result, size_t len,

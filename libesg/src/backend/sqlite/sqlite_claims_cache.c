@@ -79,6 +79,12 @@ struct esg__cc {
   unsigned char hdr[HDR];
   bool hdr_ok, dv_ok;
   int64_t dv;
+  /* the handle's latest claim written to the table, learnt when its token completes it,
+     if nothing was forgotten since (mgen: the generation it was made in; 0: none) */
+  esg__buf mkey;
+  esg__sq_row mrow;
+  uint8_t mhash[ESG_HASH_MAX];
+  uint64_t mgen;
 };
 
 static const char SQL_DATA_VERSION[] = "PRAGMA data_version";
@@ -90,13 +96,11 @@ static rec *rec_at(const esg__cc *c, uint32_t ref) {
   return (rec *)(c->chunk[off / CHUNK] + off % CHUNK);
 }
 
-static slot *find(const esg__cc *c, uint64_t h, const char *key, size_t klen) {
+static slot *find(const esg__cc *c, uint64_t h, const char *key) {
   for (size_t i = h & c->mask;; i = (i + 1) & c->mask) {
     slot *sl = &c->slots[i];
     if (!sl->ref) return NULL;
-    if (sl->hlo != (uint32_t)h) continue;
-    const rec *r = rec_at(c, sl->ref);
-    if (r->klen == klen && memcmp(r->data, key, klen) == 0) return sl;
+    if (sl->hlo == (uint32_t)h && strcmp(rec_at(c, sl->ref)->data, key) == 0) return sl;
   }
 }
 
@@ -241,6 +245,7 @@ void esg__cc_free(esg__sq *q) {
   if (!c) return;
   for (int i = 0; i < NCHUNK; i++) free(c->chunk[i]);
   free(c->slots);
+  esg__buf_free(&c->mkey);
   free(c);
   q->cc = NULL;
 }
@@ -248,17 +253,17 @@ void esg__cc_free(esg__sq *q) {
 bool esg__cc_get(esg__sq *q, const char *key, int64_t now, esg__sq_row *row) {
   esg__cc *c = q->cc;
   if (!c || !c->count) return false;
-  slot *sl = find(c, esg__fnv1a(key), key, strlen(key));
+  slot *sl = find(c, esg__fnv1a(key), key);
   if (!sl) return false;
   const rec *r = rec_at(c, sl->ref);
-  if (r->gen != c->gen || r->expires <= now) { /* forgotten, or expired: the table decides */
+  const char *hash = r->data + r->klen + 1;
+  /* forgotten, or expired (the table decides), or no longer good (a rollback while it
+     asked forgets too): out, so that a miss leaves no record of the key */
+  if (r->gen != c->gen || r->expires <= now || !still_good(q, c) || r->gen != c->gen ||
+      esg__buf_set(&q->result, hash + r->hlen, r->rlen) != ESG_OK) { /* (the result is copied, as a read's is) */
     remove_at(c, (size_t)(sl - c->slots));
     return false;
   }
-  if (!still_good(q, c) || r->gen != c->gen) return false; /* (a rollback while it asked forgets too) */
-  /* the result is copied, as a read's is, so it outlives any change to the cache */
-  const char *hash = r->data + r->klen + 1;
-  if (esg__buf_set(&q->result, hash + r->hlen, r->rlen) != ESG_OK) return false;
   row->done = true;
   row->hash = r->hlen ? hash : NULL; /* (valid until the cache changes: judge reads it at once) */
   row->hash_len = r->hlen;
@@ -272,12 +277,12 @@ bool esg__cc_get(esg__sq *q, const char *key, int64_t now, esg__sq_row *row) {
   return true;
 }
 
-void esg__cc_put(esg__sq *q, const char *key, const esg__sq_row *row) {
-  esg__cc *c = q->cc;
+/* Learns row for key; replace: the table may hold a record of key (else it holds none). */
+static void learn(esg__cc *c, const char *key, const esg__sq_row *row, bool replace) {
   if (!c || !row->done) return;
   uint64_t h = esg__fnv1a(key);
   size_t klen = strlen(key), rlen = row->result ? row->result_len : 0;
-  slot *old = c->count ? find(c, h, key, klen) : NULL;
+  slot *old = replace && c->count ? find(c, h, key) : NULL;
   if (old) remove_at(c, (size_t)(old - c->slots));
   size_t size = (sizeof(rec) + klen + 1 + row->hash_len + rlen + 7) & ~(size_t)7;
   if (size > MAX_REC || row->hash_len > ESG_HASH_MAX || klen > ESG_KEY_MAX) return;
@@ -307,6 +312,12 @@ void esg__cc_put(esg__sq *q, const char *key, const esg__sq_row *row) {
   c->count++;
 }
 
+void esg__cc_put(esg__sq *q, const char *key, const esg__sq_row *row) { learn(q->cc, key, row, true); }
+
+/* A completion: its claim missed the cache (a miss leaves no record of the key), and
+   nothing learns a key while it is in progress, so the table has none: no lookup. */
+void esg__cc_put_completed(esg__sq *q, const char *key, const esg__sq_row *row) { learn(q->cc, key, row, false); }
+
 void esg__cc_purged(esg__sq *q, int64_t now) {
   esg__cc *c = q->cc;
   if (!c) return;
@@ -320,4 +331,44 @@ void esg__cc_purged(esg__sq *q, int64_t now) {
 
 void esg__cc_commit_failed(esg__sq *q) {
   if (q->cc) forget(q->cc);
+}
+
+/* Whether key and token are the latest claim's, made since the last forgetting. */
+static bool latest(const esg__cc *c, const char *key, int64_t token) {
+  return c && c->mgen == c->gen && c->mrow.token == token && strcmp(c->mkey.data, key) == 0;
+}
+
+void esg__cc_claimed(esg__sq *q, const char *key, const esg__sq_row *row) {
+  esg__cc *c = q->cc;
+  if (!c) return;
+  c->mgen = 0;
+  if (row->hash_len > ESG_HASH_MAX || esg__buf_set(&c->mkey, key, strlen(key)) != ESG_OK) return;
+  c->mrow = *row;
+  if (row->hash_len) memcpy(c->mhash, row->hash, row->hash_len);
+  c->mgen = c->gen;
+}
+
+void esg__cc_extended(esg__sq *q, const char *key, int64_t token, int64_t lease_until) {
+  if (latest(q->cc, key, token)) q->cc->mrow.lease_until = lease_until;
+}
+
+/*
+ * The record as the completion statement left it: the claim as written, done, with
+ * the result and expires = now + ttl. Between the claim and its completion only
+ * this handle's extension (kept above) or another connection's commit (one given
+ * the token extends it, say) can change it; a commit of another connection either
+ * made a hit forget the cache since the claim (then mgen is stale: nothing learnt),
+ * or is still to be noticed, and the next hit forgets what is learnt here.
+ */
+void esg__cc_completed(esg__sq *q, const char *key, int64_t token, const void *result, size_t len, int64_t now) {
+  esg__cc *c = q->cc;
+  if (!latest(c, key, token)) return;
+  esg__sq_row done = c->mrow;
+  done.done = true;
+  done.hash = done.hash_len ? c->mhash : NULL;
+  done.result = result ? (len ? result : "") : NULL;
+  done.result_len = result ? len : 0;
+  done.expires = esg__time_add(now, c->mrow.ttl);
+  c->mgen = 0;
+  learn(c, key, &done, false);
 }
