@@ -108,14 +108,22 @@ static void repeats_in(int mode) {
   CHECK_RC(ESG_OK, esg_complete(s, "empty", c.token, "", 0));
   CHECK_RC(ESG_OK, esg_complete(s, "extended", d.token, "\0bin", 4));
   CHECK_RC(ESG_OK, esg_complete(s, "taken", t.token, "second", 6));
+  /* extended between its claim and its completion, with nothing else in between */
+  esg_claim_info e;
+  CHECK_RC(ESG_NEW, esg_claim(s, "ext2", H1, 32, LEASE, 2 * TTL, &e));
+  now += 7;
+  CHECK_RC(ESG_OK, esg_claim_extend(s, "ext2", e.token, 3 * LEASE));
+  int64_t ext2_done = now;
+  CHECK_RC(ESG_OK, esg_complete(s, "ext2", e.token, "e", 1));
   now += 5;
 
-  static const char *const keys[] = {"plain", "none", "empty", "extended", "taken"};
-  answer first[5];
-  for (int i = 0; i < 5; i++) {
+  static const char *const keys[] = {"plain", "none", "empty", "extended", "taken", "ext2"};
+  enum { NKEYS = sizeof keys / sizeof keys[0] };
+  answer first[NKEYS];
+  for (int i = 0; i < NKEYS; i++) {
     first[i] = ask(s, keys[i], NULL, 0);
     CHECK_RC(ESG_DUPLICATE, first[i].rc);
-    CHECK(first[i].info.expires == done_at + TTL); /* the ttl runs from completion */
+    CHECK(first[i].info.expires == (i == 5 ? ext2_done + 2 * TTL : done_at + TTL)); /* the ttl runs from completion */
     for (int rep = 0; rep < 3; rep++) { /* repeats agree with the first */
       answer again = ask(s, keys[i], H1, 32);
       CHECK_SAME(&again, &first[i]);
@@ -128,16 +136,17 @@ static void repeats_in(int mode) {
   CHECK(first[3].info.lease_until == done_at - LEASE + 5 * LEASE); /* the extended lease, as stored */
   CHECK(first[3].info.result_len == 4 && memcmp(first[3].result, "\0bin", 4) == 0);
   CHECK(first[4].info.token == t.token && first[4].info.attempts == 2 && result_is(&first[4], "second"));
+  CHECK(first[5].info.token == e.token && first[5].info.lease_until == ext2_done + 3 * LEASE && result_is(&first[5], "e"));
 
   if (mode == BATCH) CHECK_RC(ESG_OK, esg_store_commit(s));
   CHECK_RC(ESG_OK, esg_store_flush(s));
-  for (int i = 0; i < 5; i++) { /* committed: the same again */
+  for (int i = 0; i < NKEYS; i++) { /* committed: the same again */
     answer again = ask(s, keys[i], H1, 32);
     CHECK_SAME(&again, &first[i]);
   }
   if (tu_store_shared()) { /* a fresh handle reads the table: the same answers */
     esg_store *f = open_mode(uri, &now, DURABLE);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < NKEYS; i++) {
       answer fresh = ask(f, keys[i], H1, 32);
       CHECK_SAME(&fresh, &first[i]);
       answer again = ask(f, keys[i], H1, 32);
@@ -334,6 +343,29 @@ static void test_other_handle(void) {
   answer a = ask(s, "taken", H2, 32);
   CHECK_RC(ESG_BUSY, a.rc);
   CHECK(a.info.token == t.token && a.info.lease_until == later + LEASE);
+  esg_store_close(o);
+
+  /* a claim extended by another handle (given the token) before this one completes it,
+     this one noticing the other's commit in between: the completed record has that lease */
+  o = tu_open(uri, &now);
+  CHECK_RC(ESG_NEW, esg_claim(s, "known", H1, 32, LEASE, TTL, &c));
+  CHECK_RC(ESG_OK, esg_complete(s, "known", c.token, "k", 1));
+  CHECK_RC(ESG_NEW, esg_claim(s, "shared", H1, 32, LEASE, TTL, &c));
+  CHECK_RC(ESG_OK, esg_claim_extend(o, "shared", c.token, 7 * LEASE));
+  CHECK_RC(ESG_DUPLICATE, ask(s, "known", H1, 32).rc); /* a hit: this one notices the other's commit */
+  CHECK_RC(ESG_OK, esg_complete(s, "shared", c.token, "s", 1));
+  answer mine = ask(s, "shared", H1, 32), theirs = ask(o, "shared", H1, 32);
+  CHECK_RC(ESG_DUPLICATE, mine.rc);
+  CHECK(mine.info.lease_until == now + 7 * LEASE);
+  CHECK_SAME(&mine, &theirs);
+  /* and without a hit in between: the next hit notices */
+  CHECK_RC(ESG_NEW, esg_claim(s, "shared2", H1, 32, LEASE, TTL, &c));
+  CHECK_RC(ESG_OK, esg_claim_extend(o, "shared2", c.token, 9 * LEASE));
+  CHECK_RC(ESG_OK, esg_complete(s, "shared2", c.token, "s", 1));
+  mine = ask(s, "shared2", H1, 32);
+  theirs = ask(o, "shared2", H1, 32);
+  CHECK(mine.info.lease_until == now + 9 * LEASE);
+  CHECK_SAME(&mine, &theirs);
   esg_store_close(o);
   esg_store_close(s);
 }
