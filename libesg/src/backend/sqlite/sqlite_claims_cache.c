@@ -30,7 +30,9 @@
  * chunks of a fixed number, outside the general heap (100,000 small allocations
  * among the caller's slowed its own by a sixth, and replays in order read the
  * chunks in order); when all are used, the oldest chunk is emptied for the next
- * records (first in, first out). The table holds 8-byte slots, at most half full.
+ * records (first in, first out). The table holds 8-byte slots, at most half full:
+ * in all, at most 16 MiB of records and 8 MiB of table (records of 64 bytes; the
+ * benchmark's are 104), taken as used.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -182,7 +184,7 @@ static bool data_version(esg__sq *q, int64_t *dv) {
 }
 
 /*
- * Whether the live entries still hold: no other connection has committed since
+ * Whether the live records still hold: no other connection has committed since
  * the moment known good. If one has, or it cannot tell, the cache is forgotten
  * and false returned; either way the moment known good becomes now. (The header
  * is read before the pragma: a commit between the two changes the header again,
