@@ -146,7 +146,9 @@ static int sq_open(esg__sq **out, const esg__be_opts *o) {
       (rc = exec_sql(q, "PRAGMA cache_size=-16384;", "configuring the cache")) != ESG_OK)
     return rc;
   q->ckpt = esg__ckpt_attach(q->db);
-  return migrate(q);
+  if ((rc = migrate(q)) != ESG_OK) return rc;
+  esg__cc_open(q);
+  return ESG_OK;
 }
 
 /* Connections inherited across fork(), kept reachable and never touched (see sq_close). */
@@ -178,6 +180,7 @@ static void sq_close(esg__sq *q, bool inherited) {
     for (int i = 0; i < ESG__STMT_SLOTS; i++) sqlite3_finalize(q->cache[i].stmt);
     sqlite3_close_v2(q->db);
   }
+  esg__cc_free(q); /* (after the close, whose rollback of an open batch calls its hook) */
   esg__pend_free(q);
   esg__buf_free(&q->result);
   esg__buf_free(&q->doc);

@@ -6,7 +6,10 @@
  * makes a new claim, and only takeovers of expired leases or records re-decide
  * inside a write transaction (SQLite's one write lock makes that read and write
  * atomic across processes). Under group commit a new claim is held in memory
- * (sqlite_pending.c) and written once.
+ * (sqlite_pending.c) and written once. Completed records this handle wrote or
+ * read answer repeats from memory (sqlite_claims_cache.c): every path here that
+ * completes a claim, reads a completed one, or deletes or replaces one (a purge, a
+ * takeover after expiry) keeps that cache right.
  */
 #include <limits.h>
 #include <string.h>
@@ -20,6 +23,7 @@ static const char SQL_INSERT[] =
 static const char SQL_REPLACE[] =
     "INSERT OR REPLACE INTO esg_claims (key, done, hash, token, attempts, lease_until, expires, ttl, result)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+/* (no RETURNING for the cache: here it made a completion inside a transaction five times dearer) */
 static const char SQL_COMPLETE[] =
     "UPDATE esg_claims SET done = 1, result = ?3, expires = ?4 + ttl"
     " WHERE key = ?1 AND token = ?2 AND done = 0 AND expires > ?4";
@@ -74,7 +78,8 @@ static int write_row(esg__sq *q, const char *sql, const char *key, const esg__sq
   sqlite3_bind_int64(st, 6, row->lease_until);
   sqlite3_bind_int64(st, 7, row->expires);
   sqlite3_bind_int64(st, 8, row->ttl);
-  esg__sq_bind_blob(st, 9, row->result, row->result_len);
+  /* an empty result is an empty blob, not NULL, as the completion statement stores it */
+  if (row->result) sqlite3_bind_blob64(st, 9, row->result_len ? row->result : "", row->result_len, SQLITE_STATIC);
   return esg__sq_exec(q, st, "writing a claim");
 }
 
@@ -128,6 +133,7 @@ static int judged(esg__sq *q, const esg__sq_row *row, const esg__claim_req *r, e
   if (rc >= 0 || rc == ESG_EMISMATCH) {
     q->expect_seen = true;
     report(out, row);
+    esg__cc_put(q, r->key, row); /* (a completed record: the cache keeps no other) */
   }
   return rc;
 }
@@ -144,6 +150,7 @@ static int slow_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) 
     rc = judge(&row, r);
     if (rc >= 0 || rc == ESG_EMISMATCH) {
       report(out, &row);
+      esg__cc_put(q, r->key, &row);
       return esg__sq_unit_end(q, own, rc, 1);
     }
     attempts = row.attempts + 1; /* the owner's lease ran out: take over */
@@ -154,6 +161,7 @@ static int slow_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) 
   rc = esg__sq_claim_replace(q, r->key, &row);
   if (rc == ESG_OK) {
     report(out, &row);
+    esg__cc_claimed(q, r->key, &row);
     rc = ESG_NEW;
   }
   return esg__sq_unit_end(q, own, rc, 1);
@@ -168,6 +176,7 @@ static int try_insert(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) 
   rc = claim_insert(q, r->key, &row);
   if (rc == ESG_OK) {
     report(out, &row);
+    esg__cc_claimed(q, r->key, &row);
     rc = ESG_NEW;
   }
   return esg__sq_unit_end(q, own, rc, 1);
@@ -203,6 +212,7 @@ static int group_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out)
     rc = judge(&row, r);
     if (rc >= 0 || rc == ESG_EMISMATCH) {
       report(out, &row);
+      esg__cc_put(q, r->key, &row);
       return rc;
     }
     return slow_claim(q, r, out);
@@ -228,6 +238,18 @@ static int group_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out)
  * costs one extra statement, never a wrong answer.
  */
 int esg__sq_claim(esg__sq *q, const esg__claim_req *r, esg__claim_row *out) {
+  /* A completed record known to this handle answers as the table's would: it is
+     final until it expires (an expired one is dropped, and the table decides), and
+     the cache is forgotten when another connection has committed. A key pending in
+     the group is never in it: claiming it dropped it, and nothing learns it until
+     it is completed. */
+  esg__sq_row known;
+  if (esg__cc_get(q, r->key, r->now, &known)) {
+    int rc = judge(&known, r);
+    q->expect_seen = true;
+    report(out, &known);
+    return rc;
+  }
   if (esg__sq_in_group(q)) return group_claim(q, r, out);
   bool inserted = false;
   /* (in group mode, a read never opens a group: only insert first into a group already open) */
@@ -271,6 +293,7 @@ static int pending_by_token(esg__sq *q, esg__pend *p, const char *key, int64_t t
     done.result_len = result ? len : 0;
     done.expires = esg__time_add(now, row->ttl);
     rc = esg__sq_claim_replace(q, key, &done);
+    if (rc == ESG_OK) esg__cc_put_completed(q, key, &done);
   }
   if (rc == ESG_OK) esg__pend_drop(q, p);
   return rc;
@@ -297,7 +320,11 @@ static int token_op(esg__sq *q, const char *key, int64_t token, int which, const
   }
   int rc = esg__sq_exec(q, st, which == 0 ? "completing a claim" : which == 1 ? "releasing a claim" : "extending a claim");
   if (rc != ESG_OK) return rc;
-  return sqlite3_changes(q->db) == 1 ? ESG_OK : ESG_ETOKEN; /* one row: the token still owned it */
+  if (sqlite3_changes(q->db) != 1) return ESG_ETOKEN; /* one row: the token still owned it */
+  /* (release changes only a claim in progress, which the cache never holds) */
+  if (which == 0) esg__cc_completed(q, key, token, result, len, now);
+  else if (which == 2) esg__cc_extended(q, key, token, lease_until);
+  return ESG_OK;
 }
 
 static int by_token(esg__sq *q, const char *key, int64_t token, int which, const void *result, size_t len,
@@ -365,5 +392,6 @@ int esg__sq_claims_purge(esg__sq *q, int64_t now, int64_t *n) {
   if (st) sqlite3_bind_int64(st, 1, now);
   rc = st ? esg__sq_exec(q, st, "purging claims") : ESG_ESTORE;
   if (n) *n = rc == ESG_OK ? sqlite3_changes(q->db) : 0;
+  esg__cc_purged(q, now); /* (even if it failed: forgetting is always safe) */
   return esg__sq_unit_end(q, own, rc, 1);
 }

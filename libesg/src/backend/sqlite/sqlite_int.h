@@ -13,6 +13,7 @@
 
 typedef struct esg__ckpt esg__ckpt;
 typedef struct esg__pend esg__pend;
+typedef struct esg__cc esg__cc;
 
 /* A claim record as the claims table holds it. */
 typedef struct esg__sq_row {
@@ -42,6 +43,7 @@ typedef struct esg__be {
   bool snap_insert_first;     /* the last listed key was new: try an insert first (sqlite_resync.c) */
   esg__pend *pend;            /* claims pending in the open group (sqlite_pending.c) */
   size_t pend_cap, pend_used, pend_live;
+  esg__cc *cc;                /* completed claims known to this handle (sqlite_claims_cache.c); NULL: none */
   esg__buf result, doc;       /* memory behind pointers handed out */
   struct {
     const char *sql; /* keyed by the address of a static SQL string */
@@ -98,6 +100,29 @@ void esg__pend_set(esg__pend *p, const esg__sq_row *row); /* a new row for its k
 void esg__pend_drop(esg__sq *q, esg__pend *p);
 int esg__pend_write_all(esg__sq *q); /* writes the in-progress rows, then forgets them all */
 void esg__pend_free(esg__sq *q);
+/*
+ * Completed claims known to this handle (sqlite_claims_cache.c): a bounded read
+ * cache that answers repeats of a completed key while no other connection has
+ * committed. esg__cc_get fills row (the result copied to q->result) with the
+ * completed, unexpired record of key, or returns false, leaving no record of key:
+ * the table decides.
+ * esg__cc_put learns a completed record (others are ignored), replacing the key's.
+ * esg__cc_purged drops what a purge at now deletes; esg__cc_commit_failed forgets
+ * everything (a rollback does too, through SQLite's rollback hook).
+ */
+void esg__cc_open(esg__sq *q); /* after the schema; without memory, the handle has none */
+void esg__cc_free(esg__sq *q);
+bool esg__cc_get(esg__sq *q, const char *key, int64_t now, esg__sq_row *row);
+void esg__cc_put(esg__sq *q, const char *key, const esg__sq_row *row);
+void esg__cc_put_completed(esg__sq *q, const char *key, const esg__sq_row *row); /* a claim of this handle's */
+void esg__cc_purged(esg__sq *q, int64_t now);
+void esg__cc_commit_failed(esg__sq *q);
+/* The record of the handle's latest claim written to the table (row, as written), so
+   that its completion by the statement is learnt without reading the row back; an
+   extension by its token updates it. */
+void esg__cc_claimed(esg__sq *q, const char *key, const esg__sq_row *row);
+void esg__cc_extended(esg__sq *q, const char *key, int64_t token, int64_t lease_until);
+void esg__cc_completed(esg__sq *q, const char *key, int64_t token, const void *result, size_t len, int64_t now);
 /* Writes a whole claim row, replacing any (sqlite_claims.c). */
 int esg__sq_claim_replace(esg__sq *q, const char *key, const esg__sq_row *row);
 

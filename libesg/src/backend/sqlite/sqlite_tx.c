@@ -16,7 +16,11 @@ static int run(esg__sq *q, const char *sql, const char *what) {
 }
 
 static int tx_begin(esg__sq *q) { return run(q, SQL_BEGIN, "beginning a transaction"); }
-static int tx_commit(esg__sq *q) { return run(q, SQL_COMMIT, "committing"); }
+static int tx_commit(esg__sq *q) {
+  int rc = run(q, SQL_COMMIT, "committing");
+  if (rc != ESG_OK) esg__cc_commit_failed(q); /* what it learnt inside may be lost */
+  return rc;
+}
 static int tx_rollback(esg__sq *q) { return run(q, SQL_ROLLBACK, "rolling back"); }
 
 int esg__sq_flush(esg__sq *q) {
