@@ -20,7 +20,7 @@ enum { DURABLE, GROUPED, BATCH, NMODES };
 static const char *const mode_name[NMODES] = {"durable", "grouped", "batch"};
 
 static esg_store *open_mode(const char *uri, int64_t *now, int mode) {
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = now;
   if (mode == GROUPED) {
@@ -401,7 +401,7 @@ static bool full(int fd, void *buf, size_t len, bool writing) {
 static void b_main(const char *uri, int in, int out) {
   int64_t now = 1000 + 10 * TTL; /* past all of A's records */
   esg_store *s = NULL;
-  esg_store_opts o = {0};
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
   o.clock = tu_clock;
   o.clock_ud = &now;
   if (esg_store_open(&s, uri, &o) != ESG_OK) _exit(3);
