@@ -423,7 +423,8 @@ int main(int argc, char **argv) {
     free(v);
     missed += ratio(med, "esg-durable", "raw-tx2", 1, 0.9);
     missed += ratio(med, "esg-grouped", "raw-batch1000", 1, 0.8);
-    missed += ratio(med, "esg-durable", "raw-tx2", 2, 1.0);
+    missed += ratio(med, "esg-durable", "raw-tx2", 2, 2.0);
+    missed += ratio(med, "esg-grouped", "raw-batch1000", 2, 2.0);
     /* W5: the C gateway beside W1's loop of the same run */
     missed += ratio(med, "gw-c-durable", "esg-durable", 1, 0.9);
     missed += ratio(med, "gw-c-grouped", "esg-grouped", 1, 0.0);
