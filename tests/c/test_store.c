@@ -118,6 +118,72 @@ static void test_schema_newer(void) {
   CHECK_RC(ESG_ESCHEMA, esg_store_open(&s, path, NULL));
   CHECK(s == NULL);
   CHECK_CONTAINS(esg_errmsg(NULL), "999");
+  CHECK_CONTAINS(esg_errmsg(NULL), path); /* the file named */
+  CHECK_CONTAINS(esg_errmsg(NULL), "reads versions 0 to");
+}
+
+/* Hostile store files (issue 14): each a clear error naming the file, never a crash. */
+static void test_hostile_files(void) {
+  esg_store *s = NULL;
+  /* a negative schema version indexed the migration table out of bounds */
+  const char *neg = tu_path("negative.db");
+  sqlite3 *db;
+  sqlite3_open(neg, &db);
+  sqlite3_exec(db, "PRAGMA user_version=-3", NULL, NULL, NULL);
+  sqlite3_close(db);
+  CHECK_RC(ESG_ESCHEMA, esg_store_open(&s, neg, NULL));
+  CHECK(s == NULL);
+  CHECK_CONTAINS(esg_errmsg(NULL), "-3");
+  CHECK_CONTAINS(esg_errmsg(NULL), neg);
+  sqlite3_open(neg, &db);
+  sqlite3_exec(db, "PRAGMA user_version=-2147483648", NULL, NULL, NULL);
+  sqlite3_close(db);
+  CHECK_RC(ESG_ESCHEMA, esg_store_open(&s, neg, NULL));
+  /* a truncated database */
+  int64_t now = 1;
+  const char *trunc = tu_path("truncated.db");
+  s = tu_open(trunc, &now);
+  for (int i = 0; i < 200; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "k%d", i);
+    esg_claim(s, k, NULL, 0, 1000, 60000, NULL);
+  }
+  esg_store_close(s);
+  char wal[4200];
+  snprintf(wal, sizeof wal, "%s-wal", trunc);
+  remove(wal);
+  CHECK(truncate(trunc, 4096 + 100) == 0);
+  int rc = esg_store_open(&s, trunc, NULL);
+  if (rc == ESG_OK) { /* the cut may spare the pages an open reads: then a read must fail cleanly */
+    CHECK(esg_claim(s, "k150", NULL, 0, 1000, 60000, NULL) != ESG_OK);
+    esg_store_close(s);
+  } else {
+    CHECK_RC(ESG_ESTORE, rc);
+    CHECK_CONTAINS(esg_errmsg(NULL), trunc);
+  }
+  /* a read-only file */
+  const char *ro = tu_path("readonly.db");
+  s = tu_open(ro, &now);
+  esg_store_close(s);
+  CHECK(chmod(ro, 0444) == 0);
+  if (geteuid() != 0) { /* root writes through permissions */
+    CHECK_RC(ESG_ESTORE, esg_store_open(&s, ro, NULL));
+    CHECK_CONTAINS(esg_errmsg(NULL), "read-only");
+  }
+  chmod(ro, 0644);
+  /* a new file held by a writer that does not let go: the migration waits the busy
+     timeout, then ELOCKED naming the file; once let go, it opens */
+  const char *held = tu_path("held.db");
+  sqlite3_open(held, &db);
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; BEGIN IMMEDIATE; CREATE TABLE other(x)", NULL, NULL, NULL);
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
+  o.busy_timeout_ms = 50;
+  CHECK_RC(ESG_ELOCKED, esg_store_open(&s, held, &o));
+  CHECK_CONTAINS(esg_errmsg(NULL), held);
+  sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  sqlite3_close(db);
+  CHECK_RC(ESG_OK, esg_store_open(&s, held, NULL));
+  esg_store_close(s);
 }
 
 static void test_event_log(void) {
@@ -760,6 +826,7 @@ int main(void) {
   TU_SQLITE { /* the file, its write-ahead log and checkpoints, fork of a connection */
     RUN(test_open_sqlite);
     RUN(test_schema_newer);
+    RUN(test_hostile_files);
     RUN(test_wal_bounded);
     RUN(test_checkpoint_thread);
     RUN(test_fork_with_checkpointer);

@@ -316,3 +316,22 @@ def test_store_subclass_and_repr(db):
     with MyStore(db) as s:
         assert s.claim("k").status == "new"
     assert "Claim" in repr(esg.Claim) and esg.Store.__doc__
+
+
+def test_hostile_schema_versions(tmp_path):
+    # A negative or unknown schema version is a clear error naming the file and the
+    # version (it once indexed the migration table out of bounds: SIGSEGV).
+    import sqlite3
+    for version in (-3, -2147483648, 999):
+        path = str(tmp_path / f"v{version}.db")
+        con = sqlite3.connect(path)
+        con.execute(f"PRAGMA user_version={version}")
+        con.close()
+        with pytest.raises(esg.Error) as e:
+            esg.Store(path)
+        assert str(version) in str(e.value) and path in str(e.value)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database " * 10)
+    with pytest.raises(esg.Error) as e:
+        esg.Store(str(junk))
+    assert "not a database" in str(e.value)

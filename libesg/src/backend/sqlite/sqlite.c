@@ -104,9 +104,16 @@ static int migrate(esg__sq *q) {
   if (rc != ESG_OK) return rc;
   if (v == SCHEMA_VERSION) return ESG_OK;
   if ((rc = exec_sql(q, "BEGIN IMMEDIATE", "locking for migration")) != ESG_OK) return rc;
+  /* the migration table is indexed by the version: anything outside 0..SCHEMA_VERSION is
+     another program's file (negative: no libesg writes one), refused before it is used */
   if ((rc = user_version(q, &v)) == ESG_OK && v > SCHEMA_VERSION)
-    rc = esg__fail(q->err, ESG_ESCHEMA, "store schema version %d is newer than this libesg (%s) knows (%d)",
-                   v, ESG_VERSION_STRING, SCHEMA_VERSION);
+    rc = esg__fail(q->err, ESG_ESCHEMA,
+                   "schema version %d is newer than this libesg (%s) knows: it reads versions 0 to %d", v,
+                   ESG_VERSION_STRING, SCHEMA_VERSION);
+  else if (rc == ESG_OK && v < 0)
+    rc = esg__fail(q->err, ESG_ESCHEMA,
+                   "schema version %d is not one libesg writes (this libesg, %s, reads versions 0 to %d)", v,
+                   ESG_VERSION_STRING, SCHEMA_VERSION);
   for (; rc == ESG_OK && v < SCHEMA_VERSION; v++) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", v + 1);
@@ -118,6 +125,13 @@ static int migrate(esg__sq *q) {
     return rc;
   }
   return exec_sql(q, "COMMIT", "committing the migration");
+}
+
+/* An open's failure with the file named first: "store PATH: what". */
+static int named(esg__sq *q, const char *path, int rc) {
+  char msg[sizeof q->err->msg];
+  snprintf(msg, sizeof msg, "%s", q->err->msg);
+  return esg__fail(q->err, rc, "store %s: %s", path, msg);
 }
 
 static int sq_open(esg__sq **out, const esg__be_opts *o) {
@@ -142,11 +156,15 @@ static int sq_open(esg__sq **out, const esg__be_opts *o) {
      listings in memory, where random ids would otherwise miss on every write. */
   const char *setup = o->durability == ESG_DURABILITY_FULL ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                                             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+  if (sqlite3_db_readonly(q->db, "main") == 1)
+    return esg__fail(q->err, ESG_ESTORE,
+                     "store %s is read-only (no write permission on the file or its folder): libesg writes to its store",
+                     o->target);
   if ((rc = exec_sql(q, setup, "configuring the connection")) != ESG_OK ||
       (rc = exec_sql(q, "PRAGMA cache_size=-16384;", "configuring the cache")) != ESG_OK)
-    return rc;
+    return named(q, o->target, rc);
   q->ckpt = esg__ckpt_attach(q->db);
-  if ((rc = migrate(q)) != ESG_OK) return rc;
+  if ((rc = migrate(q)) != ESG_OK) return named(q, o->target, rc);
   esg__cc_open(q);
   return ESG_OK;
 }
