@@ -130,6 +130,55 @@ static void test_status(void) {
   CHECK(esg_version_number() == ESG_VERSION_NUMBER);
 }
 
+/* Hostile envelopes (issue 14, defects 7 and 8): one parser decides for every binding. */
+static int parse_rc(const char *json, size_t len) {
+  esg_event *ev = NULL;
+  int rc = esg_event_parse(json, len, &ev);
+  esg_event_free(ev);
+  return rc;
+}
+#define PARSE(lit) parse_rc(lit, sizeof(lit) - 1)
+
+static void test_hostile_envelopes(void) {
+  /* duplicate members, at the top or below, named in the error */
+  CHECK_RC(ESG_EEVENT, PARSE("{\"id\":\"a\",\"type\":\"t\",\"timestamp\":1,\"id\":\"b\"}"));
+  CHECK_CONTAINS(esg_errmsg(NULL), "\"id\" twice");
+  CHECK_RC(ESG_EEVENT, PARSE("{\"id\":\"a\",\"type\":\"t\",\"timestamp\":1,\"x\":[{\"k\":1,\"k\":2}]}"));
+  CHECK_CONTAINS(esg_errmsg(NULL), "\"k\" twice");
+  /* many members: the sorted check */
+  char big[4096];
+  int n = snprintf(big, sizeof big, "{\"id\":\"a\",\"type\":\"t\",\"timestamp\":1");
+  for (int i = 0; i < 40; i++) n += snprintf(big + n, sizeof big - (size_t)n, ",\"m%d\":%d", i, i);
+  char whole[4200];
+  int w = snprintf(whole, sizeof whole, "%s}", big);
+  CHECK_RC(ESG_OK, parse_rc(whole, (size_t)w));
+  w = snprintf(whole, sizeof whole, "%s,\"m17\":0}", big);
+  CHECK_RC(ESG_EEVENT, parse_rc(whole, (size_t)w));
+  CHECK_CONTAINS(esg_errmsg(NULL), "\"m17\" twice");
+  /* NUL: escaped, raw; an escaped backslash before u0000 is text, not a NUL */
+  CHECK_RC(ESG_EEVENT, PARSE("{\"id\":\"a\\u0000b\",\"type\":\"t\",\"timestamp\":1}"));
+  CHECK_CONTAINS(esg_errmsg(NULL), "NUL");
+  CHECK_RC(ESG_EEVENT, PARSE("{\"id\":\"a\",\"type\":\"t\",\"timestamp\":1,\"x\":\"\\u0000\"}"));
+  CHECK_RC(ESG_EEVENT, PARSE("{\"id\":\"a\0b\",\"type\":\"t\",\"timestamp\":1}"));
+  CHECK_RC(ESG_OK, PARSE("{\"id\":\"a\",\"type\":\"t\",\"timestamp\":1,\"x\":\"\\\\u0000\"}"));
+  /* invalid UTF-8: a stray continuation, an overlong form, an encoded surrogate, a cut
+     sequence, past U+10FFFF; well-formed multi-byte text passes */
+  CHECK_RC(ESG_EJSON, PARSE("{\"id\":\"\x80\",\"type\":\"t\",\"timestamp\":1}"));
+  CHECK_CONTAINS(esg_errmsg(NULL), "UTF-8");
+  CHECK_RC(ESG_EJSON, PARSE("{\"id\":\"\xc0\xaf\",\"type\":\"t\",\"timestamp\":1}"));
+  CHECK_RC(ESG_EJSON, PARSE("{\"id\":\"\xed\xa0\x80\",\"type\":\"t\",\"timestamp\":1}"));
+  CHECK_RC(ESG_EJSON, PARSE("{\"id\":\"a\",\"type\":\"t\",\"timestamp\":1,\"x\":\"\xe2\x82"));
+  CHECK_RC(ESG_EJSON, PARSE("{\"id\":\"\xf4\x90\x80\x80\",\"type\":\"t\",\"timestamp\":1}"));
+  CHECK_RC(ESG_OK, PARSE("{\"id\":\"caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80\",\"type\":\"t\",\"timestamp\":1}"));
+  /* keys everywhere follow the same rule */
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, ":memory:", NULL));
+  CHECK_RC(ESG_EINVAL, esg_claim(s, "bad\xff", NULL, 0, 1000, 1000, NULL));
+  CHECK_CONTAINS(esg_errmsg(s), "UTF-8");
+  CHECK_RC(ESG_NEW, esg_claim(s, "gut-\xc3\xbc", NULL, 0, 1000, 1000, NULL));
+  esg_store_close(s);
+}
+
 int main(void) {
   RUN(test_valid);
   RUN(test_bad_envelopes);
@@ -137,5 +186,6 @@ int main(void) {
   RUN(test_hashes);
   RUN(test_uuid5);
   RUN(test_status);
+  RUN(test_hostile_envelopes);
   return tu_done();
 }

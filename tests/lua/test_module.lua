@@ -133,4 +133,14 @@ do
   T.raises(function() return esg.json.lazy("[1]").x end, "not a JSON object", "lazy of a non-object raises on access")
 end
 
+-- hostile envelopes: one parser decides for every binding (issue 14)
+do
+  local ev, msg, code = esg.parse('{"id":"a","type":"t","timestamp":1,"id":"b"}')
+  T.ok(ev == nil and code == "EEVENT" and msg:find('"id" twice', 1, true), "a duplicate member is refused, named")
+  ev, msg, code = esg.parse('{"id":"a\\u0000b","type":"t","timestamp":1}')
+  T.ok(ev == nil and code == "EEVENT" and msg:find("NUL", 1, true), "an escaped NUL is refused")
+  ev, msg, code = esg.parse('{"id":"\192\175","type":"t","timestamp":1}')
+  T.ok(ev == nil and code == "EJSON" and msg:find("UTF-8", 1, true), "invalid UTF-8 is refused")
+end
+
 T.done()

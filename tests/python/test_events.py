@@ -80,3 +80,15 @@ def test_exception_tree_and_mapping():
     assert esg.strerror(-3) == "key already used with a different payload"
     assert esg.status_name(2) == "DUPLICATE" and esg.status_name(-3) == "EMISMATCH"
     assert esg.__version__ == esg.version and isinstance(esg.version_number, int)
+
+
+def test_hostile_envelopes():
+    # One parser decides for every binding: duplicate members, NULs and invalid UTF-8
+    # are refused with an error that says which (issue 14).
+    with pytest.raises(esg.EventError, match='"id" twice'):
+        esg.Event('{"id":"a","type":"t","timestamp":1,"id":"b"}')
+    with pytest.raises(esg.EventError, match="NUL"):
+        esg.Event('{"id":"a\\u0000b","type":"t","timestamp":1}')
+    with pytest.raises(esg.JSONError, match="UTF-8"):
+        esg.Event(b'{"id":"\xc0\xaf","type":"t","timestamp":1}')
+    assert esg.Event('{"id":"caf\u00e9","type":"t","timestamp":1}').id == "caf\u00e9"

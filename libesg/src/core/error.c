@@ -46,6 +46,8 @@ int esg__check_key(esg__err *err, const char *what, const char *key) {
   if (n == 0) return esg__fail(err, ESG_EINVAL, "%s is empty", what);
   if (n > ESG_KEY_MAX)
     return esg__fail(err, ESG_ETOOBIG, "%s is %zu bytes; the limit is %d", what, n, ESG_KEY_MAX);
+  size_t bad = esg__utf8_invalid_at(key, n);
+  if (bad != n) return esg__fail(err, ESG_EINVAL, "%s is not valid UTF-8 (at byte %zu)", what, bad);
   return ESG_OK;
 }
 

@@ -37,9 +37,50 @@ static int field_string(cJSON *root, const char *name, bool required, const char
   return ESG_OK;
 }
 
+static int cmp_name(const void *a, const void *b) {
+  return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* A member named twice, in v or below it, or NULL: parsers disagree on which one wins
+   (cJSON takes the first, many take the last), so the claim and a script would see two
+   different events. OOM sets *nomem. */
+static const char *duplicate_member(const cJSON *v, bool *nomem) {
+  if (!cJSON_IsObject(v) && !cJSON_IsArray(v)) return NULL;
+  size_t n = 0;
+  for (const cJSON *c = v->child; c; c = c->next) {
+    const char *d = duplicate_member(c, nomem);
+    if (d || *nomem) return d;
+    n++;
+  }
+  if (!cJSON_IsObject(v) || n < 2) return NULL;
+  if (n <= 16) { /* the common case: a few members, compared pairwise */
+    for (const cJSON *a = v->child; a; a = a->next)
+      for (const cJSON *b = a->next; b; b = b->next)
+        if (strcmp(a->string, b->string) == 0) return a->string;
+    return NULL;
+  }
+  const cJSON **m = esg__malloc(n * sizeof *m);
+  if (!m) {
+    *nomem = true;
+    return NULL;
+  }
+  size_t i = 0;
+  for (const cJSON *c = v->child; c; c = c->next) m[i++] = c;
+  qsort(m, n, sizeof *m, cmp_name);
+  const char *d = NULL;
+  for (i = 1; i < n && !d; i++)
+    if (strcmp(m[i - 1]->string, m[i]->string) == 0) d = m[i]->string;
+  esg__free(m);
+  return d;
+}
+
 static int validate(esg_event *ev) {
   cJSON *root = ev->root;
   if (!cJSON_IsObject(root)) return esg__fail(NULL, ESG_EEVENT, "event must be a JSON object");
+  bool nomem = false;
+  const char *dup = duplicate_member(root, &nomem);
+  if (nomem) return esg__fail(NULL, ESG_ENOMEM, "out of memory checking the event's members");
+  if (dup) return esg__fail(NULL, ESG_EEVENT, "event has the member \"%.200s\" twice", dup);
   int rc;
   if ((rc = field_string(root, "id", true, &ev->id)) != ESG_OK) return rc;
   if ((rc = field_string(root, "type", true, &ev->type)) != ESG_OK) return rc;
@@ -62,6 +103,14 @@ int esg_event_parse(const char *json, size_t len, esg_event **out) {
   if (!json) return esg__fail(NULL, ESG_EINVAL, "event is NULL");
   if (len > ESG_EVENT_MAX_BYTES)
     return esg__fail(NULL, ESG_ETOOBIG, "event is %zu bytes; the limit is %d", len, ESG_EVENT_MAX_BYTES);
+  /* the text rules first (core/text.c): JSON is UTF-8, and a NUL would cut strings short */
+  size_t bad = esg__utf8_invalid_at(json, len);
+  if (bad != len)
+    return esg__fail(NULL, json[bad] ? ESG_EJSON : ESG_EEVENT, json[bad] ? "event is not valid UTF-8 (at byte %zu)"
+                                                                           : "event holds a NUL byte (at byte %zu)",
+                     bad);
+  if ((bad = esg__json_nul_escape_at(json, len)) != len)
+    return esg__fail(NULL, ESG_EEVENT, "event holds a NUL (\\u0000 at byte %zu): strings of an event must not", bad);
   esg_event *ev = esg__malloc(sizeof *ev + len + 1);
   if (!ev) return esg__fail(NULL, ESG_ENOMEM, "out of memory for a %zu byte event", len);
   memcpy(ev->json, json, len);

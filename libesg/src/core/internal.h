@@ -61,7 +61,12 @@ static inline int64_t esg__time_add(int64_t t, int64_t d) {
   return r;
 }
 
-/* Checks a key: non-NULL, non-empty, at most ESG_KEY_MAX bytes. */
+/* The text rules (core/text.c): the offset of the first byte that is not well-formed
+   UTF-8 or is a NUL (len when none), and of the first "\u0000" escape in JSON text. */
+size_t esg__utf8_invalid_at(const char *s, size_t len);
+size_t esg__json_nul_escape_at(const char *s, size_t len);
+
+/* Checks a key: non-NULL, non-empty, at most ESG_KEY_MAX bytes, well-formed UTF-8. */
 int esg__check_key(esg__err *err, const char *what, const char *key);
 
 /* A growable byte buffer owned by its holder. */
