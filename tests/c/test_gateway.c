@@ -844,6 +844,41 @@ static void outbox_after_kill(int group_ms) {
 static void test_outbox_after_kill(void) { outbox_after_kill(0); }
 static void test_outbox_after_kill_grouped(void) { outbox_after_kill(1000); }
 
+/* Any line length ends as a stored fault and the run goes on (issue 14, defect 5). */
+static void test_long_lines(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  const char *path = tu_path("gw-long.jsonl");
+  FILE *f = fopen(path, "w");
+  fputs(EV("l1", "") "\n", f);
+  size_t big = 40u * 1024 * 1024; /* 40 MiB on one line */
+  fputs("{\"id\":\"huge\",\"type\":\"t\",\"timestamp\":1,\"x\":\"", f);
+  for (size_t i = 0; i < big / 64; i++) fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", f);
+  fputs("\"}\n", f);
+  fputs(EV("l2", "") "\n", f);
+  fclose(f);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  esg_gateway *g = open_gw(&o);
+  esg_gateway_source src;
+  CHECK_RC(ESG_OK, esg_gateway_source_jsonl(&src, path));
+  CHECK_RC(ESG_OK, esg_gateway_run(g, &src));
+  src.close(src.ud);
+  esg_gateway_stats st = stats_of(g);
+  CHECK(st.received == 3 && st.delivered == 2 && st.faults == 1);
+  CHECK_STR(k.out[1], EV("l2", "")); /* the one after it went through */
+  CHECK_STR(k.fault_stage, "parse");
+  CHECK_CONTAINS(k.fault_error, "over the limit");
+  CHECK_CONTAINS(k.fault_error, "sha256 ");
+  fault_seen fs = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, each_fault, &fs));
+  CHECK(fs.n == 1);
+  CHECK(strncmp(fs.event, "{\"id\":\"huge\"", 12) == 0); /* the kept beginning */
+  CHECK_CONTAINS(fs.error, "at line 2");
+  esg_gateway_close(g);
+  esg_store_close(s);
+  remove(path);
+}
+
 static void test_store_closed_first(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -874,6 +909,7 @@ int main(void) {
     RUN(test_jsonl_source);
     RUN(test_store_closed_first);
     RUN(test_resync_sources);
+    RUN(test_long_lines);
     RUN(test_event_user_slot);
     RUN(test_outbox_same_bytes_after_cancel);
     RUN(test_outbox_after_kill);

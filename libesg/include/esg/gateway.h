@@ -185,7 +185,10 @@ typedef struct esg_gateway_stats {
 /**
  * A source of events. next gives the next event's bytes (valid until the next call):
  * ESG_OK, ESG_BUSY when it has none yet (the loop then waits for fd to become readable,
- * if fd >= 0, or for its next deadline), ESG_NOT_FOUND at the end, or an error.
+ * if fd >= 0, or for its next deadline), ESG_NOT_FOUND at the end, ESG_ETOOBIG for an
+ * event it cannot hand over whole (data, len: what it kept of it; esg_errmsg(NULL): why,
+ * e.g. its length and hash): recorded as a fault of stage parse, and the run goes on;
+ * or another error, which stops the run.
  */
 typedef struct esg_gateway_source {
   int (*next)(void *ud, const char **data, size_t *len);
@@ -194,7 +197,12 @@ typedef struct esg_gateway_source {
   int fd;                        /* readable when next may have more; -1 = none */
 } esg_gateway_source;
 
-/** A source of JSON lines from path ("-" = stdin); close it with src->close(src->ud). */
+/**
+ * A source of JSON lines from path ("-" = stdin); close it with src->close(src->ud). A
+ * line longer than ESG_EVENT_MAX_BYTES (it could never parse) is handed over as its
+ * first 64 KiB with ESG_ETOOBIG, its length and SHA-256 in the text: any line length
+ * ends as a stored fault and the run goes on.
+ */
 ESG_API int esg_gateway_source_jsonl(esg_gateway_source *out, const char *path);
 /** The same over an open fd (not closed by the source); a pipe or socket may pause. */
 ESG_API int esg_gateway_source_fd(esg_gateway_source *out, int fd);

@@ -19,6 +19,12 @@ void esg_sha256(const void *data, size_t len, uint8_t out[32]) {
   SHA256_Final(out, &ctx);
 }
 
+_Static_assert(sizeof(SHA256_CTX) <= sizeof(esg__sha256), "esg__sha256 holds a SHA256_CTX");
+
+void esg__sha256_init(esg__sha256 *h) { SHA256_Init((SHA256_CTX *)h->state); }
+void esg__sha256_update(esg__sha256 *h, const void *data, size_t len) { SHA256_Update((SHA256_CTX *)h->state, data, len); }
+void esg__sha256_final(esg__sha256 *h, uint8_t out[32]) { SHA256_Final(out, (SHA256_CTX *)h->state); }
+
 uint64_t esg__fnv1a(const char *s) {
   uint64_t h = 1469598103934665603ULL;
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;

@@ -49,6 +49,14 @@ int esg__fail(esg__err *err, int code, const char *fmt, ...) __attribute__((form
 /* The thread-local slot for calls without a handle. */
 esg__err *esg__tls_err(void);
 
+/* SHA-256 over data that comes in pieces (a line too long to keep, hashed as it goes). */
+typedef struct esg__sha256 {
+  uint64_t state[16]; /* a SHA256_CTX (checked in hash.c) */
+} esg__sha256;
+void esg__sha256_init(esg__sha256 *h);
+void esg__sha256_update(esg__sha256 *h, const void *data, size_t len);
+void esg__sha256_final(esg__sha256 *h, uint8_t out[32]);
+
 /* FNV-1a of a string: the hash of the library's small in-memory tables (pending
    claims, egress lanes, a batch's keys, the HTTP loader's validators). */
 uint64_t esg__fnv1a(const char *s);

@@ -655,6 +655,19 @@ int esg_gateway_resubmit(esg_gateway *g, int64_t fault_id) {
   return rc;
 }
 
+int esg__gw_fault_line(esg_gateway *g, const char *data, size_t len, const char *msg) {
+  esg_gateway_event *e = &g->cur;
+  char text[600];
+  snprintf(text, sizeof text, "%s", msg); /* msg may be the thread's slot, which the record reuses */
+  e->line = data;
+  e->line_len = len;
+  e->lineno = g->lineno;
+  e->ev = NULL;
+  e->okey = NULL;
+  g->st.received++;
+  return esg__gw_fault(g, "parse", text, NULL, 0);
+}
+
 int esg_gateway_event_cb(void *gateway, const esg_stored_event *ev) {
   esg_gateway *g = gateway;
   if (!ev || esg__gw_enter(g, "esg_gateway_event_cb") != ESG_OK) return 1;

@@ -82,6 +82,9 @@ int esg__gw_enter(esg_gateway *g, const char *call);
 int esg__gw_sink_open(esg_gateway *g);
 int esg__gw_sink_write(esg_gateway *g, esg_gateway_event *e, const char *claim_key, int64_t token);
 void esg__gw_sink_close(esg_gateway *g);
+/* A line the source could not hand over whole (ESG_ETOOBIG: data is its cut), recorded
+   as a fault of stage parse with msg, the source's text (gateway.c). */
+int esg__gw_fault_line(esg_gateway *g, const char *data, size_t len, const char *msg);
 /* One event (a line without its newline) through the pipeline (gateway.c). */
 int esg__gw_push(esg_gateway *g, const char *json, size_t len);
 /* Lets the engine send: commits the open group first when outbox rows are in it (with

@@ -69,6 +69,11 @@ int esg_gateway_run(esg_gateway *g, const esg_gateway_source *src) {
       if (g->egress && esg__egress_jobs(g->egress)) esg__gw_engine(g, -1, 0, false);
       continue;
     }
+    if (rc == ESG_ETOOBIG) { /* a line past the limit: a fault, and the run goes on */
+      g->lineno++;
+      esg__gw_fault_line(g, data, len, esg_errmsg(NULL));
+      continue;
+    }
     if (rc == ESG_NOT_FOUND) break;
     if (rc != ESG_BUSY) return esg__fail(&g->err, rc, "the source failed: %s", esg_errmsg(NULL));
     if ((rc = turn(g, src->fd, MAX_WAIT_MS)) != ESG_OK) return rc;

@@ -12,30 +12,69 @@
 #include <unistd.h>
 #include "gateway_int.h"
 
+/* A line longer than an event may be (it could never parse) is not kept whole: its first
+   CUT bytes are, and it is hashed as it goes by, so any length ends as a fault record. */
+#define MAX_LINE ((size_t)ESG_EVENT_MAX_BYTES)
+#define CUT ((size_t)65536)
+
 typedef struct lines {
   int fd;
   bool own, eof;
   char *buf;
   size_t start, end, cap;
+  /* the line too long being skipped */
+  bool skipping;
+  size_t skipped;
+  esg__sha256 sh;
+  char *cut;
+  size_t cut_len;
 } lines;
+
+/* The too-long line ends: ESG_ETOOBIG with its first bytes and, in the text, its length and hash. */
+static int too_long(lines *l, const char **data, size_t *len) {
+  uint8_t h[32];
+  char hex[65];
+  esg__sha256_final(&l->sh, h);
+  esg_hex(h, 32, hex);
+  l->skipping = false;
+  *data = l->cut;
+  *len = l->cut_len;
+  return esg__fail(NULL, ESG_ETOOBIG,
+                   "a line of %zu bytes is over the limit of %zu: kept as its first %zu bytes (sha256 %s)", l->skipped,
+                   MAX_LINE, l->cut_len, hex);
+}
 
 static int lines_next(void *ud, const char **data, size_t *len) {
   lines *l = ud;
   for (;;) {
     char *nl = l->start < l->end ? memchr(l->buf + l->start, '\n', l->end - l->start) : NULL;
-    if (nl) {
+    if (l->skipping) {
+      size_t upto = nl ? (size_t)(nl - l->buf) : l->end;
+      esg__sha256_update(&l->sh, l->buf + l->start, upto - l->start);
+      l->skipped += upto - l->start;
+      l->start = nl ? upto + 1 : l->end;
+      if (nl || l->eof) return too_long(l, data, len);
+    } else if (nl) {
       *data = l->buf + l->start;
       *len = (size_t)(nl - *data);
       l->start += *len + 1;
       return ESG_OK;
-    }
-    if (l->eof) {
+    } else if (l->end - l->start > MAX_LINE) { /* no newline within the limit: skip the rest */
+      l->cut_len = CUT;
+      if (!l->cut && !(l->cut = esg__malloc(CUT))) return esg__fail(NULL, ESG_ENOMEM, "out of memory reading the source");
+      memcpy(l->cut, l->buf + l->start, CUT);
+      esg__sha256_init(&l->sh);
+      l->skipping = true;
+      l->skipped = 0;
+      continue;
+    } else if (l->eof) {
       if (l->start == l->end) return ESG_NOT_FOUND;
       *data = l->buf + l->start; /* the last line, without its newline */
       *len = l->end - l->start;
       l->start = l->end;
       return ESG_OK;
     }
+    if (l->eof) return ESG_NOT_FOUND;
     struct pollfd p = {l->fd, POLLIN, 0};
     int n = poll(&p, 1, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -48,12 +87,13 @@ static int lines_next(void *ud, const char **data, size_t *len) {
     }
     if (l->end == l->cap) {
       size_t cap = l->cap ? 2 * l->cap : 65536;
-      if (cap > (size_t)ESG_EVENT_MAX_BYTES * 4 + 65536)
-        return esg__fail(NULL, ESG_ETOOBIG, "a line of the source is longer than %d bytes", 4 * ESG_EVENT_MAX_BYTES);
-      char *b = esg__realloc(l->buf, cap);
-      if (!b) return esg__fail(NULL, ESG_ENOMEM, "out of memory reading the source");
-      l->buf = b;
-      l->cap = cap;
+      if (cap > MAX_LINE + CUT) cap = MAX_LINE + CUT;
+      if (cap > l->cap) {
+        char *b = esg__realloc(l->buf, cap);
+        if (!b) return esg__fail(NULL, ESG_ENOMEM, "out of memory reading the source");
+        l->buf = b;
+        l->cap = cap;
+      }
     }
     ssize_t r = read(l->fd, l->buf + l->end, l->cap - l->end);
     if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -68,6 +108,7 @@ static void lines_close(void *ud) {
   if (!l) return;
   if (l->own) close(l->fd);
   esg__free(l->buf);
+  esg__free(l->cut);
   esg__free(l);
 }
 
