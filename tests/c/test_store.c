@@ -171,6 +171,13 @@ static void test_hostile_files(void) {
     CHECK_CONTAINS(esg_errmsg(NULL), "read-only");
   }
   chmod(ro, 0644);
+  /* a missing folder and a folder that is a file: the cause said, with what to do */
+  CHECK_RC(ESG_ESTORE, esg_store_open(&s, "/nonexistent-esg-dir/sub/x.db", NULL));
+  CHECK_CONTAINS(esg_errmsg(NULL), "the folder /nonexistent-esg-dir/sub: No such file or directory (create it first)");
+  char under_file[4200];
+  snprintf(under_file, sizeof under_file, "%s/x.db", ro);
+  CHECK_RC(ESG_ESTORE, esg_store_open(&s, under_file, NULL));
+  CHECK_CONTAINS(esg_errmsg(NULL), "is not a folder");
   /* a new file held by a writer that does not let go: the migration waits the busy
      timeout, then ELOCKED naming the file; once let go, it opens */
   const char *held = tu_path("held.db");

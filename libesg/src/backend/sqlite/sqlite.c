@@ -3,10 +3,13 @@
  * migrations, the per-handle cache of prepared statements, and the table of
  * operations (units of writes and group commit are in sqlite_tx.c).
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "sqlite_int.h"
 
 /*
@@ -127,6 +130,29 @@ static int migrate(esg__sq *q) {
   return exec_sql(q, "COMMIT", "committing the migration");
 }
 
+/* Why a file cannot be opened, in the words of the system, with what to do: SQLite says
+   "unable to open database file" for a missing folder, a permission and a read-only file
+   system alike. Empty when nothing is found wrong. */
+static void open_cause(const char *path, char *out, size_t n) {
+  out[0] = '\0';
+  if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0) return;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == dir) dir[1] = '\0';
+  else if (slash) *slash = '\0';
+  else snprintf(dir, sizeof dir, ".");
+  struct stat st;
+  if (stat(dir, &st) != 0)
+    snprintf(out, n, "the folder %.300s: %s (create it first)", dir, strerror(errno));
+  else if (!S_ISDIR(st.st_mode))
+    snprintf(out, n, "%.300s is not a folder", dir);
+  else if (access(path, F_OK) != 0 && access(dir, W_OK) != 0)
+    snprintf(out, n, "cannot create a file in %.300s: %s", dir, strerror(errno));
+  else if (access(path, F_OK) == 0 && access(path, R_OK | W_OK) != 0)
+    snprintf(out, n, "the file: %s", strerror(errno));
+}
+
 /* An open's failure with the file named first: "store PATH: what". */
 static int named(esg__sq *q, const char *path, int rc) {
   char msg[sizeof q->err->msg];
@@ -146,7 +172,10 @@ static int sq_open(esg__sq **out, const esg__be_opts *o) {
   q->snap_insert_first = true;
   int rc = sqlite3_open_v2(o->target, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    esg__fail(q->err, ESG_ESTORE, "opening %s: %s", o->target, q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));
+    char cause[600];
+    open_cause(o->target, cause, sizeof cause);
+    esg__fail(q->err, ESG_ESTORE, "cannot open the store %s: %s", o->target,
+              cause[0] ? cause : q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));
     return ESG_ESTORE;
   }
   sqlite3_extended_result_codes(q->db, 1);
@@ -161,8 +190,12 @@ static int sq_open(esg__sq **out, const esg__be_opts *o) {
                      "store %s is read-only (no write permission on the file or its folder): libesg writes to its store",
                      o->target);
   if ((rc = exec_sql(q, setup, "configuring the connection")) != ESG_OK ||
-      (rc = exec_sql(q, "PRAGMA cache_size=-16384;", "configuring the cache")) != ESG_OK)
+      (rc = exec_sql(q, "PRAGMA cache_size=-16384;", "configuring the cache")) != ESG_OK) {
+    char cause[600];
+    open_cause(o->target, cause, sizeof cause);
+    if (cause[0]) return esg__fail(q->err, ESG_ESTORE, "cannot open the store %s: %s", o->target, cause);
     return named(q, o->target, rc);
+  }
   q->ckpt = esg__ckpt_attach(q->db);
   if ((rc = migrate(q)) != ESG_OK) return named(q, o->target, rc);
   esg__cc_open(q);
