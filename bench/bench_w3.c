@@ -22,6 +22,9 @@
  *                       that), with group commit (ESG_BENCH_GROUP_MS).
  *   esg-gateway         the whole gateway path: each event claimed in the loop,
  *                       then delivered and its claim completed (group commit).
+ *   gw-http             W5's C gateway (esg_gateway) with its HTTP sink: each event
+ *                       pushed, claimed, its request stored in the outbox and
+ *                       delivered, its claim completed (group commit).
  *   esg-egress-durable  esg-egress without group commit: each loop turn's
  *                       completions committed before their callbacks run.
  *   curl                a bare libcurl multi loop (reused handles and
@@ -49,8 +52,9 @@
 
 static const int LEVELS[] = {1, 16, 64};
 #define NLEVEL 3
-enum { A_WRK, A_CURL, A_ESG, A_GATEWAY, A_ESG_DURABLE, NAPPROACH };
-static const char *const LABELS[NAPPROACH] = {"wrk", "curl", "esg-egress", "esg-gateway", "esg-egress-durable"};
+enum { A_WRK, A_CURL, A_ESG, A_GATEWAY, A_ESG_DURABLE, A_GW_SINK, NAPPROACH };
+static const char *const LABELS[NAPPROACH] = {"wrk", "curl", "esg-egress", "esg-gateway", "esg-egress-durable",
+                                              "gw-http"};
 /* At 1 in flight a request is a round trip: fewer of them measure it as well. */
 #define N_AT_1 20000
 
@@ -436,6 +440,51 @@ static double run_esg(const char *url, const events *ev, size_t n, int conc, con
   return (double)n / dt;
 }
 
+/* ----------------------------------------------------- the C gateway -- */
+
+/* n events pushed through esg_gateway with its HTTP sink at conc in flight. */
+static double run_gw(const char *url, const events *ev, size_t n, int conc, const char *dir, int group_ms,
+                     size_t *bad) {
+  char path[4600];
+  snprintf(path, sizeof path, "%s/w3-gw.db", dir);
+  remove_db(path);
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
+  so.group_commit_ms = group_ms;
+  esg_store *s = NULL;
+  if (esg_store_open(&s, path, &so) != ESG_OK) {
+    fprintf(stderr, "bench_w3: store: %s\n", esg_errmsg(NULL));
+    return -1;
+  }
+  esg_egress_opts eo = ESG_EGRESS_OPTS_INIT;
+  eo.max_in_flight = conc;
+  esg_gateway_opts o = ESG_GATEWAY_OPTS_INIT;
+  o.store = s;
+  o.lease_ms = 600000;
+  o.sink = ESG_GATEWAY_SINK_HTTP;
+  o.http_url = url;
+  o.egress = &eo;
+  esg_gateway *g = NULL;
+  if (esg_gateway_open(&g, &o) != ESG_OK) {
+    fprintf(stderr, "bench_w3: gateway: %s\n", esg_errmsg(NULL));
+    esg_store_close(s);
+    return -1;
+  }
+  timing t;
+  timing_start(&t);
+  for (size_t i = 0; i < n; i++)
+    if (esg_gateway_push(g, ev->buf + ev->off[i], ev->len[i]) != ESG_OK) (*bad)++;
+  if (esg_gateway_drain(g) != ESG_OK) (*bad)++;
+  esg_store_flush(s);
+  double dt = timing_stop(&t);
+  esg_gateway_stats st;
+  esg_gateway_get_stats(g, &st);
+  if (st.delivered != n) *bad += n - st.delivered;
+  esg_gateway_close(g);
+  esg_store_close(s);
+  remove_db(path);
+  return (double)n / dt;
+}
+
 /* ------------------------------------------------------------------ main -- */
 
 
@@ -506,6 +555,7 @@ int main(int argc, char **argv) {
         else if (a == A_CURL) x = run_curl(url, &part, c, &bad);
         else if (a == A_ESG) x = run_esg(url, &ev, nreq, c, dir, group_ms, true, &bad);
         else if (a == A_GATEWAY) x = run_esg(url, &ev, nreq, c, dir, group_ms, false, &bad);
+        else if (a == A_GW_SINK) x = run_gw(url, &ev, nreq, c, dir, group_ms, &bad);
         else x = run_esg(url, &ev, nreq, c, dir, 0, true, &bad);
         if (x <= 0 || bad) {
           fprintf(stderr, "bench_w3: %s-%d failed (%zu bad)\n", LABELS[a], c, bad);
@@ -552,6 +602,13 @@ int main(int argc, char **argv) {
       if (med[A_GATEWAY][li] > 0) /* the whole gateway path, the claim included: no target */
         printf("RATIO esg-gateway-%d/curl-%d = %.2f\n", LEVELS[li], LEVELS[li],
                paired(eps, reps, A_GATEWAY, A_CURL, li, v));
+      if (med[A_GW_SINK][li] > 0) { /* issue 13: the gateway's HTTP sink against the bare loop */
+        double g = paired(eps, reps, A_GW_SINK, A_CURL, li, v);
+        double gt = LEVELS[li] >= 16 ? 0.85 : 0;
+        printf("RATIO gw-http-%d/curl-%d = %.2f%s%s\n", LEVELS[li], LEVELS[li], g, gt > 0 ? " (target >= 0.85)" : "",
+               gt > 0 && g < gt ? " MISSED" : "");
+        missed += gt > 0 && g < gt;
+      }
       printf("RATIO curl-%d/wrk-%d = %.2f\n", LEVELS[li], LEVELS[li], paired(eps, reps, A_CURL, A_WRK, li, v));
     }
   }
