@@ -19,6 +19,7 @@ P="$tmp/prefix"
 LD_LIBRARY_PATH="$P/lib" LUA_CPATH="$P/lib/lua/5.4/?.so;;" LUA_PATH="$P/share/lua/5.4/?.lua;;" \
   lua5.4 -e 'local esg = require "esg"; local g = require "esg.gateway"; assert(esg.version and g.run)'
 LD_LIBRARY_PATH="$P/lib" "$P/bin/esg" --version >/dev/null
+[ -f "$P/share/man/man1/esg.1" ] || { echo "the man page is not installed: $P/share/man/man1/esg.1"; exit 1; }
 py=$(ls -d "$P"/lib/python3*/dist-packages 2>/dev/null | head -1)
 if [ -n "$py" ] && [ -n "${ESG_PYTHON:-}" ]; then
   LD_LIBRARY_PATH="$P/lib" PYTHONPATH="$py" "$ESG_PYTHON" -c 'import esg; esg.Store(":memory:").close()'
