@@ -212,6 +212,31 @@ static int entity_fn(void *ud, esg_gateway_event *e, const char **key, int64_t *
   return ESG_OK;
 }
 
+static int shorten(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  const char *j = "{\"id\":\"o9\",\"type\":\"t\",\"timestamp\":9}";
+  return esg_gateway_event_set_json(e, j, strlen(j));
+}
+
+/* The entity's document is the event as enriched, whatever its length (its length was
+   once read before the enriched JSON was). */
+static void test_entity_doc_after_enrich(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  o.entity = entity_fn;
+  o.enrich = shorten;
+  esg_gateway *g = open_gw(&o);
+  const char *ev = "{\"id\":\"o9\",\"type\":\"t\",\"timestamp\":9,\"padding\":\"a long member the enrich step drops\"}";
+  CHECK_RC(ESG_OK, esg_gateway_push(g, ev, strlen(ev)));
+  esg_entity ent;
+  CHECK_RC(ESG_OK, esg_entity_get(s, "order:1", &ent));
+  CHECK(ent.doc_len == strlen("{\"id\":\"o9\",\"type\":\"t\",\"timestamp\":9}"));
+  CHECK(ent.doc && strncmp(ent.doc, "{\"id\":\"o9\",\"type\":\"t\",\"timestamp\":9}", ent.doc_len) == 0);
+  esg_gateway_close(g);
+  esg_store_close(s);
+}
+
 static void test_stale_entity(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -394,7 +419,14 @@ static void test_http_sink(void) {
   o.egress = &eo;
   httpd_url(h, "/ok", url, sizeof url);
   o.http_url = url;
+  char hdr[64] = "X-Source: shop";
+  const char *hdrs[] = {hdr};
+  o.http_headers = hdrs;
+  o.http_n_headers = 1;
   esg_gateway *g = open_gw(&o);
+  memset(hdr, 'z', sizeof hdr - 1); /* the options' strings are copied at open */
+  o.http_headers = NULL;
+  o.http_n_headers = 0;
   CHECK_RC(ESG_OK, esg_gateway_push(g, EV("h1", ""), strlen(EV("h1", ""))));
   CHECK_RC(ESG_OK, esg_gateway_drain(g));
   esg_gateway_stats st = stats_of(g);
@@ -424,6 +456,7 @@ static void test_http_sink(void) {
   httpd_req q;
   CHECK(httpd_get(h, 0, &q) == 0);
   CHECK_CONTAINS(q.headers, "Idempotency-Key: h1");
+  CHECK_CONTAINS(q.headers, "X-Source: shop");
   CHECK(q.body_len == strlen(EV("h1", "")) && memcmp(q.body, EV("h1", ""), q.body_len) == 0);
   esg_store_close(s);
   httpd_stop(h);
@@ -900,6 +933,7 @@ int main(void) {
     RUN(test_parse_and_mismatch_faults);
     RUN(test_busy);
     RUN(test_stale_entity);
+    RUN(test_entity_doc_after_enrich);
     RUN(test_echo_suppressed);
     RUN(test_enrich_collect_and_required);
     RUN(test_sinks);

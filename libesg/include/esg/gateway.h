@@ -138,7 +138,8 @@ typedef struct esg_gateway_opts {
   int latch_flag;                /* non-zero: an event flagged "latched": true is an echo */
 
   /* enrich */
-  const esg_cache_opts *cache;   /* options of the run's cache (NULL = defaults) */
+  const esg_cache_opts *cache;   /* options of the run's cache: with them it opens with the gateway
+                                    (NULL = defaults, opened on first use) */
   int collect;                   /* non-zero: cache the entity each event carries (esg_cache_collect) */
   esg_gateway_str_fn enrich_key; /* *out NULL: no lookup */
   esg_cache_loader load;         /* NULL: only cached values are used */
@@ -159,12 +160,13 @@ typedef struct esg_gateway_opts {
   int (*write)(void *ud, esg_gateway_event *e, const void *out, size_t len); /* CALLBACK */
   const char *http_url;          /* HTTP: required unless render sets it */
   const char *http_method;
-  const char *const *http_headers;
+  const char *const *http_headers; /* copied, as every string of these options */
   size_t http_n_headers;
   esg_gateway_render_fn render;
   int http_rerender;             /* non-zero: a resubmission renders the request again (after a fix
                                     to the transform) instead of sending the outbox's bytes */
-  const esg_egress_opts *egress; /* the engine's options (on_done and ud are the gateway's) */
+  const esg_egress_opts *egress; /* the engine's options (on_done and ud are the gateway's; circuit_failures
+                                    0 = 5 here, -1 = no breaker) */
 
   /* reporting */
   void (*on_fault)(void *ud, const esg_gateway_fault *f);

@@ -177,8 +177,30 @@ int esg_gateway_open(esg_gateway **out, const esg_gateway_opts *opts) {
   g->o.http_url = url;
   g->o.http_method = method;
   g->o.name = g->name;
+  /* the headers too, in one block: the lines, then their text */
+  g->o.http_headers = NULL;
+  if (rc == ESG_OK && o.http_n_headers) {
+    size_t bytes = o.http_n_headers * sizeof(char *);
+    for (size_t i = 0; i < o.http_n_headers; i++) bytes += o.http_headers[i] ? strlen(o.http_headers[i]) + 1 : 1;
+    char **h = esg__malloc(bytes);
+    if (!h) {
+      rc = ESG_ENOMEM;
+    } else {
+      char *at = (char *)(h + o.http_n_headers);
+      for (size_t i = 0; i < o.http_n_headers; i++) {
+        const char *line = o.http_headers[i] ? o.http_headers[i] : "";
+        size_t n = strlen(line) + 1;
+        h[i] = memcpy(at, line, n);
+        at += n;
+      }
+      g->o.http_headers = (const char *const *)h;
+    }
+  }
+  g->o.cache = NULL; /* the caller's struct is not kept: with options, the cache opens now */
   if (rc != ESG_OK) {
     esg__fail(NULL, ESG_ENOMEM, "out of memory opening the gateway");
+  } else if (o.cache && (rc = esg_cache_open(&g->cache, g->s, o.cache)) != ESG_OK) {
+    esg__fail(NULL, rc, "the gateway's cache: %s", esg_errmsg(NULL));
   } else if ((rc = esg__gw_sink_open(g)) != ESG_OK) {
     esg__fail(NULL, rc, "%s", g->err.msg);
   }
@@ -209,6 +231,7 @@ int esg_gateway_close(esg_gateway *g) {
   esg__free((char *)g->o.eventlog_key);
   esg__free((char *)g->o.http_url);
   esg__free((char *)g->o.http_method);
+  esg__free((void *)g->o.http_headers);
   esg__handle_end(&g->err);
   esg__free(g);
   return rc;
@@ -565,13 +588,17 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
   }
   if (o->latch_to && (rc = latch_mark(g, e)) < 0) return step_fault(g, "latch", rc, key, token);
   /* sink: an HTTP delivery finishes later, so the entity goes first */
-  if (ekey && http && esg_entity_upsert(g->s, ekey, version, esg_gateway_event_json(e, &len), len) < 0)
+  /* the entity's document: the event as it now is (read before the call: C does not
+     order the evaluation of arguments) */
+  size_t doc_len = 0;
+  const char *doc = ekey ? esg_gateway_event_json(e, &doc_len) : NULL;
+  if (ekey && http && esg_entity_upsert(g->s, ekey, version, doc, doc_len) < 0)
     return store_fault(g, "sink", "entity", key, token);
   rc = esg__gw_sink_write(g, e, key, token);
   if (rc == ESG_BUSY) return ESG_OK; /* the engine owns the claim now */
   if (rc < 0) return step_fault(g, "sink", rc, key, token);
   g->st.delivered++;
-  if (ekey && !http && esg_entity_upsert(g->s, ekey, version, esg_gateway_event_json(e, &len), len) < 0)
+  if (ekey && !http && esg_entity_upsert(g->s, ekey, version, doc, doc_len) < 0)
     return store_fault(g, "complete", "entity", key, token);
   if (key && esg_complete(g->s, key, token, NULL, 0) != ESG_OK)
     return store_fault(g, "complete", "completing the claim", NULL, 0);

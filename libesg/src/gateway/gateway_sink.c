@@ -67,7 +67,8 @@ static int open_http(esg_gateway *g) {
     if (rc != ESG_OK) return rc;
   }
   eo.complete_on_fault = 1;
-  if (!eo.circuit_failures) eo.circuit_failures = 5; /* the gateway's default: pause a failing host */
+  /* the gateway's default: pause a failing host; -1 turns the breaker off */
+  eo.circuit_failures = eo.circuit_failures == 0 ? 5 : eo.circuit_failures < 0 ? 0 : eo.circuit_failures;
   eo.on_done = on_done;
   eo.on_retry = on_retry;
   eo.ud = g;
