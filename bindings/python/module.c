@@ -566,6 +566,7 @@ static int module_exec(PyObject *m) {
   if (!st->EventType || PyModule_AddType(m, st->EventType) < 0) return -1;
   st->StoreType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_store_spec, NULL);
   if (!st->StoreType || PyModule_AddType(m, st->StoreType) < 0) return -1;
+  if (esgpy_gateway_init(m, st) < 0) return -1;
 
   if (PyModule_AddStringConstant(m, "__version__", esg_version()) < 0 ||
       PyModule_AddStringConstant(m, "version", esg_version()) < 0 ||
@@ -586,7 +587,7 @@ static int module_exec(PyObject *m) {
 #define STATE_REFS(X) \
   X(Error) X(BusyError) X(StoreType) X(EventType) X(ClaimType) X(EntityType) X(FaultType) X(CacheType) \
   X(CacheEntryType) X(CacheStatsType) X(ResyncStatsType) X(SnapshotType) X(EgressType) X(EgressResultType) \
-  X(EgressStatsType) X(ABSENT) X(json_dumps) X(json_loads)
+  X(EgressStatsType) X(GatewayType) X(GatewayContextType) X(GatewayFaultType) X(ABSENT) X(json_dumps) X(json_loads)
 /* ... and the interned names, only cleared. */
 #define STATE_NAMES(X) \
   X(s_hit) X(s_miss) X(s_negative) X(s_echo) X(s_genuine) X(s_fired) X(s_fired_before) X(s_no_match) X(s_new) \
@@ -609,6 +610,7 @@ static int module_clear(PyObject *m) {
 #undef CLEAR
   for (int i = 0; i < ESGPY_MAX_ERRORS; i++) Py_CLEAR(st->errors[i]);
   for (int i = 0; i < 4; i++) Py_CLEAR(st->s_outcomes[i]);
+  for (int i = 0; i < ESGPY_GW_NOUTCOMES; i++) Py_CLEAR(st->s_gw[i]);
   return 0;
 }
 
