@@ -1010,6 +1010,8 @@ static int gw_opts(GatewayObject *self, PyObject **a, esg_gateway_opts *o, esg_e
   /* enrich */
   if (a[K_CACHE]) {
     PyObject *c[ESGPY_CACHE_NOPTS] = {NULL};
+    esg_cache_opts init = ESG_CACHE_OPTS_INIT;
+    self->cache_opts = init;
     if (opts_dict(a[K_CACHE], esgpy_cache_opt_names, c, "the enrich cache options") < 0) return -1;
     for (int i = 0; i < ESGPY_CACHE_NOPTS; i++) /* the option strings point into these */
       if (c[i] && PyList_Append(self->keep, c[i]) < 0) return -1;
