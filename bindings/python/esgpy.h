@@ -40,8 +40,10 @@ typedef struct esgpy_state {
   PyTypeObject *GatewayContextType;
   PyTypeObject *GatewayFaultType;
   PyObject *ABSENT; /* esg.ABSENT: a loader's "known absent" */
-  PyObject *json_dumps; /* compact json.dumps (functools.partial) */
+  PyObject *json_dumps; /* compact json.dumps: a JSONEncoder's encode */
   PyObject *json_loads;
+  PyObject *json_scan;  /* json's C scanner (scan_once(str, idx) -> (value, end)), or NULL */
+  PyObject *json_fast;  /* json's C encoder with json_dumps's options, built once, or NULL */
   PyObject *s_new, *s_duplicate, *s_busy, *s_stored, *s_applied, *s_stale;
   PyObject *s_hit, *s_miss, *s_negative, *s_echo, *s_genuine, *s_fired, *s_fired_before, *s_no_match;
   PyObject *s_outcomes[4]; /* egress outcome names */
@@ -52,6 +54,9 @@ extern struct PyModuleDef esgpy_module_def;
 esgpy_state *esgpy_state_of_module(PyObject *module);
 esgpy_state *esgpy_state_of_type(PyTypeObject *tp);
 
+/* obj as compact JSON (str), as json_dumps gives it but faster (no circular check: a cycle is a
+   RecursionError). New reference, or NULL with the exception. */
+PyObject *esgpy_json_fast(esgpy_state *st, PyObject *obj);
 /* Raises the esg.Error subclass for code, carrying code, name and msg (or the code's text). Returns NULL. */
 PyObject *esgpy_raise(esgpy_state *st, int code, const char *msg);
 /* The class esgpy_raise uses for code (borrowed). */

@@ -102,10 +102,23 @@ static int keep_add(GatewayObject *self, PyObject *obj) {
   return rc;
 }
 
+/* JSON text the C library parsed already as a Python value: json's C scanner called directly
+   (json.loads would add three Python frames per event), json.loads for its error if it fails. */
 static PyObject *decode(GatewayObject *self, const char *json, size_t len) {
-  PyObject *s = PyUnicode_DecodeUTF8(json, (Py_ssize_t)len, NULL);
+  size_t skip = 0;
+  while (skip < len && (json[skip] == ' ' || json[skip] == '\t' || json[skip] == '\n' || json[skip] == '\r')) skip++;
+  PyObject *s = PyUnicode_DecodeUTF8(json + skip, (Py_ssize_t)(len - skip), NULL), *d = NULL;
   if (!s) return NULL;
-  PyObject *d = PyObject_CallOneArg(self->st->json_loads, s);
+  if (self->st->json_scan) {
+    PyObject *zero = PyLong_FromLong(0);
+    PyObject *argv[2] = {s, zero};
+    PyObject *r = zero ? PyObject_Vectorcall(self->st->json_scan, argv, 2, NULL) : NULL;
+    Py_XDECREF(zero);
+    if (r && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) d = Py_NewRef(PyTuple_GET_ITEM(r, 0));
+    Py_XDECREF(r);
+    if (!d) PyErr_Clear();
+  }
+  if (!d) d = PyObject_CallOneArg(self->st->json_loads, s);
   Py_DECREF(s);
   return d;
 }
@@ -206,7 +219,7 @@ static int give(GatewayObject *self, PyObject *r, int as, const char *what, cons
   } else if (as != AS_KEY && PyBytes_Check(r)) {
     keep = Py_NewRef(r);
   } else if (as == AS_DOC) {
-    if (!(keep = PyObject_CallOneArg(self->st->json_dumps, r))) return -1;
+    if (!(keep = esgpy_json_fast(self->st, r))) return -1;
   } else {
     PyErr_Format(PyExc_TypeError, "%s must return str%s or None, not %.100s", what, as == AS_HASH ? ", bytes" : "",
                  Py_TYPE(r)->tp_name);
