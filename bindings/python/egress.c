@@ -714,12 +714,15 @@ static PyType_Slot egress_slots[] = {
                 "       max_attempts=5, max_elapsed=60.0, backoff_base=0.1, backoff_cap=10.0,\n"
                 "       connect_timeout=5.0, timeout=30.0, rate=0, burst=0,\n"
                 "       idempotency_header='Idempotency-Key', content_type='application/json',\n"
-                "       max_response_bytes=65536, claim_lease=None, complete_on_fault=False, seed=0)\n\n"
+                "       max_response_bytes=65536, claim_lease=None, complete_on_fault=False, seed=0,\n"
+                "       circuit_failures=0, circuit_open=1.0)\n\n"
                 "The HTTP delivery engine: retries with backoff and jitter (following\n"
                 "Retry-After), per-partition-key order, a rate limit; on the store, success\n"
                 "completes the delivery's claim and exhausted or refused deliveries become\n"
                 "faults. on_done(result) runs once per finished delivery; on_retry(event_id,\n"
-                "attempt, http_status, delay, error) at each retry. Times are seconds."},
+                "attempt, http_status, delay, error) at each retry. circuit_failures=N (0: off)\n"
+                "pauses a host for circuit_open seconds after N retryable failures in a row.\n"
+                "Times are seconds."},
     {Py_tp_new, egress_new},
     {Py_tp_dealloc, egress_dealloc},
     {Py_tp_traverse, egress_traverse},

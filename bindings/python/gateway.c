@@ -327,7 +327,10 @@ static int t_enrich(void *ud, esg_gateway_event *e) {
   PyGILState_STATE g = PyGILState_Ensure();
   PyObject *r = call_ev(self, e, self->enrich_fn);
   int rc = ESG_OK;
-  if (r == Py_None) Py_SETREF(r, Py_NewRef(self->sc.ev));
+  if (r == Py_None) {
+    Py_SETREF(r, self->sc.ev ? Py_NewRef(self->sc.ev) : NULL);
+    if (!r) PyErr_SetString(PyExc_RuntimeError, "the event's dict is gone");
+  }
   const char *json;
   size_t len;
   if (!r || give(self, r, AS_DOC, "enrich fn", &json, &len) < 0) {
