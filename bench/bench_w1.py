@@ -7,9 +7,14 @@ Measures in one run, each on a fresh database file:
   py-raw-batch1000  the same, 1000 events per transaction
   py-esg-durable    esg.Store: each claim and completion committed before returning
   py-esg-grouped    esg.Store with group commit (group_commit_max=1000)
-and, in the same run (interleaved with the Python approaches), the same two libesg
-modes through the C API: the C benchmark build/bench/bench_w1 run once per round
-with ESG_BENCH_ONLY=esg-durable and esg-grouped (--c-bench PATH, or "none").
+  gw-py-durable     W5: the events as a JSON lines file through esg.Gateway (default
+                    idempotence, transform lambda ev, ctx: {"id": ev["id"], "price":
+                    ev["thing"]["price"]}, a JSON lines file sink), each claim committed
+  gw-py-grouped     the same with group commit
+and, in the same run (interleaved with the Python approaches), the same libesg modes
+through the C API: the C benchmark build/bench/bench_w1 run once per round with
+ESG_BENCH_ONLY=esg-durable, esg-grouped, gw-c-durable and gw-c-grouped (the C
+gateway with a C transform; --c-bench PATH, or "none").
 Pass 1: N new events; pass 2: the same N again, all duplicates. Prints
 
   RESULT label=<label> pass=<1|2> n=<N> eps=<events/s>      (median of --runs runs)
@@ -111,17 +116,50 @@ def run_esg(path, events, grouped):
         return esg_pass(s, events), esg_pass(s, events)
 
 
+def w5_transform(ev, ctx):  # W5's transform
+    return {"id": ev["id"], "price": ev["thing"]["price"]}
+
+
+def run_gw(path, events, grouped):
+    """W5: both passes of W1's events as a JSON lines file through esg.Gateway."""
+    src, out = path + ".in.jsonl", path + ".out.jsonl"
+    with open(src, "wb") as f:  # written before the clock starts
+        f.write(b"\n".join(events) + b"\n")
+    opts = {"group_commit": 1.0, "group_commit_max": 1000} if grouped else {}
+    n = len(events)
+    try:
+        with esg.Store(path, **opts) as s:
+            gw = esg.Gateway(s, name="w5", lease=30.0, ttl=TTL_S, transform=w5_transform, sink=esg.sink.jsonl(out))
+            times = []
+            for p, key in ((1, "delivered"), (2, "duplicates")):  # pass 1 all new, pass 2 all duplicates
+                t0 = time.perf_counter()
+                st = gw.run(src)  # ends with the group's last commit
+                times.append(time.perf_counter() - t0)
+                if st[key] != n or st["faults"]:
+                    raise RuntimeError(f"gw pass {p}: {st}")
+            gw.close()
+    finally:
+        for f in (src, out):
+            if os.path.exists(f):
+                os.remove(f)
+    return tuple(times)
+
+
 APPROACHES = [
     ("py-raw-tx2", lambda p, ev: run_raw(p, ev, 0)),
     ("py-raw-batch1000", lambda p, ev: run_raw(p, ev, 1000)),
     ("py-esg-durable", lambda p, ev: run_esg(p, ev, False)),
     ("py-esg-grouped", lambda p, ev: run_esg(p, ev, True)),
+    ("gw-py-durable", lambda p, ev: run_gw(p, ev, False)),
+    ("gw-py-grouped", lambda p, ev: run_gw(p, ev, True)),
 ]
-C_MODES = ["esg-durable", "esg-grouped"]
+C_MODES = ["esg-durable", "esg-grouped", "gw-c-durable", "gw-c-grouped"]
 # (numerator, denominator, target): the Python binding against hand-rolled stdlib
 # sqlite3, and against the same mode through the C API
 RATIOS = [("py-esg-durable", "py-raw-tx2", 1.0), ("py-esg-grouped", "py-raw-batch1000", 1.2),
-          ("py-esg-durable", "esg-durable", 0.8), ("py-esg-grouped", "esg-grouped", 0.8)]
+          ("py-esg-durable", "esg-durable", 0.8), ("py-esg-grouped", "esg-grouped", 0.8),
+          # W5: the Python gateway against the C gateway of the same run (a Python step per event)
+          ("gw-py-durable", "gw-c-durable", 0.8), ("gw-py-grouped", "gw-c-grouped", 0.6)]
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_C_BENCH = os.path.join(HERE, "..", "build", "bench", "bench_w1")
 

@@ -69,11 +69,38 @@ static int opt_count(PyObject *obj, const char *what, int64_t *out) {
   return 0;
 }
 
+const char *const esgpy_cache_opt_names[ESGPY_CACHE_NOPTS + 1] = {
+    "ttl", "negative_ttl", "max_stale", "load_timeout", "mem_entries", "mem_bytes", "mem_ttl", "max_value_bytes",
+    "json", "collect_field", "collect_id_field", "version_field", NULL};
+
+int esgpy_cache_opts(PyObject *const *a, esg_cache_opts *o) {
+  int64_t mvb = 0;
+  int json = 1;
+  if (opt_ms(a[0], "ttl", 0, 0, &o->ttl_ms) < 0 || opt_ms(a[1], "negative_ttl", 0, 0, &o->negative_ttl_ms) < 0 ||
+      opt_ms(a[2], "max_stale", -1, 0, &o->max_stale_ms) < 0 ||
+      opt_ms(a[3], "load_timeout", -1, 1, &o->load_timeout_ms) < 0 ||
+      opt_count(a[4], "mem_entries", &o->mem_entries) < 0 || opt_count(a[5], "mem_bytes", &o->mem_bytes) < 0 ||
+      opt_ms(a[6], "mem_ttl", 0, 0, &o->mem_ttl_ms) < 0 ||
+      (a[7] && a[7] != Py_None && esgpy_int64(a[7], "max_value_bytes", &mvb) < 0) || esgpy_flag(a[8], &json) < 0 ||
+      esgpy_opt_str(a[9], "collect_field", &o->collect_field) < 0 ||
+      esgpy_opt_str(a[10], "collect_id_field", &o->collect_id_field) < 0 ||
+      esgpy_opt_str(a[11], "version_field", &o->version_field) < 0)
+    return -1;
+  if (!a[8]) json = 1;
+  if (mvb < 0) {
+    PyErr_SetString(PyExc_ValueError, "max_value_bytes must not be negative");
+    return -1;
+  }
+  o->max_value_bytes = (size_t)mvb;
+  o->no_json_check = !json;
+  return 0;
+}
+
 static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   static char *kw[] = {"store", "ttl", "negative_ttl", "max_stale", "load_timeout", "mem_entries", "mem_bytes",
                        "mem_ttl", "max_value_bytes", "json", "collect_field", "collect_id_field", "version_field",
                        NULL};
-  PyObject *store_obj, *a[12] = {NULL};
+  PyObject *store_obj, *a[ESGPY_CACHE_NOPTS] = {NULL};
   if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OOOOOOOOOOOO:Cache", kw, &store_obj, &a[0], &a[1], &a[2], &a[3],
                                    &a[4], &a[5], &a[6], &a[7], &a[8], &a[9], &a[10], &a[11]))
     return NULL;
@@ -81,25 +108,8 @@ static PyObject *cache_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   StoreObject *store = esgpy_store_arg(st, store_obj);
   if (!store) return NULL;
   esg_cache_opts o = ESG_CACHE_OPTS_INIT;
-  int64_t mvb = 0;
-  int json = 1;
-  if (opt_ms(a[0], "ttl", 0, 0, &o.ttl_ms) < 0 || opt_ms(a[1], "negative_ttl", 0, 0, &o.negative_ttl_ms) < 0 ||
-      opt_ms(a[2], "max_stale", -1, 0, &o.max_stale_ms) < 0 ||
-      opt_ms(a[3], "load_timeout", -1, 1, &o.load_timeout_ms) < 0 ||
-      opt_count(a[4], "mem_entries", &o.mem_entries) < 0 || opt_count(a[5], "mem_bytes", &o.mem_bytes) < 0 ||
-      opt_ms(a[6], "mem_ttl", 0, 0, &o.mem_ttl_ms) < 0 ||
-      (a[7] && a[7] != Py_None && esgpy_int64(a[7], "max_value_bytes", &mvb) < 0) || esgpy_flag(a[8], &json) < 0 ||
-      esgpy_opt_str(a[9], "collect_field", &o.collect_field) < 0 ||
-      esgpy_opt_str(a[10], "collect_id_field", &o.collect_id_field) < 0 ||
-      esgpy_opt_str(a[11], "version_field", &o.version_field) < 0)
-    return NULL;
-  if (!a[8]) json = 1;
-  if (mvb < 0) {
-    PyErr_SetString(PyExc_ValueError, "max_value_bytes must not be negative");
-    return NULL;
-  }
-  o.max_value_bytes = (size_t)mvb;
-  o.no_json_check = !json;
+  if (esgpy_cache_opts(a, &o) < 0) return NULL;
+  int json = !o.no_json_check;
   CacheObject *self = (CacheObject *)tp->tp_alloc(tp, 0);
   if (!self) return NULL;
   self->store = (StoreObject *)Py_NewRef(store);
@@ -244,6 +254,7 @@ static PyObject *cache_invalidate(CacheObject *self, PyObject *const *args, Py_s
 
 typedef struct load_ctx {
   CacheObject *self;
+  esgpy_state *st;
   PyObject *loader;
   int pass_deadline;
   int64_t ttl;
@@ -251,20 +262,19 @@ typedef struct load_ctx {
   PyObject *fatal; /* a BaseException that must propagate as it is */
 } load_ctx;
 
-static int loader_cb(void *ud, const char *key, int64_t deadline, esg_cache_load *ld) {
-  load_ctx *l = ud;
+int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int64_t ttl, const char *key,
+               int64_t deadline, esg_cache_load *ld, PyObject **exc, PyObject **fatal) {
   PyGILState_STATE g = PyGILState_Ensure();
-  esgpy_state *st = STATE(l->self); /* a Python API call: only with the GIL */
   int rc = ESG_ECALLBACK;
   PyObject *k = PyUnicode_DecodeUTF8(key, (Py_ssize_t)strlen(key), "replace"), *r = NULL;
   if (k) {
-    if (l->pass_deadline) {
+    if (pass_deadline) {
       PyObject *d = deadline == INT64_MAX ? Py_NewRef(Py_None) : esgpy_ms_seconds(deadline);
       PyObject *argv[2] = {k, d};
-      r = d ? PyObject_Vectorcall(l->loader, argv, 2, NULL) : NULL;
+      r = d ? PyObject_Vectorcall(loader, argv, 2, NULL) : NULL;
       Py_XDECREF(d);
     } else {
-      r = PyObject_CallOneArg(l->loader, k);
+      r = PyObject_CallOneArg(loader, k);
     }
     Py_DECREF(k);
   }
@@ -276,7 +286,7 @@ static int loader_cb(void *ud, const char *key, int64_t deadline, esg_cache_load
       if (esgpy_json_bytes(st, r, "the loaded value", &b) == 0) {
         /* a refused value (too big, no memory) is noted in ld: returning OK lets the
            library report it with its own code */
-        rc = esg_cache_load_set(ld, b.data, (size_t)b.len, l->ttl);
+        rc = esg_cache_load_set(ld, b.data, (size_t)b.len, ttl);
         if (rc == ESG_ETOOBIG || rc == ESG_ENOMEM) rc = ESG_OK;
         else if (rc != ESG_OK) esg_cache_load_error(ld, esg_strerror(rc));
         esgpy_bytes_release(&b);
@@ -289,15 +299,20 @@ static int loader_cb(void *ud, const char *key, int64_t deadline, esg_cache_load
       char text[256];
       esgpy_exc_text(text, sizeof text);
       esg_cache_load_error(ld, text);
-      Py_XSETREF(l->exc, esgpy_fetch_exc());
+      Py_XSETREF(*exc, esgpy_fetch_exc());
     } else {
-      Py_XSETREF(l->fatal, esgpy_fetch_exc());
+      Py_XSETREF(*fatal, esgpy_fetch_exc());
       esg_cache_load_error(ld, "interrupted");
     }
     rc = ESG_ECALLBACK;
   }
   PyGILState_Release(g);
   return rc;
+}
+
+static int loader_cb(void *ud, const char *key, int64_t deadline, esg_cache_load *ld) {
+  load_ctx *l = ud;
+  return esgpy_load(l->st, l->loader, l->pass_deadline, l->ttl, key, deadline, ld, &l->exc, &l->fatal);
 }
 
 static PyObject *cache_get_or_load(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -307,6 +322,7 @@ static PyObject *cache_get_or_load(CacheObject *self, PyObject *const *args, Py_
   load_ctx l;
   memset(&l, 0, sizeof l);
   l.self = self;
+  l.st = STATE(self);
   if (esgpy_args("get_or_load", args, nargs, kwnames, kw, 2, a) < 0 || esgpy_flag(a[3], &raw) < 0 ||
       esgpy_flag(a[4], &l.pass_deadline) < 0)
     return NULL;

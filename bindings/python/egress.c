@@ -157,44 +157,59 @@ static int opt_callable(PyObject *obj, const char *what, PyObject **out) {
   return 0;
 }
 
+const char *const esgpy_egress_opt_names[ESGPY_EGRESS_NOPTS + 1] = {
+    "max_in_flight", "max_attempts", "max_elapsed", "backoff_base", "backoff_cap", "connect_timeout", "timeout",
+    "rate", "burst", "idempotency_header", "content_type", "max_response_bytes", "claim_lease",
+    "complete_on_fault", "seed", "circuit_failures", "circuit_open", NULL};
+
+int esgpy_egress_opts(PyObject *const *a, esg_egress_opts *o) {
+  int64_t v;
+  int n;
+  if (esgpy_opt_int32(a[0], "max_in_flight", &o->max_in_flight) < 0 ||
+      esgpy_opt_int32(a[1], "max_attempts", &o->max_attempts) < 0)
+    return -1;
+  if (opt_ms(a[2], "max_elapsed", &o->max_elapsed_ms) < 0 || opt_ms(a[3], "backoff_base", &o->backoff_base_ms) < 0 ||
+      opt_ms(a[4], "backoff_cap", &o->backoff_cap_ms) < 0 ||
+      opt_ms(a[5], "connect_timeout", &o->connect_timeout_ms) < 0 || opt_ms(a[6], "timeout", &o->timeout_ms) < 0)
+    return -1;
+  if (a[7] && a[7] != Py_None && esgpy_float(a[7], "rate", &o->rate_per_s) < 0) return -1;
+  if (esgpy_opt_int32(a[8], "burst", &o->rate_burst) < 0 ||
+      esgpy_opt_str(a[9], "idempotency_header", &o->idempotency_header) < 0 ||
+      esgpy_opt_str(a[10], "content_type", &o->content_type) < 0 ||
+      esgpy_opt_int32(a[11], "max_response_bytes", &n) < 0)
+    return -1;
+  o->max_response_bytes = (size_t)n;
+  if (opt_ms(a[12], "claim_lease", &o->claim_lease_ms) < 0 || esgpy_flag(a[13], &o->complete_on_fault) < 0)
+    return -1;
+  if (a[14] && a[14] != Py_None) {
+    if (esgpy_int64(a[14], "seed", &v) < 0) return -1;
+    o->seed = (uint64_t)v;
+  }
+  if (esgpy_opt_int32(a[15], "circuit_failures", &o->circuit_failures) < 0 ||
+      opt_ms(a[16], "circuit_open", &o->circuit_open_ms) < 0)
+    return -1;
+  return 0;
+}
+
 static PyObject *egress_new(PyTypeObject *tp, PyObject *args, PyObject *kwds) {
   static char *kw[] = {"store", "on_done", "on_retry", "clock", "max_in_flight", "max_attempts", "max_elapsed",
                        "backoff_base", "backoff_cap", "connect_timeout", "timeout", "rate", "burst",
                        "idempotency_header", "content_type", "max_response_bytes", "claim_lease",
-                       "complete_on_fault", "seed", NULL};
-  PyObject *store_obj = Py_None, *a[18] = {NULL};
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOOOOOOOOOOOOOOOO:Egress", kw, &store_obj, &a[0], &a[1], &a[2],
-                                   &a[3], &a[4], &a[5], &a[6], &a[7], &a[8], &a[9], &a[10], &a[11], &a[12], &a[13],
-                                   &a[14], &a[15], &a[16], &a[17]))
+                       "complete_on_fault", "seed", "circuit_failures", "circuit_open", NULL};
+  PyObject *store_obj = Py_None, *a[3 + ESGPY_EGRESS_NOPTS] = {NULL};
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOOOOOOOOOOOOOOOOOOO:Egress", kw, &store_obj, &a[0], &a[1],
+                                   &a[2], &a[3], &a[4], &a[5], &a[6], &a[7], &a[8], &a[9], &a[10], &a[11], &a[12],
+                                   &a[13], &a[14], &a[15], &a[16], &a[17], &a[18], &a[19]))
     return NULL;
   esgpy_state *st = esgpy_state_of_type(tp);
   StoreObject *store = NULL;
   if (store_obj != Py_None && !(store = esgpy_store_arg(st, store_obj))) return NULL;
   esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   PyObject *on_done, *on_retry, *clock;
-  int64_t v;
-  int n;
   if (opt_callable(a[0], "on_done", &on_done) < 0 || opt_callable(a[1], "on_retry", &on_retry) < 0 ||
       opt_callable(a[2], "clock", &clock) < 0)
     return NULL;
-  if (esgpy_opt_int32(a[3], "max_in_flight", &o.max_in_flight) < 0 ||
-      esgpy_opt_int32(a[4], "max_attempts", &o.max_attempts) < 0)
-    return NULL;
-  if (opt_ms(a[5], "max_elapsed", &o.max_elapsed_ms) < 0 || opt_ms(a[6], "backoff_base", &o.backoff_base_ms) < 0 ||
-      opt_ms(a[7], "backoff_cap", &o.backoff_cap_ms) < 0 ||
-      opt_ms(a[8], "connect_timeout", &o.connect_timeout_ms) < 0 || opt_ms(a[9], "timeout", &o.timeout_ms) < 0)
-    return NULL;
-  if (a[10] && a[10] != Py_None && esgpy_float(a[10], "rate", &o.rate_per_s) < 0) return NULL;
-  if (esgpy_opt_int32(a[11], "burst", &o.rate_burst) < 0 ||
-      esgpy_opt_str(a[12], "idempotency_header", &o.idempotency_header) < 0 ||
-      esgpy_opt_str(a[13], "content_type", &o.content_type) < 0 || esgpy_opt_int32(a[14], "max_response_bytes", &n) < 0)
-    return NULL;
-  o.max_response_bytes = (size_t)n;
-  if (opt_ms(a[15], "claim_lease", &o.claim_lease_ms) < 0 || esgpy_flag(a[16], &o.complete_on_fault) < 0) return NULL;
-  if (a[17] && a[17] != Py_None) {
-    if (esgpy_int64(a[17], "seed", &v) < 0) return NULL;
-    o.seed = (uint64_t)v;
-  }
+  if (esgpy_egress_opts(a + 3, &o) < 0) return NULL;
   EgressObject *self = (EgressObject *)tp->tp_alloc(tp, 0);
   if (!self) return NULL;
   self->pid = esgpy_pid();
@@ -699,12 +714,15 @@ static PyType_Slot egress_slots[] = {
                 "       max_attempts=5, max_elapsed=60.0, backoff_base=0.1, backoff_cap=10.0,\n"
                 "       connect_timeout=5.0, timeout=30.0, rate=0, burst=0,\n"
                 "       idempotency_header='Idempotency-Key', content_type='application/json',\n"
-                "       max_response_bytes=65536, claim_lease=None, complete_on_fault=False, seed=0)\n\n"
+                "       max_response_bytes=65536, claim_lease=None, complete_on_fault=False, seed=0,\n"
+                "       circuit_failures=0, circuit_open=1.0)\n\n"
                 "The HTTP delivery engine: retries with backoff and jitter (following\n"
                 "Retry-After), per-partition-key order, a rate limit; on the store, success\n"
                 "completes the delivery's claim and exhausted or refused deliveries become\n"
                 "faults. on_done(result) runs once per finished delivery; on_retry(event_id,\n"
-                "attempt, http_status, delay, error) at each retry. Times are seconds."},
+                "attempt, http_status, delay, error) at each retry. circuit_failures=N (0: off)\n"
+                "pauses a host for circuit_open seconds after N retryable failures in a row.\n"
+                "Times are seconds."},
     {Py_tp_new, egress_new},
     {Py_tp_dealloc, egress_dealloc},
     {Py_tp_traverse, egress_traverse},

@@ -16,6 +16,8 @@
 
 /* Error classes are indexed by -code; every negative code of ESG_STATUS_MAP gets one. */
 #define ESGPY_MAX_ERRORS 64
+/* How many outcome names Gateway.push and resubmit answer with (gateway.c). */
+#define ESGPY_GW_NOUTCOMES 11
 
 typedef struct esgpy_state {
   PyObject *Error;
@@ -34,18 +36,27 @@ typedef struct esgpy_state {
   PyTypeObject *EgressType;
   PyTypeObject *EgressResultType;
   PyTypeObject *EgressStatsType;
+  PyTypeObject *GatewayType;
+  PyTypeObject *GatewayContextType;
+  PyTypeObject *GatewayFaultType;
   PyObject *ABSENT; /* esg.ABSENT: a loader's "known absent" */
-  PyObject *json_dumps; /* compact json.dumps (functools.partial) */
+  PyObject *json_dumps; /* compact json.dumps: a JSONEncoder's encode */
   PyObject *json_loads;
+  PyObject *json_scan;  /* json's C scanner (scan_once(str, idx) -> (value, end)), or NULL */
+  PyObject *json_fast;  /* json's C encoder with json_dumps's options, built once, or NULL */
   PyObject *s_new, *s_duplicate, *s_busy, *s_stored, *s_applied, *s_stale;
   PyObject *s_hit, *s_miss, *s_negative, *s_echo, *s_genuine, *s_fired, *s_fired_before, *s_no_match;
   PyObject *s_outcomes[4]; /* egress outcome names */
+  PyObject *s_gw[ESGPY_GW_NOUTCOMES]; /* gateway outcome names (gateway.c) */
 } esgpy_state;
 
 extern struct PyModuleDef esgpy_module_def;
 esgpy_state *esgpy_state_of_module(PyObject *module);
 esgpy_state *esgpy_state_of_type(PyTypeObject *tp);
 
+/* obj as compact JSON (str), as json_dumps gives it but faster (no circular check: a cycle is a
+   RecursionError). New reference, or NULL with the exception. */
+PyObject *esgpy_json_fast(esgpy_state *st, PyObject *obj);
 /* Raises the esg.Error subclass for code, carrying code, name and msg (or the code's text). Returns NULL. */
 PyObject *esgpy_raise(esgpy_state *st, int code, const char *msg);
 /* The class esgpy_raise uses for code (borrowed). */
@@ -104,6 +115,10 @@ typedef struct {
   PyObject *path;
   esgpy_state *st;     /* the module state, kept to save a lookup per call */
   long pid;            /* the process that opened it (0 before): a forked child must not use it */
+  /* A gateway step runs on the owner thread while the owner is inside a call (the gateway's):
+     lent > 0 lets one call from there in (nested = 1 while it runs; deeper ones are refused, as
+     the C library is then inside that call). See esgpy_store_lend. */
+  int lent, nested;
 } StoreObject;
 
 /* True in a process other than pid (a forked child of the process that opened the object): its
@@ -122,6 +137,10 @@ static inline esgpy_state *esgpy_store_state(PyObject *self) {
 
 /* Takes the store's lock for one call (StateError when closed or re-entered from a callback). 0 or -1. */
 int esgpy_store_enter(StoreObject *self);
+/* Around a gateway step (GIL held, on the thread inside the gateway's call): the step may call
+   the store, one call deep, as the C gateway's steps may (between its own store calls). */
+static inline void esgpy_store_lend(StoreObject *self) { self->lent++; }
+static inline void esgpy_store_unlend(StoreObject *self) { self->lent--; }
 void esgpy_store_leave(StoreObject *self);
 /* For closing objects built on the store, which must not use it unlocked: takes its lock with the
    GIL released. 1: taken (give it back with esgpy_store_final_leave); 0: this thread holds it
@@ -215,6 +234,33 @@ ESGPY_FASTCALL(esgpy_latch_mark);
 extern PyType_Spec esgpy_cache_spec;
 extern PyType_Spec esgpy_snapshot_spec;
 extern PyType_Spec esgpy_egress_spec;
+/* The engine options Egress and the gateway's HTTP sink share, by name (NULL-terminated): a[i]
+   is the value of esgpy_egress_opt_names[i] or NULL. 0, or -1 with the error naming the option. */
+#define ESGPY_EGRESS_NOPTS 17
+extern const char *const esgpy_egress_opt_names[ESGPY_EGRESS_NOPTS + 1];
+int esgpy_egress_opts(PyObject *const *a, esg_egress_opts *o);
+/* The same for the cache options (Cache and the gateway's enrich cache); the strings point into
+   the objects of a[], which must outlive the options. */
+#define ESGPY_CACHE_NOPTS 12
+extern const char *const esgpy_cache_opt_names[ESGPY_CACHE_NOPTS + 1];
+int esgpy_cache_opts(PyObject *const *a, esg_cache_opts *o);
+/* A Python loader called for the C cache (takes the GIL): loader(key), or loader(key, deadline)
+   with pass_deadline. A failure's Exception goes to *exc, a BaseException that must propagate to
+   *fatal (each replacing what was there). The esg_cache_loader's return value. */
+int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int64_t ttl, const char *key,
+               int64_t deadline, esg_cache_load *ld, PyObject **exc, PyObject **fatal);
+/* gateway.c: the type specs, the module's part, and the gateway as a resync sink (cursor_run,
+   snapshot): esgpy_gateway_sink fills o->sink for a Gateway on store (-1 with TypeError or
+   StateError, else 0; 1 when obj is not a Gateway). */
+extern PyType_Spec esgpy_gateway_spec;
+extern PyType_Spec esgpy_gateway_context_spec;
+int esgpy_gateway_init(PyObject *module, esgpy_state *st);
+int esgpy_gateway_sink(esgpy_state *st, PyObject *obj, StoreObject *store, esg_resync_opts *o);
+/* Around each C call that may emit into a Gateway sink (with the store entered): marks the gateway
+   as running this thread's call (its steps then get ctx; refused if it runs already), and after it
+   clears that and raises what its steps left pending. 0 or -1. */
+int esgpy_gateway_sink_enter(PyObject *obj);
+int esgpy_gateway_sink_done(PyObject *obj);
 ESGPY_FASTCALL(esgpy_egress_retryable);
 ESGPY_FASTCALL(esgpy_parse_retry_after);
 

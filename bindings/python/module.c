@@ -50,6 +50,25 @@ PyObject *esgpy_raise(esgpy_state *st, int code, const char *msg) {
   return NULL;
 }
 
+PyObject *esgpy_json_fast(esgpy_state *st, PyObject *obj) {
+  if (!st->json_fast) return PyObject_CallOneArg(st->json_dumps, obj);
+  PyObject *zero = PyLong_FromLong(0);
+  PyObject *argv[2] = {obj, zero};
+  PyObject *chunks = zero ? PyObject_Vectorcall(st->json_fast, argv, 2, NULL) : NULL;
+  Py_XDECREF(zero);
+  if (!chunks) return NULL;
+  PyObject *r;
+  if (PyList_Check(chunks) && PyList_GET_SIZE(chunks) == 1 && PyUnicode_Check(PyList_GET_ITEM(chunks, 0))) {
+    r = Py_NewRef(PyList_GET_ITEM(chunks, 0));
+  } else {
+    PyObject *empty = PyUnicode_New(0, 0);
+    r = empty ? PyUnicode_Join(empty, chunks) : NULL;
+    Py_XDECREF(empty);
+  }
+  Py_DECREF(chunks);
+  return r;
+}
+
 /* ------------------------------------------------------------- arguments -- */
 
 int esgpy_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
@@ -480,26 +499,69 @@ static int module_exec(PyObject *m) {
                     st->Error, NULL) < 0)
     return -1;
 
+  /* json.dumps with these options would build a JSONEncoder per call: keep one (its encode is
+     what dumps calls; it keeps no state between calls) */
   PyObject *json = PyImport_ImportModule("json");
   if (!json) return -1;
   st->json_loads = PyObject_GetAttrString(json, "loads");
-  PyObject *dumps = PyObject_GetAttrString(json, "dumps");
+  PyObject *enc_type = PyObject_GetAttrString(json, "JSONEncoder");
   Py_DECREF(json);
-  if (!st->json_loads || !dumps) {
-    Py_XDECREF(dumps);
+  if (!st->json_loads || !enc_type) {
+    Py_XDECREF(enc_type);
     return -1;
   }
-  PyObject *functools = PyImport_ImportModule("functools");
-  PyObject *partial = functools ? PyObject_GetAttrString(functools, "partial") : NULL;
-  Py_XDECREF(functools);
-  PyObject *pargs = PyTuple_Pack(1, dumps);
+  PyObject *pargs = PyTuple_New(0);
   PyObject *kw = Py_BuildValue("{s:(ss),s:O,s:O}", "separators", ",", ":", "ensure_ascii", Py_False, "allow_nan",
                                Py_False);
-  if (partial && pargs && kw) st->json_dumps = PyObject_Call(partial, pargs, kw);
-  Py_XDECREF(partial);
+  PyObject *enc = pargs && kw ? PyObject_Call(enc_type, pargs, kw) : NULL, *enc_default = NULL;
+  if (enc) st->json_dumps = PyObject_GetAttrString(enc, "encode");
+  if (st->json_dumps) enc_default = PyObject_GetAttrString(enc, "default");
+  Py_XDECREF(enc);
   Py_XDECREF(pargs);
   Py_XDECREF(kw);
-  Py_DECREF(dumps);
+  Py_DECREF(enc_type);
+  /* json's C encoder with the same options, built once (JSONEncoder.encode builds one per call)
+     for the gateway's outputs; without the circular check (a cycle is a RecursionError). Kept
+     only if it encodes a sample as json_dumps does (its signature is CPython's internals). */
+  PyObject *jenc = PyImport_ImportModule("json.encoder");
+  PyObject *cmake = jenc ? PyObject_GetAttrString(jenc, "c_make_encoder") : NULL;
+  PyObject *basestr = jenc ? PyObject_GetAttrString(jenc, "encode_basestring") : NULL;
+  PyObject *deflt = enc_default ? Py_NewRef(enc_default) : NULL;
+  Py_XDECREF(jenc);
+  if (cmake && cmake != Py_None && basestr && deflt)
+    st->json_fast = PyObject_CallFunction(cmake, "OOOOssOOO", Py_None, deflt, basestr, Py_None, ":", ",", Py_False,
+                                          Py_False, Py_False);
+  Py_XDECREF(cmake);
+  Py_XDECREF(basestr);
+  Py_XDECREF(deflt);
+  Py_XDECREF(enc_default);
+  PyErr_Clear();
+  if (st->json_fast) {
+    PyObject *sample = Py_BuildValue("{s:[i,s,d,O,O]}", "k", 1, "\xc3\xa9\"", 2.5, Py_None, Py_True);
+    PyObject *a = sample ? esgpy_json_fast(st, sample) : NULL, *b = sample ? PyObject_CallOneArg(st->json_dumps, sample) : NULL;
+    int same = a && b && PyUnicode_Compare(a, b) == 0;
+    Py_XDECREF(sample);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    PyErr_Clear();
+    if (!same) Py_CLEAR(st->json_fast);
+  }
+  /* the C scanner json.loads ends in, called directly by the gateway (None without _json) */
+  PyObject *scanner = PyImport_ImportModule("json.scanner");
+  PyObject *make = scanner ? PyObject_GetAttrString(scanner, "c_make_scanner") : NULL;
+  Py_XDECREF(scanner);
+  PyObject *decoder = NULL;
+  if (make && make != Py_None) {
+    PyObject *jd = PyImport_ImportModule("json.decoder");
+    PyObject *dtype = jd ? PyObject_GetAttrString(jd, "JSONDecoder") : NULL;
+    Py_XDECREF(jd);
+    decoder = dtype ? PyObject_CallNoArgs(dtype) : NULL;
+    Py_XDECREF(dtype);
+    st->json_scan = decoder ? PyObject_CallOneArg(make, decoder) : NULL;
+  }
+  Py_XDECREF(decoder);
+  Py_XDECREF(make);
+  if (!st->json_scan && PyErr_Occurred()) return -1;
   if (!st->json_dumps) return -1;
 
 #define ESGPY__STR(f, text) \
@@ -566,6 +628,7 @@ static int module_exec(PyObject *m) {
   if (!st->EventType || PyModule_AddType(m, st->EventType) < 0) return -1;
   st->StoreType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &esgpy_store_spec, NULL);
   if (!st->StoreType || PyModule_AddType(m, st->StoreType) < 0) return -1;
+  if (esgpy_gateway_init(m, st) < 0) return -1;
 
   if (PyModule_AddStringConstant(m, "__version__", esg_version()) < 0 ||
       PyModule_AddStringConstant(m, "version", esg_version()) < 0 ||
@@ -586,7 +649,7 @@ static int module_exec(PyObject *m) {
 #define STATE_REFS(X) \
   X(Error) X(BusyError) X(StoreType) X(EventType) X(ClaimType) X(EntityType) X(FaultType) X(CacheType) \
   X(CacheEntryType) X(CacheStatsType) X(ResyncStatsType) X(SnapshotType) X(EgressType) X(EgressResultType) \
-  X(EgressStatsType) X(ABSENT) X(json_dumps) X(json_loads)
+  X(EgressStatsType) X(GatewayType) X(GatewayContextType) X(GatewayFaultType) X(ABSENT) X(json_dumps) X(json_loads) X(json_scan) X(json_fast)
 /* ... and the interned names, only cleared. */
 #define STATE_NAMES(X) \
   X(s_hit) X(s_miss) X(s_negative) X(s_echo) X(s_genuine) X(s_fired) X(s_fired_before) X(s_no_match) X(s_new) \
@@ -609,6 +672,7 @@ static int module_clear(PyObject *m) {
 #undef CLEAR
   for (int i = 0; i < ESGPY_MAX_ERRORS; i++) Py_CLEAR(st->errors[i]);
   for (int i = 0; i < 4; i++) Py_CLEAR(st->s_outcomes[i]);
+  for (int i = 0; i < ESGPY_GW_NOUTCOMES; i++) Py_CLEAR(st->s_gw[i]);
   return 0;
 }
 

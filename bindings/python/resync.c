@@ -20,12 +20,14 @@ static PyObject *stats_tuple(esgpy_state *st, const esg_resync_stats *s) {
   return esgpy_struct_checked(t, 8);
 }
 
-/* A sink callable shared by cursor jobs and snapshots; its first exception is kept. */
+/* A sink callable shared by cursor jobs and snapshots; its first exception is kept. Or a
+   Gateway (gw): its pipeline runs each event, inside the transaction that records it. */
 typedef struct sink_ctx {
   esgpy_state *st;
   PyObject *sink;
   int raw;
   PyObject *t, *v, *tb;
+  int gw;
 } sink_ctx;
 
 static int sink_cb(void *ud, const esg_stored_event *ev) {
@@ -55,12 +57,19 @@ static int sink_raise(sink_ctx *k) {
   return 1;
 }
 
-static int sink_arg(PyObject *obj, sink_ctx *k, esgpy_state *st, esg_resync_opts *o) {
+static int sink_arg(PyObject *obj, sink_ctx *k, esgpy_state *st, StoreObject *store, esg_resync_opts *o) {
   memset(k, 0, sizeof *k);
   k->st = st;
   if (!obj || obj == Py_None) return 0;
+  int r = esgpy_gateway_sink(st, obj, store, o);
+  if (r < 0) return -1;
+  if (r == 0) {
+    k->sink = obj;
+    k->gw = 1;
+    return 0;
+  }
   if (!PyCallable_Check(obj)) {
-    PyErr_SetString(PyExc_TypeError, "sink must be callable or None");
+    PyErr_SetString(PyExc_TypeError, "sink must be callable, a Gateway or None");
     return -1;
   }
   k->sink = obj;
@@ -279,7 +288,7 @@ PyObject *esgpy_store_cursor_run(PyObject *op, PyObject *const *args, Py_ssize_t
     PyErr_SetString(PyExc_TypeError, "fetch must be callable");
     return NULL;
   }
-  if (sink_arg(a[3], &k, st, &o) < 0 || esgpy_flag(a[4], &o.no_log) < 0 || esgpy_flag(a[8], &k.raw) < 0 ||
+  if (sink_arg(a[3], &k, st, self, &o) < 0 || esgpy_flag(a[4], &o.no_log) < 0 || esgpy_flag(a[8], &k.raw) < 0 ||
       esgpy_opt_str(a[6], "entity_field", &o.entity_field) < 0 || esgpy_opt_int32(a[7], "max_pages", &o.max_pages) < 0)
     return NULL;
   if (a[5] && a[5] != Py_None && esgpy_seconds_ms(a[5], "log_ttl", &o.log_ttl_ms) < 0) return NULL;
@@ -288,6 +297,10 @@ PyObject *esgpy_store_cursor_run(PyObject *op, PyObject *const *args, Py_ssize_t
   f.st = st;
   f.fetch = a[2];
   if (esgpy_store_enter(self) < 0) return NULL;
+  if (k.gw && esgpy_gateway_sink_enter(k.sink) < 0) {
+    esgpy_store_leave(self);
+    return NULL;
+  }
   esg_resync_stats stats;
   memset(&stats, 0, sizeof stats);
   int rc;
@@ -295,6 +308,13 @@ PyObject *esgpy_store_cursor_run(PyObject *op, PyObject *const *args, Py_ssize_t
   rc = esg_cursor_run(self->s, name, source, fetch_cb, &f, &o, &stats);
   Py_END_ALLOW_THREADS
   fetch_release(&f);
+  if (k.gw && esgpy_gateway_sink_done(k.sink) < 0) { /* what stopped the gateway comes first */
+    esgpy_store_leave(self);
+    Py_XDECREF(f.t);
+    Py_XDECREF(f.v);
+    Py_XDECREF(f.tb);
+    return NULL;
+  }
   if (f.t) {
     esgpy_store_leave(self);
     sink_raise(&k);
@@ -387,7 +407,7 @@ PyObject *esgpy_store_snapshot(PyObject *op, PyObject *const *args, Py_ssize_t n
   memset(&self->sink, 0, sizeof self->sink);
   PyObject_GC_Track(self);
   esg_resync_opts o = ESG_RESYNC_OPTS_INIT;
-  if (!self->keep || sink_arg(a[1], &self->sink, st, &o) < 0) goto fail;
+  if (!self->keep || sink_arg(a[1], &self->sink, st, store, &o) < 0) goto fail;
   Py_XINCREF(self->sink.sink);
   if (esgpy_flag(a[2], &o.no_log) < 0 || esgpy_flag(a[7], &self->sink.raw) < 0 ||
       esgpy_opt_str(a[4], "entity_field", &o.entity_field) < 0 || esgpy_opt_str(a[5], "type", &o.type) < 0 ||
@@ -416,12 +436,21 @@ fail:
 static int snap_is_open(PyObject *self) { return ((SnapshotObject *)self)->sn && ((SnapshotObject *)self)->store->s; }
 
 static int snap_enter(SnapshotObject *self) {
-  return esgpy_dep_enter((PyObject *)self, self->store, snap_is_open, "the snapshot is closed");
+  if (esgpy_dep_enter((PyObject *)self, self->store, snap_is_open, "the snapshot is closed") < 0) return -1;
+  if (self->sink.gw && esgpy_gateway_sink_enter(self->sink.sink) < 0) {
+    esgpy_store_leave(self->store);
+    return -1;
+  }
+  return 0;
 }
 
 /* After a C call on the listing: the sink's exception first, then rc (text from the listing). */
 static PyObject *snap_done(SnapshotObject *self, int rc) {
   StoreObject *store = self->store;
+  if (self->sink.gw && esgpy_gateway_sink_done(self->sink.sink) < 0) {
+    esgpy_store_leave(store);
+    return NULL;
+  }
   if (store->clock_type) return esgpy_store_fail(store, 0);
   if (sink_raise(&self->sink)) {
     esgpy_store_leave(store);

@@ -63,6 +63,10 @@ int esgpy_store_enter(StoreObject *self) {
     return -1;
   }
   if (self->owner == PyThread_get_thread_ident()) {
+    if (self->lent && !self->nested) { /* a gateway step, between the gateway's store calls */
+      self->nested = 1;
+      return 0;
+    }
     esgpy_store_in_use(self);
     return -1;
   }
@@ -81,12 +85,20 @@ int esgpy_store_enter(StoreObject *self) {
 }
 
 void esgpy_store_leave(StoreObject *self) {
+  if (self->nested) { /* a call from a gateway step: the gateway's call goes on holding the lock */
+    self->nested = 0;
+    return;
+  }
   self->owner = 0;
   PyThread_release_lock(self->lock);
 }
 
 int esgpy_store_final_enter(StoreObject *self) {
   if (esgpy_forked(self->pid)) return -1;
+  if (self->lent && !self->nested && self->owner == PyThread_get_thread_ident()) {
+    self->nested = 1; /* from a gateway step: esgpy_store_final_leave ends the nested call */
+    return 1;
+  }
   if (!self->lock || self->owner == PyThread_get_thread_ident()) return 0;
   if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
     Py_BEGIN_ALLOW_THREADS
@@ -266,6 +278,10 @@ static PyObject *store_close(StoreObject *self, PyObject *unused) {
       Py_RETURN_NONE;
     }
     return NULL;
+  }
+  if (self->nested) { /* from a gateway step: the gateway is using the handle */
+    esgpy_store_leave(self);
+    return esgpy_raise(STATE(self), ESG_ESTATE, "the store cannot be closed from a gateway step");
   }
   int rc = store_close_handle(self);
   if (esgpy_store_done(self, 0) < 0) return NULL;

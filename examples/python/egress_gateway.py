@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""An egress gateway: internal events -> an external HTTP API, built on esg.
+"""An egress gateway: internal events -> an external HTTP API, on esg.Gateway.
 
-For each internal event (one JSON envelope per line, or a generated demo set):
+For each internal event (one JSON envelope per line, or a generated demo set), libesg's
+gateway pipeline runs:
 
     parse -> claim (dedupe) -> latch check -> enrich (cache, read-through) -> transform -> deliver -> complete | fault
 
-- claim: the event id, with the event as payload, so a redelivered event is skipped;
-- latch: events flagged "latched": true were written on behalf of the external
-  system itself (they came from it): sending them back would echo, so they are skipped;
-- enrich: the external API wants the customer's name, which the event lacks. It comes
-  from an esg.Cache: materialised from earlier customer events (Cache.collect), else
-  loaded through a Python loader that calls the customer service (single flight,
+- claim: the event id, with the SHA-256 of its bytes, so a redelivered event is a duplicate;
+- latch: events flagged "latched": true were written on behalf of the external system
+  itself (they came from it): sending them back would echo, so they are suppressed;
+- enrich: the external API wants the customer's name, which the order lacks. It comes from
+  the gateway's cache: materialised from earlier customer-updated events (collect), else
+  loaded through a Python loader that calls the customer service (one load per key,
   negative caching for unknown customers, stale-if-error when the service is down);
-- deliver: esg.Egress POSTs the transformed payload with the event id as the
-  Idempotency-Key, retrying 5xx/429 with backoff, in order per partition key;
-  success completes the claim, a refused or exhausted delivery becomes a fault;
-- faults: listed at the end, and with --resubmit-to URL sent again (same event id).
+- transform: order -> the API's payload; a customer event is dropped (it only fed the cache);
+- deliver: the HTTP sink POSTs the payload with the event id as Idempotency-Key, retrying
+  5xx/429 with backoff, in order per partition key; success completes the claim, a refused
+  or exhausted delivery becomes a fault (stage "deliver") and completes the claim with it;
+- faults: listed at the end, and with --resubmit-to URL run again through a gateway whose
+  sink posts there (same event ids: the receiver can dedupe).
 
 Run the self-contained demo (it starts a flaky receiver and a customer service on
 127.0.0.1 in threads):
@@ -38,10 +41,11 @@ import urllib.request
 import esg
 
 
-def make_loader(customers_url, timeout=5.0):
-    """The enrichment loader: GET the customer; 404 is "known absent"."""
+def make_loader(customers_url, calls, timeout=5.0):
+    """The enrichment loader: GET the customer; 404 is "known absent". Counts its calls."""
 
-    def load(key, deadline=None):
+    def load(key):
+        calls.append(key)
         url = customers_url.replace("{key}", urllib.request.quote(key.split("/", 1)[-1]))
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -49,83 +53,44 @@ def make_loader(customers_url, timeout=5.0):
         except urllib.error.HTTPError as e:
             if e.code in (404, 410):
                 return esg.ABSENT
-            raise  # a failed load: the stale value is served if there is one
+            raise  # a failed load: the stale value is served if there is one, else a fault
 
     return load
 
 
-def transform(ev, customer):
+def customer_key(ev, ctx):
+    """Which cached customer an order needs (None: no lookup)."""
+    return "customer/" + ev["order"]["customerId"] if "order" in ev else None
+
+
+def transform(ev, ctx):
     """The transformation step: internal order event -> the external API's payload."""
-    order = ev["order"]
+    if ev["type"] == "customer-updated":
+        return None  # material for enrichment (collected), not for delivery: dropped
+    order, customer = ev["order"], ev.get("customer")
     return {
-        "externalId": ev.id,
+        "externalId": ev["id"],
         "orderId": order["id"],
         "amount": order["amount"],
         "customerName": customer["name"] if customer else None,
     }
 
 
-class Gateway:
-    def __init__(self, store, url, customers_url, **egress_options):
-        self.store = store
-        self.url = url
-        self.cache = esg.Cache(store, ttl=300, negative_ttl=60, max_stale=3600)
-        self.loader = make_loader(customers_url)
-        self.egress = esg.Egress(store, on_done=self.on_done, **egress_options)
-        self.counts = {"skipped-duplicate": 0, "skipped-busy": 0, "skipped-latched": 0, "collected": 0,
-                       "submitted": 0, "delivered": 0, "faulted": 0, "cancelled": 0}
-
-    def on_done(self, r):
-        # runs inside run()/drain(): it must not use the store, only look at the result
-        key = {"delivered": "delivered", "refused": "faulted", "exhausted": "faulted"}.get(r.outcome, "cancelled")
-        self.counts[key] += 1
-
-    def handle(self, raw):
-        ev = esg.parse_event(raw)
-        if ev.type == "customer-updated":  # material for enrichment, not for delivery
-            if self.cache.collect(ev)[0] == "applied":
-                self.counts["collected"] += 1
-            return
-        if esg.latch_flagged(ev):
-            self.counts["skipped-latched"] += 1
-            return
-        c = self.store.claim(ev.id, ev, lease=60.0)
-        if c.status != "new":
-            self.counts["skipped-" + c.status] += 1
-            return
-        try:
-            key = "customer/" + ev["order"]["customerId"]
-            entry = self.cache.get_or_load(key, self.loader)
-            payload = transform(ev, entry.value)
-        except Exception as e:
-            # a failure before delivery: record it as a fault and release the claim
-            self.store.record_fault(ev.id, "enrich", f"{type(e).__name__}: {e}", event=ev)
-            self.store.release(ev.id, c.token)
-            self.counts["faulted"] += 1
-            return
-        self.egress.submit(self.url, payload, event_id=ev.id, partition_key=ev.partition_key,
-                           claim=c, event=ev)
-        self.counts["submitted"] += 1
-        self.egress.run(0)  # one pass: send what can go now, without waiting
-
-    def finish(self):
-        self.egress.drain()
-        return self.counts
-
-    def resubmit_faults(self, url):
-        n = 0
-        for f in self.store.faults():
-            if f.stage == "deliver" and f.event:
-                ev = esg.parse_event(f.event)
-                customer = self.cache.get("customer/" + ev["order"]["customerId"]).value
-                if self.egress.resubmit(f.id, url, transform(ev, customer)):
-                    n += 1
-        self.egress.drain()
-        return n
-
-    def close(self):
-        self.egress.close()
-        self.cache.close()
+def make_gateway(store, url, loader, **egress_options):
+    return esg.Gateway(
+        store,
+        name="orders",
+        latch={"flag": True},                  # "latched": true came from the other side: an echo
+        enrich={
+            "cache": {"ttl": 300, "negative_ttl": 60, "max_stale": 3600, "collect_field": "customer"},
+            "collect": True,                   # customer-updated events fill the cache
+            "key": customer_key,
+            "load": loader,                    # a miss reads through the customer service
+            "into": "customer",                # the value goes to ev["customer"]
+        },
+        transform=transform,
+        sink=esg.sink.http(url, **egress_options),
+    )
 
 
 # ------------------------------------------------------------------ the demo --
@@ -193,7 +158,7 @@ def main(argv=None):
     ap.add_argument("--input", help="events, one JSON envelope per line")
     ap.add_argument("--url", help="where to POST the orders")
     ap.add_argument("--customers", help="customer service URL, {key} replaced by the customer id")
-    ap.add_argument("--resubmit-to", help="after the run, resubmit delivery faults to this URL")
+    ap.add_argument("--resubmit-to", help="after the run, resubmit the faults through a gateway posting to this URL")
     ap.add_argument("--demo", action="store_true", help="run against built-in local servers")
     a = ap.parse_args(argv)
     srv = None
@@ -201,28 +166,28 @@ def main(argv=None):
         srv, base = start_demo_server()
         a.url, a.customers = base + "/orders", base + "/customers/{key}"
         a.resubmit_to = a.resubmit_to or base + "/orders-fixed"
-        lines = demo_events()
+        source = esg.source.lines(demo_events())
     elif not (a.input and a.url and a.customers):
         ap.error("give --demo, or --input, --url and --customers")
     else:
-        with open(a.input, "rb") as f:
-            lines = [line for line in f if line.strip()]
+        source = esg.source.jsonl(a.input)
+    loads = []
+    fast = dict(backoff_base=0.05, max_attempts=4)
     try:
         with esg.Store(a.db) as store:
-            gw = Gateway(store, a.url, a.customers, backoff_base=0.05, max_attempts=4)
-            for raw in lines:
-                gw.handle(raw)
-            counts = gw.finish()
-            faults = store.faults()
-            for f in faults:
-                print(f"fault {f.id}: {f.event_id} at {f.stage}: {f.error} (HTTP {f.http_status}, "
+            with make_gateway(store, a.url, make_loader(a.customers, loads), **fast) as gw:
+                counts = dict(gw.run(source))  # to the end of the input, then every delivery
+            for f in store.faults():
+                print(f"fault {f.id}: {f.event_id} at {f.stage}: {f.error.splitlines()[0]} (HTTP {f.http_status}, "
                       f"{f.attempts} attempts)", file=sys.stderr)
             if a.resubmit_to:
-                counts["resubmitted"] = gw.resubmit_faults(a.resubmit_to)
+                # the "fixed" pipeline: the same steps, delivering to the other URL
+                with make_gateway(store, a.resubmit_to, make_loader(a.customers, loads), **fast) as fixed:
+                    outcomes = [fixed.resubmit(f.id) for f in store.faults()]
+                counts["resubmitted"] = outcomes.count("delivered")
+                counts["delivered"] += fixed.stats["delivered"]
                 counts["faults-left"] = len(store.faults())
-            st = gw.cache.stats()
-            counts["cache-loads"], counts["cache-hits"] = st.loads, st.hits
-            gw.close()
+            counts["cache-loads"] = len(loads)
     finally:
         if srv:
             srv.shutdown()

@@ -2,7 +2,8 @@
 
 The store (claims, event log, entities, faults, correlation rules, latches,
 cursor jobs, snapshot diffs, replay), the enrichment cache (esg.Cache), the HTTP
-delivery engine (esg.Egress), events, hashes and deterministic ids, and Standard
+delivery engine (esg.Egress), the gateway pipeline (esg.Gateway with esg.sink and
+esg.source; `python3 -m esg run`), events, hashes and deterministic ids, and Standard
 Webhooks signing and verification, implemented in C (esg._esg),
 plus the pure-Python conveniences built on them: Store.batch(), ThreadLocalStore,
 the @idempotent decorator and the Webhook helper.
@@ -31,6 +32,8 @@ from ._esg import (  # noqa: F401  (re-exported)
     EgressResult,
     EgressStats,
     Fault,
+    GatewayContext,
+    GatewayFault,
     ResyncStats,
     Snapshot,
     egress_retryable,
@@ -79,6 +82,9 @@ from ._esg import (  # noqa: F401  (re-exported)
     webhook_verify,
 )
 
+from . import sink, source  # noqa: E402  (the Gateway's sinks and sources)
+from .gateway import Gateway  # noqa: E402
+
 __version__: str = _esg.__version__
 version: str = _esg.version
 version_number: int = _esg.version_number
@@ -87,6 +93,7 @@ __all__ = [
     "Store", "ThreadLocalStore", "idempotent", "payload_hash", "Webhook",
     "Cache", "CacheEntry", "CacheStats", "ABSENT", "Fault", "ResyncStats", "Snapshot",
     "Egress", "EgressResult", "EgressStats", "egress_retryable", "parse_retry_after",
+    "Gateway", "GatewayContext", "GatewayFault", "sink", "source",
     "latch_flagged", "latch_mark",
     "Claim", "Entity", "Event", "parse_event", "sha256", "content_hash", "content_digest", "uuid5",
     "strerror", "status_name", "error_class", "webhook_sign", "webhook_verify", "webhook_secret",

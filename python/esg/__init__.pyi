@@ -10,6 +10,8 @@ from ._esg import (
     EgressResult as EgressResult,
     EgressStats as EgressStats,
     Fault as Fault,
+    GatewayContext as GatewayContext,
+    GatewayFault as GatewayFault,
     ResyncStats as ResyncStats,
     Snapshot as Snapshot,
     egress_retryable as egress_retryable,
@@ -57,6 +59,9 @@ from ._esg import (
     webhook_sign as webhook_sign,
     webhook_verify as webhook_verify,
 )
+
+from . import sink as sink, source as source
+from .gateway import Gateway as Gateway
 
 __version__: str
 version: str
