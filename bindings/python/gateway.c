@@ -881,14 +881,14 @@ enum {
   K_LATCH_FROM, K_LATCH_TO, K_LATCH_DOC, K_LATCH_OUT_DOC, K_LATCH_TTL, K_LATCH_FLAG, K_CACHE, K_COLLECT,
   K_ENRICH_KEY, K_LOAD, K_ENRICH_INTO, K_ENRICH_REQUIRED, K_ENRICH_FN, K_TRANSFORM, K_SINK, K_SINK_PATH, K_SINK_FD,
   K_EVENTLOG_KEY, K_EVENTLOG_TTL, K_WRITE, K_HTTP_URL, K_HTTP_METHOD, K_HTTP_HEADERS, K_HTTP_BODY, K_EGRESS,
-  K_ON_FAULT, K_N
+  K_ON_FAULT, K_HTTP_RERENDER, K_N
 };
 static const char *const gw_kw[K_N + 1] = {
     "name", "filter", "no_idempotence", "key", "hash", "no_hash", "entity", "lease", "ttl", "echo", "latch_key",
     "latch_from", "latch_to", "latch_doc", "latch_out_doc", "latch_ttl", "latch_flag", "cache", "collect",
     "enrich_key", "load", "enrich_into", "enrich_required", "enrich_fn", "transform", "sink", "sink_path",
     "sink_fd", "eventlog_key", "eventlog_ttl", "write", "http_url", "http_method", "http_headers", "http_body",
-    "egress", "on_fault", NULL};
+    "egress", "on_fault", "http_rerender", NULL};
 
 /* The items of a dict of options by name into a[] (None counts as absent). 0, or -1 with TypeError. */
 static int opts_dict(PyObject *d, const char *const *names, PyObject **a, const char *what) {
@@ -1066,6 +1066,11 @@ static int gw_opts(GatewayObject *self, PyObject **a, esg_gateway_opts *o, esg_e
     return -1;
   }
   if (self->url || self->body) o->render = t_render;
+  if (a[K_HTTP_RERENDER] && a[K_HTTP_RERENDER] != Py_None) {
+    int yes = PyObject_IsTrue(a[K_HTTP_RERENDER]);
+    if (yes < 0) return -1;
+    o->http_rerender = yes;
+  }
   if (esgpy_opt_str(a[K_HTTP_METHOD], "method", &o->http_method) < 0 || header_lines(self, a[K_HTTP_HEADERS], o) < 0)
     return -1;
   if (a[K_EGRESS]) {

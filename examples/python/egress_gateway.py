@@ -76,7 +76,7 @@ def transform(ev, ctx):
     }
 
 
-def make_gateway(store, url, loader, **egress_options):
+def make_gateway(store, url, loader, rerender=False, **egress_options):
     return esg.Gateway(
         store,
         name="orders",
@@ -89,7 +89,7 @@ def make_gateway(store, url, loader, **egress_options):
             "into": "customer",                # the value goes to ev["customer"]
         },
         transform=transform,
-        sink=esg.sink.http(url, **egress_options),
+        sink=esg.sink.http(url, rerender=rerender, **egress_options),
     )
 
 
@@ -181,8 +181,9 @@ def main(argv=None):
                 print(f"fault {f.id}: {f.event_id} at {f.stage}: {f.error.splitlines()[0]} (HTTP {f.http_status}, "
                       f"{f.attempts} attempts)", file=sys.stderr)
             if a.resubmit_to:
-                # the "fixed" pipeline: the same steps, delivering to the other URL
-                with make_gateway(store, a.resubmit_to, make_loader(a.customers, loads), **fast) as fixed:
+                # the "fixed" pipeline: the same steps, delivering to the other URL; rerender,
+                # since a resubmission otherwise sends the request its first attempt stored
+                with make_gateway(store, a.resubmit_to, make_loader(a.customers, loads), rerender=True, **fast) as fixed:
                     outcomes = [fixed.resubmit(f.id) for f in store.faults()]
                 counts["resubmitted"] = outcomes.count("delivered")
                 counts["delivered"] += fixed.stats["delivered"]

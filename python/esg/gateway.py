@@ -95,7 +95,8 @@ def _sink_opts(sink: Any, flat: Dict[str, Any]) -> None:
         flat.update(sink="callback", write=sink.fn)
     elif k == "http":
         flat.update(sink="http", http_url=sink.url, http_method=sink.method, http_headers=sink.headers,
-                    http_body=sink.body, egress=dict(sink.options) if sink.options else None)
+                    http_body=sink.body, egress=dict(sink.options) if sink.options else None,
+                    http_rerender=sink.rerender)
     else:
         raise ValueError(f"unknown sink kind {k!r}")
 

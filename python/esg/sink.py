@@ -24,12 +24,13 @@ Headers = Union[Mapping[str, str], Sequence[Union[str, Tuple[str, str]]]]
 class Sink:
     """A sink descriptor: kind is "stdout", "jsonl", "eventlog", "callback" or "http"."""
 
-    __slots__ = ("kind", "path", "key", "ttl", "fn", "url", "method", "headers", "body", "options")
+    __slots__ = ("kind", "path", "key", "ttl", "fn", "url", "method", "headers", "body", "options", "rerender")
 
     def __init__(self, kind: str, *, path: Optional[str] = None, key: Optional[str] = None,
                  ttl: Optional[float] = None, fn: Optional[Callable[..., Any]] = None, url: Any = None,
                  method: Optional[str] = None, headers: Optional[Headers] = None,
-                 body: Optional[Callable[..., Any]] = None, options: Optional[dict] = None) -> None:
+                 body: Optional[Callable[..., Any]] = None, options: Optional[dict] = None,
+                 rerender: bool = False) -> None:
         self.kind = kind
         self.path = path
         self.key = key
@@ -40,6 +41,7 @@ class Sink:
         self.headers = headers
         self.body = body
         self.options = options or {}
+        self.rerender = rerender
 
     def __repr__(self) -> str:
         fields = {"jsonl": ("path",), "eventlog": ("key", "ttl"), "callback": ("fn",),
@@ -78,14 +80,17 @@ def callback(fn: Callable[[Any, Any], Any]) -> Sink:
 
 def http(url: Union[str, Callable[[Any, Any], str]], method: Optional[str] = None,
          headers: Optional[Headers] = None, body: Optional[Callable[[Any, Any], Any]] = None,
-         **egress_options: Any) -> Sink:
+         rerender: bool = False, **egress_options: Any) -> Sink:
     """Each output as an HTTP request through libesg's egress engine (esg.Egress's options).
 
     url: a str, or url(out, ctx) -> str per event. method: default "POST". headers: a
     mapping or a list of "Name: value". body(out, ctx) -> bytes, str or a JSON-able value
     (default: the output). The request carries the event id in Idempotency-Key and goes in
     order per partitionKey; success completes the event's claim, a refusal or exhausted
-    retries record a fault (stage "deliver") and complete the claim with it.
+    retries record a fault (stage "deliver") and complete the claim with it. The request is
+    rendered once: a retry, a takeover after a crash and a resubmission send the bytes its
+    first attempt stored (the outbox); rerender=True makes resubmissions through this sink
+    render again (a fixed transform, another url).
     """
     if not (isinstance(url, str) or callable(url)):
         raise TypeError("url must be a str or a callable (out, ctx) -> str")
@@ -94,4 +99,5 @@ def http(url: Union[str, Callable[[Any, Any], str]], method: Optional[str] = Non
     for k in egress_options:
         if k not in EGRESS_OPTIONS:
             raise TypeError(f"sink.http() got an unexpected keyword argument {k!r}")
-    return Sink("http", url=url, method=method, headers=headers, body=body, options=dict(egress_options))
+    return Sink("http", url=url, method=method, headers=headers, body=body, options=dict(egress_options),
+                rerender=bool(rerender))
