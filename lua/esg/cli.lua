@@ -147,9 +147,31 @@ local function dirname(path)
   return path:match("^(.*/)") or "./"
 end
 
-local function open_store(path, opts)
+-- The file a store URI names ("sqlite:PATH", "sqlite:///abs" or a plain path), or nil
+-- for a store that is not a file (":memory:").
+local function store_file(uri)
+  if uri == ":memory:" or uri == "sqlite::memory:" then return nil end
+  return uri:match("^sqlite://(/.*)$") or uri:match("^sqlite:(.*)$") or uri
+end
+
+-- existing: the command only reads (faults, events, stats): a store that does not exist
+-- is a mistyped --db, refused with its path instead of created empty.
+local function open_store(path, opts, existing)
+  local file = existing and store_file(path)
+  if file then
+    local f = io_open(file, "rb")
+    if not f then
+      say("esg: no store at ", file, " (check --db or ESG_DB; only esg run creates a store)\n")
+      return nil
+    end
+    f:close()
+  end
   local store, err = esg.open(path, opts)
-  if not store then say("esg: cannot open the store ", path, ": ", err, "\n") end
+  if not store then
+    -- libesg's text names the store already when it could not open it: no second prefix
+    if tostring(err):find(path, 1, true) then say("esg: ", err, "\n")
+    else say("esg: cannot open the store ", path, ": ", err, "\n") end
+  end
   return store
 end
 
@@ -328,7 +350,7 @@ local function cmd_faults(args)
   local path, status = cmd_store_path("faults", opts)
   if not path then return status end
   local older = number_opt(opts, "older-than", -1)
-  local store = open_store(path)
+  local store = open_store(path, nil, true)
   if not store then return 2 end
   local rc = 0
   if sub == "list" then
@@ -381,7 +403,7 @@ local function cmd_events(args)
   if not opts then return pos end
   local path, status = cmd_store_path("events", opts)
   if not path then return status end
-  local store = open_store(path)
+  local store = open_store(path, nil, true)
   if not store then return 2 end
   local rc = 0
   if pos[1] then
@@ -412,7 +434,7 @@ local function cmd_stats(args)
   if #pos > 0 then return usage_error("stats", "unexpected argument " .. pos[1]) end
   local path, status = cmd_store_path("stats", opts)
   if not path then return status end
-  local store = open_store(path)
+  local store = open_store(path, nil, true)
   if not store then return 2 end
   local runs = store:events(gateway.RUN_KEY, { decode = true }) or {}
   local faults = store:faults() or {}

@@ -314,4 +314,18 @@ if build then
   T.match(out, "duplicates%s+12", "demo shows the all-duplicate rerun")
 end
 
+-- commands that only read refuse a store that does not exist, and create none (issue 15)
+do
+  local missing = dir .. "/nothere.db"
+  for _, cmd in ipairs({ "faults list", "events", "stats" }) do
+    local rc, _, err = esgcmd(cmd .. " --db " .. q(missing))
+    T.eq(rc, 2, cmd .. " on a missing store: exit 2")
+    T.match(err, "no store at " .. missing:gsub("%p", "%%%0"), cmd .. " names the missing store")
+    T.ok(io.open(missing, "rb") == nil, cmd .. " created no file")
+  end
+  local rc, _, err = esgcmd("stats --db " .. q("/nonexistent-esg/x.db"))
+  T.eq(rc, 2, "a store in a missing folder: exit 2")
+  T.ok(not err:find("cannot open the store .*cannot open the store"), "the cause said once")
+end
+
 T.done()
