@@ -25,6 +25,16 @@ T.eq(json.encode(0.1), "0.1", "shortest float")
 T.eq(json.encode(1.5), "1.5", "float")
 T.eq(json.encode("a\"b\n"), '"a\\"b\\n"', "string escapes")
 T.eq(json.encode(true), "true", "boolean")
+-- members in a stable order: sorted by name (bytewise), whatever the insertion order
+do
+  local a, b = {}, {}
+  for i = 1, 40 do a["k" .. i] = i end
+  for i = 40, 1, -1 do b["k" .. i] = i end
+  T.eq(json.encode(a), json.encode(b), "same members, same text")
+  T.eq(json.encode { b = 1, a = { z = 1, y = 2 }, B = 3, ["a b"] = 4 }, '{"B":3,"a":{"y":2,"z":1},"a b":4,"b":1}',
+       "members sorted by name, nested too")
+  T.eq(json.encode { ["\1"] = 1, ["é"] = 2, e = 3 }, '{"\\u0001":1,"e":3,"é":2}', "bytewise order, control characters escaped")
+end
 T.raises(function() json.encode({ [true] = 1 }) end, "key", "boolean key raises")
 T.raises(function() json.encode(print) end, "cannot encode", "function raises")
 T.raises(function() json.encode(0 / 0) end, "non-finite", "NaN raises")
