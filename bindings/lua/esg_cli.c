@@ -11,6 +11,8 @@
  *     once the armed budget is spent, so a runaway loop becomes a fault too;
  *   - isatty and a monotonic clock for the progress line, and the C-API W1 loop
  *     the benchmark compares the Lua gateway against.
+ * The gateway binding (lgateway.c) arms the same budget around each Lua step of an
+ * event through lesg_host, registered in the registry (never visible to scripts).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +88,21 @@ static int h_budget(lua_State *L) {
   else lua_sethook(L, NULL, 0, 0);
   return 1;
 }
+
+/* The gateway's per-step arming (lesg_host): the same budget and hook as host.pcall. */
+static void host_arm(lua_State *L, lua_Integer n) {
+  g_limits.budget = n;
+  g_limits.spent = 0;
+  if (n) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+static lua_Integer host_disarm(lua_State *L) {
+  if (g_limits.budget) lua_sethook(L, NULL, 0, 0);
+  g_limits.budget = 0;
+  return g_limits.spent;
+}
+
+static const lesg_host host_budget = {host_arm, host_disarm};
 
 #define ERR_MT "esg.host.error"
 
@@ -255,6 +272,8 @@ static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = lua_touserdata(L, 2);
   luaL_openlibs(L);
+  lua_pushlightuserdata(L, (void *)&host_budget);
+  lua_setfield(L, LUA_REGISTRYINDEX, LESG_HOST_KEY);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_esg);
   lua_setfield(L, -2, "esg");

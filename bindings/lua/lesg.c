@@ -496,21 +496,25 @@ static int m_claim_event(lua_State *L) {
   return 3;
 }
 
-/* store:owned_claim(key, token) -> an esg.Claim for a claim the caller owns (from claim_event). */
-static int m_owned_claim(lua_State *L) {
-  lesg_check_store(L, 1);
-  lesg_check_key(L, 2);
-  check_token(L, 3);
+void lesg_push_owned_claim(lua_State *L, int store, const char *key, int64_t token) {
+  store = lua_absindex(L, store);
   lua_createtable(L, 0, 4);
-  lua_pushvalue(L, 1);
+  lua_pushvalue(L, store);
   lua_setfield(L, -2, "store");
-  lua_pushvalue(L, 2);
+  lua_pushstring(L, key);
   lua_setfield(L, -2, "key");
-  lua_pushvalue(L, 3);
+  lua_pushinteger(L, (lua_Integer)token);
   lua_setfield(L, -2, "token");
   lua_pushliteral(L, "new");
   lua_setfield(L, -2, "status");
   luaL_setmetatable(L, CLAIM_MT);
+}
+
+/* store:owned_claim(key, token) -> an esg.Claim for a claim the caller owns (from claim_event). */
+static int m_owned_claim(lua_State *L) {
+  lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
+  lesg_push_owned_claim(L, 1, key, check_token(L, 3));
   return 1;
 }
 
@@ -1014,7 +1018,7 @@ static esg_event *check_event(lua_State *L, int arg) {
 }
 
 /* Pushes a new esg.Event parsed from json; or nil, msg, code. */
-static int push_new_event(lua_State *L, const char *json, size_t len) {
+int lesg_push_event(lua_State *L, const char *json, size_t len) {
   esg_event **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   luaL_setmetatable(L, EVENT_MT);
@@ -1027,7 +1031,7 @@ static int push_new_event(lua_State *L, const char *json, size_t len) {
 static int l_parse(lua_State *L) {
   size_t len;
   const char *json = lesg_json_arg(L, 1, &len);
-  return push_new_event(L, json, len);
+  return lesg_push_event(L, json, len);
 }
 
 static int e_gc(lua_State *L) {
@@ -1273,7 +1277,7 @@ static int i_event(lua_State *L) {
   intake *in = check_intake(L);
   size_t len;
   const char *json = esg_event_json(intake_event(L, in), &len);
-  return push_new_event(L, json, len);
+  return lesg_push_event(L, json, len);
 }
 
 static int i_id(lua_State *L) {
@@ -1514,6 +1518,12 @@ static const luaL_Reg module_fns[] = {
 
 static const luaL_Reg webhook_fns[] = {{"sign", w_sign}, {"verify", w_verify}, {"secret", w_secret}, {NULL, NULL}};
 
+/* The store methods of lfeat.c and lgateway.c. */
+static void lesg_store_more(lua_State *L) {
+  lesg_feat_methods(L);
+  lesg_gateway_methods(L);
+}
+
 /* Registers the metatable name: meta, and methods (plus those more adds) under __index. */
 void lesg_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods,
                    void (*more)(lua_State *L)) {
@@ -1529,7 +1539,7 @@ void lesg_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const l
 int luaopen_esg(lua_State *L) {
   if (esg_version_number() != ESG_VERSION_NUMBER)
     return luaL_error(L, "esg: built for libesg %s but linked with %s", ESG_VERSION_STRING, esg_version());
-  lesg_new_type(L, STORE_MT, store_meta, store_methods, lesg_feat_methods);
+  lesg_new_type(L, STORE_MT, store_meta, store_methods, lesg_store_more);
   lesg_new_type(L, EVENT_MT, event_meta, event_methods, NULL);
   lesg_new_type(L, CLAIM_MT, NULL, claim_methods, NULL);
   lesg_new_type(L, INTAKE_MT, intake_meta, intake_methods, NULL);
@@ -1565,5 +1575,6 @@ int luaopen_esg(lua_State *L) {
   luaL_newlib(L, webhook_fns);
   lua_setfield(L, -2, "webhook");
   lesg_feat_open(L);
+  lesg_gateway_open(L);
   return 1;
 }

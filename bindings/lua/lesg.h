@@ -9,6 +9,18 @@
 /* Opens the module `esg`: returns its table (store, events, JSON, webhooks). The one exported symbol of esg.so. */
 __attribute__((visibility("default"))) int luaopen_esg(lua_State *L);
 
+/*
+ * What a host embedding Lua (the esg command) lends the gateway: an instruction budget
+ * armed around each Lua step (arm: a budget of n instructions from now; disarm: off again,
+ * returning the instructions spent since arm). Registered as a light userdata under
+ * LESG_HOST_KEY in the registry, out of reach of sandboxed scripts.
+ */
+typedef struct lesg_host {
+  void (*arm)(lua_State *L, lua_Integer n);
+  lua_Integer (*disarm)(lua_State *L);
+} lesg_host;
+#define LESG_HOST_KEY "esg.host.budget"
+
 /* JSON <-> Lua (ljson.c). Both raise on misuse (unsupported values, bad JSON for decode). */
 void lesg_json_push(lua_State *L, const char *json, size_t len); /* decodes onto the stack */
 const char *lesg_json_encode(lua_State *L, int idx, size_t *len); /* pushes the JSON string */
