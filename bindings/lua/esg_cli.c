@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include "esg.h"
@@ -245,10 +246,69 @@ static int h_w1_c(lua_State *L) {
   return 4;
 }
 
+/* W5's transform in C (bench/bench_w1.c): {"id": ev.id, "price": ev.thing.price}. */
+static int w5_transform(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  size_t len;
+  const char *json = esg_gateway_event_json(e, &len);
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  cJSON *price = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "thing"), "price");
+  char out[256];
+  int n = snprintf(out, sizeof out, "{\"id\":\"%s\",\"price\":%.17g}", esg_event_id(esg_gateway_event_envelope(e)),
+                   cJSON_IsNumber(price) ? price->valuedouble : 0.0);
+  cJSON_Delete(root);
+  return esg_gateway_event_set_output(e, out, (size_t)n);
+}
+
+/*
+ * host.w5_c(db, input, output [, group_commit_s [, group_max]]) -> seconds of pass 1, of
+ * pass 2, then the process CPU seconds of each. WORKLOAD.md W5 on the C gateway: the JSON
+ * lines file input through esg_gateway with a C transform into the file output, on a
+ * fresh store at db: the baseline of the Lua gateway in the same run.
+ */
+static int h_w5_c(lua_State *L) {
+  const char *db = luaL_checkstring(L, 1), *in = luaL_checkstring(L, 2), *outp = luaL_checkstring(L, 3);
+  esg_store_opts so = ESG_STORE_OPTS_INIT;
+  so.group_commit_ms = (int)(luaL_optnumber(L, 4, 0) * 1000);
+  so.group_commit_max = (int)luaL_optinteger(L, 5, 0);
+  esg_store *s;
+  if (esg_store_open(&s, db, &so) != ESG_OK) return luaL_error(L, "w5_c: %s", esg_errmsg(NULL));
+  esg_gateway_opts o = ESG_GATEWAY_OPTS_INIT;
+  o.store = s;
+  o.name = "w5";
+  o.transform = w5_transform;
+  o.sink_path = outp;
+  esg_gateway *g;
+  if (esg_gateway_open(&g, &o) != ESG_OK) {
+    esg_store_close(s);
+    return luaL_error(L, "w5_c: %s", esg_errmsg(NULL));
+  }
+  double cpus[2];
+  int rc = ESG_OK;
+  for (int pass = 0; pass < 2 && rc == ESG_OK; pass++) {
+    double t0 = mono(), c0 = cpu();
+    esg_gateway_source src;
+    rc = esg_gateway_source_jsonl(&src, in);
+    if (rc == ESG_OK) {
+      rc = esg_gateway_run(g, &src); /* ends with the group's last commit */
+      src.close(src.ud);
+    }
+    lua_pushnumber(L, mono() - t0);
+    cpus[pass] = cpu() - c0;
+  }
+  if (rc != ESG_OK) lua_pushfstring(L, "w5_c: %s", esg_errmsg(g));
+  esg_gateway_close(g);
+  esg_store_close(s);
+  if (rc != ESG_OK) return lua_error(L);
+  lua_pushnumber(L, cpus[0]);
+  lua_pushnumber(L, cpus[1]);
+  return 4;
+}
+
 static int luaopen_esg_host(lua_State *L) {
   static const luaL_Reg fns[] = {{"budget", h_budget},       {"memory", h_memory},
                                  {"memory_limit", h_memory_limit}, {"isatty", h_isatty},
-                                 {"monotonic", h_monotonic}, {"w1_c", h_w1_c},
+                                 {"monotonic", h_monotonic}, {"w1_c", h_w1_c}, {"w5_c", h_w5_c},
                                  {"pcall", h_pcall},
                                  {NULL, NULL}};
   luaL_newmetatable(L, ERR_MT);

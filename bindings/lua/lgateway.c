@@ -34,7 +34,7 @@ static const char *const HOOK_NAMES[H_N] = {
 /* Other slots of the state table: what a hook handed back (valid until its next call) from
    ANCHOR + hook, and what must live as long as the gateway. */
 #define ANCHOR 32
-enum { S_HEADERS = 64, S_CACHE_STR, S_LOADER, S_CACHE, S_TRACEBACK, S_ERROR, S_LIST, S_N };
+enum { S_HEADERS = 64, S_LOADER, S_CACHE, S_TRACEBACK, S_ERROR, S_LIST, S_N };
 
 /* User values of the gateway: its store, its state table, the caller's ctx, and per event
    the ev given to the steps, the transform's output and the line received. */

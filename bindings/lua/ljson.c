@@ -9,8 +9,10 @@
  * whose keys must be strings, written sorted by name (bytewise) so the text does
  * not depend on insertion order. Integers are written exactly (not through a double).
  *
- * Decoding goes through cJSON; its trees live in a "box" userdata while Lua code
- * that may raise (memory errors) runs, so a longjmp never leaks them.
+ * Decoding goes straight from text to Lua values (fast_value) and falls back to
+ * cJSON for anything that path does not take, so the results are cJSON's; cJSON
+ * trees live in a "box" userdata while Lua code that may raise (memory errors)
+ * runs, so a longjmp never leaks them.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -87,7 +89,238 @@ static void to_lua(lua_State *L, const cJSON *j, int depth) {
   }
 }
 
+/* ------------------------------------------------------- fast decode -- */
+
+/*
+ * JSON text straight to Lua values, without a cJSON tree (no allocation but Lua's own).
+ * It takes only what it decodes exactly as the cJSON path does and gives up on anything
+ * else (a raw control character or \u0000 in a string, non-standard numbers or spacing,
+ * deep nesting): the caller then runs the cJSON path, which decides.
+ */
+typedef struct fastp {
+  lua_State *L;
+  const char *p, *end;
+} fastp;
+
+static void fast_ws(fastp *f) {
+  while (f->p < f->end && (*f->p == ' ' || *f->p == '\n' || *f->p == '\r' || *f->p == '\t')) f->p++;
+}
+
+static int hex4(const char *p, unsigned *out) {
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+    else return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+/* Pushes the string at f->p (on its opening quote). */
+static int fast_string(fastp *f) {
+  const char *s = ++f->p, *q = s;
+  int escaped = 0;
+  while (q < f->end && *q != '"') {
+    unsigned char c = (unsigned char)*q;
+    if (c < 0x20) return 0;
+    if (c == '\\') {
+      escaped = 1;
+      if (++q >= f->end) return 0;
+    }
+    q++;
+  }
+  if (q >= f->end) return 0;
+  f->p = q + 1;
+  if (!escaped) {
+    lua_pushlstring(f->L, s, (size_t)(q - s));
+    return 1;
+  }
+  size_t n = (size_t)(q - s);
+  char small[256] = "";
+  char *out = n <= sizeof small ? small : lua_newuserdatauv(f->L, n, 0);
+  size_t o = 0;
+  for (const char *r = s; r < q; r++) {
+    if (*r != '\\') {
+      out[o++] = *r;
+      continue;
+    }
+    switch (*++r) {
+    case '"': out[o++] = '"'; break;
+    case '\\': out[o++] = '\\'; break;
+    case '/': out[o++] = '/'; break;
+    case 'b': out[o++] = '\b'; break;
+    case 'f': out[o++] = '\f'; break;
+    case 'n': out[o++] = '\n'; break;
+    case 'r': out[o++] = '\r'; break;
+    case 't': out[o++] = '\t'; break;
+    case 'u': {
+      unsigned cp, lo;
+      if (q - r < 5 || !hex4(r + 1, &cp) || cp == 0) return 0;
+      r += 4;
+      if (cp >= 0xDC00 && cp <= 0xDFFF) return 0;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (q - r < 7 || r[1] != '\\' || r[2] != 'u' || !hex4(r + 3, &lo) || lo < 0xDC00 || lo > 0xDFFF) return 0;
+        r += 6;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      }
+      if (cp < 0x80) {
+        out[o++] = (char)cp;
+      } else if (cp < 0x800) {
+        out[o++] = (char)(0xC0 | (cp >> 6));
+        out[o++] = (char)(0x80 | (cp & 0x3F));
+      } else if (cp < 0x10000) {
+        out[o++] = (char)(0xE0 | (cp >> 12));
+        out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[o++] = (char)(0x80 | (cp & 0x3F));
+      } else {
+        out[o++] = (char)(0xF0 | (cp >> 18));
+        out[o++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[o++] = (char)(0x80 | (cp & 0x3F));
+      }
+      break;
+    }
+    default:
+      return 0;
+    }
+  }
+  lua_pushlstring(f->L, out, o);
+  if (out != small) lua_remove(f->L, -2);
+  return 1;
+}
+
+/* A number as the cJSON path makes it: integral values as integers, through a double
+   beyond 15 digits. */
+static int fast_number(fastp *f) {
+  const char *s = f->p, *q = s;
+  if (q < f->end && *q == '-') q++;
+  if (q >= f->end || *q < '0' || *q > '9') return 0;
+  if (*q == '0') q++;
+  else while (q < f->end && *q >= '0' && *q <= '9') q++;
+  int plain = 1;
+  if (q < f->end && *q == '.') {
+    plain = 0;
+    if (++q >= f->end || *q < '0' || *q > '9') return 0;
+    while (q < f->end && *q >= '0' && *q <= '9') q++;
+  }
+  if (q < f->end && (*q == 'e' || *q == 'E')) {
+    plain = 0;
+    if (++q < f->end && (*q == '+' || *q == '-')) q++;
+    if (q >= f->end || *q < '0' || *q > '9') return 0;
+    while (q < f->end && *q >= '0' && *q <= '9') q++;
+  }
+  if (q < f->end && (*q == '.' || *q == 'e' || *q == 'E' || *q == '+' || *q == '-' || (*q >= '0' && *q <= '9')))
+    return 0;
+  size_t n = (size_t)(q - s);
+  f->p = q;
+  if (plain && n - (*s == '-') <= 15) {
+    lua_Integer v = 0;
+    for (const char *r = s + (*s == '-'); r < q; r++) v = v * 10 + (*r - '0');
+    lua_pushinteger(f->L, *s == '-' ? -v : v);
+    return 1;
+  }
+  char buf[64];
+  if (n >= sizeof buf) return 0;
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  double d = strtod(buf, NULL);
+  if (d == floor(d) && d >= -9.2233720368547758e18 && d < 9.2233720368547758e18) lua_pushinteger(f->L, (lua_Integer)d);
+  else lua_pushnumber(f->L, d);
+  return 1;
+}
+
+static int fast_value(fastp *f, int depth);
+
+/* The members of an object (f->p past its '{') into the table at t. */
+static int fast_members(fastp *f, int t, int depth) {
+  fast_ws(f);
+  if (f->p < f->end && *f->p == '}') {
+    f->p++;
+    return 1;
+  }
+  for (;;) {
+    if (f->p >= f->end || *f->p != '"' || !fast_string(f)) return 0;
+    fast_ws(f);
+    if (f->p >= f->end || *f->p != ':') return 0;
+    f->p++;
+    fast_ws(f);
+    if (!fast_value(f, depth + 1)) return 0;
+    lua_rawset(f->L, t);
+    fast_ws(f);
+    if (f->p >= f->end) return 0;
+    if (*f->p == '}') {
+      f->p++;
+      return 1;
+    }
+    if (*f->p++ != ',') return 0;
+    fast_ws(f);
+  }
+}
+
+static int fast_value(fastp *f, int depth) {
+  lua_State *L = f->L;
+  if (depth > MAX_DEPTH || f->p >= f->end || !lua_checkstack(L, 4)) return 0;
+  switch (*f->p) {
+  case '{': {
+    f->p++;
+    lua_createtable(L, 0, 4);
+    return fast_members(f, lua_gettop(L), depth);
+  }
+  case '[': {
+    f->p++;
+    lua_createtable(L, 4, 0);
+    int t = lua_gettop(L);
+    luaL_setmetatable(L, LESG_ARRAY_MT);
+    fast_ws(f);
+    if (f->p < f->end && *f->p == ']') {
+      f->p++;
+      return 1;
+    }
+    for (lua_Integer i = 1;; i++) {
+      if (!fast_value(f, depth + 1)) return 0;
+      lua_rawseti(L, t, i);
+      fast_ws(f);
+      if (f->p >= f->end) return 0;
+      if (*f->p == ']') {
+        f->p++;
+        return 1;
+      }
+      if (*f->p++ != ',') return 0;
+      fast_ws(f);
+    }
+  }
+  case '"':
+    return fast_string(f);
+  case 't':
+    if (f->end - f->p < 4 || memcmp(f->p, "true", 4) != 0) return 0;
+    f->p += 4;
+    lua_pushboolean(L, 1);
+    return 1;
+  case 'f':
+    if (f->end - f->p < 5 || memcmp(f->p, "false", 5) != 0) return 0;
+    f->p += 5;
+    lua_pushboolean(L, 0);
+    return 1;
+  case 'n':
+    if (f->end - f->p < 4 || memcmp(f->p, "null", 4) != 0) return 0;
+    f->p += 4;
+    lua_pushlightuserdata(L, NULL);
+    return 1;
+  default:
+    return fast_number(f);
+  }
+}
+
 void lesg_json_push(lua_State *L, const char *json, size_t len) {
+  int top = lua_gettop(L);
+  fastp f = {L, json, json + len};
+  fast_ws(&f);
+  if (fast_value(&f, 0)) return;
+  lua_settop(L, top);
   box *b = box_new(L);
   b->root = cJSON_ParseWithLength(json, len);
   if (!b->root) {
@@ -129,13 +362,34 @@ static void lazy_materialise(lua_State *L, int idx) {
   }
   size_t len;
   const char *s = lua_tolstring(L, -1, &len);
-  box *b = box_new(L);
-  b->root = cJSON_ParseWithLength(s, len);
-  if (!b->root || !cJSON_IsObject(b->root)) luaL_error(L, "lazy JSON object: not a JSON object");
+  int text = lua_gettop(L);
   lua_pushnil(L);
   lua_rawsetp(L, idx, &lazy_key);
   lua_pushnil(L);
   lua_setmetatable(L, idx);
+  fastp f = {L, s, s + len};
+  fast_ws(&f);
+  if (f.p < f.end && *f.p == '{' && (f.p++, fast_members(&f, idx, 0))) {
+    lua_settop(L, text - 1);
+    return;
+  }
+  lua_settop(L, text); /* what the fast path left in the table goes; cJSON decides */
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, idx);
+  }
+  box *b = box_new(L);
+  b->root = cJSON_ParseWithLength(s, len);
+  if (!b->root || !cJSON_IsObject(b->root)) {
+    lua_pushvalue(L, text); /* still lazy: the same error on the next access */
+    lua_rawsetp(L, idx, &lazy_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_setmetatable(L, idx);
+    luaL_error(L, "lazy JSON object: not a JSON object");
+  }
   for (const cJSON *c = b->root->child; c; c = c->next) {
     lua_pushstring(L, c->string);
     to_lua(L, c, 1);

@@ -48,6 +48,22 @@ T.eq(v.a[3], esg.null, "null decodes to esg.null")
 T.ok(json.isarray(v.a[4].b), "empty array keeps its mark")
 T.eq(json.encode(v.a[4]), '{"b":[]}', "round trip of an empty array")
 T.ok(not json.isarray(v), "object is not an array")
+-- the direct decoder and the cJSON path it falls back to agree
+do
+  local v = json.decode('{"s":"x\\n\\u00e9\\ud83d\\ude00","n":-0,"e":1e2,"f":1.0,"g":1.5,"big":12345678901234567890,' ..
+                        '"a":[true,false,null,{}],"z":"\\u0000b"}')
+  T.eq(v.s, "x\né\u{1F600}", "escapes and surrogate pairs")
+  T.ok(math.type(v.n) == "integer" and math.type(v.e) == "integer" and v.e == 100 and math.type(v.f) == "integer",
+       "integral numbers as integers")
+  T.eq(v.g, 1.5, "a float")
+  T.eq(math.type(v.big), "float", "beyond int64: a float")
+  T.ok(json.isarray(v.a) and v.a[3] == esg.null and v.a[4] ~= nil, "arrays, null")
+  T.eq(v.z, "", "\\u0000 ends the string (as cJSON does)")
+  T.eq(json.decode('  {"a" : 1 }  trailing').a, 1, "trailing text is ignored (as cJSON does)")
+  local lz = json.lazy('{"a":1,')
+  T.raises(function() return lz.a end, "not a JSON object", "a lazy object over bad text raises")
+  T.ok(json.islazy(lz), "and stays lazy")
+end
 local d, err, code = json.decode("{x")
 T.ok(d == nil and err:find("invalid JSON") and code == "EJSON", "bad JSON: nil, msg, EJSON")
 T.raises(function() json.decode(nil) end, "string expected", "decode(nil) raises")
