@@ -170,7 +170,8 @@ static void str_result(lua_State *L, lgw *w, int idx, int h) {
   w->len = 0;
   if (lua_isnil(L, idx) || (lua_isboolean(L, idx) && !lua_toboolean(L, idx))) return;
   if (lua_type(L, idx) == LUA_TNUMBER) lua_tostring(L, idx); /* converted in place */
-  if (lua_type(L, idx) != LUA_TSTRING) luaL_error(L, "%s must return a string or nil (got %s)", HOOK_NAMES[h], luaL_typename(L, idx));
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "%s must return a string or nil (got %s)", HOOK_NAMES[h], luaL_typename(L, idx));
   w->str = lua_tolstring(L, idx, &w->len);
   lua_pushvalue(L, idx);
   state_set(L, ANCHOR + h);
@@ -337,7 +338,8 @@ static int hook(lgw *w, esg_gateway_event *e, int h) {
   int top = lua_gettop(L);
   int budgeted = w->host && w->budget > 0;
   if (budgeted && w->left <= 0)
-    return esg_gateway_event_fail(e, "%s: instruction budget exceeded (%lld instructions)", HOOK_NAMES[h], (long long)w->budget);
+    return esg_gateway_event_fail(e, "%s: instruction budget exceeded (%lld instructions)", HOOK_NAMES[h],
+                                  (long long)w->budget);
   lua_pushcfunction(L, msgh);
   lua_pushcfunction(L, hook_body);
   lua_pushvalue(L, 1);
@@ -389,7 +391,9 @@ static int latch_doc_cb(void *ud, esg_gateway_event *e, const char **o, size_t *
 static int latch_out_doc_cb(void *ud, esg_gateway_event *e, const char **o, size_t *n) {
   return str_cb(ud, e, H_LATCH_OUT_DOC, o, n);
 }
-static int enrich_key_cb(void *ud, esg_gateway_event *e, const char **o, size_t *n) { return str_cb(ud, e, H_ENRICH_KEY, o, n); }
+static int enrich_key_cb(void *ud, esg_gateway_event *e, const char **o, size_t *n) {
+  return str_cb(ud, e, H_ENRICH_KEY, o, n);
+}
 
 static int entity_cb(void *ud, esg_gateway_event *e, const char **key, int64_t *version) {
   lgw *w = ud;
@@ -689,7 +693,8 @@ static int m_gateway(lua_State *L) {
       {"latch_out_doc", H_LATCH_OUT_DOC}, {"enrich_key", H_ENRICH_KEY}, {"enrich", H_ENRICH},
       {"transform", H_TRANSFORM},   {"http_body", H_BODY},
       {"write", H_WRITE},           {"on_fault", H_ON_FAULT}, {"progress", H_PROGRESS}};
-  for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++) w->has[hooks[i].h] = opt_hook(L, 2, 4, hooks[i].field, hooks[i].h);
+  for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++)
+    w->has[hooks[i].h] = opt_hook(L, 2, 4, hooks[i].field, hooks[i].h);
   if (w->has[H_FILTER]) o.filter = filter_cb;
   /* idempotence */
   o.no_idempotence = lesg_opt_bool(L, 2, "no_idempotence");
@@ -721,7 +726,8 @@ static int m_gateway(lua_State *L) {
   int ct = lua_getfield(L, 2, "collect");
   lua_pop(L, 1);
   if (ct == LUA_TBOOLEAN) o.collect = lesg_opt_bool(L, 2, "collect");
-  else if (ct != LUA_TNIL && (w->has[H_COLLECT_IF] = opt_hook(L, 2, 4, "collect", H_COLLECT_IF))) o.collect = 1, o.collect_if = collect_if_cb;
+  else if (ct != LUA_TNIL && (w->has[H_COLLECT_IF] = opt_hook(L, 2, 4, "collect", H_COLLECT_IF)))
+    o.collect = 1, o.collect_if = collect_if_cb;
   if (w->has[H_ENRICH_KEY]) o.enrich_key = enrich_key_cb;
   if (lua_getfield(L, 2, "load") != LUA_TNIL) {
     esg_http_loader *hl = lesg_test_http_loader(L, -1);

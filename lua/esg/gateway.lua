@@ -1,26 +1,12 @@
 --[[
-esg.gateway: builds libesg's gateway (store:gateway, docs/lua.md) from a script's
-pipeline table and runs it. The pipeline itself runs in C:
+esg.gateway: turns a script's pipeline table into libesg's gateway (store:gateway,
+docs/lua.md "Gateways") and runs it; the pipeline itself runs in C:
 
   source -> filter -> idempotence -> latch (check) -> enrich -> transform -> latch (mark) -> sink
 
-  {
-    name        = "orders",                        -- shown in the summary
-    source      = gateway.source.jsonl("in.jsonl") | .lines(list) | .snapshot{...} | .cursor{...} | .replay{...},
-    filter      = function(ev, ctx) return keep end,
-    idempotence = { key = fn, hash = fn | false, lease = 30, ttl = 3600, entity = fn } | true | false,
-    latch       = { key = fn, from = "side", to = "side", doc = fn, out_doc = fn, ttl = s, flag = bool }
-                  | function(ev, ctx) return is_echo end,
-    enrich      = { cache = opts, collect = true | fn, key = fn, load = fn | {url=...}, into = "field",
-                    required = bool, fn = fn } | function(ev, ctx) return ev2 end,
-    transform   = function(ev, ctx) return out end,  -- nil drops the event
-    sink        = gateway.sink.stdout() | .jsonl(path) | .eventlog{key=, ttl=} | .collect(list)
-                  | .http{url=, ...} | function(out, ctx),
-  }
-
-See docs/gateway.md for what each step does, faults and resubmission. This module
-keeps what is Lua's: the descriptors, the check of a pipeline table, the options of
-store:gateway, resync and replay sources, the run record for `esg stats`, faults_list.
+docs/gateway.md describes the table, each step, faults and resubmission. What stays
+here is Lua's: the descriptors, the check of a table, the options of store:gateway,
+resync and replay sources, the progress line, the run record of `esg stats`.
 ]]
 local esg = require "esg"
 
@@ -60,8 +46,10 @@ M.sink = {
 local STEPS = { name = 1, source = 1, filter = 1, idempotence = 1, latch = 1, enrich = 1, transform = 1, sink = 1,
                 description = 1 }
 
-local function must(cond, msg) if not cond then error("pipeline: " .. msg, 3) end end
-local function fn_or_nil(t, k, what) must(t[k] == nil or type(t[k]) == "function", (what or k) .. " must be a function") end
+local function must(cond, msg, level) if not cond then error("pipeline: " .. msg, level or 3) end end
+local function fns(t, prefix, ...) -- the fields of t named must be functions, or absent
+  for _, k in ipairs { ... } do must(t[k] == nil or type(t[k]) == "function", prefix .. k .. " must be a function", 4) end
+end
 
 -- Checks a pipeline table; returns it, or raises naming the bad field.
 function M.check(spec)
@@ -69,8 +57,7 @@ function M.check(spec)
     error("a gateway script must return a pipeline table (got " .. type(spec) .. ")", 2)
   end
   for k in pairs(spec) do must(STEPS[k], fmt("unknown field %q", tostring(k))) end
-  fn_or_nil(spec, "filter")
-  fn_or_nil(spec, "transform")
+  fns(spec, "", "filter", "transform")
   for _, k in ipairs { "latch", "enrich" } do
     must(spec[k] == nil or type(spec[k]) == "function" or type(spec[k]) == "table", k .. " must be a function or a table")
   end
@@ -78,21 +65,20 @@ function M.check(spec)
   if type(latch) == "table" then
     must(type(latch.key) == "function", "latch.key must be a function")
     must(latch.from ~= nil or latch.to ~= nil or latch.flag, "latch needs from, to or flag")
-    fn_or_nil(latch, "doc", "latch.doc")
-    fn_or_nil(latch, "out_doc", "latch.out_doc")
+    fns(latch, "latch.", "doc", "out_doc")
   end
   if type(enrich) == "table" then
-    fn_or_nil(enrich, "key", "enrich.key")
-    fn_or_nil(enrich, "fn", "enrich.fn")
+    fns(enrich, "enrich.", "key", "fn")
     must(not enrich.key or enrich.into, "enrich.key needs enrich.into")
     local ld = enrich.load
-    must(ld == nil or type(ld) == "function" or (type(ld) == "table" and ld.url), "enrich.load must be a function or {url = ...}")
+    must(ld == nil or type(ld) == "function" or (type(ld) == "table" and ld.url),
+      "enrich.load must be a function or {url = ...}")
   end
   must(idem == nil or type(idem) == "boolean" or type(idem) == "table", "idempotence must be true, false or a table")
   if type(idem) == "table" then
-    fn_or_nil(idem, "key", "idempotence.key")
-    fn_or_nil(idem, "entity", "idempotence.entity")
-    must(idem.hash == nil or idem.hash == false or type(idem.hash) == "function", "idempotence.hash must be a function or false")
+    fns(idem, "idempotence.", "key", "entity")
+    must(idem.hash == nil or idem.hash == false or type(idem.hash) == "function",
+      "idempotence.hash must be a function or false")
   end
   local sink, source = spec.sink, spec.source
   must(sink == nil or type(sink) == "function" or (type(sink) == "table" and sink.kind),
@@ -113,10 +99,6 @@ local function progress_line(name, c)
   stderr:flush()
 end
 
-local EGRESS = { "max_in_flight", "max_attempts", "max_elapsed", "backoff_base", "backoff_cap", "timeout",
-                 "connect_timeout", "rate", "burst", "claim_lease", "idempotency_header", "content_type",
-                 "max_response_bytes", "seed" }
-
 -- A run (or resubmission): its id, ctx, faults_list and the options of store:gateway for spec.
 local function new_run(spec, opts, source)
   local store = assert(opts.store, "gateway: opts.store is required")
@@ -126,9 +108,9 @@ local function new_run(spec, opts, source)
   r.id = esg.uuid5(fmt("esg.run/%s/%d/%s/%s", r.script, r.started, tostring(r), tostring(math.random())))
   r.ctx = { store = store, name = spec.name, run = r.id, now = function() return store:now() end,
             log = function(...)
-              local parts = table.pack(...)
-              for i = 1, parts.n do parts[i] = tostring(parts[i]) end
-              stderr:write("[", name, "] ", table.concat(parts, " ", 1, parts.n), "\n")
+              local t = table.pack(...)
+              for i = 1, t.n do t[i] = tostring(t[i]) end
+              stderr:write("[", name, "] ", table.concat(t, " ", 1, t.n), "\n")
             end }
   function r.on_fault(f)
     f.source, f.script, f.run = r.source, r.script, r.id
@@ -138,13 +120,11 @@ local function new_run(spec, opts, source)
   local o = { name = name, filter = spec.filter, transform = spec.transform, budget = opts.budget, ctx = r.ctx,
               on_fault = r.on_fault, fault_note = fmt("script %s, run %s", r.script, r.id),
               progress = opts.progress and function(c) progress_line(name, c) end }
-  local idem = spec.idempotence
-  if idem == false then
-    o.no_idempotence = true
-  elseif type(idem) == "table" then
+  local idem, l = spec.idempotence, spec.latch
+  o.no_idempotence = idem == false
+  if type(idem) == "table" then
     o.key, o.hash, o.entity, o.lease, o.ttl = idem.key, idem.hash, idem.entity, idem.lease, idem.ttl
   end
-  local l = spec.latch
   if type(l) == "function" then
     o.echo = l
   elseif l then
@@ -175,8 +155,7 @@ local function new_run(spec, opts, source)
   elseif sink.kind == "http" then
     local h = sink.opts
     o.sink, o.http_url, o.http_method, o.http_headers, o.http_body, o.egress = "http", h.url, h.method, h.headers,
-      h.body, {}
-    for _, k in ipairs(EGRESS) do o.egress[k] = h[k] end
+      h.body, h -- the engine's options are read from it
     if h.on_retry then stderr:write("esg: gateway.sink.http: on_retry is not called by the C gateway's HTTP sink\n") end
   end
   return r, o
@@ -238,38 +217,29 @@ local function drive(r, gw, desc)
   return store:replay(o, feed)
 end
 
+local NEEDS = { snapshot = { source = "string", listing = "function", _ = "source and listing" },
+                cursor = { name = "string", source = "string", fetch = "function", _ = "name, source and fetch" } }
+
+-- The source's name in fault records and the run record, and what gw:run takes (nil: drive it).
 local function source_of(desc, base)
-  local k, o = desc.kind, desc.opts
+  local k, o, need = desc.kind, desc.opts, NEEDS[desc.kind]
   if k == "lines" then return "lines", desc.lines end
-  if k == "snapshot" then
-    if type(o) ~= "table" or type(o.source) ~= "string" or type(o.listing) ~= "function" then
-      return nil, "gateway.source.snapshot needs source and listing"
+  if k == "replay" then return "replay" end
+  if need then
+    for f, t in pairs(need) do
+      if f ~= "_" and (type(o) ~= "table" or type(o[f]) ~= t) then
+        return nil, "gateway.source." .. k .. " needs " .. need._
+      end
     end
-    return "snapshot " .. o.source
-  elseif k == "cursor" then
-    if type(o) ~= "table" or type(o.name) ~= "string" or type(o.source) ~= "string" or type(o.fetch) ~= "function" then
-      return nil, "gateway.source.cursor needs name, source and fetch"
-    end
-    return "cursor " .. o.name
-  elseif k == "replay" then
-    return "replay"
-  elseif desc.path == nil or desc.path == "-" then
-    return "stdin", "-"
+    return k .. " " .. (k == "cursor" and o.name or o.source)
   end
+  if desc.path == nil or desc.path == "-" then return "stdin", "-" end
   local path = resolve(desc.path, base)
   return path, path
 end
 
---[[
-Runs a pipeline. opts: store (required), input (a path, "-" or a gateway.source
-descriptor; overrides spec.source), output (a path overriding the sink), base (the
-directory, with a trailing /, relative paths of the spec are resolved against), script
-(named in fault records), budget (instructions per event; needs the esg command),
-progress (a live line on stderr), fault_ttl (s: at the end, delete faults last
-attempted longer ago), on_fault = function(fault), run_ttl. Returns the counters
-{received, delivered, duplicates, echoes, stale, faults, filtered, dropped, busy,
-cancelled, elapsed, faults_list, resync, run, source}, or nil, message.
-]]
+-- Runs a pipeline (opts: store, input, output, base, script, budget, progress, fault_ttl, on_fault,
+-- run_ttl): the counters (M.COUNTERS, elapsed, faults_list, resync, run, source) or nil, message.
 function M.run(spec, opts)
   M.check(spec)
   local desc, base = spec.source, opts.base
@@ -279,31 +249,20 @@ function M.run(spec, opts)
   desc = desc or M.source.stdin()
   local source, input = source_of(desc, base)
   if not source then return nil, input end
-  if type(input) == "string" and input ~= "-" then -- as before: no run without its input
-    local f, ferr = io.open(input, "r")
-    if not f then return nil, "cannot open the source: " .. tostring(ferr) end
-    f:close()
-  end
   local r, o = new_run(spec, opts, source)
   o.source_name = source
   local gw, err = r.store:gateway(o)
   if not gw then return nil, err end
-  local done, ok, rerr = pcall(function()
-    if input then return gw:run(input) end
-    return drive(r, gw, desc)
-  end)
-  if not done then gw:close(); error(ok, 0) end
+  local ok, rerr
+  if input then ok, rerr = gw:run(input) else ok, rerr = drive(r, gw, desc) end
+  if not ok and tostring(rerr):find("^cannot open the source") then gw:close(); return nil, rerr end -- no run
   local c, ferr = finish(r, gw, "run", spec, opts)
   if not ok then return nil, rerr end
   return c, ferr
 end
 
---[[
-Resubmits faults (docs/gateway.md "Faults"): the stored event of each runs through the
-pipeline again with the same event id. opts as for M.run, plus ids (fault ids; nil =
-every fault in the store, oldest first). Returns the counters plus resubmitted, skipped
-(held by another resubmitter, or the event by another worker) and missing, or nil, message.
-]]
+-- Resubmits the faults opts.ids (nil: all, oldest first; other opts as for M.run): the counters
+-- plus resubmitted, skipped (held elsewhere) and missing, or nil, message.
 function M.resubmit(spec, opts)
   M.check(spec)
   local r, o = new_run(spec, opts, "faults")
@@ -318,8 +277,7 @@ function M.resubmit(spec, opts)
   if not gw then return nil, err end
   local skipped, missing = 0, 0
   for _, id in ipairs(ids) do
-    local done, how, rerr = pcall(gw.resubmit, gw, id)
-    if not done then gw:close(); error(how, 0) end
+    local how, rerr = gw:resubmit(id)
     if how == "busy" then skipped = skipped + 1
     elseif how == nil and rerr == nil then missing = missing + 1
     elseif how == nil then gw:close(); return nil, rerr end
