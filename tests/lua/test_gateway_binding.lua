@@ -129,6 +129,25 @@ do
   T.eq(json.decode(T.read(dir .. "/o3.jsonl")).extra, 1, "the enrich function's ev is the output")
 end
 
+-- read-through: a Lua loader, and ctx.cache (the gateway's own cache)
+do
+  local out, calls = {}, 0
+  local gw = assert(store:gateway {
+    enrich_key = function(e) return "c/" .. e.cid end, enrich_into = "cust", enrich_required = true,
+    load = function(key) calls = calls + 1; if key ~= "c/none" then return { name = key } end end,
+    enrich = function(e, c) e.cached = (c.cache:get("c/x1")); return e end,
+    transform = function(e) return { n = e.cust.name, cached = e.cached } end,
+    sink = "callback", write = function(o) out[#out + 1] = o end,
+  })
+  gw:push(ev("l1", { cid = "x1" }))
+  gw:push(ev("l2", { cid = "x1" }))
+  T.eq(gw:push(ev("l3", { cid = "none" })), "fault", "required and absent: a fault")
+  T.eq(calls, 2, "loaded once per key")
+  T.ok(out[1].n == "c/x1" and out[2].cached == "hit", "the loaded value, and ctx.cache sees it")
+  gw:close()
+  store:purge_faults()
+end
+
 -- the gateway as a resync sink
 do
   local got = {}
