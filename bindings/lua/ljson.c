@@ -24,6 +24,14 @@
 #include "lesg.h"
 
 #define BOX_MT "esg.json.box"
+
+static const char array_mt_key = 0; /* registry[&array_mt_key]: the array metatable, found without a name lookup */
+#define PUSH_ARRAY_MT(L) lua_rawgetp((L), LUA_REGISTRYINDEX, &array_mt_key)
+/* Marks the table on top as an array. */
+static void set_array_mt(lua_State *L) {
+  PUSH_ARRAY_MT(L);
+  lua_setmetatable(L, -2);
+}
 #define MAX_DEPTH 512
 
 typedef struct box {
@@ -76,7 +84,7 @@ static void to_lua(lua_State *L, const cJSON *j, int depth) {
       to_lua(L, c, depth + 1);
       lua_rawseti(L, -2, i++);
     }
-    luaL_setmetatable(L, LESG_ARRAY_MT);
+    set_array_mt(L);
   } else if (cJSON_IsObject(j)) {
     lua_createtable(L, 0, 4);
     for (const cJSON *c = j->child; c; c = c->next) {
@@ -120,18 +128,22 @@ static int hex4(const char *p, unsigned *out) {
   return 1;
 }
 
+/* Bytes a string's scan stops at: the quote, a backslash, control characters. */
+static const unsigned char STOP[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, ['\\'] = 1};
+
 /* Pushes the string at f->p (on its opening quote). */
 static int fast_string(fastp *f) {
-  const char *s = ++f->p, *q = s;
+  const char *s = ++f->p, *q = s, *end = f->end;
   int escaped = 0;
-  while (q < f->end && *q != '"') {
-    unsigned char c = (unsigned char)*q;
-    if (c < 0x20) return 0;
-    if (c == '\\') {
-      escaped = 1;
-      if (++q >= f->end) return 0;
-    }
-    q++;
+  for (;;) {
+    while (q < end && !STOP[(unsigned char)*q]) q++;
+    if (q >= end) return 0;
+    if (*q == '"') break;
+    if (*q != '\\') return 0; /* a raw control character */
+    escaped = 1;
+    q += 2;
   }
   if (q >= f->end) return 0;
   f->p = q + 1;
@@ -263,18 +275,20 @@ static int fast_members(fastp *f, int t, int depth) {
 
 static int fast_value(fastp *f, int depth) {
   lua_State *L = f->L;
-  if (depth > MAX_DEPTH || f->p >= f->end || !lua_checkstack(L, 4)) return 0;
+  if (depth > MAX_DEPTH || f->p >= f->end) return 0;
   switch (*f->p) {
   case '{': {
+    if (!lua_checkstack(L, 6)) return 0; /* the members' key and value, and what a scalar pushes */
     f->p++;
     lua_createtable(L, 0, 4);
     return fast_members(f, lua_gettop(L), depth);
   }
   case '[': {
+    if (!lua_checkstack(L, 6)) return 0;
     f->p++;
     lua_createtable(L, 4, 0);
     int t = lua_gettop(L);
-    luaL_setmetatable(L, LESG_ARRAY_MT);
+    set_array_mt(L);
     fast_ws(f);
     if (f->p < f->end && *f->p == ']') {
       f->p++;
@@ -316,6 +330,7 @@ static int fast_value(fastp *f, int depth) {
 }
 
 void lesg_json_push(lua_State *L, const char *json, size_t len) {
+  luaL_checkstack(L, 4, "JSON nested too deeply");
   int top = lua_gettop(L);
   fastp f = {L, json, json + len};
   fast_ws(&f);
@@ -438,7 +453,7 @@ static int lazy_pairs(lua_State *L) {
 
 void lesg_json_lazy(lua_State *L, int str) {
   str = lua_absindex(L, str);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 8); /* room for the members it decodes into (an envelope has 4 to 7) */
   lua_pushvalue(L, str);
   lua_rawsetp(L, -2, &lazy_key);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
@@ -469,7 +484,7 @@ static int l_materialise(lua_State *L) {
 /* Is the table at idx (absolute) an array? Sets *n to its length. */
 static int is_array(lua_State *L, int idx, lua_Integer *n) {
   if (lua_getmetatable(L, idx)) {
-    luaL_getmetatable(L, LESG_ARRAY_MT);
+    PUSH_ARRAY_MT(L);
     int arr = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     if (arr) {
@@ -605,7 +620,7 @@ static void enc_table(lua_State *L, int idx, lesg_jbuf *b, int depth) {
   }
   int marked = 0;
   if (lua_getmetatable(L, idx)) {
-    luaL_getmetatable(L, LESG_ARRAY_MT);
+    PUSH_ARRAY_MT(L);
     marked = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
   }
@@ -805,7 +820,7 @@ static int l_array(lua_State *L) {
   }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  luaL_setmetatable(L, LESG_ARRAY_MT);
+  set_array_mt(L);
   return 1;
 }
 
@@ -826,7 +841,7 @@ void lesg_json_open(lua_State *L) {
                                        {"__len", lazy_len},     {"__pairs", lazy_pairs},
                                        {NULL, NULL}};
   luaL_newmetatable(L, LESG_ARRAY_MT);
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &array_mt_key);
   luaL_newmetatable(L, LESG_LAZY_MT);
   luaL_setfuncs(L, lazy_meta, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
