@@ -128,22 +128,21 @@ static int hex4(const char *p, unsigned *out) {
   return 1;
 }
 
-/* Bytes a string's scan stops at: the quote, a backslash, control characters. */
-static const unsigned char STOP[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, ['\\'] = 1};
-
-/* Pushes the string at f->p (on its opening quote). */
+/* Pushes the string at f->p (on its opening quote). Raw control characters are taken as
+   they are, as cJSON takes them. */
 static int fast_string(fastp *f) {
-  const char *s = ++f->p, *q = s, *end = f->end;
-  int escaped = 0;
-  for (;;) {
-    while (q < end && !STOP[(unsigned char)*q]) q++;
-    if (q >= end) return 0;
-    if (*q == '"') break;
-    if (*q != '\\') return 0; /* a raw control character */
-    escaped = 1;
-    q += 2;
+  const char *s = ++f->p, *end = f->end;
+  const char *q = memchr(s, '"', (size_t)(end - s));
+  if (!q) return 0;
+  int escaped = memchr(s, '\\', (size_t)(q - s)) != NULL;
+  if (escaped) { /* the quote found may be an escaped one: scan again, escape by escape */
+    q = s;
+    for (;;) {
+      while (q < end && *q != '"' && *q != '\\') q++;
+      if (q >= end) return 0;
+      if (*q == '"') break;
+      q += 2;
+    }
   }
   if (q >= f->end) return 0;
   f->p = q + 1;
@@ -581,7 +580,13 @@ static void enc_number(lua_State *L, lesg_jbuf *b, int idx) {
   char buf[40];
   int n;
   if (lua_isinteger(L, idx)) {
-    n = snprintf(buf, sizeof buf, "%" PRId64, (int64_t)lua_tointeger(L, idx));
+    uint64_t v = (uint64_t)lua_tointeger(L, idx), neg = (int64_t)v < 0;
+    if (neg) v = 0 - v;
+    char *e = buf + sizeof buf, *p = e;
+    do *--p = (char)('0' + v % 10); while ((v /= 10));
+    if (neg) *--p = '-';
+    jb_add(L, b, p, (size_t)(e - p));
+    return;
   } else {
     double d = lua_tonumber(L, idx);
     if (!isfinite(d)) luaL_error(L, "cannot encode a non-finite number as JSON");
