@@ -16,6 +16,14 @@ bound by WAL writes, whose wall-clock noise on a shared machine is several µs
 per event; CPU time shows the gateway's own cost). Runs alternate which of the
 two goes first. Each event runs under the instruction budget of `esg run`
 (10,000,000; ESG_BENCH_BUDGET=0 runs without it).
+
+Then W5 (WORKLOAD.md): the same events as a JSON lines file through the Lua gateway
+(gateway.run, transform function(ev) return {id = ev.id, price = ev.thing.price} end,
+a JSON lines file sink) beside the C gateway with a C transform (host.w5_c) in the same
+run, durable and grouped (group commit as bench_w1.c's: 1 s / 1000 writes):
+  RESULT label=gw-lua-<mode> pass=<p> n=<N> eps=<events/s> gwc_eps=<events/s> overhead_us=<µs/event> cpu_overhead_us=<µs/event>
+where gwc_eps is the C gateway's rate (bench_w1's gw-c-<mode>) and the overheads are the
+Lua gateway's extra time per event over it.
 ]]
 local esg = require "esg"
 local gateway = require "esg.gateway"
@@ -98,6 +106,59 @@ for _, mode in ipairs { "durable", "grouped" } do
   for pass = 1, 2 do
     local r = res[pass]
     print(string.format("RESULT label=lua-esg-%s pass=%d n=%d eps=%.0f capi_eps=%.0f overhead_us=%.2f cpu_overhead_us=%.2f",
+      mode, pass, N, median(r.lua), median(r.c), median(r.over), median(r.cpu)))
+  end
+end
+-- W5: the gateway, Lua steps against C steps
+local input, output = dir .. "/w5.jsonl", dir .. "/w5-out.jsonl"
+do
+  local f = assert(io.open(input, "w"))
+  f:write(table.concat(lines, "\n"), "\n")
+  f:close()
+end
+local w5 = {
+  name = "bench-w5",
+  transform = function(ev) return { id = ev.id, price = ev.thing.price } end,
+  sink = gateway.sink.jsonl(output),
+}
+for _, mode in ipairs { "durable", "grouped" } do
+  local group, gmax = (mode == "grouped" and 1 or 0), (mode == "grouped" and 1000 or nil)
+  local res = {}
+  for pass = 1, 2 do res[pass] = { lua = {}, c = {}, over = {}, cpu = {} } end
+  for run = 1, RUNS do
+    local w, cpu = {}, {}
+    local function c_side()
+      os.remove(output)
+      local c1, c2, u1, u2 = host.w5_c(fresh("w5c-" .. mode), input, output, group, gmax)
+      w.c, cpu.c = { c1, c2 }, { u1, u2 }
+    end
+    local function lua_side()
+      os.remove(output)
+      local store = assert(esg.open(fresh("w5lua-" .. mode), { group_commit = group, group_max = gmax }))
+      local function pass()
+        local t0, c0 = host.monotonic(), os.clock()
+        local k = assert(gateway.run(w5, { store = store, input = input, budget = BUDGET }))
+        return host.monotonic() - t0, os.clock() - c0, k
+      end
+      local d1, u1, k1 = pass()
+      local d2, u2, k2 = pass()
+      store:close()
+      assert(k1.delivered == N and k1.faults == 0, "W5 pass 1 must deliver every event")
+      assert(k2.duplicates == N, "W5 pass 2 must see every event as a duplicate")
+      w.lua, cpu.lua = { d1, d2 }, { u1, u2 }
+    end
+    if run % 2 == 1 then c_side(); lua_side() else lua_side(); c_side() end
+    for pass = 1, 2 do
+      local r = res[pass]
+      r.lua[#r.lua + 1] = N / w.lua[pass]
+      r.c[#r.c + 1] = N / w.c[pass]
+      r.over[#r.over + 1] = (w.lua[pass] - w.c[pass]) / N * 1e6
+      r.cpu[#r.cpu + 1] = (cpu.lua[pass] - cpu.c[pass]) / N * 1e6
+    end
+  end
+  for pass = 1, 2 do
+    local r = res[pass]
+    print(string.format("RESULT label=gw-lua-%s pass=%d n=%d eps=%.0f gwc_eps=%.0f overhead_us=%.2f cpu_overhead_us=%.2f",
       mode, pass, N, median(r.lua), median(r.c), median(r.over), median(r.cpu)))
   end
 end

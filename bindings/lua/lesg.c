@@ -496,21 +496,25 @@ static int m_claim_event(lua_State *L) {
   return 3;
 }
 
-/* store:owned_claim(key, token) -> an esg.Claim for a claim the caller owns (from claim_event). */
-static int m_owned_claim(lua_State *L) {
-  lesg_check_store(L, 1);
-  lesg_check_key(L, 2);
-  check_token(L, 3);
+void lesg_push_owned_claim(lua_State *L, int store, const char *key, int64_t token) {
+  store = lua_absindex(L, store);
   lua_createtable(L, 0, 4);
-  lua_pushvalue(L, 1);
+  lua_pushvalue(L, store);
   lua_setfield(L, -2, "store");
-  lua_pushvalue(L, 2);
+  lua_pushstring(L, key);
   lua_setfield(L, -2, "key");
-  lua_pushvalue(L, 3);
+  lua_pushinteger(L, (lua_Integer)token);
   lua_setfield(L, -2, "token");
   lua_pushliteral(L, "new");
   lua_setfield(L, -2, "status");
   luaL_setmetatable(L, CLAIM_MT);
+}
+
+/* store:owned_claim(key, token) -> an esg.Claim for a claim the caller owns (from claim_event). */
+static int m_owned_claim(lua_State *L) {
+  lesg_check_store(L, 1);
+  const char *key = lesg_check_key(L, 2);
+  lesg_push_owned_claim(L, 1, key, check_token(L, 3));
   return 1;
 }
 
@@ -1014,7 +1018,7 @@ static esg_event *check_event(lua_State *L, int arg) {
 }
 
 /* Pushes a new esg.Event parsed from json; or nil, msg, code. */
-static int push_new_event(lua_State *L, const char *json, size_t len) {
+int lesg_push_event(lua_State *L, const char *json, size_t len) {
   esg_event **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   luaL_setmetatable(L, EVENT_MT);
@@ -1027,7 +1031,7 @@ static int push_new_event(lua_State *L, const char *json, size_t len) {
 static int l_parse(lua_State *L) {
   size_t len;
   const char *json = lesg_json_arg(L, 1, &len);
-  return push_new_event(L, json, len);
+  return lesg_push_event(L, json, len);
 }
 
 static int e_gc(lua_State *L) {
@@ -1096,230 +1100,6 @@ static int e_tostring(lua_State *L) {
   esg_event **ud = luaL_checkudata(L, 1, EVENT_MT);
   if (*ud) lua_pushfstring(L, "esg.Event (%s %s)", esg_event_type(*ud), esg_event_id(*ud));
   else lua_pushliteral(L, "esg.Event (freed)");
-  return 1;
-}
-
-/* -------------------------------------------------------------- intake -- */
-
-/*
- * The gateway runner's fast path (store:intake): one reusable object per run
- * that parses each line into a slot (no userdata per event), claims its id with
- * its hash, hands the steps a lazy object (decoded only if a step looks), writes
- * outputs to a file sink (an unchanged event as the bytes received) and
- * completes the claim, with no table built per event.
- */
-#define INTAKE_MT "esg.Intake"
-
-typedef struct intake {
-  lstore *ls;         /* the store (anchored as user value 1) */
-  luaL_Stream *sink;  /* the file of in:write (user value 2), or NULL */
-  esg_event *ev;      /* the current event, or NULL */
-  int64_t lease_ms, ttl_ms;
-  int owned;          /* the current event's claim is ours: key, token */
-  int64_t token;
-  size_t key_len;
-  char key[ESG_KEY_MAX + 1];
-} intake;
-
-static intake *check_intake(lua_State *L) { return luaL_checkudata(L, 1, INTAKE_MT); }
-
-/* store:intake{lease = s, ttl = s} -> an esg.Intake. */
-static int m_intake(lua_State *L) {
-  lstore *ls = lesg_check_store(L, 1);
-  int opts = lesg_opt_table(L, 2);
-  int64_t lease = lesg_opt_ms(L, opts, "lease", 30000), ttl = lesg_opt_ms(L, opts, "ttl", 3600000);
-  luaL_argcheck(L, lease > 0 && ttl > 0, 2, "lease and ttl must be > 0");
-  intake *in = lesg_new_handle(L, sizeof *in, 2, INTAKE_MT);
-  in->ls = ls;
-  in->lease_ms = lease;
-  in->ttl_ms = ttl;
-  return 1;
-}
-
-static int i_gc(lua_State *L) {
-  intake *in = check_intake(L);
-  esg_event_free(in->ev);
-  in->ev = NULL;
-  in->owned = 0;
-  return 0;
-}
-
-/*
- * in:begin(line) -> lazy object of the envelope [, the line without its CR], or
- * false for a blank line, or nil, msg, code. Drops the previous event.
- */
-static int i_begin(lua_State *L) {
-  intake *in = check_intake(L);
-  size_t len;
-  const char *line = luaL_checklstring(L, 2, &len);
-  esg_event_free(in->ev);
-  in->ev = NULL;
-  in->owned = 0;
-  if (len == 0 || line[0] != '{') { /* blank lines are skipped (JSON lines allow them) */
-    size_t i = 0;
-    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n' || line[i] == '\f' ||
-                       line[i] == '\v'))
-      i++;
-    if (i == len) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-  }
-  int stripped = len > 0 && line[len - 1] == '\r'; /* CRLF input */
-  if (stripped) {
-    lua_pushlstring(L, line, len - 1);
-    lua_replace(L, 2);
-    line = lua_tolstring(L, 2, &len);
-  }
-  lua_settop(L, 2);
-  int rc = esg_event_parse(line, len, &in->ev);
-  if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
-  lesg_json_lazy(L, 2);
-  if (!stripped) return 1;
-  lua_pushvalue(L, 2);
-  return 2;
-}
-
-static esg_event *intake_event(lua_State *L, intake *in) {
-  if (!in->ev) luaL_error(L, "intake: no current event");
-  return in->ev;
-}
-
-/*
- * in:claim([key [, hash]]) -> "new" | "duplicate", result | "busy", lease_until; or nil, msg, code.
- * Claims key (default the event id) with hash as the payload hash: nil = the
- * SHA-256 of the event's bytes, false = no mismatch check, or a string (<= 64 bytes).
- */
-static int i_claim(lua_State *L) {
-  intake *in = check_intake(L);
-  esg_event *ev = intake_event(L, in);
-  lstore *ls = lesg_use_store(L, in->ls);
-  size_t klen;
-  const char *key;
-  if (lua_isnoneornil(L, 2)) {
-    key = esg_event_id(ev);
-    klen = strlen(key);
-  } else {
-    key = lesg_check_key(L, 2);
-    klen = lua_rawlen(L, 2);
-  }
-  const void *hash = esg_event_hash(ev);
-  size_t hlen = 32;
-  if (lua_isboolean(L, 3) && !lua_toboolean(L, 3)) {
-    hash = NULL;
-    hlen = 0;
-  } else if (!lua_isnoneornil(L, 3)) {
-    hash = luaL_checklstring(L, 3, &hlen);
-    luaL_argcheck(L, hlen <= ESG_HASH_MAX, 3, "hash longer than 64 bytes");
-  }
-  esg_claim_info ci;
-  int rc = esg_claim(ls->s, key, hash, hlen, in->lease_ms, in->ttl_ms, &ci);
-  lesg_check_clock(L, ls);
-  if (rc != ESG_NEW) return push_claim_not_new(L, ls, rc, &ci);
-  in->owned = 1;
-  in->token = ci.token;
-  memcpy(in->key, key, klen);
-  in->key[klen] = 0;
-  in->key_len = klen;
-  lua_pushliteral(L, "new");
-  return 1;
-}
-
-/* in:settle(result) -> true (also when no claim is held), or nil, msg, code. Completes the held claim. */
-static int i_settle(lua_State *L) {
-  intake *in = check_intake(L);
-  size_t len;
-  const char *res = luaL_optlstring(L, 2, NULL, &len);
-  if (!in->owned) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  lstore *ls = lesg_use_store(L, in->ls);
-  in->owned = 0;
-  int rc = esg_complete(ls->s, in->key, in->token, res, res ? len : 0);
-  return lesg_push_ok(L, ls, rc);
-}
-
-/* in:owned() -> key, token of the held claim, or nil. */
-static int i_owned(lua_State *L) {
-  intake *in = check_intake(L);
-  if (!in->owned) return 0;
-  lua_pushlstring(L, in->key, in->key_len);
-  lua_pushinteger(L, (lua_Integer)in->token);
-  return 2;
-}
-
-/* in:handover() -> key, token: the held claim now belongs to someone else (an egress delivery). */
-static int i_handover(lua_State *L) {
-  intake *in = check_intake(L);
-  if (!in->owned) return 0;
-  in->owned = 0;
-  lua_pushlstring(L, in->key, in->key_len);
-  lua_pushinteger(L, (lua_Integer)in->token);
-  return 2;
-}
-
-/* in:partition_key() -> the current event's partitionKey, or nil. */
-static int i_partition_key(lua_State *L) {
-  intake *in = check_intake(L);
-  const char *pk = in->ev ? esg_event_partition_key(in->ev) : NULL;
-  if (!pk) return 0;
-  lua_pushstring(L, pk);
-  return 1;
-}
-
-/* in:event() -> a new esg.Event equal to the current one (for ctx.event). */
-static int i_event(lua_State *L) {
-  intake *in = check_intake(L);
-  size_t len;
-  const char *json = esg_event_json(intake_event(L, in), &len);
-  return push_new_event(L, json, len);
-}
-
-static int i_id(lua_State *L) {
-  intake *in = check_intake(L);
-  if (!in->ev) return 0;
-  lua_pushstring(L, esg_event_id(in->ev));
-  return 1;
-}
-
-static int i_type(lua_State *L) {
-  intake *in = check_intake(L);
-  if (!in->ev) return 0;
-  lua_pushstring(L, esg_event_type(in->ev));
-  return 1;
-}
-
-/* in:set_sink(file): the Lua file in:write writes to. */
-static int i_set_sink(lua_State *L) {
-  intake *in = check_intake(L);
-  in->sink = luaL_checkudata(L, 2, LUA_FILEHANDLE);
-  lua_settop(L, 2);
-  lua_setiuservalue(L, 1, 2);
-  return 0;
-}
-
-/*
- * in:write(out) -> true, or nil, msg. Writes out and a newline to the sink
- * file: a string as it is, a lazy object nobody decoded as its text, anything
- * else encoded as JSON.
- */
-static int i_write(lua_State *L) {
-  intake *in = check_intake(L);
-  luaL_Stream *st = in->sink;
-  if (!st) return luaL_error(L, "intake: no sink file");
-  if (!st->closef) return luaL_error(L, "attempt to use a closed file");
-  luaL_checkany(L, 2);
-  lua_settop(L, 2);
-  size_t len;
-  const char *s = lesg_json_arg(L, 2, &len);
-  if (fwrite(s, 1, len, st->f) != len || putc('\n', st->f) == EOF) {
-    lua_pushnil(L);
-    lua_pushstring(L, "cannot write to the sink");
-    lua_pushliteral(L, "EIO");
-    return 3;
-  }
-  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -1477,7 +1257,6 @@ static const luaL_Reg store_methods[] = {
     {"flush", m_flush},     {"flush_due", m_flush_due},     {"batch", m_batch},
     {"claim", m_claim},     {"complete", m_complete},
     {"claim_event", m_claim_event}, {"owned_claim", m_owned_claim},
-    {"intake", m_intake},
     {"release", m_release}, {"extend", m_extend},
     {"purge_claims", m_purge_claims},
     {"put", m_put},         {"events", m_events},
@@ -1491,13 +1270,6 @@ static const luaL_Reg store_methods[] = {
 
 static const luaL_Reg store_meta[] = {{"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};
 
-static const luaL_Reg intake_methods[] = {
-    {"begin", i_begin}, {"claim", i_claim}, {"settle", i_settle}, {"owned", i_owned},
-    {"event", i_event}, {"id", i_id},       {"type", i_type},     {"write", i_write},
-    {"handover", i_handover}, {"partition_key", i_partition_key}, {"set_sink", i_set_sink},
-    {NULL, NULL}};
-
-static const luaL_Reg intake_meta[] = {{"__gc", i_gc}, {NULL, NULL}};
 
 static const luaL_Reg claim_methods[] = {
     {"complete", c_complete}, {"release", c_release}, {"extend", c_extend}, {NULL, NULL}};
@@ -1514,6 +1286,12 @@ static const luaL_Reg module_fns[] = {
 
 static const luaL_Reg webhook_fns[] = {{"sign", w_sign}, {"verify", w_verify}, {"secret", w_secret}, {NULL, NULL}};
 
+/* The store methods of lfeat.c and lgateway.c. */
+static void lesg_store_more(lua_State *L) {
+  lesg_feat_methods(L);
+  lesg_gateway_methods(L);
+}
+
 /* Registers the metatable name: meta, and methods (plus those more adds) under __index. */
 void lesg_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods,
                    void (*more)(lua_State *L)) {
@@ -1529,10 +1307,9 @@ void lesg_new_type(lua_State *L, const char *name, const luaL_Reg *meta, const l
 int luaopen_esg(lua_State *L) {
   if (esg_version_number() != ESG_VERSION_NUMBER)
     return luaL_error(L, "esg: built for libesg %s but linked with %s", ESG_VERSION_STRING, esg_version());
-  lesg_new_type(L, STORE_MT, store_meta, store_methods, lesg_feat_methods);
+  lesg_new_type(L, STORE_MT, store_meta, store_methods, lesg_store_more);
   lesg_new_type(L, EVENT_MT, event_meta, event_methods, NULL);
   lesg_new_type(L, CLAIM_MT, NULL, claim_methods, NULL);
-  lesg_new_type(L, INTAKE_MT, intake_meta, intake_methods, NULL);
 
   luaL_newlib(L, module_fns);
   lua_pushliteral(L, "esg " ESG_VERSION_STRING);
@@ -1565,5 +1342,6 @@ int luaopen_esg(lua_State *L) {
   luaL_newlib(L, webhook_fns);
   lua_setfield(L, -2, "webhook");
   lesg_feat_open(L);
+  lesg_gateway_open(L);
   return 1;
 }

@@ -9,9 +9,34 @@
 /* Opens the module `esg`: returns its table (store, events, JSON, webhooks). The one exported symbol of esg.so. */
 __attribute__((visibility("default"))) int luaopen_esg(lua_State *L);
 
+/*
+ * What a host embedding Lua (the esg command) lends the gateway: an instruction budget
+ * armed around each Lua step (arm: a budget of n instructions from now; disarm: off again,
+ * returning the instructions spent since arm). Registered as a light userdata under
+ * LESG_HOST_KEY in the registry, out of reach of sandboxed scripts.
+ */
+typedef struct lesg_host {
+  void (*arm)(lua_State *L, lua_Integer n);
+  lua_Integer (*disarm)(lua_State *L);
+} lesg_host;
+#define LESG_HOST_KEY "esg.host.budget"
+
 /* JSON <-> Lua (ljson.c). Both raise on misuse (unsupported values, bad JSON for decode). */
 void lesg_json_push(lua_State *L, const char *json, size_t len); /* decodes onto the stack */
 const char *lesg_json_encode(lua_State *L, int idx, size_t *len); /* pushes the JSON string */
+/* A growable buffer of JSON text (malloc'd; its owner frees p, also after a raise). */
+typedef struct lesg_jbuf {
+  char *p;
+  size_t len, cap;
+} lesg_jbuf;
+/* Appends the JSON text of the value at idx to b (members sorted by name); raises like lesg_json_encode. */
+void lesg_json_encode_buf(lua_State *L, int idx, lesg_jbuf *b);
+/* The JSON bytes of the value at idx: a string as is, a lazy object's text, else encoded into b
+   (emptied first). Valid while the value lives and b is not used again. */
+const char *lesg_json_bytes(lua_State *L, int idx, lesg_jbuf *b, size_t *len);
+/* Whether the value at idx is a lazy object not decoded yet. */
+int lesg_json_islazy(lua_State *L, int idx);
+
 /* Registers esg.json functions into the table on top of the stack. */
 void lesg_json_open(lua_State *L);
 

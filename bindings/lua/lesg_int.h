@@ -51,6 +51,28 @@ void lesg_push_stored(lua_State *L, const esg_stored_event *e, int decode);
 /* The esg_event of an esg.Event argument, or NULL when it is not one. */
 esg_event *lesg_test_event(lua_State *L, int arg);
 
+/* lesg.c: a new esg.Event parsed from json (or nil, msg, code); an esg.Claim the caller owns,
+   on the store at index store. */
+int lesg_push_event(lua_State *L, const char *json, size_t len);
+void lesg_push_owned_claim(lua_State *L, int store, const char *key, int64_t token);
+
+/* lfeat.c, for the gateway (lgateway.c): option readers of store:cache and store:egress
+   (strings stay on the stack or in opts), header lines from a list or a map (pushes a
+   userdata holding them), an esg.HttpLoader argument or NULL, a Lua loader function at fn
+   run protected as an esg_cache_loader, and an esg.Cache on a cache someone else owns
+   (its close only forgets it; so does lesg_cache_view_forget, when the owner closes it). */
+void lesg_cache_opts(lua_State *L, int opts, esg_cache_opts *o);
+void lesg_egress_opts(lua_State *L, int opts, esg_egress_opts *o);
+const char **lesg_header_lines(lua_State *L, int idx, size_t *n);
+esg_http_loader *lesg_test_http_loader(lua_State *L, int arg);
+int lesg_lua_load(lua_State *L, int fn, int *in_load, const char *key, int64_t deadline, esg_cache_load *ld);
+void *lesg_push_cache_view(lua_State *L, int store, lstore *ls, esg_cache *c);
+void lesg_cache_view_forget(void *view);
+
+/* lgateway.c: store:gateway and the esg.Gateway type. */
+void lesg_gateway_methods(lua_State *L);
+void lesg_gateway_open(lua_State *L);
+
 /* lfeat.c: the cache, latches, resync and egress; adds store methods to the table on top. */
 void lesg_feat_methods(lua_State *L);
 /* lfeat.c: module functions (esg.latch, esg.http_loader) and types, into the module table on top. */

@@ -127,6 +127,7 @@ typedef struct lcache {
   lstore *ls;
   esg_cache *c;
   int in_load; /* > 0 while a Lua loader runs */
+  int view;    /* c belongs to someone else (a gateway): closing only forgets it */
 } lcache;
 
 static lcache *check_cache(lua_State *L, int arg) {
@@ -143,9 +144,7 @@ static lcache *check_cache(lua_State *L, int arg) {
  * max_value_bytes, raw (values need not be JSON), collect_field,
  * collect_id_field, version_field.
  */
-static int m_cache(lua_State *L) {
-  lstore *ls = lesg_check_store(L, 1);
-  int opts = lesg_opt_table(L, 2);
+void lesg_cache_opts(lua_State *L, int opts, esg_cache_opts *out) {
   esg_cache_opts o = ESG_CACHE_OPTS_INIT;
   o.ttl_ms = lesg_opt_ms(L, opts, "ttl", 0);
   o.negative_ttl_ms = lesg_opt_ms(L, opts, "negative_ttl", 0);
@@ -159,6 +158,14 @@ static int m_cache(lua_State *L) {
   o.collect_field = opt_str(L, opts, "collect_field");
   o.collect_id_field = opt_str(L, opts, "collect_id_field");
   o.version_field = opt_str(L, opts, "version_field");
+  *out = o;
+}
+
+static int m_cache(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  int opts = lesg_opt_table(L, 2);
+  esg_cache_opts o;
+  lesg_cache_opts(L, opts, &o);
   lcache *lc = lesg_new_handle(L, sizeof *lc, 1, CACHE_MT);
   int rc = esg_cache_open(&lc->c, ls->s, &o);
   if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
@@ -166,12 +173,28 @@ static int m_cache(lua_State *L) {
   return 1;
 }
 
+void *lesg_push_cache_view(lua_State *L, int store, lstore *ls, esg_cache *c) {
+  lcache *lc = lua_newuserdatauv(L, sizeof *lc, 1);
+  memset(lc, 0, sizeof *lc);
+  lua_pushvalue(L, store);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, CACHE_MT);
+  lc->ls = ls;
+  lc->c = c;
+  lc->view = 1;
+  return lc;
+}
+
+void lesg_cache_view_forget(void *view) {
+  if (view) ((lcache *)view)->c = NULL;
+}
+
 static int cache_close(lua_State *L) {
   lcache *lc = luaL_checkudata(L, 1, CACHE_MT);
   if (lc->c && lc->in_load > 0) {
     return luaL_error(L, "cache:close called from inside its own loader");
   }
-  esg_cache_close(lc->c);
+  if (!lc->view) esg_cache_close(lc->c);
   lc->c = NULL;
   return 0;
 }
@@ -271,21 +294,24 @@ static int loader_body(lua_State *L) {
 /* The esg_cache_loader of a Lua function: fn(key, deadline_s) -> value [, ttl] | nil (absent) | nil, message. */
 static int lua_loader(void *ud, const char *key, int64_t deadline, esg_cache_load *ld) {
   loader_call *lcall = ud;
-  lua_State *L = lcall->L;
+  return lesg_lua_load(lcall->L, lcall->fn, &lcall->lc->in_load, key, deadline, ld);
+}
+
+int lesg_lua_load(lua_State *L, int fn, int *in_load, const char *key, int64_t deadline, esg_cache_load *ld) {
   if (!lua_checkstack(L, 8)) {
     esg_cache_load_error(ld, "Lua stack overflow");
     return ESG_ECALLBACK;
   }
   int top = lua_gettop(L);
   lua_pushcfunction(L, loader_body);
-  lua_pushvalue(L, lcall->fn);
+  lua_pushvalue(L, fn);
   lua_pushlightuserdata(L, (void *)key); /* made a string inside the protected call */
   if (deadline == INT64_MAX) lua_pushnil(L);
   else lua_pushnumber(L, ms_to_s(deadline));
   int rc;
-  lcall->lc->in_load++;
+  if (in_load) (*in_load)++;
   int prc = lua_pcall(L, 3, 3, 0);
-  lcall->lc->in_load--;
+  if (in_load) (*in_load)--;
   if (prc != LUA_OK) {
     const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     esg_cache_load_error(ld, m ? m : "the loader raised an error");
@@ -311,6 +337,12 @@ static int lua_loader(void *ud, const char *key, int64_t deadline, esg_cache_loa
 
 /* An esg.HttpLoader argument, or NULL. */
 static esg_http_loader **test_http_loader(lua_State *L, int arg) { return luaL_testudata(L, arg, LOADER_MT); }
+
+esg_http_loader *lesg_test_http_loader(lua_State *L, int arg) {
+  esg_http_loader **hl = test_http_loader(L, arg);
+  if (hl && !*hl) luaL_argerror(L, arg, "closed loader");
+  return hl ? *hl : NULL;
+}
 
 /*
  * cache:get_or_load(key, loader) -> result, value, version, expires, loaded, load_error
@@ -391,7 +423,7 @@ static int c_purge(lua_State *L) {
 /* --------------------------------------------------------- HTTP loader -- */
 
 /* A list of header lines from a table: {"Name: v", ...} or {Name = "v", ...}. Pushes a userdata holding them. */
-static const char **header_lines(lua_State *L, int idx, size_t *n) {
+const char **lesg_header_lines(lua_State *L, int idx, size_t *n) {
   *n = 0;
   if (lua_isnoneornil(L, idx)) return NULL;
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -435,7 +467,7 @@ static int l_http_loader(lua_State *L) {
   esg_http_loader_opts o = ESG_HTTP_LOADER_OPTS_INIT;
   o.url = opt_str(L, 1, "url");
   lua_getfield(L, 1, "headers");
-  o.headers = header_lines(L, lua_gettop(L), &o.n_headers);
+  o.headers = lesg_header_lines(L, lua_gettop(L), &o.n_headers);
   o.timeout_ms = lesg_opt_ms(L, 1, "timeout", 0);
   o.connect_timeout_ms = lesg_opt_ms(L, 1, "connect_timeout", 0);
   o.ttl_ms = lesg_opt_ms(L, 1, "ttl", 0);
@@ -1083,25 +1115,8 @@ static int opt_fn_ref(lua_State *L, int opts, const char *field) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/*
- * esg.egress([store,] opts) / store:egress(opts) -> esg.Egress, or nil, msg, code.
- * opts: max_in_flight, max_attempts, max_elapsed (s), backoff_base, backoff_cap,
- * connect_timeout, timeout (s), rate (per s), burst, idempotency_header,
- * content_type, max_response_bytes, claim_lease (s), complete_on_fault, seed,
- * on_done = function(result), on_retry = function(event_id, attempt, status, delay_s, error).
- */
-static int l_egress(lua_State *L) {
-  lstore *ls = NULL;
-  int opts;
-  if (luaL_testudata(L, 1, STORE_MT)) {
-    ls = lesg_check_store(L, 1);
-    opts = lesg_opt_table(L, 2);
-  } else {
-    opts = lesg_opt_table(L, 1);
-    lua_pushnil(L);
-    lua_insert(L, 1);
-  }
-  lua_settop(L, 2);
+/* Reads the engine's options (all but on_done, on_retry and ud) from the table at opts (0: none). */
+void lesg_egress_opts(lua_State *L, int opts, esg_egress_opts *out) {
   esg_egress_opts o = ESG_EGRESS_OPTS_INIT;
   o.max_in_flight = (int)opt_int(L, opts, "max_in_flight", 0, 0, 100000);
   o.max_attempts = (int)opt_int(L, opts, "max_attempts", 0, 0, 1000000);
@@ -1122,6 +1137,30 @@ static int l_egress(lua_State *L) {
   o.claim_lease_ms = lesg_opt_ms(L, opts, "claim_lease", 0);
   o.complete_on_fault = lesg_opt_bool(L, opts, "complete_on_fault");
   o.seed = (uint64_t)opt_int(L, opts, "seed", 0, 0, INT64_MAX);
+  *out = o;
+}
+
+/*
+ * esg.egress([store,] opts) / store:egress(opts) -> esg.Egress, or nil, msg, code.
+ * opts: max_in_flight, max_attempts, max_elapsed (s), backoff_base, backoff_cap,
+ * connect_timeout, timeout (s), rate (per s), burst, idempotency_header,
+ * content_type, max_response_bytes, claim_lease (s), complete_on_fault, seed,
+ * on_done = function(result), on_retry = function(event_id, attempt, status, delay_s, error).
+ */
+static int l_egress(lua_State *L) {
+  lstore *ls = NULL;
+  int opts;
+  if (luaL_testudata(L, 1, STORE_MT)) {
+    ls = lesg_check_store(L, 1);
+    opts = lesg_opt_table(L, 2);
+  } else {
+    opts = lesg_opt_table(L, 1);
+    lua_pushnil(L);
+    lua_insert(L, 1);
+  }
+  lua_settop(L, 2);
+  esg_egress_opts o;
+  lesg_egress_opts(L, opts, &o);
   legress *g = lesg_new_handle(L, sizeof *g, 1, EGRESS_MT);
   g->done_ref = g->retry_ref = g->cb.err_ref = g->cb.spare = LUA_NOREF;
   g->cb.L = L;
@@ -1169,7 +1208,7 @@ static void request_arg(lua_State *L, int idx, esg_egress_request *r) {
   r->claim_token = (int64_t)lua_tointeger(L, -1);
   lua_pop(L, 1);
   lua_getfield(L, idx, "headers");
-  r->headers = header_lines(L, -1, &r->n_headers); /* stays on the stack */
+  r->headers = lesg_header_lines(L, -1, &r->n_headers); /* stays on the stack */
   lua_getfield(L, idx, "body");
   if (!lua_isnil(L, -1)) r->body = lesg_json_arg(L, -1, &r->body_len); /* stays on the stack */
   lua_getfield(L, idx, "event");

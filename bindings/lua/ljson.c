@@ -4,12 +4,15 @@
  * Objects become tables, arrays become tables carrying the esg.json.array
  * metatable (so they encode back as arrays, even when empty), null becomes
  * esg.null (a light userdata). Integral numbers decode as Lua integers.
- * Encoding: a table is an array if it carries the array metatable or if its
- * keys are exactly 1..n (n > 0); otherwise an object, whose keys must be
- * strings. Integers are written exactly (not through a double).
+ * Encoding (straight to text, no tree): a table is an array if it carries the
+ * array metatable or if its keys are exactly 1..n (n > 0); otherwise an object,
+ * whose keys must be strings, written sorted by name (bytewise) so the text does
+ * not depend on insertion order. Integers are written exactly (not through a double).
  *
- * cJSON trees live in a "box" userdata while Lua code that may raise (memory
- * errors) runs, so a longjmp never leaks them.
+ * Decoding goes straight from text to Lua values (fast_value) and falls back to
+ * cJSON for anything that path does not take, so the results are cJSON's; cJSON
+ * trees live in a "box" userdata while Lua code that may raise (memory errors)
+ * runs, so a longjmp never leaks them.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -21,6 +24,14 @@
 #include "lesg.h"
 
 #define BOX_MT "esg.json.box"
+
+static const char array_mt_key = 0; /* registry[&array_mt_key]: the array metatable, found without a name lookup */
+#define PUSH_ARRAY_MT(L) lua_rawgetp((L), LUA_REGISTRYINDEX, &array_mt_key)
+/* Marks the table on top as an array. */
+static void set_array_mt(lua_State *L) {
+  PUSH_ARRAY_MT(L);
+  lua_setmetatable(L, -2);
+}
 #define MAX_DEPTH 512
 
 typedef struct box {
@@ -73,7 +84,7 @@ static void to_lua(lua_State *L, const cJSON *j, int depth) {
       to_lua(L, c, depth + 1);
       lua_rawseti(L, -2, i++);
     }
-    luaL_setmetatable(L, LESG_ARRAY_MT);
+    set_array_mt(L);
   } else if (cJSON_IsObject(j)) {
     lua_createtable(L, 0, 4);
     for (const cJSON *c = j->child; c; c = c->next) {
@@ -86,7 +97,244 @@ static void to_lua(lua_State *L, const cJSON *j, int depth) {
   }
 }
 
+/* ------------------------------------------------------- fast decode -- */
+
+/*
+ * JSON text straight to Lua values, without a cJSON tree (no allocation but Lua's own).
+ * It takes only what it decodes exactly as the cJSON path does and gives up on anything
+ * else (a raw control character or \u0000 in a string, non-standard numbers or spacing,
+ * deep nesting): the caller then runs the cJSON path, which decides.
+ */
+typedef struct fastp {
+  lua_State *L;
+  const char *p, *end;
+} fastp;
+
+static void fast_ws(fastp *f) {
+  while (f->p < f->end && (*f->p == ' ' || *f->p == '\n' || *f->p == '\r' || *f->p == '\t')) f->p++;
+}
+
+static int hex4(const char *p, unsigned *out) {
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+    else return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+/* Pushes the string at f->p (on its opening quote). Raw control characters are taken as
+   they are, as cJSON takes them. */
+static int fast_string(fastp *f) {
+  const char *s = ++f->p, *end = f->end;
+  const char *q = memchr(s, '"', (size_t)(end - s));
+  if (!q) return 0;
+  int escaped = memchr(s, '\\', (size_t)(q - s)) != NULL;
+  if (escaped) { /* the quote found may be an escaped one: scan again, escape by escape */
+    q = s;
+    for (;;) {
+      while (q < end && *q != '"' && *q != '\\') q++;
+      if (q >= end) return 0;
+      if (*q == '"') break;
+      q += 2;
+    }
+  }
+  if (q >= f->end) return 0;
+  f->p = q + 1;
+  if (!escaped) {
+    lua_pushlstring(f->L, s, (size_t)(q - s));
+    return 1;
+  }
+  size_t n = (size_t)(q - s);
+  char small[256] = "";
+  char *out = n <= sizeof small ? small : lua_newuserdatauv(f->L, n, 0);
+  size_t o = 0;
+  for (const char *r = s; r < q; r++) {
+    if (*r != '\\') {
+      out[o++] = *r;
+      continue;
+    }
+    switch (*++r) {
+    case '"': out[o++] = '"'; break;
+    case '\\': out[o++] = '\\'; break;
+    case '/': out[o++] = '/'; break;
+    case 'b': out[o++] = '\b'; break;
+    case 'f': out[o++] = '\f'; break;
+    case 'n': out[o++] = '\n'; break;
+    case 'r': out[o++] = '\r'; break;
+    case 't': out[o++] = '\t'; break;
+    case 'u': {
+      unsigned cp, lo;
+      if (q - r < 5 || !hex4(r + 1, &cp) || cp == 0) return 0;
+      r += 4;
+      if (cp >= 0xDC00 && cp <= 0xDFFF) return 0;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (q - r < 7 || r[1] != '\\' || r[2] != 'u' || !hex4(r + 3, &lo) || lo < 0xDC00 || lo > 0xDFFF) return 0;
+        r += 6;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      }
+      if (cp < 0x80) {
+        out[o++] = (char)cp;
+      } else if (cp < 0x800) {
+        out[o++] = (char)(0xC0 | (cp >> 6));
+        out[o++] = (char)(0x80 | (cp & 0x3F));
+      } else if (cp < 0x10000) {
+        out[o++] = (char)(0xE0 | (cp >> 12));
+        out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[o++] = (char)(0x80 | (cp & 0x3F));
+      } else {
+        out[o++] = (char)(0xF0 | (cp >> 18));
+        out[o++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        out[o++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[o++] = (char)(0x80 | (cp & 0x3F));
+      }
+      break;
+    }
+    default:
+      return 0;
+    }
+  }
+  lua_pushlstring(f->L, out, o);
+  if (out != small) lua_remove(f->L, -2);
+  return 1;
+}
+
+/* A number as the cJSON path makes it: integral values as integers, through a double
+   beyond 15 digits. */
+static int fast_number(fastp *f) {
+  const char *s = f->p, *q = s;
+  if (q < f->end && *q == '-') q++;
+  if (q >= f->end || *q < '0' || *q > '9') return 0;
+  if (*q == '0') q++;
+  else while (q < f->end && *q >= '0' && *q <= '9') q++;
+  int plain = 1;
+  if (q < f->end && *q == '.') {
+    plain = 0;
+    if (++q >= f->end || *q < '0' || *q > '9') return 0;
+    while (q < f->end && *q >= '0' && *q <= '9') q++;
+  }
+  if (q < f->end && (*q == 'e' || *q == 'E')) {
+    plain = 0;
+    if (++q < f->end && (*q == '+' || *q == '-')) q++;
+    if (q >= f->end || *q < '0' || *q > '9') return 0;
+    while (q < f->end && *q >= '0' && *q <= '9') q++;
+  }
+  if (q < f->end && (*q == '.' || *q == 'e' || *q == 'E' || *q == '+' || *q == '-' || (*q >= '0' && *q <= '9')))
+    return 0;
+  size_t n = (size_t)(q - s);
+  f->p = q;
+  if (plain && n - (*s == '-') <= 15) {
+    lua_Integer v = 0;
+    for (const char *r = s + (*s == '-'); r < q; r++) v = v * 10 + (*r - '0');
+    lua_pushinteger(f->L, *s == '-' ? -v : v);
+    return 1;
+  }
+  char buf[64];
+  if (n >= sizeof buf) return 0;
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  double d = strtod(buf, NULL);
+  if (d == floor(d) && d >= -9.2233720368547758e18 && d < 9.2233720368547758e18) lua_pushinteger(f->L, (lua_Integer)d);
+  else lua_pushnumber(f->L, d);
+  return 1;
+}
+
+static int fast_value(fastp *f, int depth);
+
+/* The members of an object (f->p past its '{') into the table at t. */
+static int fast_members(fastp *f, int t, int depth) {
+  fast_ws(f);
+  if (f->p < f->end && *f->p == '}') {
+    f->p++;
+    return 1;
+  }
+  for (;;) {
+    if (f->p >= f->end || *f->p != '"' || !fast_string(f)) return 0;
+    fast_ws(f);
+    if (f->p >= f->end || *f->p != ':') return 0;
+    f->p++;
+    fast_ws(f);
+    if (!fast_value(f, depth + 1)) return 0;
+    lua_rawset(f->L, t);
+    fast_ws(f);
+    if (f->p >= f->end) return 0;
+    if (*f->p == '}') {
+      f->p++;
+      return 1;
+    }
+    if (*f->p++ != ',') return 0;
+    fast_ws(f);
+  }
+}
+
+static int fast_value(fastp *f, int depth) {
+  lua_State *L = f->L;
+  if (depth > MAX_DEPTH || f->p >= f->end) return 0;
+  switch (*f->p) {
+  case '{': {
+    if (!lua_checkstack(L, 6)) return 0; /* the members' key and value, and what a scalar pushes */
+    f->p++;
+    lua_createtable(L, 0, 4);
+    return fast_members(f, lua_gettop(L), depth);
+  }
+  case '[': {
+    if (!lua_checkstack(L, 6)) return 0;
+    f->p++;
+    lua_createtable(L, 4, 0);
+    int t = lua_gettop(L);
+    set_array_mt(L);
+    fast_ws(f);
+    if (f->p < f->end && *f->p == ']') {
+      f->p++;
+      return 1;
+    }
+    for (lua_Integer i = 1;; i++) {
+      if (!fast_value(f, depth + 1)) return 0;
+      lua_rawseti(L, t, i);
+      fast_ws(f);
+      if (f->p >= f->end) return 0;
+      if (*f->p == ']') {
+        f->p++;
+        return 1;
+      }
+      if (*f->p++ != ',') return 0;
+      fast_ws(f);
+    }
+  }
+  case '"':
+    return fast_string(f);
+  case 't':
+    if (f->end - f->p < 4 || memcmp(f->p, "true", 4) != 0) return 0;
+    f->p += 4;
+    lua_pushboolean(L, 1);
+    return 1;
+  case 'f':
+    if (f->end - f->p < 5 || memcmp(f->p, "false", 5) != 0) return 0;
+    f->p += 5;
+    lua_pushboolean(L, 0);
+    return 1;
+  case 'n':
+    if (f->end - f->p < 4 || memcmp(f->p, "null", 4) != 0) return 0;
+    f->p += 4;
+    lua_pushlightuserdata(L, NULL);
+    return 1;
+  default:
+    return fast_number(f);
+  }
+}
+
 void lesg_json_push(lua_State *L, const char *json, size_t len) {
+  luaL_checkstack(L, 4, "JSON nested too deeply");
+  int top = lua_gettop(L);
+  fastp f = {L, json, json + len};
+  fast_ws(&f);
+  if (fast_value(&f, 0)) return;
+  lua_settop(L, top);
   box *b = box_new(L);
   b->root = cJSON_ParseWithLength(json, len);
   if (!b->root) {
@@ -128,13 +376,34 @@ static void lazy_materialise(lua_State *L, int idx) {
   }
   size_t len;
   const char *s = lua_tolstring(L, -1, &len);
-  box *b = box_new(L);
-  b->root = cJSON_ParseWithLength(s, len);
-  if (!b->root || !cJSON_IsObject(b->root)) luaL_error(L, "lazy JSON object: not a JSON object");
+  int text = lua_gettop(L);
   lua_pushnil(L);
   lua_rawsetp(L, idx, &lazy_key);
   lua_pushnil(L);
   lua_setmetatable(L, idx);
+  fastp f = {L, s, s + len};
+  fast_ws(&f);
+  if (f.p < f.end && *f.p == '{' && (f.p++, fast_members(&f, idx, 0))) {
+    lua_settop(L, text - 1);
+    return;
+  }
+  lua_settop(L, text); /* what the fast path left in the table goes; cJSON decides */
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, idx);
+  }
+  box *b = box_new(L);
+  b->root = cJSON_ParseWithLength(s, len);
+  if (!b->root || !cJSON_IsObject(b->root)) {
+    lua_pushvalue(L, text); /* still lazy: the same error on the next access */
+    lua_rawsetp(L, idx, &lazy_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
+    lua_setmetatable(L, idx);
+    luaL_error(L, "lazy JSON object: not a JSON object");
+  }
   for (const cJSON *c = b->root->child; c; c = c->next) {
     lua_pushstring(L, c->string);
     to_lua(L, c, 1);
@@ -183,7 +452,7 @@ static int lazy_pairs(lua_State *L) {
 
 void lesg_json_lazy(lua_State *L, int str) {
   str = lua_absindex(L, str);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 8); /* room for the members it decodes into (an envelope has 4 to 7) */
   lua_pushvalue(L, str);
   lua_rawsetp(L, -2, &lazy_key);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
@@ -214,7 +483,7 @@ static int l_materialise(lua_State *L) {
 /* Is the table at idx (absolute) an array? Sets *n to its length. */
 static int is_array(lua_State *L, int idx, lua_Integer *n) {
   if (lua_getmetatable(L, idx)) {
-    luaL_getmetatable(L, LESG_ARRAY_MT);
+    PUSH_ARRAY_MT(L);
     int arr = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     if (arr) {
@@ -242,93 +511,259 @@ static int is_array(lua_State *L, int idx, lua_Integer *n) {
   return count > 0 && count == max;
 }
 
-static cJSON *to_json(lua_State *L, int idx, int depth) {
-  idx = lua_absindex(L, idx);
+/* ------------------------------------------------------------ encode -- */
+
+/*
+ * The encoder writes JSON text straight into a growable buffer, no tree in between.
+ * Object members come out sorted by name (bytewise), so the same table always encodes
+ * to the same text, whatever order its keys were inserted in (Lua's table order is not
+ * stable across states).
+ */
+
+static void jb_reserve(lua_State *L, lesg_jbuf *b, size_t n) {
+  if (b->cap - b->len >= n) return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap - b->len < n) {
+    if (cap > ((size_t)-1) / 2) luaL_error(L, "cannot encode: too large");
+    cap *= 2;
+  }
+  char *p = realloc(b->p, cap);
+  if (!p) luaL_error(L, "not enough memory");
+  b->p = p;
+  b->cap = cap;
+}
+
+static inline void jb_add(lua_State *L, lesg_jbuf *b, const char *s, size_t n) {
+  jb_reserve(L, b, n);
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+}
+
+static inline void jb_char(lua_State *L, lesg_jbuf *b, char c) {
+  if (b->len == b->cap) jb_reserve(L, b, 1);
+  b->p[b->len++] = c;
+}
+
+/* A JSON string (escaped as cJSON does: quote, backslash and control characters). */
+static void enc_string(lua_State *L, lesg_jbuf *b, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  jb_reserve(L, b, len + 2);
+  b->p[b->len++] = '"';
+  size_t run = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    jb_add(L, b, s + run, i - run);
+    run = i + 1;
+    char esc[6] = {'\\', 0};
+    size_t n = 2;
+    switch (c) {
+    case '"': esc[1] = '"'; break;
+    case '\\': esc[1] = '\\'; break;
+    case '\b': esc[1] = 'b'; break;
+    case '\f': esc[1] = 'f'; break;
+    case '\n': esc[1] = 'n'; break;
+    case '\r': esc[1] = 'r'; break;
+    case '\t': esc[1] = 't'; break;
+    case 0: luaL_error(L, "cannot encode a string with a NUL byte as JSON"); break;
+    default:
+      esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+      n = 6;
+    }
+    jb_add(L, b, esc, n);
+  }
+  jb_add(L, b, s + run, len - run);
+  jb_char(L, b, '"');
+}
+
+static void enc_number(lua_State *L, lesg_jbuf *b, int idx) {
+  char buf[40];
+  int n;
+  if (lua_isinteger(L, idx)) {
+    uint64_t v = (uint64_t)lua_tointeger(L, idx), neg = (int64_t)v < 0;
+    if (neg) v = 0 - v;
+    char *e = buf + sizeof buf, *p = e;
+    do *--p = (char)('0' + v % 10); while ((v /= 10));
+    if (neg) *--p = '-';
+    jb_add(L, b, p, (size_t)(e - p));
+    return;
+  } else {
+    double d = lua_tonumber(L, idx);
+    if (!isfinite(d)) luaL_error(L, "cannot encode a non-finite number as JSON");
+    for (int prec = 15; prec <= 17; prec++) { /* the shortest text that reads back as the same double */
+      n = snprintf(buf, sizeof buf, "%.*g", prec, d);
+      if (strtod(buf, NULL) == d) break;
+    }
+  }
+  jb_add(L, b, buf, (size_t)n);
+}
+
+typedef struct member {
+  const char *name;
+  size_t len;
+  int at; /* stack index of the name; the value is above it */
+} member;
+
+static int member_cmp(const void *pa, const void *pb) {
+  const member *a = pa, *b = pb;
+  int c = memcmp(a->name, b->name, a->len < b->len ? a->len : b->len);
+  return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+static void enc_value(lua_State *L, int idx, lesg_jbuf *b, int depth);
+
+static void enc_table(lua_State *L, int idx, lesg_jbuf *b, int depth) {
   if (depth > MAX_DEPTH) luaL_error(L, "cannot encode: nested too deeply (or a cycle)");
+  luaL_checkstack(L, 6, "cannot encode: nested too deeply");
+  if (is_lazy(L, idx)) { /* the text as it came: nobody changed it */
+    size_t len;
+    lua_rawgetp(L, idx, &lazy_key);
+    const char *t = lua_tolstring(L, -1, &len);
+    jb_add(L, b, t, len);
+    lua_pop(L, 1);
+    return;
+  }
+  int marked = 0;
+  if (lua_getmetatable(L, idx)) {
+    PUSH_ARRAY_MT(L);
+    marked = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  lua_Integer n = 0;
+  int base = lua_gettop(L);
+  if (!marked) { /* every pair goes onto the stack: name, value, name, value, ... */
+    lua_Integer count = 0, max = 0;
+    int ints = 1, strs = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      luaL_checkstack(L, 3, "cannot encode: too many members");
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        ints = 0;
+      } else {
+        strs = 0;
+        lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
+        if (k < 1) ints = 0;
+        else if (k > max) max = k;
+      }
+      count++;
+      lua_pushvalue(L, -2);
+    }
+    if (ints && count > 0 && count == max) {
+      marked = 1;
+      n = max;
+      lua_settop(L, base);
+    } else if (!strs) {
+      for (int i = base + 1; i <= lua_gettop(L); i += 2)
+        if (lua_type(L, i) != LUA_TSTRING)
+          luaL_error(L, "cannot encode a table with a %s key as a JSON object", luaL_typename(L, i));
+    }
+  } else {
+    n = (lua_Integer)lua_rawlen(L, idx);
+  }
+  if (marked) {
+    jb_char(L, b, '[');
+    for (lua_Integer i = 1; i <= n; i++) {
+      if (i > 1) jb_char(L, b, ',');
+      lua_rawgeti(L, idx, i);
+      enc_value(L, lua_gettop(L), b, depth + 1);
+      lua_pop(L, 1);
+    }
+    jb_char(L, b, ']');
+    return;
+  }
+  int count = (lua_gettop(L) - base) / 2;
+  member small[16];
+  member *m = small;
+  if (count > 16) m = lua_newuserdatauv(L, (size_t)count * sizeof *m, 0); /* above the pairs */
+  for (int i = 0; i < count; i++) {
+    m[i].at = base + 1 + 2 * i;
+    m[i].name = lua_tolstring(L, m[i].at, &m[i].len);
+  }
+  if (count <= 16) { /* insertion sort: members are few */
+    for (int i = 1; i < count; i++) {
+      member x = m[i];
+      int j = i - 1;
+      while (j >= 0 && member_cmp(&m[j], &x) > 0) {
+        m[j + 1] = m[j];
+        j--;
+      }
+      m[j + 1] = x;
+    }
+  } else {
+    qsort(m, (size_t)count, sizeof *m, member_cmp);
+  }
+  jb_char(L, b, '{');
+  for (int i = 0; i < count; i++) {
+    if (i) jb_char(L, b, ',');
+    enc_string(L, b, m[i].name, m[i].len);
+    jb_char(L, b, ':');
+    enc_value(L, m[i].at + 1, b, depth + 1);
+  }
+  jb_char(L, b, '}');
+  lua_settop(L, base);
+}
+
+static void enc_value(lua_State *L, int idx, lesg_jbuf *b, int depth) {
   switch (lua_type(L, idx)) {
   case LUA_TNIL:
-    return cJSON_CreateNull();
+    jb_add(L, b, "null", 4);
+    return;
   case LUA_TLIGHTUSERDATA:
-    if (lua_touserdata(L, idx) == NULL) return cJSON_CreateNull();
+    if (lua_touserdata(L, idx) == NULL) {
+      jb_add(L, b, "null", 4);
+      return;
+    }
     break;
   case LUA_TBOOLEAN:
-    return cJSON_CreateBool(lua_toboolean(L, idx));
+    if (lua_toboolean(L, idx)) jb_add(L, b, "true", 4);
+    else jb_add(L, b, "false", 5);
+    return;
   case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      char buf[32];
-      snprintf(buf, sizeof buf, "%" PRId64, (int64_t)lua_tointeger(L, idx));
-      return cJSON_CreateRaw(buf);
-    } else {
-      double d = lua_tonumber(L, idx);
-      if (!isfinite(d)) luaL_error(L, "cannot encode a non-finite number as JSON");
-      char buf[40]; /* the shortest text that reads back as the same double */
-      for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d) break;
-      }
-      return cJSON_CreateRaw(buf);
-    }
+    enc_number(L, b, idx);
+    return;
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    if (memchr(s, 0, len)) luaL_error(L, "cannot encode a string with a NUL byte as JSON");
-    return cJSON_CreateString(s);
+    enc_string(L, b, s, len);
+    return;
   }
   case LUA_TTABLE:
-    return NULL; /* handled by the caller, which owns attachment */
+    enc_table(L, idx, b, depth);
+    return;
   default:
     break;
   }
   luaL_error(L, "cannot encode a %s as JSON", luaL_typename(L, idx));
-  return NULL;
 }
 
-/* Builds the JSON for the value at idx into parent (array: key NULL; object: key). */
-static void add_value(lua_State *L, int idx, cJSON *parent, const char *key, int depth);
-
-static void fill_table(lua_State *L, int idx, cJSON *node, int depth) {
-  lua_Integer n;
-  luaL_checkstack(L, 4, "cannot encode: nested too deeply");
-  if (cJSON_IsArray(node)) {
-    is_array(L, idx, &n);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, idx, i);
-      add_value(L, -1, node, NULL, depth + 1);
-      lua_pop(L, 1);
-    }
-    return;
-  }
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_error(L, "cannot encode a table with a %s key as a JSON object", luaL_typename(L, -2));
-    add_value(L, -1, node, lua_tostring(L, -2), depth + 1);
-    lua_pop(L, 1);
-  }
+void lesg_json_encode_buf(lua_State *L, int idx, lesg_jbuf *b) {
+  enc_value(L, lua_absindex(L, idx), b, 0);
 }
 
-static cJSON *make_node(lua_State *L, int idx, int depth) {
-  if (lua_type(L, idx) == LUA_TTABLE) {
-    lua_Integer n;
-    if (is_lazy(L, idx)) { /* the text as it came: nobody changed it */
-      lua_rawgetp(L, idx, &lazy_key);
-      cJSON *raw = cJSON_CreateRaw(lua_tostring(L, -1));
-      lua_pop(L, 1);
-      return raw;
-    }
-    return is_array(L, idx, &n) ? cJSON_CreateArray() : cJSON_CreateObject();
-  }
-  return to_json(L, idx, depth);
-}
-
-static void add_value(lua_State *L, int idx, cJSON *parent, const char *key, int depth) {
+const char *lesg_json_bytes(lua_State *L, int idx, lesg_jbuf *b, size_t *len) {
   idx = lua_absindex(L, idx);
-  if (depth > MAX_DEPTH) luaL_error(L, "cannot encode: nested too deeply (or a cycle)");
-  cJSON *node = make_node(L, idx, depth);
-  if (!node) luaL_error(L, "out of memory");
-  if (key) cJSON_AddItemToObject(parent, key, node);
-  else cJSON_AddItemToArray(parent, node);
-  if (lua_type(L, idx) == LUA_TTABLE && !cJSON_IsRaw(node)) fill_table(L, idx, node, depth);
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_tolstring(L, idx, len);
+  if (lua_type(L, idx) == LUA_TTABLE && is_lazy(L, idx)) {
+    lua_rawgetp(L, idx, &lazy_key); /* anchored in the table */
+    const char *t = lua_tolstring(L, -1, len);
+    lua_pop(L, 1);
+    return t;
+  }
+  b->len = 0;
+  enc_value(L, idx, b, 0);
+  *len = b->len;
+  return b->p ? b->p : "";
+}
+
+/* The buffer of lesg_json_encode: a userdata, so a raise in the middle frees it. */
+#define JBUF_MT "esg.json.buffer"
+
+static int jbuf_gc(lua_State *L) {
+  lesg_jbuf *b = lua_touserdata(L, 1);
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+  return 0;
 }
 
 const char *lesg_json_encode(lua_State *L, int idx, size_t *len) {
@@ -337,18 +772,19 @@ const char *lesg_json_encode(lua_State *L, int idx, size_t *len) {
     lua_rawgetp(L, idx, &lazy_key); /* the very string: no copy */
     return lua_tolstring(L, -1, len);
   }
-  box *b = box_new(L);
-  b->root = make_node(L, idx, 0);
-  if (!b->root) luaL_error(L, "out of memory");
-  if (lua_type(L, idx) == LUA_TTABLE) fill_table(L, idx, b->root, 0);
-  b->text = cJSON_PrintUnformatted(b->root);
-  if (!b->text) luaL_error(L, "out of memory");
-  const char *s = lua_pushstring(L, b->text);
-  cJSON_Delete(b->root);
-  b->root = NULL;
-  cJSON_free(b->text);
-  b->text = NULL;
-  lua_remove(L, -2); /* the box */
+  lesg_jbuf *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, JBUF_MT)) {
+    lua_pushcfunction(L, jbuf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  enc_value(L, idx, b, 0);
+  const char *s = lua_pushlstring(L, b->p ? b->p : "", b->len);
+  free(b->p); /* now rather than at the next collection */
+  b->p = NULL;
+  b->len = b->cap = 0;
+  lua_remove(L, -2);
   if (len) *len = lua_rawlen(L, -1);
   return s;
 }
@@ -389,7 +825,7 @@ static int l_array(lua_State *L) {
   }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  luaL_setmetatable(L, LESG_ARRAY_MT);
+  set_array_mt(L);
   return 1;
 }
 
@@ -410,7 +846,7 @@ void lesg_json_open(lua_State *L) {
                                        {"__len", lazy_len},     {"__pairs", lazy_pairs},
                                        {NULL, NULL}};
   luaL_newmetatable(L, LESG_ARRAY_MT);
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &array_mt_key);
   luaL_newmetatable(L, LESG_LAZY_MT);
   luaL_setfuncs(L, lazy_meta, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_mt_key);
@@ -418,3 +854,5 @@ void lesg_json_open(lua_State *L) {
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
 }
+
+int lesg_json_islazy(lua_State *L, int idx) { return lua_type(L, idx) == LUA_TTABLE && is_lazy(L, idx); }

@@ -51,14 +51,16 @@ Summary on stderr; exit 0 when no fault was recorded, 1 otherwise, 2 on setup er
   faults = [[
 usage: esg faults list [--json] [--db PATH]
        esg faults show ID [--json] [--db PATH]
-       esg faults resubmit ID... | --all  --script SCRIPT.lua [--db PATH] [run options]
+       esg faults resubmit ID... | --all  --script SCRIPT.lua [--rerender] [--db PATH] [run options]
        esg faults purge [--older-than S] [--db PATH]
 
 A fault record is an event that could not be handled: the stage that failed, the
 error, the attempts and the event itself. resubmit runs the stored events of the
 faults through the script's pipeline again (same event ids, so nothing is done
 twice): a fault whose event is then handled is deleted, one that fails again is
-replaced by a new record (attempts + 1). It takes the options of esg run
+replaced by a new record (attempts + 1). An HTTP delivery is sent again as its
+first attempt stored it (same bytes, same url); --rerender runs the script's steps
+again instead, to apply a fix to the transform or the sink. It takes the options of esg run
 (--budget, --memory, --allow-*, -o, -q); --db defaults to the script's store.
 purge deletes every fault (or those last attempted more than S seconds ago).
 Exit status of resubmit: 0 when every fault was settled, 1 otherwise.]],
@@ -325,7 +327,7 @@ local function faults_resubmit(opts, pos)
   local name = (spec.name or script) .. " (resubmit)"
   local c, err = gateway.resubmit(spec, {
     store = store, ids = (not opts.all) and ids or nil, output = opts.output, base = dirname(script),
-    script = script, budget = set.budget,
+    script = script, budget = set.budget, rerender = opts.rerender,
   })
   store:close()
   if not c then say("esg faults: ", err, "\n"); return 2 end
@@ -338,7 +340,7 @@ local function faults_resubmit(opts, pos)
 end
 
 local function cmd_faults(args)
-  local spec = { json = "flag", all = "flag", script = "value", ["older-than"] = "value" }
+  local spec = { json = "flag", all = "flag", script = "value", ["older-than"] = "value", rerender = "flag" }
   for k, v in pairs(RUN_OPTS) do spec[k] = v end
   local opts, pos = parse_cmd("faults", args, spec, RUN_ALIASES)
   if not opts then return pos end

@@ -912,6 +912,98 @@ static void test_long_lines(void) {
   remove(path);
 }
 
+/* ------------------------------------------- what the Lua runner needs -- */
+
+static int claim_ok;
+static int claim_transform(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  int64_t token = 0;
+  const char *k = esg_gateway_event_claim(e, &token);
+  const char *id = esg_event_id(esg_gateway_event_envelope(e));
+  if (strcmp(id, "bad") == 0) {
+    esg_gateway_event_set_detail(e, "stack traceback:\n\tstep.lua:1", 28);
+    return esg_gateway_event_fail(e, "cannot map %s", id);
+  }
+  claim_ok += k && strcmp(k, id) == 0 && token > 0;
+  return esg_gateway_event_set_output(e, id, strlen(id));
+}
+
+static int doc_entity(void *ud, esg_gateway_event *e, const char **key, int64_t *version) {
+  (void)ud;
+  *key = "thing:1";
+  *version = esg_event_timestamp(esg_gateway_event_envelope(e));
+  return esg_gateway_event_set_entity_doc(e, "{\"v\":\"own\"}", 11);
+}
+
+static int only_u1(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  return strcmp(esg_event_id(esg_gateway_event_envelope(e)), "u1") == 0;
+}
+
+typedef struct one_line {
+  const char *line;
+  int done;
+} one_line;
+
+static int one_next(void *ud, const char **data, size_t *len) {
+  one_line *l = ud;
+  if (l->done++) return ESG_NOT_FOUND;
+  *data = l->line;
+  *len = strlen(l->line);
+  return ESG_OK;
+}
+
+static void test_runner_additions(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  o.transform = claim_transform;
+  claim_ok = 0;
+  o.entity = doc_entity;
+  o.collect = 1;
+  o.collect_if = only_u1;
+  o.source_name = "in.jsonl";
+  o.fault_note = "script s.lua, run r1";
+  esg_gateway *g = open_gw(&o);
+  /* the claim owned for the event; the entity's own document; collect_if */
+  const char *cust = "{\"id\":\"u1\",\"type\":\"customer\",\"timestamp\":1,\"customer\":{\"id\":\"c-1\"}}";
+  const char *other = "{\"id\":\"u2\",\"type\":\"customer\",\"timestamp\":2,\"customer\":{\"id\":\"c-2\"}}";
+  CHECK_RC(ESG_OK, esg_gateway_push(g, cust, strlen(cust)));
+  CHECK_RC(ESG_OK, esg_gateway_push(g, other, strlen(other)));
+  CHECK(claim_ok == 2 && k.n == 2);
+  esg_entity ent;
+  CHECK_RC(ESG_OK, esg_entity_get(s, "thing:1", &ent));
+  CHECK(ent.version == 2 && ent.doc_len == 11 && memcmp(ent.doc, "{\"v\":\"own\"}", 11) == 0);
+  esg_cache *c = NULL;
+  CHECK_RC(ESG_OK, esg_cache_open(&c, s, NULL));
+  esg_cache_entry ce;
+  CHECK_RC(ESG_OK, esg_cache_get(c, "customer/c-1", &ce));
+  CHECK(ce.value != NULL);
+  CHECK_RC(ESG_OK, esg_cache_get(c, "customer/c-2", &ce));
+  CHECK(ce.value == NULL); /* collect_if said no */
+  esg_cache_close(c);
+  /* a fault's record: the message, where (line, source, note), then the detail */
+  one_line src1 = {"{\"id\":\"bad\",\"type\":\"t\",\"timestamp\":3}", 0};
+  esg_gateway_source src = {one_next, NULL, &src1, -1};
+  CHECK_RC(ESG_OK, esg_gateway_run(g, &src));
+  fault_seen f = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, each_fault, &f));
+  CHECK(f.n == 1);
+  CHECK_STR(f.error, "cannot map bad\nat line 1 of in.jsonl (script s.lua, run r1)\nstack traceback:\n\tstep.lua:1");
+  CHECK_STR(k.fault_error, "cannot map bad"); /* on_fault: the message alone */
+  /* a resubmission names the fault it resubmits */
+  fault_ids ids = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, list_ids, &ids));
+  CHECK_RC(ESG_ECALLBACK, esg_gateway_resubmit(g, ids.id[0]));
+  fault_seen f2 = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, each_fault, &f2));
+  char want[128];
+  snprintf(want, sizeof want, "cannot map bad\nat fault %lld (script s.lua, run r1)\n", (long long)ids.id[0]);
+  CHECK(strncmp(f2.error, want, strlen(want)) == 0);
+  esg_gateway_close(g);
+  esg_store_close(s);
+}
+
 static void test_store_closed_first(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -951,6 +1043,7 @@ int main(void) {
     RUN(test_resubmit);
     RUN(test_resubmit_exclusive);
     RUN(test_resubmit_http);
+    RUN(test_runner_additions);
   }
   return tu_done();
 }

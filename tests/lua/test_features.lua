@@ -206,7 +206,13 @@ local after_rerun = m.requests()
 T.eq(after_rerun - before, 2, "rerun sent nothing")
 -- a fixed script resubmits the fault: delivered once, the fault deleted
 local fixed = { transform = function(ev) return { dealId = ev.deal.id } end, sink = http_spec.sink }
+-- by default the stored request goes again as it was: refused again, the fault replaced
 c = assert(gateway.resubmit(fixed, { store = store }))
+T.eq(c.delivered, 0, "resubmit without rerender: the stored request again")
+fid = store:faults()[1].id
+T.eq(store:fault(fid).attempts, 2, "the fault replaced, attempts + 1")
+after_rerun = m.requests()
+c = assert(gateway.resubmit(fixed, { store = store, rerender = true }))
 T.eq(c.delivered, 1, "resubmit through the HTTP sink: delivered")
 T.eq(c.resubmitted, 1, "resubmitted")
 T.eq(store:fault(fid), nil, "fault deleted by the engine")

@@ -25,6 +25,16 @@ T.eq(json.encode(0.1), "0.1", "shortest float")
 T.eq(json.encode(1.5), "1.5", "float")
 T.eq(json.encode("a\"b\n"), '"a\\"b\\n"', "string escapes")
 T.eq(json.encode(true), "true", "boolean")
+-- members in a stable order: sorted by name (bytewise), whatever the insertion order
+do
+  local a, b = {}, {}
+  for i = 1, 40 do a["k" .. i] = i end
+  for i = 40, 1, -1 do b["k" .. i] = i end
+  T.eq(json.encode(a), json.encode(b), "same members, same text")
+  T.eq(json.encode { b = 1, a = { z = 1, y = 2 }, B = 3, ["a b"] = 4 }, '{"B":3,"a":{"y":2,"z":1},"a b":4,"b":1}',
+       "members sorted by name, nested too")
+  T.eq(json.encode { ["\1"] = 1, ["é"] = 2, e = 3 }, '{"\\u0001":1,"e":3,"é":2}', "bytewise order, control characters escaped")
+end
 T.raises(function() json.encode({ [true] = 1 }) end, "key", "boolean key raises")
 T.raises(function() json.encode(print) end, "cannot encode", "function raises")
 T.raises(function() json.encode(0 / 0) end, "non-finite", "NaN raises")
@@ -38,6 +48,22 @@ T.eq(v.a[3], esg.null, "null decodes to esg.null")
 T.ok(json.isarray(v.a[4].b), "empty array keeps its mark")
 T.eq(json.encode(v.a[4]), '{"b":[]}', "round trip of an empty array")
 T.ok(not json.isarray(v), "object is not an array")
+-- the direct decoder and the cJSON path it falls back to agree
+do
+  local v = json.decode('{"s":"x\\n\\u00e9\\ud83d\\ude00","n":-0,"e":1e2,"f":1.0,"g":1.5,"big":12345678901234567890,' ..
+                        '"a":[true,false,null,{}],"z":"\\u0000b"}')
+  T.eq(v.s, "x\né\u{1F600}", "escapes and surrogate pairs")
+  T.ok(math.type(v.n) == "integer" and math.type(v.e) == "integer" and v.e == 100 and math.type(v.f) == "integer",
+       "integral numbers as integers")
+  T.eq(v.g, 1.5, "a float")
+  T.eq(math.type(v.big), "float", "beyond int64: a float")
+  T.ok(json.isarray(v.a) and v.a[3] == esg.null and v.a[4] ~= nil, "arrays, null")
+  T.eq(v.z, "", "\\u0000 ends the string (as cJSON does)")
+  T.eq(json.decode('  {"a" : 1 }  trailing').a, 1, "trailing text is ignored (as cJSON does)")
+  local lz = json.lazy('{"a":1,')
+  T.raises(function() return lz.a end, "not a JSON object", "a lazy object over bad text raises")
+  T.ok(json.islazy(lz), "and stays lazy")
+end
 local d, err, code = json.decode("{x")
 T.ok(d == nil and err:find("invalid JSON") and code == "EJSON", "bad JSON: nil, msg, EJSON")
 T.raises(function() json.decode(nil) end, "string expected", "decode(nil) raises")

@@ -64,6 +64,25 @@ ESG_API int esg_gateway_event_fail(esg_gateway_event *e, const char *fmt, ...) _
 ESG_API void *esg_gateway_event_user(const esg_gateway_event *e);
 ESG_API void esg_gateway_event_set_user(esg_gateway_event *e, void *p, void (*free_fn)(void *p));
 
+/**
+ * The claim this event holds, owned by the gateway (then by its HTTP delivery): its key,
+ * with *token (may be NULL) its token; NULL when none (idempotence off, a duplicate's
+ * claim, a resubmitted fault's completed claim, or before the claim step).
+ */
+ESG_API const char *esg_gateway_event_claim(const esg_gateway_event *e, int64_t *token);
+
+/**
+ * From the entity step: the document stored with the entity's version once the event is
+ * delivered (default: the event's JSON as it then is); copied. ESG_OK or ESG_ENOMEM.
+ */
+ESG_API int esg_gateway_event_set_entity_doc(esg_gateway_event *e, const char *json, size_t len);
+
+/**
+ * From a step that fails: more text for its fault record, put after the line naming where
+ * the event came from (e.g. a traceback); copied, cut at 8000 bytes. Cleared before each step.
+ */
+ESG_API void esg_gateway_event_set_detail(esg_gateway_event *e, const char *text, size_t len);
+
 /** The gateway's store and its enrichment cache (opened on first use; NULL on failure). */
 ESG_API esg_store *esg_gateway_event_store(const esg_gateway_event *e);
 ESG_API esg_cache *esg_gateway_event_cache(esg_gateway_event *e);
@@ -170,6 +189,11 @@ typedef struct esg_gateway_opts {
 
   /* reporting */
   void (*on_fault)(void *ud, const esg_gateway_fault *f);
+
+  /* later additions (kept last: the struct is sized) */
+  esg_gateway_test_fn collect_if; /* with collect: 1 collects this event, 0 not; NULL = every event */
+  const char *source_name;       /* fault records say "at line N of SOURCE"; NULL: "at line N" */
+  const char *fault_note;        /* fault records end the line with "(NOTE)"; NULL: "(gateway NAME)" */
 } esg_gateway_opts;
 #define ESG_GATEWAY_OPTS_INIT {.size = sizeof(esg_gateway_opts)}
 

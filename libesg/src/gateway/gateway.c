@@ -76,6 +76,26 @@ void esg_gateway_event_set_user(esg_gateway_event *e, void *p, void (*free_fn)(v
   e->user_free = free_fn;
 }
 
+const char *esg_gateway_event_claim(const esg_gateway_event *e, int64_t *token) {
+  if (token) *token = e && e->claim_key ? e->claim_token : 0;
+  return e ? e->claim_key : NULL;
+}
+
+int esg_gateway_event_set_entity_doc(esg_gateway_event *e, const char *json, size_t len) {
+  if (!e || (!json && len)) return esg__fail(NULL, ESG_EINVAL, "event or json is NULL");
+  if (esg__buf_set(&e->entity_doc, json, len) != ESG_OK) return ESG_ENOMEM;
+  e->has_entity_doc = true;
+  return ESG_OK;
+}
+
+#define DETAIL_MAX 8000
+
+void esg_gateway_event_set_detail(esg_gateway_event *e, const char *text, size_t len) {
+  if (!e) return;
+  if (!text) len = 0;
+  if (esg__buf_set(&e->detail, text, len < DETAIL_MAX ? len : DETAIL_MAX) != ESG_OK) e->detail.len = 0;
+}
+
 esg_store *esg_gateway_event_store(const esg_gateway_event *e) { return e ? e->g->s : NULL; }
 
 esg_cache *esg_gateway_event_cache(esg_gateway_event *e) {
@@ -162,6 +182,8 @@ int esg_gateway_open(esg_gateway **out, const esg_gateway_opts *opts) {
   char *latch_from = NULL, *latch_to = NULL, *into = NULL, *path = NULL, *elkey = NULL, *url = NULL,
        *method = NULL;
   rc = copy_str(o.name ? o.name : "gateway", &g->name);
+  if (rc == ESG_OK) rc = copy_str(o.source_name, &g->source_name);
+  if (rc == ESG_OK) rc = copy_str(o.fault_note, &g->fault_note);
   if (rc == ESG_OK) rc = copy_str(o.latch_from, &latch_from);
   if (rc == ESG_OK) rc = copy_str(o.latch_to, &latch_to);
   if (rc == ESG_OK) rc = copy_str(o.enrich_into ? o.enrich_into : "enriched", &into);
@@ -197,6 +219,8 @@ int esg_gateway_open(esg_gateway **out, const esg_gateway_opts *opts) {
     }
   }
   g->o.cache = NULL; /* the caller's struct is not kept: with options, the cache opens now */
+  g->o.source_name = g->source_name;
+  g->o.fault_note = g->fault_note;
   if (rc != ESG_OK) {
     esg__fail(NULL, ESG_ENOMEM, "out of memory opening the gateway");
   } else if (o.cache && (rc = esg_cache_open(&g->cache, g->s, o.cache)) != ESG_OK) {
@@ -223,7 +247,11 @@ int esg_gateway_close(esg_gateway *g) {
   if (g->s && (rc = esg_store_flush(g->s)) != ESG_OK) esg__fail(NULL, rc, "%s", esg_errmsg(g->s));
   esg__buf_free(&g->cur.json);
   esg__buf_free(&g->cur.out);
+  esg__buf_free(&g->cur.entity_doc);
+  esg__buf_free(&g->cur.detail);
   esg__free(g->name);
+  esg__free(g->source_name);
+  esg__free(g->fault_note);
   esg__free((char *)g->o.latch_from);
   esg__free((char *)g->o.latch_to);
   esg__free((char *)g->o.enrich_into);
@@ -267,13 +295,33 @@ static void unparsed_id(const char *line, size_t len, char out[ESG_KEY_MAX + 1])
   cJSON_Delete(j);
 }
 
-int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char *claim_key, int64_t token) {
+/* The fault record's text: the message, a line naming where (the input line or the fault
+   resubmitted, the source, the gateway or the note), then the detail, if any. */
+static char *fault_text(esg_gateway *g, const char *msg, const esg__buf *detail, char *small, size_t n) {
+  char where[600], paren[300];
+  const esg_gateway_event *e = &g->cur;
+  if (g->fault_note) snprintf(paren, sizeof paren, "(%s)", g->fault_note);
+  else snprintf(paren, sizeof paren, "(gateway %s)", g->name);
+  const char *of = g->source_name ? " of " : "", *src = g->source_name ? g->source_name : "";
+  if (e->lineno) snprintf(where, sizeof where, "at line %lld%s%s %s", (long long)e->lineno, of, src, paren);
+  else if (g->resub.id) snprintf(where, sizeof where, "at fault %lld %s", (long long)g->resub.id, paren);
+  else snprintf(where, sizeof where, "%s", paren);
+  size_t dlen = detail ? detail->len : 0;
+  size_t need = strlen(msg) + strlen(where) + dlen + 3;
+  char *text = need <= n ? small : esg__malloc(need);
+  if (!text) text = small, dlen = 0; /* out of memory: without the detail */
+  snprintf(text, text == small ? n : need, "%s\n%s%s%.*s", msg, where, dlen ? "\n" : "", (int)dlen,
+           dlen ? detail->data : "");
+  return text;
+}
+
+static int record_fault(esg_gateway *g, const char *stage, const char *msg, const esg__buf *detail,
+                        const char *claim_key, int64_t token) {
   esg_gateway_event *e = &g->cur;
   char idbuf[ESG_KEY_MAX + 1];
   const char *event_id = e->ev ? esg_event_id(e->ev) : (unparsed_id(e->line, e->line_len, idbuf), idbuf);
-  char text[1400];
-  if (e->lineno) snprintf(text, sizeof text, "%s\nat line %lld (gateway %s)", msg, (long long)e->lineno, g->name);
-  else snprintf(text, sizeof text, "%s\n(gateway %s)", msg, g->name);
+  char small[2048];
+  char *text = fault_text(g, msg, detail, small, sizeof small);
   esg_fault f = {0};
   f.event_id = event_id;
   f.stage = stage;
@@ -284,6 +332,7 @@ int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char
   f.event_len = e->line_len;
   int64_t id = 0;
   int rc = esg_fault_record(g->s, &f, &id);
+  if (text != small) esg__free(text);
   if (rc == ESG_OK && g->resub.id) esg_fault_delete(g->s, g->resub.id); /* the new record replaces it */
   g->st.faults++;
   if (claim_key) {
@@ -301,6 +350,10 @@ int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char
   return ESG_ECALLBACK;
 }
 
+int esg__gw_fault(esg_gateway *g, const char *stage, const char *msg, const char *claim_key, int64_t token) {
+  return record_fault(g, stage, msg, NULL, claim_key, token);
+}
+
 /* ------------------------------------------------------------------ steps -- */
 
 /* A step's failure as a fault: its own text, or the status's. */
@@ -309,7 +362,7 @@ static int step_fault(esg_gateway *g, const char *stage, int rc, const char *key
   char msg[1100];
   if (e->msg[0]) snprintf(msg, sizeof msg, "%s", e->msg);
   else snprintf(msg, sizeof msg, "%s failed: %s", stage, esg_strerror(rc));
-  return esg__gw_fault(g, stage, msg, key, token);
+  return record_fault(g, stage, msg, &e->detail, key, token);
 }
 
 /* A store call's failure inside a stage, with the store's text. */
@@ -320,7 +373,8 @@ static int store_fault(esg_gateway *g, const char *stage, const char *what, cons
 }
 
 /* Runs a step with the gateway marked busy (a step must not call the gateway). */
-#define STEP(g, call) ((g)->in_step = true, (g)->cur.msg[0] = '\0', rc_ = (call), (g)->in_step = false, rc_)
+#define STEP(g, call) \
+  ((g)->in_step = true, (g)->cur.msg[0] = '\0', (g)->cur.detail.len = 0, rc_ = (call), (g)->in_step = false, rc_)
 
 /* The event without its envelope fields, as JSON: what a side reports as the content. */
 static char *content_of(const char *json, size_t len) {
@@ -365,7 +419,9 @@ static int run_enrich(esg_gateway *g, esg_gateway_event *e) {
   int rc_;
   esg_cache *c = (o->collect || o->enrich_key) ? esg_gateway_event_cache(e) : NULL;
   if ((o->collect || o->enrich_key) && !c) return ESG_ECALLBACK;
-  if (o->collect) {
+  int yes = 1;
+  if (o->collect && o->collect_if && (yes = STEP(g, o->collect_if(o->ud, e))) < 0) return yes;
+  if (o->collect && yes) {
     int rc = esg_cache_collect(c, e->ev, NULL);
     if (rc < 0) return esg_gateway_event_fail(e, "enrich: collect: %s", esg_errmsg(c));
   }
@@ -476,9 +532,13 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
   esg__buf_free(&e->json);
   e->has_out = false;
   e->msg[0] = '\0';
+  e->detail.len = 0;
   e->ev = NULL;
   e->okey = NULL;
   e->stored = false;
+  e->claim_key = NULL;
+  e->claim_token = 0;
+  e->has_entity_doc = false;
   g->st.received++;
   if ((rc = esg_event_parse(json, len, &e->ev)) != ESG_OK) {
     if (rc == ESG_ENOMEM) return esg__fail(&g->err, rc, "out of memory parsing an event");
@@ -530,6 +590,8 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
     if (rc == ESG_NEW) {
       key = k;
       token = ci.token;
+      e->claim_key = key;
+      e->claim_token = token;
     }
     e->okey = k;
     if (o->entity) {
@@ -588,17 +650,17 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
   }
   if (o->latch_to && (rc = latch_mark(g, e)) < 0) return step_fault(g, "latch", rc, key, token);
   /* sink: an HTTP delivery finishes later, so the entity goes first */
-  /* the entity's document: the event as it now is (read before the call: C does not
-     order the evaluation of arguments) */
-  size_t doc_len = 0;
-  const char *doc = ekey ? esg_gateway_event_json(e, &doc_len) : NULL;
-  if (ekey && http && esg_entity_upsert(g->s, ekey, version, doc, doc_len) < 0)
+  size_t elen = 0;
+  const char *edoc = !ekey ? NULL
+                     : e->has_entity_doc ? (elen = e->entity_doc.len, e->entity_doc.data)
+                                         : esg_gateway_event_json(e, &elen);
+  if (ekey && http && esg_entity_upsert(g->s, ekey, version, edoc, elen) < 0)
     return store_fault(g, "sink", "entity", key, token);
   rc = esg__gw_sink_write(g, e, key, token);
   if (rc == ESG_BUSY) return ESG_OK; /* the engine owns the claim now */
   if (rc < 0) return step_fault(g, "sink", rc, key, token);
   g->st.delivered++;
-  if (ekey && !http && esg_entity_upsert(g->s, ekey, version, doc, doc_len) < 0)
+  if (ekey && !http && esg_entity_upsert(g->s, ekey, version, edoc, elen) < 0)
     return store_fault(g, "complete", "entity", key, token);
   if (key && esg_complete(g->s, key, token, NULL, 0) != ESG_OK)
     return store_fault(g, "complete", "completing the claim", NULL, 0);

@@ -23,6 +23,11 @@ struct esg_gateway_event {
   bool stored;            /* its request came from the outbox (g->oreq): no step renders it again */
   void *user;             /* the steps' scratch, freed with user_free when the event ends */
   void (*user_free)(void *p);
+  const char *claim_key;  /* the claim owned for it, or NULL */
+  int64_t claim_token;
+  esg__buf entity_doc;    /* set by the entity step (has_entity_doc) */
+  bool has_entity_doc;
+  esg__buf detail;        /* a failing step's extra text for the fault record */
 };
 
 /* An HTTP delivery in flight: its claim key, so that a copy of the event meeting its own
@@ -36,6 +41,7 @@ struct esg_gateway {
   esg__err err;           /* first: see esg__err */
   esg_gateway_opts o;
   char *name;
+  char *source_name, *fault_note; /* for fault records, or NULL */
   esg_store *s;           /* NULL once the store closed (see esg__dep) */
   esg__dep dep;
   esg_cache *cache;
