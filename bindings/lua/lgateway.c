@@ -25,12 +25,12 @@
 enum {
   H_FILTER = 1, H_KEY, H_HASH, H_ENTITY, H_ECHO, H_LATCH_KEY, H_LATCH_DOC, H_LATCH_OUT_DOC,
   H_COLLECT_IF, H_ENRICH_KEY, H_ENRICH, H_TRANSFORM, H_URL, H_BODY, H_WRITE, H_LOAD,
-  H_ON_FAULT, H_PROGRESS, H_SOURCE, H_N
+  H_ON_FAULT, H_PROGRESS, H_SOURCE, H_ON_RETRY, H_N
 };
 static const char *const HOOK_NAMES[H_N] = {
     NULL, "filter", "key", "hash", "entity", "echo", "latch_key", "latch_doc", "latch_out_doc",
     "collect", "enrich_key", "enrich", "transform", "http_url", "http_body", "write", "load",
-    "on_fault", "progress", "source"};
+    "on_fault", "progress", "source", "on_retry"};
 /* Other slots of the state table: what a hook handed back (valid until its next call) from
    ANCHOR + hook, and what must live as long as the gateway. */
 #define ANCHOR 32
@@ -494,6 +494,36 @@ static void on_fault_cb(void *ud, const esg_gateway_fault *f) {
   lua_settop(L, top);
 }
 
+/* on_retry(event_id, attempt, http_status, delay_s, error), as the engine's is called */
+static int retry_body(lua_State *L) {
+  const char *const *s = lua_touserdata(L, 2);
+  const int64_t *n = lua_touserdata(L, 3);
+  lua_settop(L, 1);
+  state_get(L, H_ON_RETRY);
+  lua_pushstring(L, s[0]);
+  lua_pushinteger(L, (lua_Integer)n[0]);
+  lua_pushinteger(L, (lua_Integer)n[1]);
+  lua_pushnumber(L, (lua_Number)n[2] / 1000.0);
+  lua_pushstring(L, s[1]);
+  lua_call(L, 5, 0);
+  return 0;
+}
+
+static void on_retry_cb(void *ud, const char *event_id, int attempt, int status, int64_t delay, const char *error) {
+  lgw *w = ud;
+  lua_State *L = w->L;
+  if (!L || !w->has[H_ON_RETRY] || lua_touserdata(L, 1) != w || !lua_checkstack(L, 8)) return;
+  int top = lua_gettop(L);
+  const char *s[2] = {event_id, error};
+  int64_t n[3] = {attempt, status, delay};
+  lua_pushcfunction(L, retry_body);
+  lua_pushvalue(L, 1);
+  lua_pushlightuserdata(L, (void *)s);
+  lua_pushlightuserdata(L, (void *)n);
+  call_plain(L, 3, 0);
+  lua_settop(L, top);
+}
+
 static void push_stats(lua_State *L, lgw *w) {
   esg_gateway_stats st = w->final;
   if (w->g) esg_gateway_get_stats(w->g, &st);
@@ -692,7 +722,8 @@ static int m_gateway(lua_State *L) {
       {"echo", H_ECHO},             {"latch_key", H_LATCH_KEY}, {"latch_doc", H_LATCH_DOC},
       {"latch_out_doc", H_LATCH_OUT_DOC}, {"enrich_key", H_ENRICH_KEY}, {"enrich", H_ENRICH},
       {"transform", H_TRANSFORM},   {"http_body", H_BODY},
-      {"write", H_WRITE},           {"on_fault", H_ON_FAULT}, {"progress", H_PROGRESS}};
+      {"write", H_WRITE},           {"on_fault", H_ON_FAULT}, {"progress", H_PROGRESS},
+      {"on_retry", H_ON_RETRY}};
   for (size_t i = 0; i < sizeof hooks / sizeof hooks[0]; i++)
     w->has[hooks[i].h] = opt_hook(L, 2, 4, hooks[i].field, hooks[i].h);
   if (w->has[H_FILTER]) o.filter = filter_cb;
@@ -799,6 +830,7 @@ static int m_gateway(lua_State *L) {
     o.egress = &eo;
   }
   o.on_fault = on_fault_cb;
+  if (w->has[H_ON_RETRY]) o.on_retry = on_retry_cb;
   /* ctx: the caller's table, given line, event, claim and cache */
   if (lua_getfield(L, 2, "ctx") == LUA_TNIL) {
     lua_pop(L, 1);

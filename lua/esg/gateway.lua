@@ -156,7 +156,7 @@ local function new_run(spec, opts, source)
     local h = sink.opts
     o.sink, o.http_url, o.http_method, o.http_headers, o.http_body, o.egress = "http", h.url, h.method, h.headers,
       h.body, h -- the engine's options are read from it
-    if h.on_retry then stderr:write("esg: gateway.sink.http: on_retry is not called by the C gateway's HTTP sink\n") end
+    o.on_retry = h.on_retry
   end
   return r, o
 end

@@ -188,6 +188,22 @@ local http_spec = {
   transform = function(ev) return { dealId = ev.deal.id, crmFail = ev.deal.crmFail } end,
   sink = gateway.sink.http { url = m.url .. "/deals", max_attempts = 2, backoff_base = 0.01, backoff_cap = 0.02 },
 }
+-- on_retry of the HTTP sink hears each retry the C gateway schedules
+do
+  local heard = {}
+  local flaky = {
+    transform = function(ev) return { dealId = ev.deal.id, crmFail = "flaky" } end,
+    sink = gateway.sink.http { url = m.url .. "/deals", max_attempts = 3, backoff_base = 0.01, backoff_cap = 0.02,
+                               on_retry = function(id, attempt, status, delay, err)
+                                 heard[#heard + 1] = { id = id, attempt = attempt, status = status, delay = delay }
+                               end },
+  }
+  local rc = assert(gateway.run(flaky, { store = store, input = gateway.source.lines {
+    '{"id":"r1","type":"deal","timestamp":1,"deal":{"id":"R1"}}' } }))
+  T.eq(rc.retries, #heard, "on_retry: called once per retry counted")
+  T.ok(#heard >= 1 and heard[1].id == "r1" and heard[1].attempt == 1 and heard[1].status >= 500
+       and type(heard[1].delay) == "number", "on_retry: event id, attempt, status, delay in seconds")
+end
 local before = m.requests()
 c = assert(gateway.run(http_spec, { store = store, input = gateway.source.lines(lines) }))
 T.eq(c.delivered, 1, "http sink: delivered")

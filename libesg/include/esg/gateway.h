@@ -194,6 +194,7 @@ typedef struct esg_gateway_opts {
   esg_gateway_test_fn collect_if; /* with collect: 1 collects this event, 0 not; NULL = every event */
   const char *source_name;       /* fault records say "at line N of SOURCE"; NULL: "at line N" */
   const char *fault_note;        /* fault records end the line with "(NOTE)"; NULL: "(gateway NAME)" */
+  esg_egress_retry_fn on_retry;  /* HTTP: each retry scheduled (after it is counted), with ud */
 } esg_gateway_opts;
 #define ESG_GATEWAY_OPTS_INIT {.size = sizeof(esg_gateway_opts)}
 

@@ -55,9 +55,13 @@ static void on_done(void *ud, const esg_egress_result *r) {
 }
 
 static void on_retry(void *ud, const char *event_id, int attempt, int status, int64_t delay, const char *error) {
-  (void)event_id, (void)attempt, (void)status, (void)delay, (void)error;
   esg_gateway *g = ud;
   g->st.retries++;
+  if (g->o.on_retry) {
+    g->in_step = true;
+    g->o.on_retry(g->o.ud, event_id, attempt, status, delay, error);
+    g->in_step = false;
+  }
 }
 
 static int open_http(esg_gateway *g) {
