@@ -45,7 +45,7 @@ for t in "${targets[@]}"; do
   echo "== fuzz $t for ${seconds}s"
   # leaks: a target keeps its store or Lua state for the whole run, on purpose (reachable).
   "$exe" "$work" "${seeds[@]}" -dict="$(dict_of "$t")" -max_total_time="$seconds" -timeout=25 \
-    -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1 -artifact_prefix="$art/" >"$log" 2>&1
+    -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 -artifact_prefix="$art/" >"$log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
