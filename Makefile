@@ -4,6 +4,7 @@
 #   make bench   the benchmarks of ../shared/bench/WORKLOAD.md
 #   make asan    the test suite built with ASan+UBSan
 #   make valgrind  the C tests under valgrind
+#   make fuzz    the libFuzzer targets (clang), FUZZ_SECONDS each; make fuzz-smoke: 10 s each (CI)
 BUILD ?= build
 PYTHON ?= /usr/bin/python3
 JOBS ?= $(shell nproc)
@@ -11,18 +12,23 @@ CMAKE_FLAGS ?=
 
 DEB_PACKAGES = cmake make gcc pkg-config libsqlite3-dev libcurl4-openssl-dev libcjson-dev \
 	liblua5.4-dev lua5.4 python3-dev python3-pytest libssl-dev valgrind nginx wrk
+# What make fuzz needs besides: clang and its runtime libraries (libFuzzer, the sanitizers).
+FUZZ_DEB_PACKAGES = clang libclang-rt-dev
 
-.PHONY: all deps build test demo bench asan valgrind install clean
+.PHONY: all deps fuzz-deps build test demo bench asan valgrind fuzz fuzz-smoke install clean
 
 all: build
 
 # Installs the Debian packages that are missing (needs root and apt).
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+install_missing = @missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+fuzz-deps:
+	$(call install_missing,$(FUZZ_DEB_PACKAGES))
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(PYTHON) -DESG_WERROR=ON $(CMAKE_FLAGS)
@@ -61,8 +67,26 @@ valgrind: build
 	    --errors-for-leak-kinds=definite "$$t" >/dev/null 2>$(BUILD)/valgrind.log || { cat $(BUILD)/valgrind.log; fail=1; }; \
 	done; exit $$fail
 
+# The libFuzzer targets of tests/fuzz (tests/README.md "Fuzzing"), built with clang, ASan
+# and UBSan in build-fuzz, each run for FUZZ_SECONDS (FUZZ_TARGETS: a few by name, e.g.
+# FUZZ_TARGETS="event webhook"). A finding is copied into tests/fuzz/regressions/<target>/
+# and fails the run; ctest replays it in every build from then on.
+FUZZ_BUILD = build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps fuzz-deps
+	@[ -f $(FUZZ_BUILD)/CMakeCache.txt ] || cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang \
+	  -DPython3_EXECUTABLE=$(PYTHON) -DESG_WERROR=ON -DESG_FUZZ=ON -DESG_BUILD_BENCH=OFF -DESG_ENABLE_PYTHON=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target esg_fuzzers
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The short run (CI): FUZZ_SMOKE_SECONDS per target.
+FUZZ_SMOKE_SECONDS ?= 10
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
 install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

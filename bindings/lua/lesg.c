@@ -41,7 +41,7 @@ lua_Number lesg_ms_to_s(int64_t ms) { return (lua_Number)ms / 1000.0; }
 /* Seconds n as ms, raising (naming what) unless 0 <= n <= max ms; math.huge is INT64_MAX when forever. */
 int64_t lesg_num_ms(lua_State *L, lua_Number n, const char *what, int64_t max, int forever) {
   if (forever && n == (lua_Number)HUGE_VAL) return INT64_MAX;
-  int64_t v;
+  int64_t v = 0; /* (luaL_error does not return; clang cannot tell) */
   if (!(n >= 0) || esg_ms_from_seconds(n, &v) != ESG_OK || v > max)
     luaL_error(L, "%s must be a number of seconds in [0, %f]%s (got %f)", what, (lua_Number)max / 1000.0,
                forever ? " or math.huge (forever)" : "", n);

@@ -71,7 +71,7 @@ int esg_egress_parse_retry_after(const char *value, int64_t now_ms, int64_t *del
   }
   time_t t = curl_getdate(value, NULL);
   if (t == (time_t)-1) return esg__fail(NULL, ESG_EINVAL, "Retry-After: not seconds nor an HTTP-date: %.64s", value);
-  int64_t d = (int64_t)t * 1000 - now_ms;
+  int64_t d = (t > INT64_MAX / 1000 ? INT64_MAX / 1000 : (int64_t)t) * 1000 - now_ms; /* clamped as delta seconds are */
   *delay_ms = d > 0 ? d : 0;
   return ESG_OK;
 }
