@@ -145,6 +145,8 @@ static int fast_string(fastp *f) {
     }
   }
   if (q >= f->end) return 0;
+  /* a raw NUL: the cJSON path decides (a Lua string may hold one, JSON text may not) */
+  if (memchr(s, '\0', (size_t)(q - s))) return 0;
   f->p = q + 1;
   if (!escaped) {
     lua_pushlstring(f->L, s, (size_t)(q - s));
