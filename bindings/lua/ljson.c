@@ -330,20 +330,33 @@ static int fast_value(fastp *f, int depth) {
   }
 }
 
+/* One JSON value and nothing after it but white space (cJSON alone would accept {"a":1} xyz),
+   as the library's own parser decides; NULL with *off where it went wrong. */
+static cJSON *parse_whole(const char *s, size_t len, size_t *off) {
+  const char *end = NULL;
+  cJSON *v = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+  fastp f = {NULL, end, s + len};
+  if (v) fast_ws(&f);
+  *off = end && end >= s && end <= s + len ? (size_t)(end - s) : 0;
+  if (v && f.p != f.end) {
+    cJSON_Delete(v);
+    v = NULL;
+    *off = (size_t)(f.p - s);
+  }
+  return v;
+}
+
 void lesg_json_push(lua_State *L, const char *json, size_t len) {
   luaL_checkstack(L, 4, "JSON nested too deeply");
   int top = lua_gettop(L);
   fastp f = {L, json, json + len};
   fast_ws(&f);
-  if (fast_value(&f, 0)) return;
+  if (fast_value(&f, 0) && (fast_ws(&f), f.p == f.end)) return;
   lua_settop(L, top);
   box *b = box_new(L);
-  b->root = cJSON_ParseWithLength(json, len);
-  if (!b->root) {
-    const char *at = cJSON_GetErrorPtr();
-    size_t off = (at && at >= json && at <= json + len) ? (size_t)(at - json) : 0;
-    luaL_error(L, "invalid JSON near byte %d", (int)off);
-  }
+  size_t off;
+  b->root = parse_whole(json, len, &off);
+  if (!b->root) luaL_error(L, "invalid JSON near byte %d", (int)off);
   to_lua(L, b->root, 0);
   cJSON_Delete(b->root);
   b->root = NULL;
@@ -385,7 +398,7 @@ static void lazy_materialise(lua_State *L, int idx) {
   lua_setmetatable(L, idx);
   fastp f = {L, s, s + len};
   fast_ws(&f);
-  if (f.p < f.end && *f.p == '{' && (f.p++, fast_members(&f, idx, 0))) {
+  if (f.p < f.end && *f.p == '{' && (f.p++, fast_members(&f, idx, 0)) && (fast_ws(&f), f.p == f.end)) {
     lua_settop(L, text - 1);
     return;
   }
@@ -398,7 +411,8 @@ static void lazy_materialise(lua_State *L, int idx) {
     lua_rawset(L, idx);
   }
   box *b = box_new(L);
-  b->root = cJSON_ParseWithLength(s, len);
+  size_t off;
+  b->root = parse_whole(s, len, &off);
   if (!b->root || !cJSON_IsObject(b->root)) {
     lua_pushvalue(L, text); /* still lazy: the same error on the next access */
     lua_rawsetp(L, idx, &lazy_key);

@@ -237,6 +237,30 @@ static void test_entity_doc_after_enrich(void) {
   esg_store_close(s);
 }
 
+static int set_trailing(void *ud, esg_gateway_event *e) {
+  (void)ud;
+  const char *j = "{\"id\":\"o9\",\"type\":\"t\",\"timestamp\":9} xyz";
+  return esg_gateway_event_set_json(e, j, strlen(j));
+}
+
+/* New JSON for the event must be one object and nothing after it (cJSON alone ignores
+   "xyz" after a value): the event is an enrich fault and nothing is delivered. */
+static void test_set_json_trailing_text(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  o.enrich = set_trailing;
+  esg_gateway *g = open_gw(&o);
+  const char *ev = "{\"id\":\"o9\",\"type\":\"t\",\"timestamp\":9}";
+  CHECK_RC(ESG_ECALLBACK, esg_gateway_push(g, ev, strlen(ev)));
+  esg_gateway_stats st = stats_of(g);
+  CHECK(st.faults == 1 && st.delivered == 0 && k.n == 0);
+  CHECK_STR(k.fault_stage, "enrich");
+  CHECK(strstr(k.fault_error, "not a JSON object") != NULL);
+  esg_gateway_close(g);
+  esg_store_close(s);
+}
+
 static void test_stale_entity(void) {
   esg_store *s = tu_open(tu_store("gw"), &now);
   seen k = {0};
@@ -1026,6 +1050,7 @@ int main(void) {
     RUN(test_busy);
     RUN(test_stale_entity);
     RUN(test_entity_doc_after_enrich);
+    RUN(test_set_json_trailing_text);
     RUN(test_echo_suppressed);
     RUN(test_enrich_collect_and_required);
     RUN(test_sinks);

@@ -59,7 +59,7 @@ do
   T.eq(math.type(v.big), "float", "beyond int64: a float")
   T.ok(json.isarray(v.a) and v.a[3] == esg.null and v.a[4] ~= nil, "arrays, null")
   T.eq(v.z, "", "\\u0000 ends the string (as cJSON does)")
-  T.eq(json.decode('  {"a" : 1 }  trailing').a, 1, "trailing text is ignored (as cJSON does)")
+  T.eq(json.decode('  {"a" : 1 }  trailing'), nil, "trailing text is refused (cJSON alone would ignore it)")
   local lz = json.lazy('{"a":1,')
   T.raises(function() return lz.a end, "not a JSON object", "a lazy object over bad text raises")
   T.ok(json.islazy(lz), "and stays lazy")
@@ -67,6 +67,14 @@ end
 local d, err, code = json.decode("{x")
 T.ok(d == nil and err:find("invalid JSON") and code == "EJSON", "bad JSON: nil, msg, EJSON")
 T.raises(function() json.decode(nil) end, "string expected", "decode(nil) raises")
+-- one value and nothing after it but white space (both decoders: fast and cJSON's)
+for _, t in ipairs { '{"a":1} xyz', '[1,2] 3', '{"a":1}}', '"x" "y"', '1 2', '{"a":"\\u00e9"} x' } do
+  local v, e, c = json.decode(t)
+  T.ok(v == nil and e:find("invalid JSON", 1, true) and c == "EJSON", "trailing text refused: " .. t)
+end
+T.eq(json.decode(' {"a":1} \r\n\t').a, 1, "trailing white space is fine")
+T.eq(select(2, json.decode('{"a":1} xyz')), "invalid JSON near byte 8", "names where the extra text starts")
+T.raises(function() return json.lazy('{"a":1} xyz').a end, "not a JSON object", "a lazy object with trailing text raises")
 
 -- events
 local line = '{"id":"e-1","type":"thing-updated","timestamp":1700000000000,"partitionKey":"p-1","thing":{"n":1}}'

@@ -129,16 +129,9 @@ int esg__content_hash_bin(const char *content, size_t len, uint8_t hash[32]) {
     esg_sha256(content, len, hash);
     return ESG_OK;
   }
-  const char *end = NULL;
   unsigned nomem = esg__nomem_count();
-  cJSON *v = cJSON_ParseWithLengthOpts(content, len, &end, 0);
-  bool ok = v != NULL;
-  if (ok && end) {
-    while (end < content + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
-    ok = end == content + len;
-  }
-  if (!ok) {
-    cJSON_Delete(v);
+  cJSON *v = esg__json_parse(content, len, NULL);
+  if (!v) {
     return esg__nomem_count() != nomem ? ESG_ENOMEM : ESG_EJSON; /* (cJSON says NULL for both) */
   }
   char *text = canonicalise(v) ? cJSON_PrintUnformatted(v) : NULL;

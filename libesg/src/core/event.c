@@ -116,18 +116,10 @@ int esg_event_parse(const char *json, size_t len, esg_event **out) {
   memcpy(ev->json, json, len);
   ev->json[len] = '\0';
   ev->len = len;
-  const char *end = NULL;
+  size_t at = 0;
   unsigned nomem = esg__nomem_count();
-  ev->root = cJSON_ParseWithLengthOpts(ev->json, len, &end, 0);
-  if (ev->root && end) { /* only white space may follow the value */
-    while (end < ev->json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
-    if (end != ev->json + len) {
-      cJSON_Delete(ev->root);
-      ev->root = NULL;
-    }
-  }
+  ev->root = esg__json_parse(ev->json, len, &at);
   if (!ev->root) {
-    size_t at = end && end >= ev->json ? (size_t)(end - ev->json) : 0;
     esg__free(ev);
     if (esg__nomem_count() != nomem) /* not the input's fault: it may parse on a retry */
       return esg__fail(NULL, ESG_ENOMEM, "out of memory parsing a %zu byte event", len);

@@ -73,6 +73,10 @@ static inline int64_t esg__time_add(int64_t t, int64_t d) {
    UTF-8 or is a NUL (len when none), and of the first "\u0000" escape in JSON text. */
 size_t esg__utf8_invalid_at(const char *s, size_t len);
 size_t esg__json_nul_escape_at(const char *s, size_t len);
+/* Parses s[0..len) as exactly one JSON value (white space may follow, nothing else): the
+   value, or NULL with *at (if given) the offset where it went wrong. NULL is also out of
+   memory: compare esg__nomem_count() before and after. */
+struct cJSON *esg__json_parse(const char *s, size_t len, size_t *at);
 
 /* Checks a key: non-NULL, non-empty, at most ESG_KEY_MAX bytes, well-formed UTF-8. */
 int esg__check_key(esg__err *err, const char *what, const char *key);

@@ -2,10 +2,26 @@
  * Text rules every parser of libesg applies, so C, Lua and Python decide alike: UTF-8
  * that is well formed (no overlong forms, no surrogates, nothing past U+10FFFF), and no
  * NUL, raw or escaped: a NUL would cut a C string short, so two ids that differ after it
- * would collide.
+ * would collide. And one JSON value is the whole text: cJSON alone stops after the first
+ * value and ignores what follows ({"a":1} xyz), which every caller here must refuse.
  */
+#include <cjson/cJSON.h>
 #include <string.h>
 #include "core/internal.h"
+
+struct cJSON *esg__json_parse(const char *s, size_t len, size_t *at) {
+  const char *end = NULL;
+  cJSON *v = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+  if (v && end) { /* only white space may follow the value */
+    while (end < s + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end != s + len) {
+      cJSON_Delete(v);
+      v = NULL;
+    }
+  }
+  if (at) *at = end && end >= s && end <= s + len ? (size_t)(end - s) : 0;
+  return v;
+}
 
 size_t esg__utf8_invalid_at(const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;

@@ -32,7 +32,7 @@ const char *esg_gateway_event_json(const esg_gateway_event *e, size_t *len) {
 
 int esg_gateway_event_set_json(esg_gateway_event *e, const char *json, size_t len) {
   if (!e || !json) return esg__fail(NULL, ESG_EINVAL, "event or json is NULL");
-  cJSON *v = cJSON_ParseWithLength(json, len);
+  cJSON *v = esg__json_parse(json, len, NULL);
   bool object = cJSON_IsObject(v);
   cJSON_Delete(v);
   if (!object) return esg_gateway_event_fail(e, "the event's new JSON is not a JSON object"), ESG_EJSON;
@@ -392,7 +392,7 @@ static int put_member(esg_gateway_event *e, const char *into, const char *value,
   size_t len;
   const char *json = esg_gateway_event_json(e, &len);
   cJSON *j = cJSON_ParseWithLength(json, len);
-  cJSON *v = cJSON_ParseWithLength(value, vlen);
+  cJSON *v = esg__json_parse(value, vlen, NULL);
   int rc = ESG_OK;
   if (!j || !v) {
     rc = !v ? esg_gateway_event_fail(e, "enrich: the cached value for \"%s\" is not JSON", into)

@@ -9,13 +9,6 @@
 #include <string.h>
 #include "cache_int.h"
 
-/* Whether p[0..n) is only JSON white space. */
-static bool only_space(const char *p, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') return false;
-  return true;
-}
-
 bool esg__cache_integral(const cJSON *n, int64_t *out) {
   if (!cJSON_IsNumber(n)) return false;
   double d = n->valuedouble;
@@ -30,14 +23,12 @@ int esg__cache_check_value(esg_cache *c, const char *what, const char *key, cons
     return esg__fail(&c->err, ESG_ETOOBIG, "%s for cache key \"%s\" is %zu bytes; the limit is %zu", what, key, len,
                      c->max_value);
   if (!c->json && !c->version_field) return ESG_OK;
-  const char *end = NULL;
+  size_t at = 0;
   unsigned nomem = esg__nomem_count();
-  cJSON *root = len ? cJSON_ParseWithLengthOpts(v, len, &end, 0) : NULL;
+  cJSON *root = len ? esg__json_parse(v, len, &at) : NULL;
   if (!root && esg__nomem_count() != nomem)
     return esg__fail(&c->err, ESG_ENOMEM, "out of memory checking the %s for cache key \"%s\"", what, key);
-  if (c->json && (!root || !only_space(end, len - (size_t)(end - (const char *)v)))) {
-    size_t at = root || end ? (size_t)(end - (const char *)v) : 0;
-    cJSON_Delete(root);
+  if (c->json && !root) {
     return esg__fail(&c->err, ESG_EJSON, "%s for cache key \"%s\" is not JSON (%s at byte %zu)", what, key,
                      len ? "error" : "empty", at);
   }

@@ -16,16 +16,12 @@ int esg_entity_upsert(esg_store *s, const char *key, int64_t version, const char
   if (!doc) return esg__fail(&s->err, ESG_EINVAL, "entity document is NULL (use esg_entity_delete to delete)");
   if (len > ESG__DOC_MAX)
     return esg__fail(&s->err, ESG_ETOOBIG, "entity document is %zu bytes; the limit is %d", len, ESG__DOC_MAX);
-  const char *end = NULL;
   unsigned nomem = esg__nomem_count();
-  cJSON *root = cJSON_ParseWithLengthOpts(doc, len, &end, 0);
+  cJSON *root = esg__json_parse(doc, len, NULL);
   if (!root && esg__nomem_count() != nomem)
     return esg__fail(&s->err, ESG_ENOMEM, "out of memory checking the document for \"%s\"", key);
   bool object = cJSON_IsObject(root);
   cJSON_Delete(root);
-  if (object && end) /* only white space may follow the object */
-    while (end < doc + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
-  if (object && end != doc + len) object = false;
   if (!object) return esg__fail(&s->err, ESG_EJSON, "entity document for \"%s\" is not a JSON object", key);
   return s->be->entity_put_if_newer(s->b, key, version, doc, len);
 }

@@ -58,16 +58,8 @@ static cJSON *parse_object(const char *json, size_t len, int *rc) {
     *rc = esg__fail(NULL, ESG_ETOOBIG, "document is %zu bytes; the limit is %d", len, ESG_EVENT_MAX_BYTES);
     return NULL;
   }
-  const char *end = NULL;
   unsigned nomem = esg__nomem_count();
-  cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-  if (root && end) { /* only white space may follow the value */
-    while (end < json + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
-    if (end != json + len) {
-      cJSON_Delete(root);
-      root = NULL;
-    }
-  }
+  cJSON *root = esg__json_parse(json, len, NULL);
   if (!root) {
     *rc = esg__nomem_count() != nomem ? esg__fail(NULL, ESG_ENOMEM, "out of memory parsing a document")
                                       : esg__fail(NULL, ESG_EJSON, "document is not valid JSON");

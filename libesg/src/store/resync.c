@@ -193,16 +193,11 @@ static int check_json(esg__err *err, const char *what, const char *name, const c
   if (len > ESG_EVENT_MAX_BYTES)
     return esg__fail(err, ESG_ETOOBIG, "%s \"%s\": content is %zu bytes; the limit is %d", what, name, len,
                      ESG_EVENT_MAX_BYTES);
-  const char *end = NULL;
   unsigned nomem = esg__nomem_count();
-  cJSON *v = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+  cJSON *v = esg__json_parse(data, len, NULL);
   if (!v && esg__nomem_count() != nomem)
     return esg__fail(err, ESG_ENOMEM, "%s \"%s\": out of memory checking the content", what, name);
   bool ok = v != NULL;
-  if (ok && end) {
-    while (end < data + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
-    ok = end == data + len;
-  }
   cJSON_Delete(v);
   return ok ? ESG_OK : esg__fail(err, ESG_EJSON, "%s \"%s\": content is not valid JSON", what, name);
 }
