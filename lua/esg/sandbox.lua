@@ -7,7 +7,7 @@ module loaded afterwards; the runner captured what it needs before. allow:
                   os.rename, os.tmpname, esg.open (opening other stores)  (--allow-io)
   exec   = true   os.execute, io.popen, os.exit                         (--allow-exec)
   native = true   C modules (package.loadlib, the cpath searchers) and
-                  binary chunks in load/loadfile/dofile                  (--allow-native)
+                  binary chunks in load/loadfile/dofile/require           (--allow-native)
 Always: the debug library is reduced to debug.traceback (it could lift the
 instruction budget or reach the runner's upvalues), and esg.host (the budget
 and memory controls) is out of reach.
@@ -52,22 +52,38 @@ function M.apply(allow)
   if not allow.native then
     package.loadlib = denied("package.loadlib", "--allow-native")
     package.cpath = ""
+    -- Every way to load code reads text only: crafted bytecode can crash the VM. Lua's
+    -- own file searcher loads binary chunks too, so it is replaced by one that does not.
+    local load_, loadfile_, searchpath = load, loadfile, package.searchpath
+    local function text_only(what, chunk, err)
+      if not chunk and tostring(err):find("attempt to load a binary chunk", 1, true) then
+        err = what .. ": binary chunks are not allowed in the esg sandbox (run with --allow-native)"
+      end
+      return chunk, err
+    end
     local searchers = package.searchers
-    for i = #searchers, 3, -1 do searchers[i] = nil end -- keep preload and Lua files
-    local load_, loadfile_ = load, loadfile
+    for i = #searchers, 2, -1 do searchers[i] = nil end -- keep preload
+    searchers[2] = function(name)
+      local path, err = searchpath(name, package.path)
+      if not path then return err end
+      local chunk, lerr = text_only("require " .. name .. " (" .. path .. ")", loadfile_(path, "t"))
+      if not chunk then error(lerr, 3) end
+      return chunk, path
+    end
     load = function(chunk, name, mode, ...)
       if mode ~= nil and mode ~= "t" and mode ~= "bt" and mode ~= "tb" then
         error("load: binary chunks are not allowed in the esg sandbox (run with --allow-native)", 2)
       end
-      if select("#", ...) > 0 then return load_(chunk, name, "t", ...) end
-      return load_(chunk, name, "t")
+      if select("#", ...) > 0 then return text_only("load", load_(chunk, name, "t", ...)) end
+      return text_only("load", load_(chunk, name, "t"))
     end
     loadfile = function(filename, mode, ...)
-      if select("#", ...) > 0 then return loadfile_(filename, "t", ...) end
-      return loadfile_(filename, "t")
+      if select("#", ...) > 0 then return text_only("loadfile", loadfile_(filename, "t", ...)) end
+      return text_only("loadfile", loadfile_(filename, "t"))
     end
     dofile = function(filename)
-      local f = assert(loadfile_(filename, "t"))
+      local f, err = text_only("dofile", loadfile_(filename, "t"))
+      if not f then error(err, 2) end
       return f()
     end
   end

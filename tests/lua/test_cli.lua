@@ -162,8 +162,13 @@ T.eq(st.last_run.faults, 1, "stats last run")
 -- the sandbox: each forbidden call is refused, and allowed with its flag
 local probe = dir .. "/written.txt"
 local so = (os.getenv("ESG_BUILD_DIR") or "") .. "/bindings/lua/esg.so"
+-- a module file and a chunk file that hold bytecode (crafted bytecode can crash the VM)
+T.write(dir .. "/bcmod.lua", string.dump(function() return { one = 1 } end))
 T.write(dir .. "/sandbox.lua", ([[
 local PROBE, SO = %q, %q
+local DIR = PROBE:gsub("/written.txt$", "")
+package.path = DIR .. "/?.lua;" .. package.path
+local function reader(s) local done; return function() if not done then done = true; return s end end end
 local actions = {
   execute = function() return os.execute("true") end,
   popen = function() return io.popen("echo hi"):read("a") end,
@@ -178,6 +183,11 @@ local actions = {
   loadlib = function() return package.loadlib(SO, "luaopen_esg") end,
   require_c = function() return assert(package.searchers[3] and package.cpath ~= "", "no C searchers") end,
   binary = function() return assert(load(string.dump(function() return 1 end), "b", "b"))() end,
+  binary_t = function() return assert(load(string.dump(function() return 1 end)))() end,
+  binary_reader = function() return assert(load(reader(string.dump(function() return 1 end))))() end,
+  require_bc = function() return require("bcmod").one end,
+  loadfile_bc = function() return assert(loadfile(DIR .. "/bcmod.lua"))().one end,
+  dofile_bc = function() return dofile(DIR .. "/bcmod.lua").one end,
   host = function() return require("esg.host").budget(0) end,
   sethook = function() return debug.sethook() end,
   read = function() return io.open(PROBE:gsub("written.txt$", "in.jsonl"), "r"):read("l") end,
@@ -191,7 +201,8 @@ return {
   end,
 }]]):format(probe, so))
 local all = { "execute", "popen", "exit", "open_write", "open_append", "output", "tmpfile", "remove", "rename",
-              "esg_open", "loadlib", "require_c", "binary", "host", "sethook", "read" }
+              "esg_open", "loadlib", "require_c", "binary", "binary_t", "binary_reader", "require_bc", "loadfile_bc",
+              "dofile_bc", "host", "sethook", "read" }
 local function run_actions(actions, flags)
   local lines = {}
   for i, a in ipairs(actions) do lines[i] = ev("s-" .. a, { action = a }) end
@@ -214,7 +225,9 @@ T.eq(code, 1, "sandbox violations are faults: exit 1")
 local expect_flag = { execute = "--allow-exec", popen = "--allow-exec", exit = "--allow-exec",
                       open_write = "--allow-io", open_append = "--allow-io", output = "--allow-io",
                       tmpfile = "--allow-io", remove = "--allow-io", rename = "--allow-io", esg_open = "--allow-io",
-                      loadlib = "--allow-native", binary = "--allow-native" }
+                      loadlib = "--allow-native", binary = "--allow-native", binary_t = "--allow-native",
+                      binary_reader = "--allow-native", require_bc = "--allow-native", loadfile_bc = "--allow-native",
+                      dofile_bc = "--allow-native" }
 for _, a in ipairs(all) do
   if a == "read" then
     T.ok(delivered.read, "reading files is allowed")
@@ -231,8 +244,9 @@ T.ok(code == 0 and delivered.execute and delivered.popen, "--allow-exec allows o
 code, faults, delivered = run_actions({ "open_write", "tmpfile" }, "--allow-io")
 T.ok(code == 0 and delivered.open_write and delivered.tmpfile, "--allow-io allows writing")
 T.eq(T.read(probe), "x", "--allow-io wrote the file")
-code, faults, delivered = run_actions({ "loadlib", "binary", "require_c" }, "--allow-native")
-T.ok(code == 0 and delivered.loadlib and delivered.binary and delivered.require_c, "--allow-native allows C modules and binary chunks")
+code, faults, delivered = run_actions({ "loadlib", "binary", "require_c", "require_bc", "dofile_bc" }, "--allow-native")
+T.ok(code == 0 and delivered.loadlib and delivered.binary and delivered.require_c and delivered.require_bc
+     and delivered.dofile_bc, "--allow-native allows C modules and binary chunks")
 code, faults = run_actions({ "host", "sethook" }, "--allow-io --allow-exec --allow-native")
 T.ok(faults.host and faults.sethook, "the budget controls stay out of reach with every flag")
 
