@@ -15,6 +15,8 @@
  * The gateway binding (lgateway.c) arms the same budget around each Lua step of an
  * event through lesg_host, registered in the registry (never visible to scripts).
  */
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,81 +32,255 @@
 #define HOOK_EVERY 1000
 
 typedef struct host_limits {
-  size_t used, peak, limit; /* bytes; limit 0 = none */
-  lua_Integer budget;       /* instructions per arming; 0 = off */
+  size_t used, peak, limit; /* bytes of the Lua state (plus libesg's counted, below); limit 0 = none */
+  lua_Integer budget;       /* instructions per arming; 0 = none */
   lua_Integer spent;
+  double deadline_s;        /* wall-clock seconds per arming; 0 = none */
+  double deadline;          /* while armed: the monotonic time it ends at (0 = none) */
+  const char *over;         /* while armed: why the hook now raises at every instruction */
+  char msg[160];            /* the text of over */
+  size_t held;              /* the live bytes found after a full collection that failed (0 = none) */
+  double held_checked;      /* when held was last checked (monotonic seconds) */
 } host_limits;
 
-static host_limits g_limits;
+static host_limits g_limits = {.deadline_s = 30}; /* esg run --deadline */
 
+/* Bytes libesg allocated for the script while a call was armed (the JSON decoder's tree,
+   buffers handed to Lua): atomic, as libesg may free them on another thread. */
+static size_t g_esg_used;
+static unsigned g_refusals; /* allocations refused by the limit (lesg_host.refusals) */
+static _Thread_local int t_armed; /* this thread runs an armed call: libesg's blocks count */
+
+static double mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static size_t total_used(const host_limits *lm) {
+  return lm->used + __atomic_load_n(&g_esg_used, __ATOMIC_RELAXED);
+}
+
+/*
+ * The state's allocator. While script code runs (an armed call), a grow past the limit
+ * is refused; between calls the runner's own code is not, so a script that filled the
+ * state cannot make the runner fail outside a step. Refused, Lua collects everything
+ * (an emergency collection) and asks again. If that retry finds the state still nine
+ * tenths full of live data, the script holds its memory: the retry is refused too and
+ * the armed calls that follow fail at once (see arm) instead of each paying a full
+ * collection of a heap that cannot shrink, which made every event cost seconds.
+ */
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   host_limits *lm = ud;
   size_t old = ptr ? osize : 0; /* without ptr, osize tells the kind of object */
+  static void *refused_ptr;
+  static size_t refused_size;
   if (nsize == 0) {
     free(ptr);
     lm->used -= old;
     return NULL;
   }
-  if (lm->limit && nsize > old && lm->used - old + nsize > lm->limit) return NULL;
+  /* not refused: the runner's own code between calls, and a call being stopped (its error
+     message and traceback need memory; no script code runs any more) */
+  if (lm->limit && nsize > old && t_armed && !lm->over) {
+    size_t total = total_used(lm);
+    int retry = refused_size == nsize && refused_ptr == ptr;
+    refused_size = 0;
+    if (retry && total > lm->limit / 10 * 9) { /* the emergency collection freed next to nothing */
+      lm->held = total;
+      lm->held_checked = mono();
+      g_refusals++;
+      return NULL;
+    }
+    if (total - old + nsize > lm->limit) {
+      refused_ptr = ptr, refused_size = nsize;
+      g_refusals++;
+      return NULL;
+    }
+  }
   void *p = realloc(ptr, nsize);
   if (!p) return NULL;
   lm->used = lm->used - old + nsize;
-  if (lm->used > lm->peak) lm->peak = lm->used;
+  size_t total = total_used(lm);
+  if (total > lm->peak) lm->peak = total;
   return p;
 }
 
+/* libesg's allocator in the command: its blocks count against the script's limit while
+   an armed call runs on this thread (what libesg allocates then, it allocates for the
+   script: the JSON decoder's tree, buffers handed to Lua). */
+typedef union blk {
+  struct {
+    size_t size;
+    int counted;
+  } h;
+  max_align_t align;
+} blk;
+
+static void *cli_malloc(void *ud, size_t n) {
+  (void)ud;
+  if (n > SIZE_MAX - sizeof(blk)) return NULL;
+  int count = t_armed && g_limits.limit;
+  if (count && !g_limits.over && total_used(&g_limits) + n > g_limits.limit) {
+    __atomic_add_fetch(&g_refusals, 1, __ATOMIC_RELAXED);
+    return NULL;
+  }
+  blk *b = malloc(sizeof(blk) + n);
+  if (!b) return NULL;
+  b->h.size = n;
+  b->h.counted = count;
+  if (count) __atomic_add_fetch(&g_esg_used, n, __ATOMIC_RELAXED);
+  return b + 1;
+}
+
+static void cli_free(void *ud, void *p) {
+  (void)ud;
+  blk *b = (blk *)p - 1;
+  if (b->h.counted) __atomic_sub_fetch(&g_esg_used, b->h.size, __ATOMIC_RELAXED);
+  free(b);
+}
+
+static void *cli_realloc(void *ud, void *p, size_t n) {
+  if (!p) return cli_malloc(ud, n);
+  blk *b = (blk *)p - 1;
+  if (!b->h.counted && !(t_armed && g_limits.limit)) { /* nothing to count: in place */
+    if (n > SIZE_MAX - sizeof(blk)) return NULL;
+    blk *nb = realloc(b, sizeof(blk) + n);
+    if (!nb) return NULL;
+    nb->h.size = n;
+    return nb + 1;
+  }
+  void *q = cli_malloc(ud, n); /* a copy, so that a refused grow leaves p as it was */
+  if (!q) return NULL;
+  memcpy(q, p, b->h.size < n ? b->h.size : n);
+  cli_free(ud, p);
+  return q;
+}
+
+static void raise_over(lua_State *L) {
+  luaL_where(L, 0);
+  lua_pushstring(L, g_limits.over);
+  lua_concat(L, 2);
+  lua_error(L);
+}
+
 /*
- * Counts instructions against the armed budget. Once it is spent the hook
- * raises at every instruction of the thread it runs on, so a script that
- * catches the error (pcall, coroutines) cannot go on: each protected level
- * unwinds at its next instruction, up to host.pcall, which is C and disarms.
- * Disarmed, no hook is installed at all: with any hook set, Lua 5.4's VM
- * traps at every instruction, which would double the cost of the runner's
- * own code.
+ * Counts instructions against the armed budget and watches the armed deadline. Once
+ * either is spent the hook raises at every instruction of the thread it runs on, so a
+ * script that catches the error (pcall, coroutines) cannot go on: each protected level
+ * unwinds at its next instruction, up to the C caller, which disarms. Disarmed, no hook
+ * is installed at all: with any hook set, Lua 5.4's VM traps at every instruction,
+ * which would double the cost of the runner's own code.
  */
 static void count_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   int every = lua_gethookcount(L);
-  if (!g_limits.budget) { /* disarmed: a hook makes the VM trap at every instruction */
-    lua_sethook(L, NULL, 0, 0);
-    return;
+  if (!g_limits.over) {
+    if (!g_limits.budget && !g_limits.deadline) { /* disarmed: a hook makes the VM trap at every instruction */
+      lua_sethook(L, NULL, 0, 0);
+      return;
+    }
+    g_limits.spent += every;
+    if (g_limits.budget && g_limits.spent > g_limits.budget) {
+      snprintf(g_limits.msg, sizeof g_limits.msg, "instruction budget exceeded (%lld instructions)",
+               (long long)g_limits.budget);
+      g_limits.over = g_limits.msg;
+    } else if (g_limits.deadline && mono() > g_limits.deadline) {
+      snprintf(g_limits.msg, sizeof g_limits.msg, "deadline exceeded (%g s of wall-clock time)", g_limits.deadline_s);
+      g_limits.over = g_limits.msg;
+    } else {
+      return;
+    }
   }
-  g_limits.spent += every;
-  if (g_limits.spent > g_limits.budget) {
-    if (every != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-    luaL_where(L, 0);
-    lua_pushfstring(L, "instruction budget exceeded (%I instructions)", (LUAI_UACINT)g_limits.budget);
-    lua_concat(L, 2);
-    lua_error(L);
+  if (every != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  raise_over(L);
+}
+
+/* Arms a budget of n instructions (0: none) and the deadline from now, for the calling
+   thread's Lua code and libesg's allocations on its behalf. A script that held its memory
+   at the last failed collection fails at its first instruction while the state stays
+   nine tenths full, confirmed by a full collection at most once a second. */
+static void arm(lua_State *L, lua_Integer n) {
+  g_limits.budget = n;
+  g_limits.spent = 0;
+  g_limits.over = NULL;
+  g_limits.deadline = g_limits.deadline_s > 0 ? mono() + g_limits.deadline_s : 0;
+  if (g_limits.held && g_limits.limit) {
+    size_t nine_tenths = g_limits.limit / 10 * 9;
+    if (total_used(&g_limits) <= nine_tenths) { /* it came back (the runner collects after a failure) */
+      g_limits.held = 0;
+    } else if (mono() - g_limits.held_checked >= 1.0) {
+      lua_gc(L, LUA_GCCOLLECT);
+      g_limits.held_checked = mono();
+      g_limits.held = total_used(&g_limits) > nine_tenths ? total_used(&g_limits) : 0;
+    }
+    if (g_limits.held) {
+      snprintf(g_limits.msg, sizeof g_limits.msg,
+               "not enough memory: the script holds %zu of its %zu MB after a full collection",
+               g_limits.held >> 20, g_limits.limit >> 20);
+      g_limits.over = g_limits.msg;
+      lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+      t_armed = 1;
+      return;
+    }
   }
+  if (n || g_limits.deadline) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  t_armed = 1;
+}
+
+static lua_Integer disarm(lua_State *L) {
+  lua_sethook(L, NULL, 0, 0);
+  g_limits.budget = 0;
+  g_limits.deadline = 0;
+  g_limits.over = NULL;
+  t_armed = 0;
+  return g_limits.spent;
 }
 
 /* host.budget(n): arms a budget of n instructions from now (nil or 0: off). Returns the instructions spent before. */
 static int h_budget(lua_State *L) {
   lua_Integer n = luaL_optinteger(L, 1, 0);
   luaL_argcheck(L, n >= 0, 1, "budget must be >= 0");
-  lua_pushinteger(L, g_limits.spent);
-  g_limits.budget = n;
-  g_limits.spent = 0;
-  if (n) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
-  else lua_sethook(L, NULL, 0, 0);
+  lua_Integer spent = disarm(L);
+  if (n) arm(L, n);
+  lua_pushinteger(L, spent);
   return 1;
 }
 
-/* The gateway's per-step arming (lesg_host): the same budget and hook as host.pcall. */
-static void host_arm(lua_State *L, lua_Integer n) {
-  g_limits.budget = n;
-  g_limits.spent = 0;
-  if (n) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+/* host.deadline(seconds): the wall-clock limit of each armed call (0: none). */
+static int h_deadline(lua_State *L) {
+  lua_Number n = luaL_checknumber(L, 1);
+  luaL_argcheck(L, n >= 0, 1, "deadline must be >= 0");
+  g_limits.deadline_s = n;
+  return 0;
 }
 
-static lua_Integer host_disarm(lua_State *L) {
-  if (g_limits.budget) lua_sethook(L, NULL, 0, 0);
-  g_limits.budget = 0;
-  return g_limits.spent;
+/* host.exhausted() -> whether the armed call is past its budget or deadline (the hook is raising). */
+static int h_exhausted(lua_State *L) {
+  lua_pushboolean(L, g_limits.over != NULL);
+  return 1;
 }
 
-static const lesg_host host_budget = {host_arm, host_disarm};
+/* host.resume(co, ...): coroutine.resume with the caller's armed hook installed in co
+   first (a coroutine made before the arming would run unbudgeted), and the caller stopped
+   at once if co spent the budget. */
+static int h_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  if (co != L) lua_sethook(co, lua_gethook(L), lua_gethookmask(L), lua_gethookcount(L));
+  lua_pushvalue(L, lua_upvalueindex(1)); /* the original coroutine.resume */
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  if (g_limits.over) raise_over(L);
+  return lua_gettop(L);
+}
+
+static unsigned refusals(void) {
+  return __atomic_load_n(&g_refusals, __ATOMIC_RELAXED);
+}
+
+/* The gateway's per-step arming and the JSON decoder's memory check (lesg_host). */
+static const lesg_host host_budget = {arm, disarm, refusals};
 
 #define ERR_MT "esg.host.error"
 
@@ -131,12 +307,9 @@ static int h_pcall(lua_State *L) {
   int base = 2;
   lua_pushcfunction(L, traceback_handler);
   lua_replace(L, 1); /* the handler replaces the budget */
-  g_limits.budget = budget;
-  g_limits.spent = 0;
-  if (budget) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  arm(L, budget);
   int rc = lua_pcall(L, lua_gettop(L) - base, LUA_MULTRET, 1);
-  g_limits.budget = 0;
-  if (budget) lua_sethook(L, NULL, 0, 0);
+  disarm(L);
   if (rc == LUA_OK) {
     lua_pushboolean(L, 1);
     lua_replace(L, 1);
@@ -178,12 +351,6 @@ static int h_memory_limit(lua_State *L) {
 static int h_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
   return 1;
-}
-
-static double mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static double cpu(void) {
@@ -310,11 +477,16 @@ static int luaopen_esg_host(lua_State *L) {
   static const luaL_Reg fns[] = {{"budget", h_budget},       {"memory", h_memory},
                                  {"memory_limit", h_memory_limit}, {"isatty", h_isatty},
                                  {"monotonic", h_monotonic}, {"w1_c", h_w1_c}, {"w5_c", h_w5_c},
-                                 {"pcall", h_pcall},
+                                 {"pcall", h_pcall}, {"deadline", h_deadline}, {"exhausted", h_exhausted},
                                  {NULL, NULL}};
   luaL_newmetatable(L, ERR_MT);
   lua_pop(L, 1);
   luaL_newlib(L, fns);
+  lua_getglobal(L, "coroutine");
+  lua_getfield(L, -1, "resume");
+  lua_pushcclosure(L, h_resume, 1);
+  lua_setfield(L, -3, "resume");
+  lua_pop(L, 1);
   return 1;
 }
 
@@ -363,6 +535,11 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+  esg_allocator a = ESG_ALLOCATOR_INIT; /* before any libesg call: every block carries our header */
+  a.malloc_fn = cli_malloc;
+  a.realloc_fn = cli_realloc;
+  a.free_fn = cli_free;
+  esg_set_allocator(&a);
   lua_State *L = lua_newstate(host_alloc, &g_limits);
   if (!L) {
     fprintf(stderr, "esg: cannot create the Lua state\n");

@@ -12,23 +12,29 @@ __attribute__((visibility("default"))) int luaopen_esg(lua_State *L);
 /*
  * What a host embedding Lua (the esg command) lends the gateway: an instruction budget
  * armed around each Lua step (arm: a budget of n instructions from now; disarm: off again,
- * returning the instructions spent since arm). Registered as a light userdata under
+ * returning the instructions spent since arm), and the count of allocations its memory
+ * limit refused (so that a parse that failed for memory is not called bad input). Registered as a light userdata under
  * LESG_HOST_KEY in the registry, out of reach of sandboxed scripts.
  */
 typedef struct lesg_host {
   void (*arm)(lua_State *L, lua_Integer n);
   lua_Integer (*disarm)(lua_State *L);
+  unsigned (*refusals)(void); /* allocations the host's memory limit refused so far */
 } lesg_host;
 #define LESG_HOST_KEY "esg.host.budget"
 
 /* JSON <-> Lua (ljson.c). Both raise on misuse (unsupported values, bad JSON for decode). */
 void lesg_json_push(lua_State *L, const char *json, size_t len); /* decodes onto the stack */
 const char *lesg_json_encode(lua_State *L, int idx, size_t *len); /* pushes the JSON string */
-/* A growable buffer of JSON text (malloc'd; its owner frees p, also after a raise). */
+/* A growable buffer of JSON text, from the Lua state's allocator (so it counts against a
+   host's memory limit); its owner frees it with lesg_jbuf_free, also after a raise. */
 typedef struct lesg_jbuf {
   char *p;
   size_t len, cap;
+  lua_Alloc alloc; /* set at the first grow */
+  void *alloc_ud;
 } lesg_jbuf;
+void lesg_jbuf_free(lesg_jbuf *b); /* frees p; b is then empty, ready for reuse */
 /* Appends the JSON text of the value at idx to b (members sorted by name); raises like lesg_json_encode. */
 void lesg_json_encode_buf(lua_State *L, int idx, lesg_jbuf *b);
 /* The JSON bytes of the value at idx: a string as is, a lazy object's text, else encoded into b

@@ -343,9 +343,13 @@ static int hook(lgw *w, esg_gateway_event *e, int h) {
   lua_pushcfunction(L, msgh);
   lua_pushcfunction(L, hook_body);
   lua_pushvalue(L, 1);
-  if (budgeted) w->host->arm(L, w->left);
+  /* armed even without a budget: the host's deadline and memory accounting hold */
+  if (w->host) w->host->arm(L, budgeted ? w->left : 0);
   int rc = lua_pcall(L, 1, 0, top + 1);
-  if (budgeted) w->left -= w->host->disarm(L);
+  if (w->host) {
+    lua_Integer spent = w->host->disarm(L);
+    if (budgeted) w->left -= spent;
+  }
   if (rc == LUA_OK) {
     lua_settop(L, top);
     return ESG_OK;
@@ -971,8 +975,7 @@ static int gw_close(lua_State *L, lgw *w) {
     lesg_cache_view_forget(w->cache_view);
     w->cache_view = NULL;
   }
-  free(w->jb.p);
-  memset(&w->jb, 0, sizeof w->jb);
+  lesg_jbuf_free(&w->jb);
   return rc;
 }
 

@@ -330,6 +330,15 @@ static int fast_value(fastp *f, int depth) {
   }
 }
 
+/* The allocations the host's memory limit refused so far (0 without such a host): cJSON
+   says NULL for bad input and for memory alike. */
+static unsigned refusals(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LESG_HOST_KEY);
+  const lesg_host *h = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return h && h->refusals ? h->refusals() : 0;
+}
+
 /* One JSON value and nothing after it but white space (cJSON alone would accept {"a":1} xyz),
    as the library's own parser decides; NULL with *off where it went wrong. */
 static cJSON *parse_whole(const char *s, size_t len, size_t *off) {
@@ -355,7 +364,9 @@ void lesg_json_push(lua_State *L, const char *json, size_t len) {
   lua_settop(L, top);
   box *b = box_new(L);
   size_t off;
+  unsigned refused = refusals(L);
   b->root = parse_whole(json, len, &off);
+  if (!b->root && refusals(L) != refused) luaL_error(L, "not enough memory (decoding %I bytes of JSON)", (LUAI_UACINT)len);
   if (!b->root) luaL_error(L, "invalid JSON near byte %d", (int)off);
   to_lua(L, b->root, 0);
   cJSON_Delete(b->root);
@@ -543,10 +554,17 @@ static void jb_reserve(lua_State *L, lesg_jbuf *b, size_t n) {
     if (cap > ((size_t)-1) / 2) luaL_error(L, "cannot encode: too large");
     cap *= 2;
   }
-  char *p = realloc(b->p, cap);
+  if (!b->alloc) b->alloc = lua_getallocf(L, &b->alloc_ud);
+  char *p = b->alloc(b->alloc_ud, b->p, b->cap, cap);
   if (!p) luaL_error(L, "not enough memory");
   b->p = p;
   b->cap = cap;
+}
+
+void lesg_jbuf_free(lesg_jbuf *b) {
+  if (b->p) b->alloc(b->alloc_ud, b->p, b->cap, 0);
+  b->p = NULL;
+  b->len = b->cap = 0;
 }
 
 static inline void jb_add(lua_State *L, lesg_jbuf *b, const char *s, size_t n) {
@@ -775,10 +793,7 @@ const char *lesg_json_bytes(lua_State *L, int idx, lesg_jbuf *b, size_t *len) {
 #define JBUF_MT "esg.json.buffer"
 
 static int jbuf_gc(lua_State *L) {
-  lesg_jbuf *b = lua_touserdata(L, 1);
-  free(b->p);
-  b->p = NULL;
-  b->len = b->cap = 0;
+  lesg_jbuf_free(lua_touserdata(L, 1));
   return 0;
 }
 
@@ -797,9 +812,7 @@ const char *lesg_json_encode(lua_State *L, int idx, size_t *len) {
   lua_setmetatable(L, -2);
   enc_value(L, idx, b, 0);
   const char *s = lua_pushlstring(L, b->p ? b->p : "", b->len);
-  free(b->p); /* now rather than at the next collection */
-  b->p = NULL;
-  b->len = b->cap = 0;
+  lesg_jbuf_free(b); /* now rather than at the next collection */
   lua_remove(L, -2);
   if (len) *len = lua_rawlen(L, -1);
   return s;

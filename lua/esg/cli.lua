@@ -41,7 +41,9 @@ Runs the pipeline the script returns: source -> filter -> idempotence -> latch
   --durability full    fsync each commit (default: normal)
   --group-commit S     commit claims in groups at most S seconds old (default 0: each)
   --budget N           instructions per event (default 10000000, 0 = none)
-  --memory MB          memory limit of the Lua state (default 256, 0 = none)
+  --memory MB          memory limit of the Lua state and of what libesg allocates
+                       for the script (default 256, 0 = none)
+  --deadline S         wall-clock seconds per call into the script (default 30, 0 = none)
   --fault-ttl S        at the end, delete faults last attempted over S s ago
   --allow-io           scripts may write files and open stores
   --allow-exec         scripts may run programs (os.execute, io.popen, os.exit)
@@ -61,7 +63,7 @@ twice): a fault whose event is then handled is deleted, one that fails again is
 replaced by a new record (attempts + 1). An HTTP delivery is sent again as its
 first attempt stored it (same bytes, same url); --rerender runs the script's steps
 again instead, to apply a fix to the transform or the sink. It takes the options of esg run
-(--budget, --memory, --allow-*, -o, -q); --db defaults to the script's store.
+(--budget, --memory, --deadline, --allow-*, -o, -q); --db defaults to the script's store.
 purge deletes every fault (or those last attempted more than S seconds ago).
 Exit status of resubmit: 0 when every fault was settled, 1 otherwise.]],
   events = [[
@@ -235,7 +237,7 @@ end
 
 local RUN_OPTS = {
   input = "value", output = "value", db = "value", durability = "value", ["group-commit"] = "value",
-  budget = "value", memory = "value", ["fault-ttl"] = "value", ["allow-io"] = "flag",
+  budget = "value", memory = "value", deadline = "value", ["fault-ttl"] = "value", ["allow-io"] = "flag",
   ["allow-exec"] = "flag", ["allow-native"] = "flag", quiet = "flag", ["no-progress"] = "flag",
   help = "flag",
 }
@@ -245,6 +247,7 @@ local RUN_ALIASES = { i = "input", o = "output", q = "quiet", h = "help" }
 local function load_gateway(cmd, script, opts)
   local budget = math.floor(number_opt(opts, "budget", 10000000))
   local memory = number_opt(opts, "memory", 256)
+  local deadline = number_opt(opts, "deadline", 30)
   local group = number_opt(opts, "group-commit", 0)
   if opts.durability and opts.durability ~= "normal" and opts.durability ~= "full" then
     return nil, usage_error(cmd, "--durability is normal or full")
@@ -258,7 +261,10 @@ local function load_gateway(cmd, script, opts)
 
   -- From here on the script's rules hold.
   sandbox.apply { io = opts["allow-io"], exec = opts["allow-exec"], native = opts["allow-native"] }
-  if host then host.memory_limit(math.floor(memory * 1024 * 1024)) end
+  if host then
+    host.memory_limit(math.floor(memory * 1024 * 1024))
+    host.deadline(deadline)
+  end
   local chunk, lerr = loadfile(script, "t")
   local ok, spec
   if chunk then

@@ -9,8 +9,17 @@ here is Lua's: the descriptors, the check of a table, the options of store:gatew
 resync and replay sources, the progress line, the run record of `esg stats`.
 ]]
 local esg = require "esg"
-
+-- The esg command's host (loaded before the sandbox hides it): a source's script code runs
+-- under the budget, deadline and memory limit as the steps do. Elsewhere: plain pcall.
+local has_host, host = pcall(require, "esg.host")
 local fmt, floor, stderr = string.format, math.floor, io.stderr
+
+-- Calls f(...) as script code: true, results | false, message.
+local function script_call(budget, f, ...)
+  if not has_host then return pcall(f, ...) end
+  local r = table.pack(host.pcall(budget or 0, f, ...))
+  return table.unpack(r, 1, r[1] and r.n or 2)
+end
 
 local M = { RUN_TYPE = "esg.run", RUN_KEY = "esg.runs", RESUBMIT_PREFIX = "esg.resubmit/" }
 M.COUNTERS = { "received", "delivered", "duplicates", "echoes", "stale", "faults", "filtered", "dropped", "busy",
@@ -104,7 +113,7 @@ local function new_run(spec, opts, source)
   local store = assert(opts.store, "gateway: opts.store is required")
   local name = spec.name or "gateway"
   local r = { store = store, script = opts.script or spec.name or "gateway", source = source, faults_list = {},
-              extra = 0, started = now_ms(store) }
+              extra = 0, started = now_ms(store), budget = opts.budget }
   r.id = esg.uuid5(fmt("esg.run/%s/%d/%s/%s", r.script, r.started, tostring(r), tostring(math.random())))
   r.ctx = { store = store, name = spec.name, run = r.id, now = function() return store:now() end,
             log = function(...)
@@ -199,9 +208,20 @@ local function drive(r, gw, desc)
     local sn, err = store:snapshot(o.source, { type = o.type, entity_field = o.entity_field, log_ttl = o.log_ttl,
                                                batch = 1, sink = feed })
     if not sn then return nil, err end
-    for key, content in o.listing(r.ctx) do
-      local ok, aerr = sn:add(key, content)
-      if not ok then resync_fault(r, key, tostring(aerr)) end
+    -- a listing that fails stops the snapshot before finish: a half listing would delete the rest
+    local ok, it, state, key = script_call(r.budget, o.listing, r.ctx)
+    local lerr = not ok and it
+    while ok do
+      local content
+      ok, key, content = script_call(r.budget, it, state, key)
+      if not ok then lerr = key end
+      if not ok or key == nil then break end
+      local added, aerr = sn:add(key, content)
+      if not added then resync_fault(r, key, tostring(aerr)) end
+    end
+    if not ok then
+      sn:close()
+      return nil, fmt("snapshot %s: the listing failed: %s", o.source, tostring(lerr))
     end
     local st, ferr = sn:finish()
     sn:close()
@@ -209,8 +229,14 @@ local function drive(r, gw, desc)
     return st, ferr
   elseif desc.kind == "cursor" then
     local fetch, ctx = o.fetch, r.ctx
-    local st, err = store:cursor_run(o.name, o.source, function(cursor) return fetch(cursor, ctx) end,
+    local function guarded(cursor)
+      local r2 = table.pack(script_call(r.budget, fetch, cursor, ctx))
+      if not r2[1] then return nil, tostring(r2[2]) end
+      return table.unpack(r2, 2, r2.n)
+    end
+    local ok, st, err = pcall(store.cursor_run, store, o.name, o.source, guarded,
       { sink = feed, entity_field = o.entity_field, log_ttl = o.log_ttl, max_pages = o.max_pages })
+    if not ok then return nil, fmt("cursor %s: %s", o.name, tostring(st)) end
     r.resync = st
     return st, err
   end
@@ -287,6 +313,20 @@ function M.resubmit(spec, opts)
   if not c then return nil, ferr end
   c.skipped, c.missing = skipped, missing
   return c
+end
+
+-- One run at a time: a step that started another would share and reset its budget.
+local running
+for _, name in ipairs { "run", "resubmit" } do
+  local f = M[name]
+  M[name] = function(spec, opts)
+    if running then error("gateway." .. name .. ": a run is in progress (a step cannot start another)", 2) end
+    running = true
+    local r = table.pack(pcall(f, spec, opts))
+    running = false
+    if not r[1] then error(r[2], 0) end
+    return table.unpack(r, 2, r.n)
+  end
 end
 
 return M

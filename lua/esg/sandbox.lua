@@ -87,6 +87,39 @@ function M.apply(allow)
       return f()
     end
   end
+  -- The budget's holes: Lua runs a message handler called for an error raised by the
+  -- budget's hook, and every __gc finaliser, with hooks off, so an endless loop there
+  -- would never end; a coroutine made before an arming would run without the hook.
+  local okh, host = pcall(require, "esg.host")
+  if okh and type(host) == "table" then
+    local xpcall_, exhausted = xpcall, host.exhausted
+    xpcall = function(f, handler, ...)
+      return xpcall_(f, function(...)
+        if exhausted() then return ... end -- the budget's own error: no script code now
+        return handler(...)
+      end, ...)
+    end
+    local co = coroutine
+    local create, resume, close = co.create, host.resume, co.close
+    local pack, unpack, type_, error_ = table.pack, table.unpack, type, error
+    co.resume = resume
+    co.wrap = function(f)
+      local c = create(f)
+      return function(...)
+        local r = pack(resume(c, ...))
+        if r[1] then return unpack(r, 2, r.n) end
+        close(c)
+        error_(r[2], type_(r[2]) == "string" and 2 or 0)
+      end
+    end
+  end
+  local setmetatable_, rawget_, type__, error__ = setmetatable, rawget, type, error
+  setmetatable = function(t, mt)
+    if type__(mt) == "table" and rawget_(mt, "__gc") ~= nil then
+      error__("__gc: finalisers are not allowed in the esg sandbox (they run outside the instruction budget)", 2)
+    end
+    return setmetatable_(t, mt)
+  end
   local dbg = { traceback = debug.traceback }
   debug = dbg
   package.loaded.debug = dbg
