@@ -157,6 +157,20 @@ static void *cli_realloc(void *ud, void *p, size_t n) {
   return q;
 }
 
+/* Counts n instructions: whether the armed call is now over its budget or deadline. */
+static int spend(lua_Integer n) {
+  g_limits.spent += n;
+  if (g_limits.budget && g_limits.spent > g_limits.budget)
+    snprintf(g_limits.msg, sizeof g_limits.msg, "instruction budget exceeded (%lld instructions)",
+             (long long)g_limits.budget);
+  else if (g_limits.deadline && mono() > g_limits.deadline)
+    snprintf(g_limits.msg, sizeof g_limits.msg, "deadline exceeded (%g s of wall-clock time)", g_limits.deadline_s);
+  else
+    return 0;
+  g_limits.over = g_limits.msg;
+  return 1;
+}
+
 static void raise_over(lua_State *L) {
   luaL_where(L, 0);
   lua_pushstring(L, g_limits.over);
@@ -180,17 +194,7 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
       lua_sethook(L, NULL, 0, 0);
       return;
     }
-    g_limits.spent += every;
-    if (g_limits.budget && g_limits.spent > g_limits.budget) {
-      snprintf(g_limits.msg, sizeof g_limits.msg, "instruction budget exceeded (%lld instructions)",
-               (long long)g_limits.budget);
-      g_limits.over = g_limits.msg;
-    } else if (g_limits.deadline && mono() > g_limits.deadline) {
-      snprintf(g_limits.msg, sizeof g_limits.msg, "deadline exceeded (%g s of wall-clock time)", g_limits.deadline_s);
-      g_limits.over = g_limits.msg;
-    } else {
-      return;
-    }
+    if (!spend(every)) return;
   }
   if (every != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
   raise_over(L);
@@ -279,8 +283,14 @@ static unsigned refusals(void) {
   return __atomic_load_n(&g_refusals, __ATOMIC_RELAXED);
 }
 
-/* The gateway's per-step arming and the JSON decoder's memory check (lesg_host). */
-static const lesg_host host_budget = {arm, disarm, refusals};
+/* Steps of C work for the script (the pattern matcher) counted as instructions. */
+static void charge(lua_State *L, lua_Integer steps) {
+  if (g_limits.over || ((g_limits.budget || g_limits.deadline) && spend(steps))) raise_over(L);
+}
+
+/* The gateway's per-step arming, the JSON decoder's memory check, the pattern matcher's
+   charge (lesg_host). */
+static const lesg_host host_budget = {arm, disarm, refusals, charge};
 
 #define ERR_MT "esg.host.error"
 
@@ -482,6 +492,9 @@ static int luaopen_esg_host(lua_State *L) {
   luaL_newmetatable(L, ERR_MT);
   lua_pop(L, 1);
   luaL_newlib(L, fns);
+  lua_newtable(L); /* host.string: the budgeted pattern functions */
+  lesg_pattern_open(L);
+  lua_setfield(L, -2, "string");
   lua_getglobal(L, "coroutine");
   lua_getfield(L, -1, "resume");
   lua_pushcclosure(L, h_resume, 1);

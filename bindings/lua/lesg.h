@@ -20,7 +20,12 @@ typedef struct lesg_host {
   void (*arm)(lua_State *L, lua_Integer n);
   lua_Integer (*disarm)(lua_State *L);
   unsigned (*refusals)(void); /* allocations the host's memory limit refused so far */
+  void (*charge)(lua_State *L, lua_Integer steps); /* work done in C for the script: raises past the budget */
 } lesg_host;
+
+/* string.find, match, gmatch and gsub with Lua's semantics whose matching steps are charged
+   to the host's budget (lpattern.c): registered into the table on top of the stack. */
+void lesg_pattern_open(lua_State *L);
 #define LESG_HOST_KEY "esg.host.budget"
 
 /* JSON <-> Lua (ljson.c). Both raise on misuse (unsupported values, bad JSON for decode). */

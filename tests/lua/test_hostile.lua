@@ -70,6 +70,11 @@ escapes("a coroutine that yields in a loop", "while true do coroutine.resume(co)
 escapes("the deadline stops what the budget does not count", "while true do end", "deadline exceeded",
         "--budget 0 --deadline 0.5")
 
+-- string patterns backtrack inside C: the sandbox's matcher charges its steps to the budget
+escapes("string.find with a pathological pattern", "string.find(('a'):rep(40), ('a*'):rep(40) .. 'b')", BUDGET)
+escapes("a method call s:match", "local s = ('a'):rep(30); s:match(('a?'):rep(30) .. ('a'):rep(30) .. 'b')", BUDGET)
+escapes("gsub with a quadratic pattern", "string.gsub(('x'):rep(200000), '.-y', '')", BUDGET)
+escapes("gmatch with a quadratic pattern", "for _ in ('x'):rep(200000):gmatch('.-y') do end", BUDGET)
 escapes("a nested gateway.run", "require('esg.gateway').run({ transform = function() while true do end end }, {})",
         "gateway.run: a run is in progress")
 
