@@ -10,39 +10,55 @@ PYTHON ?= /usr/bin/python3
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
+# The Debian packages each target needs, and no more: make demo installs only the build's.
 DEB_PACKAGES = cmake make gcc pkg-config libsqlite3-dev libcurl4-openssl-dev libcjson-dev \
-	liblua5.4-dev lua5.4 python3-dev python3-pytest libssl-dev valgrind nginx wrk
+	liblua5.4-dev lua5.4 python3-dev libssl-dev
+# make test: pytest, and what the pip install test needs (a venv with Debian's setuptools, build).
+TEST_DEB_PACKAGES = python3-pytest python3-venv python3-pip python3-setuptools python3-wheel python3-build
+BENCH_DEB_PACKAGES = nginx wrk
+VALGRIND_DEB_PACKAGES = valgrind
 # What make fuzz needs besides: clang and its runtime libraries (libFuzzer, the sanitizers).
 FUZZ_DEB_PACKAGES = clang libclang-rt-dev
 
-.PHONY: all deps fuzz-deps build test demo bench asan valgrind fuzz fuzz-smoke install clean
+.PHONY: all deps test-deps bench-deps valgrind-deps fuzz-deps build test demo bench asan valgrind \
+	fuzz fuzz-smoke install clean
 
 all: build
 
 # Installs the Debian packages that are missing (needs root and apt).
 install_missing = @missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "installing:" $$missing; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  mkdir -p $(BUILD); echo "installing:" $$missing "(log: $(BUILD)/apt.log)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; } \
+	    >$(BUILD)/apt.log 2>&1 || { tail -n 20 $(BUILD)/apt.log; echo "apt-get failed: see $(BUILD)/apt.log"; exit 1; }; \
 	fi
 deps:
 	$(call install_missing,$(DEB_PACKAGES))
+test-deps:
+	$(call install_missing,$(TEST_DEB_PACKAGES))
+bench-deps:
+	$(call install_missing,$(BENCH_DEB_PACKAGES))
+valgrind-deps:
+	$(call install_missing,$(VALGRIND_DEB_PACKAGES))
 fuzz-deps:
 	$(call install_missing,$(FUZZ_DEB_PACKAGES))
 
-$(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(PYTHON) -DESG_WERROR=ON $(CMAKE_FLAGS)
-
-build: deps $(BUILD)/CMakeCache.txt
+# Quiet: one progress line; cmake's output goes to $(BUILD)/build.log (VERBOSE=1: all of it).
+build: deps
+ifeq ($(VERBOSE),1)
+	@[ -f $(BUILD)/CMakeCache.txt ] || cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(PYTHON) -DESG_WERROR=ON $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
+else
+	@scripts/quiet-build.sh $(BUILD) $(JOBS) -DPython3_EXECUTABLE=$(PYTHON) -DESG_WERROR=ON $(CMAKE_FLAGS)
+endif
 
-test: build
+test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 demo: build
 	@./examples/demo.sh $(BUILD)
 
-bench: build
+bench: bench-deps build
 	@./bench/run.sh $(BUILD)
 
 # The whole suite with ASan+UBSan. The Lua and Python interpreters are not built with
@@ -51,7 +67,7 @@ bench: build
 # a consumer built without the sanitizer cannot link the sanitized static library; nor the
 # docs tests: they run groff, man and a compiler, which the preloaded runtime reports on.
 ASAN_BUILD = build-asan
-asan: deps
+asan: deps test-deps
 	@[ -f $(ASAN_BUILD)/CMakeCache.txt ] || cmake -S . -B $(ASAN_BUILD) -DPython3_EXECUTABLE=$(PYTHON) -DESG_WERROR=ON \
 	  -DESG_SANITIZE=ON -DESG_BUILD_BENCH=OFF
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
@@ -59,7 +75,7 @@ asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) -E '^(install|docs)\.'
 
 # Every C test under valgrind; fails on any error or definite leak.
-valgrind: build
+valgrind: valgrind-deps build
 	@fail=0; for t in $(BUILD)/tests/test_*; do \
 	  [ -x "$$t" ] || continue; \
 	  echo "valgrind $$t"; \
