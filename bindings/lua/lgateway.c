@@ -465,10 +465,8 @@ static int fault_body(lua_State *L) {
   lua_setfield(L, -2, "error");
   lua_pushinteger(L, f->attempts);
   lua_setfield(L, -2, "attempts");
-  if (f->http_status) {
-    lua_pushinteger(L, f->http_status);
-    lua_setfield(L, -2, "http_status");
-  }
+  lua_pushinteger(L, f->http_status); /* 0 when none, as store:faults() and Python's GatewayFault */
+  lua_setfield(L, -2, "http_status");
   if (f->lineno) {
     lua_pushinteger(L, (lua_Integer)f->lineno);
     lua_setfield(L, -2, "line");

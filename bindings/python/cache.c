@@ -262,7 +262,7 @@ typedef struct load_ctx {
   PyObject *fatal; /* a BaseException that must propagate as it is */
 } load_ctx;
 
-int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int64_t ttl, const char *key,
+int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int sorted, int64_t ttl, const char *key,
                int64_t deadline, esg_cache_load *ld, PyObject **exc, PyObject **fatal) {
   PyGILState_STATE g = PyGILState_Ensure();
   int rc = ESG_ECALLBACK;
@@ -283,7 +283,8 @@ int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int64_t ttl
       rc = ESG_NOT_FOUND;
     } else {
       esgpy_bytes b;
-      if (esgpy_json_bytes(st, r, "the loaded value", &b) == 0) {
+      if (sorted && !PyUnicode_Check(r) && !PyObject_CheckBuffer(r)) Py_SETREF(r, esgpy_json_fast(st, r));
+      if (r && esgpy_json_bytes(st, r, "the loaded value", &b) == 0) {
         /* a refused value (too big, no memory) is noted in ld: returning OK lets the
            library report it with its own code */
         rc = esg_cache_load_set(ld, b.data, (size_t)b.len, ttl);
@@ -292,7 +293,7 @@ int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int64_t ttl
         esgpy_bytes_release(&b);
       }
     }
-    Py_DECREF(r);
+    Py_XDECREF(r);
   }
   if (PyErr_Occurred()) {
     if (PyErr_ExceptionMatches(PyExc_Exception)) {
@@ -312,7 +313,7 @@ int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int64_t ttl
 
 static int loader_cb(void *ud, const char *key, int64_t deadline, esg_cache_load *ld) {
   load_ctx *l = ud;
-  return esgpy_load(l->st, l->loader, l->pass_deadline, l->ttl, key, deadline, ld, &l->exc, &l->fatal);
+  return esgpy_load(l->st, l->loader, l->pass_deadline, 0, l->ttl, key, deadline, ld, &l->exc, &l->fatal);
 }
 
 static PyObject *cache_get_or_load(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {

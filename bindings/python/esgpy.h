@@ -43,7 +43,8 @@ typedef struct esgpy_state {
   PyObject *json_dumps; /* compact json.dumps: a JSONEncoder's encode */
   PyObject *json_loads;
   PyObject *json_scan;  /* json's C scanner (scan_once(str, idx) -> (value, end)), or NULL */
-  PyObject *json_fast;  /* json's C encoder with json_dumps's options, built once, or NULL */
+  PyObject *json_sorted; /* json_dumps with the members sorted by name (the gateway's JSON, as Lua's) */
+  PyObject *json_fast;  /* json's C encoder with json_sorted's options, built once, or NULL */
   PyObject *s_new, *s_duplicate, *s_busy, *s_stored, *s_applied, *s_stale;
   PyObject *s_hit, *s_miss, *s_negative, *s_echo, *s_genuine, *s_fired, *s_fired_before, *s_no_match;
   PyObject *s_outcomes[4]; /* egress outcome names */
@@ -54,8 +55,9 @@ extern struct PyModuleDef esgpy_module_def;
 esgpy_state *esgpy_state_of_module(PyObject *module);
 esgpy_state *esgpy_state_of_type(PyTypeObject *tp);
 
-/* obj as compact JSON (str), as json_dumps gives it but faster (no circular check: a cycle is a
-   RecursionError). New reference, or NULL with the exception. */
+/* obj as compact JSON (str) with the members sorted by name, as json_sorted gives it but faster
+   (no circular check: a cycle is a RecursionError): what a gateway's steps return, written as
+   Lua writes a table. New reference, or NULL with the exception. */
 PyObject *esgpy_json_fast(esgpy_state *st, PyObject *obj);
 /* Raises the esg.Error subclass for code, carrying code, name and msg (or the code's text). Returns NULL. */
 PyObject *esgpy_raise(esgpy_state *st, int code, const char *msg);
@@ -246,8 +248,10 @@ extern const char *const esgpy_cache_opt_names[ESGPY_CACHE_NOPTS + 1];
 int esgpy_cache_opts(PyObject *const *a, esg_cache_opts *o);
 /* A Python loader called for the C cache (takes the GIL): loader(key), or loader(key, deadline)
    with pass_deadline. A failure's Exception goes to *exc, a BaseException that must propagate to
-   *fatal (each replacing what was there). The esg_cache_loader's return value. */
-int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int64_t ttl, const char *key,
+   *fatal (each replacing what was there). With sorted, a value that is not text is written with
+   its members sorted by name (a gateway's loader: as Lua writes a table). The esg_cache_loader's
+   return value. */
+int esgpy_load(esgpy_state *st, PyObject *loader, int pass_deadline, int sorted, int64_t ttl, const char *key,
                int64_t deadline, esg_cache_load *ld, PyObject **exc, PyObject **fatal);
 /* gateway.c: the type specs, the module's part, and the gateway as a resync sink (cursor_run,
    snapshot): esgpy_gateway_sink fills o->sink for a Gateway on store (-1 with TypeError or

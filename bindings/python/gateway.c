@@ -44,7 +44,7 @@ typedef struct GatewayObject {
   esgpy_state *st;
   PyObject *name;
   PyObject *filter, *key, *hash, *entity, *echo, *latch_key, *latch_doc, *latch_out_doc, *enrich_key, *load,
-      *enrich_fn, *transform, *write, *url, *body, *on_fault;
+      *enrich_fn, *transform, *write, *url, *body, *on_fault, *collect_if, *on_retry;
   PyObject *into;      /* the enrich step's member, as str (NULL without an enrich key) */
   int enriched;        /* an enrich step is set: without a transform the output is the enriched event */
   int http;            /* the HTTP sink: a push that hands the event over answers "submitted" */
@@ -258,6 +258,7 @@ static int test_step(GatewayObject *self, esg_gateway_event *e, PyObject *fn) {
 
 static int t_filter(void *ud, esg_gateway_event *e) { return test_step(ud, e, ((GatewayObject *)ud)->filter); }
 static int t_echo(void *ud, esg_gateway_event *e) { return test_step(ud, e, ((GatewayObject *)ud)->echo); }
+static int t_collect_if(void *ud, esg_gateway_event *e) { return test_step(ud, e, ((GatewayObject *)ud)->collect_if); }
 
 /* A step whose result is text: fn(ev, ctx), or with out_doc fn(out, ev, ctx). */
 static int str_step(GatewayObject *self, esg_gateway_event *e, PyObject *fn, int with_out, int as, const char *what,
@@ -297,7 +298,8 @@ static int t_enrich_key(void *ud, esg_gateway_event *e, const char **out, size_t
   return str_step(ud, e, ((GatewayObject *)ud)->enrich_key, 0, AS_KEY, "enrich key", out, len);
 }
 
-/* entity(ev, ctx) -> (key, version) or None. */
+/* entity(ev, ctx) -> (key, version), (key, version, doc) or None: doc (a dict or JSON text; None,
+   or left out: the event's JSON) is what is stored at that version, as Lua's third result. */
 static int t_entity(void *ud, esg_gateway_event *e, const char **key, int64_t *version) {
   GatewayObject *self = ud;
   PyGILState_STATE g = PyGILState_Ensure();
@@ -305,12 +307,20 @@ static int t_entity(void *ud, esg_gateway_event *e, const char **key, int64_t *v
   int rc = ESG_OK;
   *key = NULL;
   if (r && r != Py_None) {
-    PyObject *seq = PySequence_Fast(r, "entity must return (key, version) or None");
-    if (!seq || PySequence_Fast_GET_SIZE(seq) != 2) {
-      if (seq) PyErr_SetString(PyExc_TypeError, "entity must return (key, version) or None");
+    static const char usage[] = "entity must return (key, version), (key, version, doc) or None";
+    PyObject *seq = PySequence_Fast(r, usage);
+    Py_ssize_t n = seq ? PySequence_Fast_GET_SIZE(seq) : 0;
+    const char *doc = NULL;
+    size_t dlen = 0;
+    if (!seq || n < 2 || n > 3) {
+      if (seq) PyErr_SetString(PyExc_TypeError, usage);
       rc = -1;
     } else if (give(self, PySequence_Fast_GET_ITEM(seq, 0), AS_KEY, "entity (its key)", key, NULL) < 0 ||
-               esgpy_int64(PySequence_Fast_GET_ITEM(seq, 1), "the entity's version", version) < 0) {
+               esgpy_int64(PySequence_Fast_GET_ITEM(seq, 1), "the entity's version", version) < 0 ||
+               (n == 3 && give(self, PySequence_Fast_GET_ITEM(seq, 2), AS_DOC, "entity (its doc)", &doc, &dlen) < 0)) {
+      rc = -1;
+    } else if (doc && (rc = esg_gateway_event_set_entity_doc(e, doc, dlen)) != ESG_OK) {
+      PyErr_NoMemory();
       rc = -1;
     }
     Py_XDECREF(seq);
@@ -407,10 +417,11 @@ static int t_render(void *ud, esg_gateway_event *e, esg_gateway_request *req) {
   return rc;
 }
 
-/* The enrich loader: load(key) as a Cache loader (esgpy_load); its failure becomes the event's. */
+/* The enrich loader: load(key) as a Cache loader (esgpy_load), a value written with its members
+   sorted as the outputs are; its failure becomes the event's. */
 static int t_load(void *ud, const char *key, int64_t deadline, esg_cache_load *ld) {
   GatewayObject *self = ud;
-  int rc = esgpy_load(self->st, self->load, 0, 0, key, deadline, ld, &self->load_exc, &self->load_fatal);
+  int rc = esgpy_load(self->st, self->load, 0, 1, 0, key, deadline, ld, &self->load_exc, &self->load_fatal);
   if (self->load_fatal) self->stop = 1;
   return rc;
 }
@@ -433,6 +444,19 @@ static void t_on_fault(void *ud, const esg_gateway_fault *f) {
   }
   PyObject *r = t ? PyObject_CallOneArg(self->on_fault, t) : NULL;
   Py_XDECREF(t);
+  if (r) Py_DECREF(r);
+  else keep_exc(self);
+  PyGILState_Release(g);
+}
+
+/* The HTTP sink's on_retry(event_id, attempt, http_status, delay, error), as esg.Egress calls it:
+   after the retry is counted; an exception is raised when the call ends. */
+static void t_on_retry(void *ud, const char *event_id, int attempt, int status, int64_t delay_ms, const char *error) {
+  GatewayObject *self = ud;
+  PyGILState_STATE g = PyGILState_Ensure();
+  PyObject *r = PyObject_CallFunction(self->on_retry, "NiiNN", esgpy_utf8_or_none(event_id), attempt, status,
+                                      PyFloat_FromDouble((double)delay_ms / 1000.0),
+                                      esgpy_utf8_or_none(error ? error : ""));
   if (r) Py_DECREF(r);
   else keep_exc(self);
   PyGILState_Release(g);
@@ -881,14 +905,14 @@ enum {
   K_LATCH_FROM, K_LATCH_TO, K_LATCH_DOC, K_LATCH_OUT_DOC, K_LATCH_TTL, K_LATCH_FLAG, K_CACHE, K_COLLECT,
   K_ENRICH_KEY, K_LOAD, K_ENRICH_INTO, K_ENRICH_REQUIRED, K_ENRICH_FN, K_TRANSFORM, K_SINK, K_SINK_PATH, K_SINK_FD,
   K_EVENTLOG_KEY, K_EVENTLOG_TTL, K_WRITE, K_HTTP_URL, K_HTTP_METHOD, K_HTTP_HEADERS, K_HTTP_BODY, K_EGRESS,
-  K_ON_FAULT, K_HTTP_RERENDER, K_N
+  K_ON_FAULT, K_HTTP_RERENDER, K_SOURCE_NAME, K_FAULT_NOTE, K_COLLECT_IF, K_ON_RETRY, K_N
 };
 static const char *const gw_kw[K_N + 1] = {
     "name", "filter", "no_idempotence", "key", "hash", "no_hash", "entity", "lease", "ttl", "echo", "latch_key",
     "latch_from", "latch_to", "latch_doc", "latch_out_doc", "latch_ttl", "latch_flag", "cache", "collect",
     "enrich_key", "load", "enrich_into", "enrich_required", "enrich_fn", "transform", "sink", "sink_path",
     "sink_fd", "eventlog_key", "eventlog_ttl", "write", "http_url", "http_method", "http_headers", "http_body",
-    "egress", "on_fault", "http_rerender", NULL};
+    "egress", "on_fault", "http_rerender", "source_name", "fault_note", "collect_if", "on_retry", NULL};
 
 /* The items of a dict of options by name into a[] (None counts as absent). 0, or -1 with TypeError. */
 static int opts_dict(PyObject *d, const char *const *names, PyObject **a, const char *what) {
@@ -992,7 +1016,10 @@ static int sink_kind(PyObject *obj, esg_gateway_sink_kind *out) {
 static int gw_opts(GatewayObject *self, PyObject **a, esg_gateway_opts *o, esg_egress_opts *eo) {
   esgpy_state *st = self->st;
   o->ud = self;
-  if (esgpy_opt_str(a[K_NAME], "name", &o->name) < 0) return -1;
+  if (esgpy_opt_str(a[K_NAME], "name", &o->name) < 0 ||
+      esgpy_opt_str(a[K_SOURCE_NAME], "source_name", &o->source_name) < 0 ||
+      esgpy_opt_str(a[K_FAULT_NOTE], "fault_note", &o->fault_note) < 0)
+    return -1;
   self->name = a[K_NAME] ? Py_NewRef(a[K_NAME]) : PyUnicode_FromString("gateway");
   if (!self->name) return -1;
   struct {
@@ -1003,7 +1030,8 @@ static int gw_opts(GatewayObject *self, PyObject **a, esg_gateway_opts *o, esg_e
              {K_LATCH_DOC, &self->latch_doc},   {K_LATCH_OUT_DOC, &self->latch_out_doc},
              {K_ENRICH_KEY, &self->enrich_key}, {K_LOAD, &self->load},         {K_ENRICH_FN, &self->enrich_fn},
              {K_TRANSFORM, &self->transform},   {K_WRITE, &self->write},       {K_HTTP_BODY, &self->body},
-             {K_ON_FAULT, &self->on_fault}};
+             {K_ON_FAULT, &self->on_fault},     {K_COLLECT_IF, &self->collect_if},
+             {K_ON_RETRY, &self->on_retry}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
     if (opt_callable(a[fns[i].k], gw_kw[fns[i].k], fns[i].slot) < 0) return -1;
   /* idempotence */
@@ -1047,6 +1075,7 @@ static int gw_opts(GatewayObject *self, PyObject **a, esg_gateway_opts *o, esg_e
     o->load_ud = self;
   }
   if (self->enrich_fn) o->enrich = t_enrich;
+  if (self->collect_if) o->collect = 1, o->collect_if = t_collect_if; /* collect the events it picks */
   self->enriched = o->collect || self->enrich_key || self->enrich_fn;
   if (self->transform) o->transform = t_transform;
   /* sink */
@@ -1084,6 +1113,7 @@ static int gw_opts(GatewayObject *self, PyObject **a, esg_gateway_opts *o, esg_e
     o->egress = eo;
   }
   if (self->on_fault) o->on_fault = t_on_fault;
+  if (self->on_retry) o->on_retry = t_on_retry;
   return 0;
 }
 
@@ -1128,7 +1158,7 @@ fail:
 
 #define GW_OBJECTS(X) \
   X(name) X(filter) X(key) X(hash) X(entity) X(echo) X(latch_key) X(latch_doc) X(latch_out_doc) X(enrich_key) \
-  X(load) X(enrich_fn) X(transform) X(write) X(url) X(body) X(on_fault) X(into) X(keep) X(exc) X(load_exc) \
+  X(load) X(enrich_fn) X(transform) X(write) X(url) X(body) X(on_fault) X(collect_if) X(on_retry) X(into) X(keep) X(exc) X(load_exc) \
   X(load_fatal) X(sc.ev) X(sc.out) X(sc.line) X(sc.event) X(sc.keep)
 
 static int gateway_traverse(GatewayObject *self, visitproc visit, void *arg) {

@@ -51,7 +51,7 @@ PyObject *esgpy_raise(esgpy_state *st, int code, const char *msg) {
 }
 
 PyObject *esgpy_json_fast(esgpy_state *st, PyObject *obj) {
-  if (!st->json_fast) return PyObject_CallOneArg(st->json_dumps, obj);
+  if (!st->json_fast) return PyObject_CallOneArg(st->json_sorted, obj);
   PyObject *zero = PyLong_FromLong(0);
   PyObject *argv[2] = {obj, zero};
   PyObject *chunks = zero ? PyObject_Vectorcall(st->json_fast, argv, 2, NULL) : NULL;
@@ -517,19 +517,27 @@ static int module_exec(PyObject *m) {
   if (enc) st->json_dumps = PyObject_GetAttrString(enc, "encode");
   if (st->json_dumps) enc_default = PyObject_GetAttrString(enc, "default");
   Py_XDECREF(enc);
+  /* the gateway's: members sorted by name, as Lua writes a table, so one output is the same
+     bytes from either language */
+  if (kw && PyDict_SetItemString(kw, "sort_keys", Py_True) == 0) {
+    PyObject *senc = pargs ? PyObject_Call(enc_type, pargs, kw) : NULL;
+    if (senc) st->json_sorted = PyObject_GetAttrString(senc, "encode");
+    Py_XDECREF(senc);
+  }
   Py_XDECREF(pargs);
   Py_XDECREF(kw);
   Py_DECREF(enc_type);
-  /* json's C encoder with the same options, built once (JSONEncoder.encode builds one per call)
-     for the gateway's outputs; without the circular check (a cycle is a RecursionError). Kept
-     only if it encodes a sample as json_dumps does (its signature is CPython's internals). */
+  if (!st->json_sorted) return -1;
+  /* json's C encoder with json_sorted's options, built once (JSONEncoder.encode builds one per
+     call) for the gateway's outputs; without the circular check (a cycle is a RecursionError).
+     Kept only if it encodes a sample as json_sorted does (its signature is CPython's internals). */
   PyObject *jenc = PyImport_ImportModule("json.encoder");
   PyObject *cmake = jenc ? PyObject_GetAttrString(jenc, "c_make_encoder") : NULL;
   PyObject *basestr = jenc ? PyObject_GetAttrString(jenc, "encode_basestring") : NULL;
   PyObject *deflt = enc_default ? Py_NewRef(enc_default) : NULL;
   Py_XDECREF(jenc);
   if (cmake && cmake != Py_None && basestr && deflt)
-    st->json_fast = PyObject_CallFunction(cmake, "OOOOssOOO", Py_None, deflt, basestr, Py_None, ":", ",", Py_False,
+    st->json_fast = PyObject_CallFunction(cmake, "OOOOssOOO", Py_None, deflt, basestr, Py_None, ":", ",", Py_True,
                                           Py_False, Py_False);
   Py_XDECREF(cmake);
   Py_XDECREF(basestr);
@@ -537,8 +545,8 @@ static int module_exec(PyObject *m) {
   Py_XDECREF(enc_default);
   PyErr_Clear();
   if (st->json_fast) {
-    PyObject *sample = Py_BuildValue("{s:[i,s,d,O,O]}", "k", 1, "\xc3\xa9\"", 2.5, Py_None, Py_True);
-    PyObject *a = sample ? esgpy_json_fast(st, sample) : NULL, *b = sample ? PyObject_CallOneArg(st->json_dumps, sample) : NULL;
+    PyObject *sample = Py_BuildValue("{s:[i,s,d,O,O],s:i}", "k", 1, "\xc3\xa9\"", 2.5, Py_None, Py_True, "a", 2);
+    PyObject *a = sample ? esgpy_json_fast(st, sample) : NULL, *b = sample ? PyObject_CallOneArg(st->json_sorted, sample) : NULL;
     int same = a && b && PyUnicode_Compare(a, b) == 0;
     Py_XDECREF(sample);
     Py_XDECREF(a);
@@ -649,7 +657,7 @@ static int module_exec(PyObject *m) {
 #define STATE_REFS(X) \
   X(Error) X(BusyError) X(StoreType) X(EventType) X(ClaimType) X(EntityType) X(FaultType) X(CacheType) \
   X(CacheEntryType) X(CacheStatsType) X(ResyncStatsType) X(SnapshotType) X(EgressType) X(EgressResultType) \
-  X(EgressStatsType) X(GatewayType) X(GatewayContextType) X(GatewayFaultType) X(ABSENT) X(json_dumps) X(json_loads) X(json_scan) X(json_fast)
+  X(EgressStatsType) X(GatewayType) X(GatewayContextType) X(GatewayFaultType) X(ABSENT) X(json_dumps) X(json_sorted) X(json_loads) X(json_scan) X(json_fast)
 /* ... and the interned names, only cleared. */
 #define STATE_NAMES(X) \
   X(s_hit) X(s_miss) X(s_negative) X(s_echo) X(s_genuine) X(s_fired) X(s_fired_before) X(s_no_match) X(s_new) \

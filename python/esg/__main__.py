@@ -135,6 +135,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     spec["on_fault"] = on_fault
     name = spec.get("name") or script
     started_ms = int(round(store.now() * 1000))
+    run_id = esg.uuid5("esg.run/%s/%d/%d/%r" % (script, started_ms, os.getpid(), random.random()))
+    # fault records name the script and the run, as esg run writes them
+    spec.setdefault("fault_note", "script %s, run %s" % (script, run_id))
     t0 = time.monotonic()
     progress = None
     if not a.quiet and not a.no_progress and sys.stderr.isatty():
@@ -157,7 +160,6 @@ def cmd_run(a: argparse.Namespace) -> int:
             sys.stderr.write("\n")
         if a.fault_ttl:
             store.purge_faults(before=store.now() - a.fault_ttl)
-        run_id = esg.uuid5("esg.run/%s/%d/%d/%r" % (script, started_ms, os.getpid(), random.random()))
         record = {"id": esg.uuid5("esg.run/" + run_id), "type": RUN_TYPE, "timestamp": int(round(store.now() * 1000)),
                   "partitionKey": RUN_KEY,
                   "run": dict({k: c[k] for k in COUNTERS}, script=script, name=spec.get("name"),

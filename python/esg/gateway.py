@@ -69,9 +69,10 @@ def _enrich_opts(enrich: Any, flat: Dict[str, Any]) -> None:
     if cache is not None and not isinstance(cache, Mapping):
         raise TypeError(f"enrich cache must be a dict of esg.Cache options, not {type(cache).__name__}")
     collect = t.get("collect", False)
-    if not isinstance(collect, bool):
-        raise TypeError("enrich collect must be True or False")
-    flat.update(cache=dict(cache) if cache is not None else None, collect=collect,
+    if not isinstance(collect, bool) and not callable(collect):
+        raise TypeError("enrich collect must be True, False or a callable (ev, ctx) picking the events to collect")
+    flat.update(cache=dict(cache) if cache is not None else None, collect=collect is True,
+                collect_if=collect if callable(collect) else None,
                 enrich_key=_callable("enrich key", t.get("key")), load=_callable("enrich load", t.get("load")),
                 enrich_into=t.get("into"), enrich_required=bool(t.get("required")),
                 enrich_fn=_callable("enrich fn", t.get("fn")))
@@ -96,9 +97,23 @@ def _sink_opts(sink: Any, flat: Dict[str, Any]) -> None:
     elif k == "http":
         flat.update(sink="http", http_url=sink.url, http_method=sink.method, http_headers=sink.headers,
                     http_body=sink.body, egress=dict(sink.options) if sink.options else None,
-                    http_rerender=sink.rerender)
+                    http_rerender=sink.rerender, on_retry=sink.on_retry)
     else:
         raise ValueError(f"unknown sink kind {k!r}")
+
+
+def _source_name(src: Any) -> Optional[str]:
+    """How fault records name the source (at line N of NAME), as `esg run` names it."""
+    if isinstance(src, _source.Source):
+        return {"jsonl": "stdin" if src.path == "-" else src.path}.get(src.kind, src.kind)
+    if isinstance(src, (str, os.PathLike)):
+        path = os.fspath(src)
+        return "stdin" if path == "-" else path
+    if isinstance(src, bytes):
+        return "stdin" if src == b"-" else os.fsdecode(src)
+    if isinstance(src, int) and not isinstance(src, bool):
+        return "fd %d" % src
+    return None if src is None else "lines"
 
 
 def _source_of(src: Any):
@@ -129,7 +144,8 @@ class Gateway(_esg.Gateway):
 
     Gateway(store, *, name=None, source=None, filter=None, idempotence=True, key=None,
             hash=None, entity=None, lease=30.0, ttl=3600.0, echo=None, latch=None,
-            enrich=None, transform=None, sink=None, on_fault=None)
+            enrich=None, transform=None, sink=None, on_fault=None, source_name=None,
+            fault_note=None)
 
     Steps get (ev, ctx): ev the event as a dict (decoded once per event and shared by
     its steps), ctx an esg.GatewayContext (store, name, line, event_id, event, now(),
@@ -142,18 +158,22 @@ class Gateway(_esg.Gateway):
                 entity: Optional[Callable[[Any, Any], Any]] = None, lease: float = 30.0, ttl: float = 3600.0,
                 echo: Optional[Callable[[Any, Any], Any]] = None, latch: Optional[Mapping[str, Any]] = None,
                 enrich: Any = None, transform: Optional[Callable[[Any, Any], Any]] = None, sink: Any = None,
-                on_fault: Optional[Callable[[Any], Any]] = None) -> "Gateway":
+                on_fault: Optional[Callable[[Any], Any]] = None, source_name: Optional[str] = None,
+                fault_note: Optional[str] = None) -> "Gateway":
         if not isinstance(idempotence, bool):
             raise TypeError("idempotence must be True or False")
         if hash is not None and hash is not False and not callable(hash):
             raise TypeError("hash must be None (SHA-256 of the bytes), False (no check) or a callable (ev, ctx)")
         if source is not None:
             _source_of(source)  # a bad source fails here, not at run()
+            if source_name is None:
+                source_name = _source_name(source)
         flat: Dict[str, Any] = dict(
             name=name, filter=_callable("filter", filter), no_idempotence=not idempotence,
             key=_callable("key", key), hash=hash if callable(hash) else None, no_hash=hash is False,
             entity=_callable("entity", entity), lease=lease, ttl=ttl, echo=_callable("echo", echo),
-            transform=_callable("transform", transform), on_fault=_callable("on_fault", on_fault))
+            transform=_callable("transform", transform), on_fault=_callable("on_fault", on_fault),
+            source_name=source_name, fault_note=fault_note)
         if latch is not None:
             _latch_opts(latch, flat)
         if enrich is not None:

@@ -24,13 +24,14 @@ Headers = Union[Mapping[str, str], Sequence[Union[str, Tuple[str, str]]]]
 class Sink:
     """A sink descriptor: kind is "stdout", "jsonl", "eventlog", "callback" or "http"."""
 
-    __slots__ = ("kind", "path", "key", "ttl", "fn", "url", "method", "headers", "body", "options", "rerender")
+    __slots__ = ("kind", "path", "key", "ttl", "fn", "url", "method", "headers", "body", "options", "rerender",
+                 "on_retry")
 
     def __init__(self, kind: str, *, path: Optional[str] = None, key: Optional[str] = None,
                  ttl: Optional[float] = None, fn: Optional[Callable[..., Any]] = None, url: Any = None,
                  method: Optional[str] = None, headers: Optional[Headers] = None,
                  body: Optional[Callable[..., Any]] = None, options: Optional[dict] = None,
-                 rerender: bool = False) -> None:
+                 rerender: bool = False, on_retry: Optional[Callable[..., Any]] = None) -> None:
         self.kind = kind
         self.path = path
         self.key = key
@@ -42,6 +43,7 @@ class Sink:
         self.body = body
         self.options = options or {}
         self.rerender = rerender
+        self.on_retry = on_retry
 
     def __repr__(self) -> str:
         fields = {"jsonl": ("path",), "eventlog": ("key", "ttl"), "callback": ("fn",),
@@ -80,7 +82,8 @@ def callback(fn: Callable[[Any, Any], Any]) -> Sink:
 
 def http(url: Union[str, Callable[[Any, Any], str]], method: Optional[str] = None,
          headers: Optional[Headers] = None, body: Optional[Callable[[Any, Any], Any]] = None,
-         rerender: bool = False, **egress_options: Any) -> Sink:
+         rerender: bool = False, on_retry: Optional[Callable[[str, int, int, float, str], Any]] = None,
+         **egress_options: Any) -> Sink:
     """Each output as an HTTP request through libesg's egress engine (esg.Egress's options).
 
     url: a str, or url(out, ctx) -> str per event. method: default "POST". headers: a
@@ -90,14 +93,18 @@ def http(url: Union[str, Callable[[Any, Any], str]], method: Optional[str] = Non
     retries record a fault (stage "deliver") and complete the claim with it. The request is
     rendered once: a retry, a takeover after a crash and a resubmission send the bytes its
     first attempt stored (the outbox); rerender=True makes resubmissions through this sink
-    render again (a fixed transform, another url).
+    render again (a fixed transform, another url). on_retry(event_id, attempt, http_status,
+    delay, error) is called at each retry scheduled, after it is counted in stats["retries"]
+    (as the Lua sink's and esg.Egress's).
     """
     if not (isinstance(url, str) or callable(url)):
         raise TypeError("url must be a str or a callable (out, ctx) -> str")
     if body is not None and not callable(body):
         raise TypeError("body must be a callable (out, ctx) -> bytes | str | JSON-able, or None")
+    if on_retry is not None and not callable(on_retry):
+        raise TypeError("on_retry must be a callable (event_id, attempt, http_status, delay, error), or None")
     for k in egress_options:
         if k not in EGRESS_OPTIONS:
             raise TypeError(f"sink.http() got an unexpected keyword argument {k!r}")
     return Sink("http", url=url, method=method, headers=headers, body=body, options=dict(egress_options),
-                rerender=bool(rerender))
+                rerender=bool(rerender), on_retry=on_retry)

@@ -221,15 +221,16 @@ def test_transform_results(store, got):
     assert got.outs == [outs[1], outs[2], outs[3], outs[6]]  # the objects transform returned
 
 
-def test_jsonl_sink_encodes_compactly_in_insertion_order(store, tmp_path):
+def test_jsonl_sink_encodes_compactly_sorted_by_name(store, tmp_path):
+    # members sorted at every depth, as Lua writes a table: one output, the same bytes in both
     out = tmp_path / "out.jsonl"
     gw = esg.Gateway(store, transform=lambda ev, ctx: {"z": ev["id"], "a": "é", "m": [1, {"y": 2, "b": 3}]},
                      sink=esg.sink.jsonl(out))
     gw.push(line(1))
     gw.push(line(2))
     gw.close()
-    assert out.read_bytes() == ('{"z":"evt-1","a":"é","m":[1,{"y":2,"b":3}]}\n'
-                                '{"z":"evt-2","a":"é","m":[1,{"y":2,"b":3}]}\n').encode()
+    assert out.read_bytes() == ('{"a":"é","m":[1,{"b":3,"y":2}],"z":"evt-1"}\n'
+                                '{"a":"é","m":[1,{"b":3,"y":2}],"z":"evt-2"}\n').encode()
 
 
 def test_stdout_sink_writes_fd_1(store, capfd):
@@ -917,3 +918,58 @@ def test_entity_with_an_enriched_event(store, got):
                      sink=got) as gw:
         assert gw.push(line(1)) == "delivered"
     assert store.get_entity("e:evt-1").doc["more"] == "x" * 50
+
+
+# ------------------------------------------- as the Lua pipeline has them --
+
+def test_entity_doc_and_loader_values_are_sorted_like_the_outputs(store, got):
+    # (key, version, doc): doc is what is stored at that version, as Lua's third result; a dict
+    # a step or the loader returns is JSON with its members sorted by name, as Lua writes tables
+    gw = esg.Gateway(store, entity=lambda ev, ctx: ("thing:" + ev["id"], 2, {"z": 1, "a": {"y": 2, "b": 3}}),
+                     enrich={"key": lambda ev, ctx: "c/1", "load": lambda key: {"name": "n", "id": key},
+                             "into": "c"},
+                     sink=got)
+    assert gw.push(line(1)) == "delivered"
+    gw.close()
+    assert store.get_entity("thing:evt-1", raw=True).doc == b'{"a":{"b":3,"y":2},"z":1}'
+    with esg.Cache(store) as cache:
+        assert cache.get("c/1", raw=True).value == b'{"id":"c/1","name":"n"}'
+    with esg.Gateway(store, entity=lambda ev, ctx: ("k", 1, {}, "extra")) as bad:
+        assert bad.push(line(2)) == "fault"
+    assert store.faults()[-1].error.startswith("TypeError: entity must return (key, version), (key, version, doc)")
+
+
+def test_collect_with_a_function_picks_the_events(store, got):
+    gw = esg.Gateway(store, enrich={"collect": lambda ev, ctx: ev["thing"]["price"] > 1,
+                                    "cache": {"collect_field": "thing"}}, sink=got)
+    gw.run([line(1), line(2)])
+    gw.close()
+    with esg.Cache(store) as cache:
+        assert cache.get("thing/thing-1").result == "miss"   # price 1: not collected
+        assert cache.get("thing/thing-2").result == "hit"
+    with pytest.raises(TypeError):
+        esg.Gateway(store, enrich={"collect": "yes"})
+
+
+def test_http_sink_on_retry(store, server):
+    retries = []
+    sink = esg.sink.http(server.url + "/flaky", on_retry=lambda *a: retries.append(a), **FAST)
+    with esg.Gateway(store, sink=sink) as gw:
+        st = gw.run([line(1)])
+    assert st["retries"] == 1
+    [(event_id, attempt, status, delay, error)] = retries
+    assert (event_id, attempt, status) == ("evt-1", 1, 503) and delay >= 0 and isinstance(error, str)
+    with pytest.raises(TypeError):
+        esg.sink.http(server.url, on_retry=1)
+
+
+def test_fault_records_name_the_source_and_the_note(store, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"not json\n")
+    with esg.Gateway(store, source=esg.source.jsonl(str(src))) as gw:
+        gw.run()
+    with esg.Gateway(store, fault_note="script s.py, run 1") as gw:
+        gw.run([b"[]"])
+    first, second = store.faults()
+    assert first.error.split("\n")[1] == "at line 1 of %s (gateway gateway)" % src
+    assert second.error.split("\n")[1] == "at line 1 (script s.py, run 1)"

@@ -13,8 +13,9 @@ Idempotency-Key counts its attempts by its body.
 Each request is one JSON line in the log, written before the answer: method, path,
 key, attempt (1-based), status, headers (lower-cased names, the ones a gateway sets:
 content-type, idempotency-key and every x-*), body (the bytes as text, or as "b64:..." when
-they are not UTF-8). Stops on SIGTERM or SIGINT. Importable: start(log_path) runs one in a
-thread of the caller and returns (url, stop).
+they are not UTF-8), t (when it arrived, epoch seconds). Stops on SIGTERM or SIGINT; a
+delayed answer still waiting is then dropped, so stopping never waits for it. Importable:
+start(log_path) runs one in a thread of the caller and returns (url, stop).
 """
 import argparse
 import base64
@@ -29,11 +30,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Receiver(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False  # a delayed answer (delay_ms) must not hold up the stop
 
     def __init__(self, port, log_path):
         super().__init__(("127.0.0.1", port), Handler)
         self.lock = threading.Lock()
         self.attempts = {}
+        self.stopping = threading.Event()
         self.log = open(log_path, "a", encoding="utf-8")
 
 
@@ -76,10 +79,11 @@ class Handler(BaseHTTPRequestHandler):
                        if k.lower() in ("content-type", "idempotency-key") or k.lower().startswith("x-")}
             srv.log.write(json.dumps({"method": self.command, "path": self.path, "key": key,
                                       "attempt": attempt, "status": status, "headers": headers,
-                                      "body": text_of(body)}, sort_keys=True) + "\n")
+                                      "body": text_of(body), "t": round(time.time(), 6)},
+                                     sort_keys=True) + "\n")
             srv.log.flush()
-        if delay_ms:
-            time.sleep(delay_ms / 1000.0)
+        if delay_ms and srv.stopping.wait(delay_ms / 1000.0):
+            return  # stopping: no answer
         data = json.dumps({"status": status}).encode()
         try:
             self.send_response(status)
@@ -98,10 +102,12 @@ class Handler(BaseHTTPRequestHandler):
 def start(log_path, port=0):
     """Runs a receiver in a thread: returns (base url, stop function)."""
     srv = Receiver(port, log_path)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    # a short poll interval: stop() (shutdown) waits for the loop to look
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
 
     def stop():
+        srv.stopping.set()
         srv.shutdown()
         srv.server_close()
         srv.log.close()
@@ -123,6 +129,7 @@ def main():
     srv = Receiver(a.port, a.log)
 
     def stop(*_):
+        srv.stopping.set()
         threading.Thread(target=srv.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
@@ -130,7 +137,7 @@ def main():
     with open(a.port_file + ".tmp", "w") as f:
         f.write(str(srv.server_address[1]))
     os.replace(a.port_file + ".tmp", a.port_file)
-    srv.serve_forever()
+    srv.serve_forever(poll_interval=0.05)
     srv.server_close()
     return 0
 

@@ -600,8 +600,15 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
         esg_entity cur;
         rc = esg_entity_get(g->s, ekey, &cur);
         if (rc < 0) return store_fault(g, "idempotence", "entity", key, token);
-        /* a resubmission may meet its own version, written before its HTTP delivery failed */
-        if (rc == ESG_OK && (cur.version > version || (cur.version == version && !g->resub.id))) {
+        /* a resubmission may meet its own version, written before its HTTP delivery failed, and
+           so may a takeover after a crash that finds the request its first attempt stored */
+        bool own = g->resub.id != 0;
+        if (rc == ESG_OK && cur.version == version && !own && o->sink == ESG_GATEWAY_SINK_HTTP) {
+          if ((rc = esg__gw_outbox_find(g, e)) < 0) return step_fault(g, "sink", rc, key, token);
+          own = e->stored;
+          rc = ESG_OK;
+        }
+        if (rc == ESG_OK && (cur.version > version || (cur.version == version && !own))) {
           g->st.stale++;
           if (key && esg_complete(g->s, key, token, RESULT_STALE, strlen(RESULT_STALE)) != ESG_OK)
             return store_fault(g, "complete", "completing the claim", NULL, 0);
