@@ -9,9 +9,24 @@ local sandbox = require "esg.sandbox"
 local ok_host, host = pcall(require, "esg.host")
 if not ok_host then host = nil end
 
+-- Everything used after the script is loaded is taken now: a script may change any global
+-- or library table (type = nil, string.format = nil), and the runner must not depend on
+-- it. Strings are handled with these functions, never with methods (s:match), which go
+-- through the string table the script can change.
+local type, pairs, ipairs, tostring, tonumber, error, pcall, xpcall, loadfile, select =
+  type, pairs, ipairs, tostring, tonumber, error, pcall, xpcall, loadfile, select
 local json = esg.json
+local json_encode, json_decode = json.encode, json.decode
 local io_open, io_stdout, io_stderr, io_read = io.open, io.stdout, io.stderr, io.read
-local os_getenv, fmt = os.getenv, string.format
+local os_getenv, os_date, fmt = os.getenv, os.date, string.format
+local sub, match, gsub, find = string.sub, string.match, string.gsub, string.find
+local floor, tointeger, mtype = math.floor, math.tointeger, math.type
+local concat, insert, unpack = table.concat, table.insert, table.unpack
+local traceback = debug.traceback
+local gateway_run, gateway_resubmit, gateway_check, text_of = gateway.run, gateway.resubmit, gateway.check,
+  gateway.text_of
+local RUN_KEY, COUNTERS = gateway.RUN_KEY, gateway.COUNTERS
+local sandbox_apply = sandbox.apply
 
 local M = {}
 
@@ -109,9 +124,9 @@ local function parse(args, from, spec, aliases)
       for j = i + 1, #args do pos[#pos + 1] = args[j] end
       break
     end
-    if a:sub(1, 1) == "-" and a ~= "-" then
-      local name, val = a:match("^%-%-([^=]+)=(.*)$")
-      name = name or a:gsub("^%-%-?", "")
+    if sub(a, 1, 1) == "-" and a ~= "-" then
+      local name, val = match(a, "^%-%-([^=]+)=(.*)$")
+      name = name or gsub(a, "^%-%-?", "")
       name = aliases and aliases[name] or name
       local kind = spec[name]
       if not kind then return nil, "unknown option " .. a end
@@ -126,7 +141,7 @@ local function parse(args, from, spec, aliases)
         end
         if kind == "list" then
           opts[name] = opts[name] or {}
-          table.insert(opts[name], val)
+          insert(opts[name], val)
         else
           opts[name] = val
         end
@@ -148,14 +163,14 @@ local function number_opt(opts, name, default)
 end
 
 local function dirname(path)
-  return path:match("^(.*/)") or "./"
+  return match(path, "^(.*/)") or "./"
 end
 
 -- The file a store URI names ("sqlite:PATH", "sqlite:///abs" or a plain path), or nil
 -- for a store that is not a file (":memory:").
 local function store_file(uri)
   if uri == ":memory:" or uri == "sqlite::memory:" then return nil end
-  return uri:match("^sqlite://(/.*)$") or uri:match("^sqlite:(.*)$") or uri
+  return match(uri, "^sqlite://(/.*)$") or match(uri, "^sqlite:(.*)$") or uri
 end
 
 -- existing: the command only reads (faults, events, stats): a store that does not exist
@@ -173,7 +188,7 @@ local function open_store(path, opts, existing)
   local store, err = esg.open(path, opts)
   if not store then
     -- libesg's text names the store already when it could not open it: no second prefix
-    if tostring(err):find(path, 1, true) then say("esg: ", err, "\n")
+    if find(tostring(err), path, 1, true) then say("esg: ", err, "\n")
     else say("esg: cannot open the store ", path, ": ", err, "\n") end
   end
   return store
@@ -216,7 +231,7 @@ local function summary(name, c, faults)
   for _, k in ipairs { "filtered", "dropped", "busy", "cancelled" } do
     if c[k] > 0 then extra[#extra + 1] = fmt("%s %d", k, c[k]) end
   end
-  if #extra > 0 then lines[#lines + 1] = "  (" .. table.concat(extra, ", ") .. ")" end
+  if #extra > 0 then lines[#lines + 1] = "  (" .. concat(extra, ", ") .. ")" end
   local r = c.resync
   if r and (r.created + r.updated + r.deleted + r.unchanged) > 0 then
     lines[#lines + 1] = fmt("  listing: created %d, updated %d, deleted %d, unchanged %d", r.created, r.updated,
@@ -230,9 +245,9 @@ local function summary(name, c, faults)
       break
     end
     lines[#lines + 1] = fmt("  fault %s: %s%s, %s: %s", tostring(f.id), f.line and ("line " .. f.line) or "event",
-      f.event_id and (" (" .. f.event_id .. ")") or "", f.stage, ((f.error or ""):gsub("\n.*", "")))
+      f.event_id and (" (" .. f.event_id .. ")") or "", f.stage, (gsub(f.error or "", "\n.*", "")))
   end
-  return table.concat(lines, "\n") .. "\n"
+  return concat(lines, "\n") .. "\n"
 end
 
 local RUN_OPTS = {
@@ -245,7 +260,7 @@ local RUN_ALIASES = { i = "input", o = "output", q = "quiet", h = "help" }
 
 -- Opens the store and loads the script under the sandbox. Returns store, spec, settings, or nil, exit status.
 local function load_gateway(cmd, script, opts)
-  local budget = math.floor(number_opt(opts, "budget", 10000000))
+  local budget = floor(number_opt(opts, "budget", 10000000))
   local memory = number_opt(opts, "memory", 256)
   local deadline = number_opt(opts, "deadline", 30)
   local group = number_opt(opts, "group-commit", 0)
@@ -255,27 +270,27 @@ local function load_gateway(cmd, script, opts)
   local f = io_open(script, "r")
   if not f then return nil, usage_error(cmd, "cannot read " .. script) end
   f:close()
-  local db = opts.db or (script:gsub("%.lua$", "") .. ".db")
+  local db = opts.db or (gsub(script, "%.lua$", "") .. ".db")
   local store = open_store(db, { durability = opts.durability, group_commit = group })
   if not store then return nil, 2 end
 
   -- From here on the script's rules hold.
-  sandbox.apply { io = opts["allow-io"], exec = opts["allow-exec"], native = opts["allow-native"] }
+  sandbox_apply { io = opts["allow-io"], exec = opts["allow-exec"], native = opts["allow-native"] }
   if host then
-    host.memory_limit(math.floor(memory * 1024 * 1024))
+    host.memory_limit(floor(memory * 1024 * 1024))
     host.deadline(deadline)
   end
   local chunk, lerr = loadfile(script, "t")
   local ok, spec
   if chunk then
     if host then ok, spec = host.pcall(budget, chunk) else ok, spec = pcall(chunk) end
-    if ok then ok, spec = pcall(gateway.check, spec) end
+    if ok then ok, spec = pcall(gateway_check, spec) end
   else
     ok, spec = false, lerr
   end
   if not ok then
     store:close()
-    say("esg ", cmd, ": ", script, ": ", tostring(spec), "\n")
+    say("esg ", cmd, ": ", script, ": ", text_of(spec), "\n")
     return nil, 2
   end
   return store, spec, { budget = budget }
@@ -290,7 +305,7 @@ local function cmd_run(args)
   local store, spec, set = load_gateway("run", script, opts)
   if not store then return spec end
   local progress = not opts.quiet and not opts["no-progress"] and host and host.isatty(2)
-  local c, err = gateway.run(spec, {
+  local c, err = gateway_run(spec, {
     store = store, input = opts.input, output = opts.output, base = dirname(script),
     script = script, budget = set.budget, progress = progress, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
   })
@@ -306,13 +321,13 @@ end
 -- --------------------------------------------------------------- faults --
 
 local function iso(ms)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. fmt(".%03dZ", ms % 1000)
+  return os_date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. fmt(".%03dZ", ms % 1000)
 end
 
-local function first_line(s) return (tostring(s or "")):match("^[^\n]*") end
+local function first_line(s) return match(tostring(s or ""), "^[^\n]*") end
 
 local function fault_json(f)
-  return json.encode {
+  return json_encode {
     id = f.id, event_id = f.event_id, stage = f.stage, error = f.error, http_status = f.http_status,
     attempts = f.attempts, first_attempt = f.first_attempt, last_attempt = f.last_attempt, event = f.event,
   }
@@ -322,7 +337,7 @@ local function faults_resubmit(opts, pos)
   if not opts.script then return usage_error("faults", "resubmit needs --script SCRIPT.lua") end
   local ids = {}
   for i = 2, #pos do
-    local id = math.tointeger(tonumber(pos[i]))
+    local id = tointeger(tonumber(pos[i]))
     if not id then return usage_error("faults", "not a fault id: " .. pos[i]) end
     ids[#ids + 1] = id
   end
@@ -331,7 +346,7 @@ local function faults_resubmit(opts, pos)
   local store, spec, set = load_gateway("faults", script, opts)
   if not store then return spec end
   local name = (spec.name or script) .. " (resubmit)"
-  local c, err = gateway.resubmit(spec, {
+  local c, err = gateway_resubmit(spec, {
     store = store, ids = (not opts.all) and ids or nil, output = opts.output, base = dirname(script),
     script = script, budget = set.budget, rerender = opts.rerender,
   })
@@ -368,14 +383,14 @@ local function cmd_faults(args)
       for _, f in ipairs(list) do io_stdout:write(fault_json(f), "\n") end
     else
       for _, f in ipairs(list) do
-        io_stdout:write(fmt("%-5d %s  %-11s %-24s %s\n", f.id, iso(math.floor(f.last_attempt * 1000)), f.stage,
+        io_stdout:write(fmt("%-5d %s  %-11s %-24s %s\n", f.id, iso(floor(f.last_attempt * 1000)), f.stage,
           f.event_id, first_line(f.error)))
       end
       io_stdout:flush()
       say(#list, " fault(s)\n")
     end
   elseif sub == "show" then
-    local id = math.tointeger(tonumber(pos[2]))
+    local id = tointeger(tonumber(pos[2]))
     if not pos[2] then store:close(); return usage_error("faults", "show needs a fault ID") end
     local f = id and store:fault(id)
     if not f then
@@ -389,8 +404,8 @@ local function cmd_faults(args)
       field("event", f.event_id)
       field("stage", f.stage)
       field("attempts", f.attempts)
-      field("first attempt", iso(math.floor(f.first_attempt * 1000)))
-      field("last attempt", iso(math.floor(f.last_attempt * 1000)))
+      field("first attempt", iso(floor(f.first_attempt * 1000)))
+      field("last attempt", iso(floor(f.last_attempt * 1000)))
       if f.http_status ~= 0 then field("http status", f.http_status) end
       field("error", f.error)
       field("stored event", f.event)
@@ -425,8 +440,8 @@ local function cmd_events(args)
       if not opts.json then say(#list, " event(s) under ", pos[1], "\n") end
     end
   else
-    local list = store:events(gateway.RUN_KEY) or {}
-    io_stdout:write(fmt("%-12s %d event(s)\n", gateway.RUN_KEY, #list))
+    local list = store:events(RUN_KEY) or {}
+    io_stdout:write(fmt("%-12s %d event(s)\n", RUN_KEY, #list))
     io_stdout:write(fmt("%-12s %d open (esg faults list)\n", "faults", #(store:faults() or {})))
     say("pass a correlation KEY to list its events\n")
   end
@@ -444,23 +459,23 @@ local function cmd_stats(args)
   if not path then return status end
   local store = open_store(path, nil, true)
   if not store then return 2 end
-  local runs = store:events(gateway.RUN_KEY, { decode = true }) or {}
+  local runs = store:events(RUN_KEY, { decode = true }) or {}
   local faults = store:faults() or {}
   local size
   -- the file behind a SQLite URI ("sqlite:PATH" or a plain path); other backends have none
-  local file = path:match("^sqlite:(.*)$") or (not path:match("^%a[%w+.-]+:") and path)
+  local file = match(path, "^sqlite:(.*)$") or (not match(path, "^%a[%w+.-]+:") and path)
   local f = file and io_open(file, "rb")
   if f then size = f:seek("end"); f:close() end
   local totals = {}
-  for _, k in ipairs(gateway.COUNTERS) do totals[k] = 0 end
+  for _, k in ipairs(COUNTERS) do totals[k] = 0 end
   for _, r in ipairs(runs) do
-    for _, k in ipairs(gateway.COUNTERS) do totals[k] = totals[k] + (tonumber(r.event.run[k]) or 0) end
+    for _, k in ipairs(COUNTERS) do totals[k] = totals[k] + (tonumber(r.event.run[k]) or 0) end
   end
   local last = runs[#runs] and runs[#runs].event.run
   local st = { store = path, backend = store:backend(), schema = store:schema_version(), bytes = size,
                runs = #runs, open_faults = #faults, totals = totals, last_run = last }
   store:close()
-  if opts.json then io_stdout:write(json.encode(st), "\n"); return 0 end
+  if opts.json then io_stdout:write(json_encode(st), "\n"); return 0 end
   local w = function(...) io_stdout:write(fmt(...)) end
   w("store        %s (%s, schema %d, %s bytes)\n", path, st.backend, st.schema, tostring(size or "?"))
   w("runs         %d\n", #runs)
@@ -503,8 +518,8 @@ local function cmd_webhook(args)
   local payload, perr = read_payload(pos[2])
   if not payload then say("esg webhook: ", perr, "\n"); return 2 end
   if sub == "sign" then
-    local ts = tonumber(opts.timestamp) or math.floor(esg.now())
-    if math.type(ts) ~= "integer" then return usage_error("webhook", "--timestamp must be integer seconds") end
+    local ts = tonumber(opts.timestamp) or floor(esg.now())
+    if mtype(ts) ~= "integer" then return usage_error("webhook", "--timestamp must be integer seconds") end
     local sig, err = esg.webhook.sign(opts.secret[1], opts.id, ts, payload)
     if not sig then say("esg webhook: ", err, "\n"); return 2 end
     io_stdout:write("webhook-id: ", opts.id, "\nwebhook-timestamp: ", ts, "\nwebhook-signature: ", sig, "\n")
@@ -534,9 +549,9 @@ local function cmd_lua(args)
   local a = { [0] = script }
   for i = 3, #args do a[#a + 1] = args[i] end
   _G.arg = a
-  local ok, res = xpcall(chunk, debug.traceback, table.unpack(a))
+  local ok, res = xpcall(chunk, traceback, unpack(a))
   if not ok then say("esg lua: ", tostring(res), "\n"); return 1 end
-  return math.type(res) == "integer" and res or 0
+  return mtype(res) == "integer" and res or 0
 end
 
 -- ----------------------------------------------------------------- main --
@@ -553,7 +568,7 @@ function M.main(args)
     return cmd == nil and 2 or 0
   end
   if cmd == "--version" or cmd == "-v" or cmd == "version" then
-    io_stdout:write(fmt("esg %s (libesg %s, %s)\n", esg._VERSION:match("%S+$"), esg.version, _VERSION))
+    io_stdout:write(fmt("esg %s (libesg %s, %s)\n", match(esg._VERSION, "%S+$"), esg.version, _VERSION))
     return 0
   end
   local fn = COMMANDS[cmd]

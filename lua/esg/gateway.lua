@@ -12,16 +12,35 @@ local esg = require "esg"
 -- The esg command's host (loaded before the sandbox hides it): a source's script code runs
 -- under the budget, deadline and memory limit as the steps do. Elsewhere: plain pcall.
 local has_host, host = pcall(require, "esg.host")
-local fmt, floor, stderr = string.format, math.floor, io.stderr
+-- Everything the runner uses, taken now: a script may change any global or library table
+-- (ipairs = nil, string.format = nil) and the runner must go on regardless. Strings are
+-- handled with these functions, never with methods (s:find), which go through the string
+-- metatable; the sandbox protects that metatable too.
+local type, pairs, ipairs, next, tostring, error, pcall, assert = type, pairs, ipairs, next, tostring, error, pcall, assert
+local fmt, sub, find = string.format, string.sub, string.find
+local pack, unpack, concat = table.pack, table.unpack, table.concat
+local floor, random, stderr = math.floor, math.random, io.stderr
+local json_encode, sha256, uuid5, http_loader = esg.json.encode, esg.sha256, esg.uuid5, esg.http_loader
 
 -- Calls f(...) as script code: true, results | false, message.
 local function script_call(budget, f, ...)
   if not has_host then return pcall(f, ...) end
-  local r = table.pack(host.pcall(budget or 0, f, ...))
-  return table.unpack(r, 1, r[1] and r.n or 2)
+  local r = pack(host.pcall(budget or 0, f, ...))
+  return unpack(r, 1, r[1] and r.n or 2)
 end
 
-local M = { RUN_TYPE = "esg.run", RUN_KEY = "esg.runs", RESUBMIT_PREFIX = "esg.resubmit/" }
+-- A script's value as text for a message, without running its code outside a budget: an
+-- error object's __tostring runs as script code (under the budget), other values by type.
+local function text_of(v, budget)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  local ok, s = script_call(budget or 1000000, tostring, v)
+  if ok and type(s) == "string" then return s end
+  return "(a " .. t .. " whose __tostring failed)"
+end
+
+local M = { RUN_TYPE = "esg.run", RUN_KEY = "esg.runs", RESUBMIT_PREFIX = "esg.resubmit/", text_of = text_of }
 M.COUNTERS = { "received", "delivered", "duplicates", "echoes", "stale", "faults", "filtered", "dropped", "busy",
                "cancelled" }
 
@@ -60,12 +79,30 @@ local function fns(t, prefix, ...) -- the fields of t named must be functions, o
   for _, k in ipairs { ... } do must(t[k] == nil or type(t[k]) == "function", prefix .. k .. " must be a function", 4) end
 end
 
--- Checks a pipeline table; returns it, or raises naming the bad field.
+-- A copy of the script's table made with raw reads only (next, no __index or __pairs), so
+-- no metamethod of the script's runs in the runner outside a budget. Functions and userdata
+-- stay as they are; so do the lists a descriptor hands over (a collect sink's list, a
+-- lines source), which are read raw or written to.
+local KEEP = { list = true, lines = true }
+local function plain(v, depth)
+  if type(v) ~= "table" then return v end
+  must(depth < 32, "tables nested too deeply (a cycle?)", 4)
+  local t, k, x = {}, next(v)
+  while k ~= nil do
+    t[k] = KEEP[k] and x or plain(x, depth + 1)
+    k, x = next(v, k)
+  end
+  return t
+end
+
+-- Checks a pipeline table; returns a plain copy of it (see plain), or raises naming the bad field.
 function M.check(spec)
   if type(spec) ~= "table" then
     error("a gateway script must return a pipeline table (got " .. type(spec) .. ")", 2)
   end
-  for k in pairs(spec) do must(STEPS[k], fmt("unknown field %q", tostring(k))) end
+  spec = plain(spec, 0)
+  for k in pairs(spec) do must(STEPS[k], fmt("unknown field %q", text_of(k))) end
+  must(spec.name == nil or type(spec.name) == "string", "name must be a string")
   fns(spec, "", "filter", "transform")
   for _, k in ipairs { "latch", "enrich" } do
     must(spec[k] == nil or type(spec[k]) == "function" or type(spec[k]) == "table", k .. " must be a function or a table")
@@ -98,7 +135,7 @@ end
 
 local function now_ms(store) return floor(store:now() * 1000 + 0.5) end
 local function resolve(path, base)
-  if base and path:sub(1, 1) ~= "/" then return base .. path end
+  if base and sub(path, 1, 1) ~= "/" then return base .. path end
   return path
 end
 
@@ -114,12 +151,12 @@ local function new_run(spec, opts, source)
   local name = spec.name or "gateway"
   local r = { store = store, script = opts.script or spec.name or "gateway", source = source, faults_list = {},
               extra = 0, started = now_ms(store), budget = opts.budget }
-  r.id = esg.uuid5(fmt("esg.run/%s/%d/%s/%s", r.script, r.started, tostring(r), tostring(math.random())))
+  r.id = uuid5(fmt("esg.run/%s/%d/%s/%s", r.script, r.started, tostring(r), tostring(random())))
   r.ctx = { store = store, name = spec.name, run = r.id, now = function() return store:now() end,
             log = function(...)
-              local t = table.pack(...)
-              for i = 1, t.n do t[i] = tostring(t[i]) end
-              stderr:write("[", name, "] ", table.concat(t, " ", 1, t.n), "\n")
+              local t = pack(...)
+              for i = 1, t.n do t[i] = text_of(t[i]) end
+              stderr:write("[", name, "] ", concat(t, " ", 1, t.n), "\n")
             end }
   function r.on_fault(f)
     f.source, f.script, f.run = r.source, r.script, r.id
@@ -146,7 +183,7 @@ local function new_run(spec, opts, source)
   elseif e then
     o.cache, o.collect, o.enrich_key, o.enrich_into, o.enrich_required, o.enrich = e.cache, e.collect, e.key, e.into,
       e.required, e.fn
-    o.load = type(e.load) == "table" and assert(esg.http_loader(e.load)) or e.load
+    o.load = type(e.load) == "table" and assert(http_loader(e.load)) or e.load
   end
   local sink, base = spec.sink, opts.base
   if opts.output and type(sink) ~= "function" then sink, base = M.sink.jsonl(opts.output), nil end
@@ -181,7 +218,7 @@ local function finish(r, gw, kind, spec, opts)
   local fok, ferr = store:flush()
   if not fok then return nil, "cannot commit: " .. tostring(ferr) end
   c.faults_list, c.resync, c.run, c.source = r.faults_list, r.resync, r.id, r.source
-  local rec = { id = esg.uuid5("esg.run/" .. r.id), type = M.RUN_TYPE, timestamp = now_ms(store), partitionKey = M.RUN_KEY,
+  local rec = { id = uuid5("esg.run/" .. r.id), type = M.RUN_TYPE, timestamp = now_ms(store), partitionKey = M.RUN_KEY,
                 run = { script = r.script, name = spec.name, source = r.source, started = r.started, elapsed = c.elapsed,
                         kind = kind } }
   for _, k in ipairs(M.COUNTERS) do rec.run[k] = c[k] end
@@ -192,8 +229,8 @@ end
 
 -- A listing entry the snapshot refused: a fault of stage "resync" (no event to run).
 local function resync_fault(r, key, msg)
-  local line = esg.json.encode { key = tostring(key) }
-  local event_id = "unparsed:" .. esg.sha256(line):sub(1, 16)
+  local line = json_encode { key = text_of(key, r.budget) }
+  local event_id = "unparsed:" .. sub(sha256(line), 1, 16)
   local id = r.store:fault_record { event_id = event_id, stage = "resync", event = line,
                                     error = fmt("%s\nat %s (script %s, run %s)", msg, r.source, r.script, r.id) }
   r.extra = r.extra + 1
@@ -217,11 +254,11 @@ local function drive(r, gw, desc)
       if not ok then lerr = key end
       if not ok or key == nil then break end
       local added, aerr = sn:add(key, content)
-      if not added then resync_fault(r, key, tostring(aerr)) end
+      if not added then resync_fault(r, key, text_of(aerr)) end
     end
     if not ok then
       sn:close()
-      return nil, fmt("snapshot %s: the listing failed: %s", o.source, tostring(lerr))
+      return nil, fmt("snapshot %s: the listing failed: %s", o.source, text_of(lerr, r.budget))
     end
     local st, ferr = sn:finish()
     sn:close()
@@ -230,13 +267,13 @@ local function drive(r, gw, desc)
   elseif desc.kind == "cursor" then
     local fetch, ctx = o.fetch, r.ctx
     local function guarded(cursor)
-      local r2 = table.pack(script_call(r.budget, fetch, cursor, ctx))
-      if not r2[1] then return nil, tostring(r2[2]) end
-      return table.unpack(r2, 2, r2.n)
+      local r2 = pack(script_call(r.budget, fetch, cursor, ctx))
+      if not r2[1] then return nil, text_of(r2[2], r.budget) end
+      return unpack(r2, 2, r2.n)
     end
     local ok, st, err = pcall(store.cursor_run, store, o.name, o.source, guarded,
       { sink = feed, entity_field = o.entity_field, log_ttl = o.log_ttl, max_pages = o.max_pages })
-    if not ok then return nil, fmt("cursor %s: %s", o.name, tostring(st)) end
+    if not ok then return nil, fmt("cursor %s: %s", o.name, text_of(st)) end
     r.resync = st
     return st, err
   end
@@ -267,7 +304,7 @@ end
 -- Runs a pipeline (opts: store, input, output, base, script, budget, progress, fault_ttl, on_fault,
 -- run_ttl): the counters (M.COUNTERS, elapsed, faults_list, resync, run, source) or nil, message.
 function M.run(spec, opts)
-  M.check(spec)
+  spec = M.check(spec)
   local desc, base = spec.source, opts.base
   if opts.input then
     desc, base = type(opts.input) == "table" and opts.input.kind and opts.input or M.source.jsonl(opts.input), nil
@@ -281,7 +318,7 @@ function M.run(spec, opts)
   if not gw then return nil, err end
   local ok, rerr
   if input then ok, rerr = gw:run(input) else ok, rerr = drive(r, gw, desc) end
-  if not ok and tostring(rerr):find("^cannot open the source") then gw:close(); return nil, rerr end -- no run
+  if not ok and find(text_of(rerr), "^cannot open the source") then gw:close(); return nil, rerr end -- no run
   local c, ferr = finish(r, gw, "run", spec, opts)
   if not ok then return nil, rerr end
   return c, ferr
@@ -290,7 +327,7 @@ end
 -- Resubmits the faults opts.ids (nil: all, oldest first; other opts as for M.run): the counters
 -- plus resubmitted, skipped (held elsewhere) and missing, or nil, message.
 function M.resubmit(spec, opts)
-  M.check(spec)
+  spec = M.check(spec)
   local r, o = new_run(spec, opts, "faults")
   local store, ids = r.store, opts.ids
   if not ids then
@@ -322,10 +359,10 @@ for _, name in ipairs { "run", "resubmit" } do
   M[name] = function(spec, opts)
     if running then error("gateway." .. name .. ": a run is in progress (a step cannot start another)", 2) end
     running = true
-    local r = table.pack(pcall(f, spec, opts))
+    local r = pack(pcall(f, spec, opts))
     running = false
     if not r[1] then error(r[2], 0) end
-    return table.unpack(r, 2, r.n)
+    return unpack(r, 2, r.n)
   end
 end
 

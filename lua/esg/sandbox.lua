@@ -124,6 +124,20 @@ function M.apply(allow)
     end
     return setmetatable_(t, mt)
   end
+  -- The metatables the runner's own calls go through (strings: s:find; files: stderr:write;
+  -- libesg's objects: store:flush) are protected: getmetatable gives false, setmetatable
+  -- refuses, so a script cannot change what a method does for the runner. Lua's string
+  -- table itself stays the script's (string.trim = ... still works in the script).
+  local registry = debug.getregistry()
+  local function protect(mt) if type(mt) == "table" and rawget(mt, "__metatable") == nil then mt.__metatable = false end end
+  protect(getmetatable(""))
+  protect(registry["FILE*"])
+  for name, mt in pairs(registry) do
+    if type(name) == "string" and name:find("^esg%.") and type(mt) == "table" and rawget(mt, "__index") ~= nil
+       and name ~= "esg.json.lazy" and name ~= "esg.json.array" then
+      protect(mt)
+    end
+  end
   local dbg = { traceback = debug.traceback }
   debug = dbg
   package.loaded.debug = dbg

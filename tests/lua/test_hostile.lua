@@ -99,6 +99,55 @@ setup_error("a cursor's fetch", [[local g = require "esg.gateway"
 return { source = g.source.cursor { name = "c", source = "s", fetch = function() while true do end end } }]],
             "cursor c: fetch failed")
 
+-- a step that changes what the runner uses: globals, library tables, metatables
+do
+  local script = dir .. "/tamper.lua"
+  T.write(script, [[
+local esg, gateway = require "esg", require "esg.gateway"
+return { name = "tamper", idempotence = false,
+  transform = function(ev)
+    if ev.id == "t1" then
+      ipairs, pairs, type, tostring, tonumber, error, pcall, select, next, assert = nil
+      string.format, string.sub, string.find, string.match, string.gsub, string.rep = nil
+      table.concat, table.insert, table.unpack, table.pack, math.floor, os.date = nil
+      esg.json.encode, esg.json.decode, esg.uuid5, esg.sha256, gateway.run, gateway.text_of = nil
+      io.stderr, io.stdout, io.write = nil
+    end
+    if ev.id == "t2" then getmetatable("").__index = function() return nil end end
+    if ev.id == "t3" then return setmetatable({}, { __tostring = function() while true do end end }) end
+    return { ok = ev.id }
+  end }]])
+  local lines = {}
+  for i = 1, 5 do lines[i] = ev("t" .. i) end
+  T.write(dir .. "/tamper.jsonl", table.concat(lines, "\n") .. "\n")
+  local rc, out, err = T.sh("timeout 60 " .. q(ESG) .. " run " .. q(script) .. " -i " .. q(dir .. "/tamper.jsonl") ..
+                            " --db " .. q(dir .. "/tamper.db") .. " </dev/null")
+  T.ok(rc == 1 and err:find("5 received", 1, true), "tampering: the run ends with its summary (" .. tostring(rc) .. ")")
+  T.ok(out:find('"ok":"t1"', 1, true) and out:find('"ok":"t4"', 1, true) and out:find('"ok":"t5"', 1, true),
+       "tampering: the events after it are delivered")
+  local _, fo = T.sh(q(ESG) .. " faults list --json --db " .. q(dir .. "/tamper.db"))
+  T.ok(fo:find('"event_id":"t2"', 1, true), "tampering: changing the string metatable is a fault")
+  T.ok(out:find("\n{}\n", 1, true), "an output whose __tostring loops is encoded without running it")
+end
+
+-- the pipeline table's own metamethods do not run in the runner
+local function spec_runs(what, text, want_rc)
+  n = n + 1
+  local script = ("%s/s%d.lua"):format(dir, n)
+  T.write(script, text)
+  T.write(script .. ".jsonl", ev("m1") .. "\n")
+  local rc, _, err = T.sh("timeout 60 " .. q(ESG) .. " run " .. q(script) .. " -i " .. q(script .. ".jsonl") .. " --db " ..
+                          q(script .. ".db") .. " </dev/null")
+  T.ok(rc == want_rc, what .. " (" .. tostring(rc) .. ": " .. tostring(err):sub(1, 200) .. ")")
+end
+spec_runs("a pipeline table whose __index loops", "return setmetatable({}, { __index = function() while true do end end })", 0)
+spec_runs("a pipeline table whose __pairs loops",
+          "return setmetatable({ idempotence = false }, { __pairs = function() while true do end end })", 0)
+spec_runs("a name whose __concat loops",
+          "return { name = setmetatable({}, { __concat = function() while true do end end }) }", 2)
+spec_runs("an error object whose __tostring loops, at the top level",
+          "error(setmetatable({}, { __tostring = function() while true do end end }))", 2)
+
 -- the memory limit: C memory made for the script counts; a hoarding script fails fast
 escapes("JSON encoding a huge value", "local t = {} for i = 1, 400000 do t[i] = ('x'):rep(60) end; esg.json.encode({ t, t, t, t })",
         "not enough memory", "--memory 24", "local esg = require 'esg'")
