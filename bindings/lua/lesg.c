@@ -1318,6 +1318,10 @@ int luaopen_esg(lua_State *L) {
   lua_setfield(L, -2, "version");
   lua_pushliteral(L, ESG_UUID_NS_EVENT);
   lua_setfield(L, -2, "NS_EVENT");
+  lua_pushinteger(L, ESG_KEY_MAX);
+  lua_setfield(L, -2, "KEY_MAX");
+  lua_pushinteger(L, ESG_EVENT_MAX_BYTES);
+  lua_setfield(L, -2, "EVENT_MAX_BYTES");
 
   /* status codes: esg.status.DUPLICATE == 2 and esg.status[2] == "DUPLICATE" */
   lua_newtable(L);

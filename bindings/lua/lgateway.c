@@ -47,6 +47,7 @@ typedef struct lgw {
   esg_gateway_event *e;      /* the event of the running hook */
   const lesg_host *host;     /* the budget's host, or NULL */
   lua_Integer budget, left;  /* instructions per event (0: none), left for this one */
+  size_t max_line;           /* the line limit of gw:run(path) (0: ESG_EVENT_MAX_BYTES) */
   int which;                 /* the hook running */
   int fresh;                 /* a new event: ev not built yet */
   int transformed;           /* the transform set UV_OUT for this event */
@@ -848,7 +849,11 @@ static int m_gateway(lua_State *L) {
   lua_setiuservalue(L, 3, UV_CTX);
   lua_getfield(L, 2, "budget");
   w->budget = luaL_optinteger(L, -1, 0);
-  lua_pop(L, 1);
+  lua_getfield(L, 2, "max_line"); /* gw:run(path)'s line limit */
+  lua_Integer max_line = luaL_optinteger(L, -1, 0);
+  if (max_line < 0) return luaL_error(L, "max_line must be >= 0 (bytes; 0 = the most an event may be)");
+  w->max_line = (size_t)max_line;
+  lua_pop(L, 2);
   if (lua_getfield(L, LUA_REGISTRYINDEX, LESG_HOST_KEY) == LUA_TLIGHTUSERDATA) w->host = lua_touserdata(L, -1);
   lua_pop(L, 1);
   ls->L = L;
@@ -880,7 +885,9 @@ static int g_run(lua_State *L) {
   w->list_i = 0;
   lua_settop(L, 2);
   if (lua_type(L, 2) == LUA_TSTRING) {
-    int rc = esg_gateway_source_jsonl(&w->inner, lua_tostring(L, 2));
+    esg_gateway_lines_opts lo = ESG_GATEWAY_LINES_OPTS_INIT;
+    lo.max_line = w->max_line;
+    int rc = esg_gateway_source_lines(&w->inner, lua_tostring(L, 2), -1, &lo);
     if (rc != ESG_OK) return lesg_push_fail(L, rc, esg_errmsg(NULL));
   } else if (lua_type(L, 2) == LUA_TTABLE) {
     lua_pushvalue(L, 2);

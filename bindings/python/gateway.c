@@ -61,6 +61,7 @@ typedef struct GatewayObject {
   int stop;            /* a KeyboardInterrupt or the source's exception: the source reports failure */
   esg_gateway_stats last; /* the counters when the last call ended (closed: the final ones) */
   long pid;            /* the process that opened it: a forked child must not use it */
+  size_t max_line;     /* run(path)'s line limit (0: ESG_EVENT_MAX_BYTES) */
 } GatewayObject;
 
 typedef struct {
@@ -759,12 +760,16 @@ static PyObject *gw_run(GatewayObject *self, PyObject *const *args, Py_ssize_t n
   if (!src || PyUnicode_Check(src) || PyBytes_Check(src) || PyObject_HasAttrString(src, "__fspath__")) {
     PyObject *path = NULL;
     if (src && !PyUnicode_FSConverter(src, &path)) return NULL;
-    rc = esg_gateway_source_jsonl(&s.inner, path ? PyBytes_AS_STRING(path) : "-");
+    esg_gateway_lines_opts lo = ESG_GATEWAY_LINES_OPTS_INIT;
+    lo.max_line = self->max_line;
+    rc = esg_gateway_source_lines(&s.inner, path ? PyBytes_AS_STRING(path) : "-", -1, &lo);
     Py_XDECREF(path);
   } else if (PyLong_Check(src) && !PyBool_Check(src)) {
     int64_t fd;
     if (esgpy_int64(src, "source (a file descriptor)", &fd) < 0) return NULL;
-    rc = fd < 0 || fd > INT32_MAX ? esg_gateway_source_fd(&s.inner, -1) : esg_gateway_source_fd(&s.inner, (int)fd);
+    esg_gateway_lines_opts lo = ESG_GATEWAY_LINES_OPTS_INIT;
+    lo.max_line = self->max_line;
+    rc = esg_gateway_source_lines(&s.inner, NULL, fd < 0 || fd > INT32_MAX ? -1 : (int)fd, &lo);
   } else if (!(s.iter = PyObject_GetIter(src))) {
     PyErr_Format(PyExc_TypeError, "source must be a path, a file descriptor or an iterable of events, not %.100s",
                  Py_TYPE(src)->tp_name);
@@ -905,14 +910,14 @@ enum {
   K_LATCH_FROM, K_LATCH_TO, K_LATCH_DOC, K_LATCH_OUT_DOC, K_LATCH_TTL, K_LATCH_FLAG, K_CACHE, K_COLLECT,
   K_ENRICH_KEY, K_LOAD, K_ENRICH_INTO, K_ENRICH_REQUIRED, K_ENRICH_FN, K_TRANSFORM, K_SINK, K_SINK_PATH, K_SINK_FD,
   K_EVENTLOG_KEY, K_EVENTLOG_TTL, K_WRITE, K_HTTP_URL, K_HTTP_METHOD, K_HTTP_HEADERS, K_HTTP_BODY, K_EGRESS,
-  K_ON_FAULT, K_HTTP_RERENDER, K_SOURCE_NAME, K_FAULT_NOTE, K_COLLECT_IF, K_ON_RETRY, K_N
+  K_ON_FAULT, K_HTTP_RERENDER, K_SOURCE_NAME, K_FAULT_NOTE, K_COLLECT_IF, K_ON_RETRY, K_MAX_LINE, K_N
 };
 static const char *const gw_kw[K_N + 1] = {
     "name", "filter", "no_idempotence", "key", "hash", "no_hash", "entity", "lease", "ttl", "echo", "latch_key",
     "latch_from", "latch_to", "latch_doc", "latch_out_doc", "latch_ttl", "latch_flag", "cache", "collect",
     "enrich_key", "load", "enrich_into", "enrich_required", "enrich_fn", "transform", "sink", "sink_path",
     "sink_fd", "eventlog_key", "eventlog_ttl", "write", "http_url", "http_method", "http_headers", "http_body",
-    "egress", "on_fault", "http_rerender", "source_name", "fault_note", "collect_if", "on_retry", NULL};
+    "egress", "on_fault", "http_rerender", "source_name", "fault_note", "collect_if", "on_retry", "max_line", NULL};
 
 /* The items of a dict of options by name into a[] (None counts as absent). 0, or -1 with TypeError. */
 static int opts_dict(PyObject *d, const char *const *names, PyObject **a, const char *what) {
@@ -1022,6 +1027,16 @@ static int gw_opts(GatewayObject *self, PyObject **a, esg_gateway_opts *o, esg_e
     return -1;
   self->name = a[K_NAME] ? Py_NewRef(a[K_NAME]) : PyUnicode_FromString("gateway");
   if (!self->name) return -1;
+  if (a[K_MAX_LINE]) {
+    int64_t n;
+    if (esgpy_int64(a[K_MAX_LINE], "max_line", &n) < 0) return -1;
+    if (n < 0 || n > ESG_EVENT_MAX_BYTES) {
+      PyErr_Format(PyExc_ValueError, "max_line must be 0..%d bytes (0: the most, EVENT_MAX_BYTES), not %lld",
+                   ESG_EVENT_MAX_BYTES, (long long)n);
+      return -1;
+    }
+    self->max_line = (size_t)n;
+  }
   struct {
     int k;
     PyObject **slot;

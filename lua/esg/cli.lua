@@ -59,6 +59,8 @@ Runs the pipeline the script returns: source -> filter -> idempotence -> latch
   --memory MB          memory limit of the Lua state and of what libesg allocates
                        for the script (default 256, 0 = none)
   --deadline S         wall-clock seconds per call into the script (default 30, 0 = none)
+  --max-line BYTES     a longer input line is a fault, stored as its first 64 KiB with
+                       its length and SHA-256 (default and most: 1048576, an event's limit)
   --fault-ttl S        at the end, delete faults last attempted over S s ago
   --allow-io           scripts may write files and open stores
   --allow-exec         scripts may run programs (os.execute, io.popen, os.exit)
@@ -252,7 +254,7 @@ end
 
 local RUN_OPTS = {
   input = "value", output = "value", db = "value", durability = "value", ["group-commit"] = "value",
-  budget = "value", memory = "value", deadline = "value", ["fault-ttl"] = "value", ["allow-io"] = "flag",
+  budget = "value", memory = "value", deadline = "value", ["max-line"] = "value", ["fault-ttl"] = "value", ["allow-io"] = "flag",
   ["allow-exec"] = "flag", ["allow-native"] = "flag", quiet = "flag", ["no-progress"] = "flag",
   help = "flag",
 }
@@ -263,6 +265,10 @@ local function load_gateway(cmd, script, opts)
   local budget = floor(number_opt(opts, "budget", 10000000))
   local memory = number_opt(opts, "memory", 256)
   local deadline = number_opt(opts, "deadline", 30)
+  local max_line = floor(number_opt(opts, "max-line", 0))
+  if max_line > esg.EVENT_MAX_BYTES then
+    return nil, usage_error(cmd, fmt("--max-line is at most %d (an event's limit)", esg.EVENT_MAX_BYTES))
+  end
   local group = number_opt(opts, "group-commit", 0)
   if opts.durability and opts.durability ~= "normal" and opts.durability ~= "full" then
     return nil, usage_error(cmd, "--durability is normal or full")
@@ -293,7 +299,7 @@ local function load_gateway(cmd, script, opts)
     say("esg ", cmd, ": ", script, ": ", text_of(spec), "\n")
     return nil, 2
   end
-  return store, spec, { budget = budget }
+  return store, spec, { budget = budget, max_line = max_line }
 end
 
 local function cmd_run(args)
@@ -307,7 +313,7 @@ local function cmd_run(args)
   local progress = not opts.quiet and not opts["no-progress"] and host and host.isatty(2)
   local c, err = gateway_run(spec, {
     store = store, input = opts.input, output = opts.output, base = dirname(script),
-    script = script, budget = set.budget, progress = progress, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
+    script = script, budget = set.budget, max_line = set.max_line, progress = progress, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
   })
   store:close()
   if not c then

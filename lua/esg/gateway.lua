@@ -164,6 +164,7 @@ local function new_run(spec, opts, source)
     if opts.on_fault then opts.on_fault(f) end
   end
   local o = { name = name, filter = spec.filter, transform = spec.transform, budget = opts.budget, ctx = r.ctx,
+              max_line = opts.max_line,
               on_fault = r.on_fault, fault_note = fmt("script %s, run %s", r.script, r.id),
               progress = opts.progress and function(c) progress_line(name, c) end }
   local idem, l = spec.idempotence, spec.latch
@@ -301,8 +302,8 @@ local function source_of(desc, base)
   return path, path
 end
 
--- Runs a pipeline (opts: store, input, output, base, script, budget, progress, fault_ttl, on_fault,
--- run_ttl): the counters (M.COUNTERS, elapsed, faults_list, resync, run, source) or nil, message.
+-- Runs a pipeline (opts: store, input, output, base, script, budget, max_line, progress, fault_ttl,
+-- on_fault, run_ttl): the counters (M.COUNTERS, elapsed, faults_list, resync, run, source) or nil, message.
 function M.run(spec, opts)
   spec = M.check(spec)
   local desc, base = spec.source, opts.base

@@ -107,7 +107,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise UsageError("--group-commit needs a number >= 0")
     if a.fault_ttl is not None and a.fault_ttl < 0:
         raise UsageError("--fault-ttl needs a number >= 0")
+    if not 0 <= a.max_line <= esg.EVENT_MAX_BYTES:
+        raise UsageError("--max-line is 0..%d (an event's limit)" % esg.EVENT_MAX_BYTES)
     spec = load_script(script)
+    spec.setdefault("max_line", a.max_line)
     base = os.path.dirname(script) or "."
     if a.input is not None:
         spec["source"] = esg.source.jsonl(a.input)
@@ -200,6 +203,9 @@ def parser() -> argparse.ArgumentParser:
                      help="commit claims in groups at most S seconds old (default 0: each)")
     run.add_argument("--fault-ttl", metavar="S", type=float, default=None,
                      help="at the end, delete faults last attempted over S s ago")
+    run.add_argument("--max-line", metavar="BYTES", type=int, default=0,
+                     help="a longer input line is a fault, stored as its first 64 KiB with its length and "
+                          "SHA-256 (default and most: %d, an event's limit)" % esg.EVENT_MAX_BYTES)
     run.add_argument("-q", "--quiet", action="store_true", help="no summary")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     return ap

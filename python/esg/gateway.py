@@ -145,7 +145,7 @@ class Gateway(_esg.Gateway):
     Gateway(store, *, name=None, source=None, filter=None, idempotence=True, key=None,
             hash=None, entity=None, lease=30.0, ttl=3600.0, echo=None, latch=None,
             enrich=None, transform=None, sink=None, on_fault=None, source_name=None,
-            fault_note=None)
+            fault_note=None, max_line=0)
 
     Steps get (ev, ctx): ev the event as a dict (decoded once per event and shared by
     its steps), ctx an esg.GatewayContext (store, name, line, event_id, event, now(),
@@ -159,7 +159,7 @@ class Gateway(_esg.Gateway):
                 echo: Optional[Callable[[Any, Any], Any]] = None, latch: Optional[Mapping[str, Any]] = None,
                 enrich: Any = None, transform: Optional[Callable[[Any, Any], Any]] = None, sink: Any = None,
                 on_fault: Optional[Callable[[Any], Any]] = None, source_name: Optional[str] = None,
-                fault_note: Optional[str] = None) -> "Gateway":
+                fault_note: Optional[str] = None, max_line: int = 0) -> "Gateway":
         if not isinstance(idempotence, bool):
             raise TypeError("idempotence must be True or False")
         if hash is not None and hash is not False and not callable(hash):
@@ -173,7 +173,7 @@ class Gateway(_esg.Gateway):
             key=_callable("key", key), hash=hash if callable(hash) else None, no_hash=hash is False,
             entity=_callable("entity", entity), lease=lease, ttl=ttl, echo=_callable("echo", echo),
             transform=_callable("transform", transform), on_fault=_callable("on_fault", on_fault),
-            source_name=source_name, fault_note=fault_note)
+            source_name=source_name, fault_note=fault_note, max_line=max_line)
         if latch is not None:
             _latch_opts(latch, flat)
         if enrich is not None:

@@ -936,6 +936,49 @@ static void test_long_lines(void) {
   remove(path);
 }
 
+/* A lower line limit (esg_gateway_source_lines): a line over it, with its newline in the
+   same read or not, is a fault kept as its first max_line bytes; one at the limit is not. */
+static void test_line_limit(void) {
+  esg_store *s = tu_open(tu_store("gw"), &now);
+  const char *path = tu_path("gw-limit.jsonl");
+  char at[200], over[400];
+  snprintf(at, sizeof at, "{\"id\":\"at\",\"type\":\"t\",\"timestamp\":1,\"x\":\"%0*d\"}", 100, 0);
+  snprintf(over, sizeof over, "{\"id\":\"over\",\"type\":\"t\",\"timestamp\":1,\"x\":\"%0*d\"}", 300, 0);
+  FILE *f = fopen(path, "w");
+  fprintf(f, "%s\n%s\n%s\n", at, over, EV("l3", ""));
+  fclose(f);
+  seen k = {0};
+  esg_gateway_opts o = base_opts(s, &k);
+  esg_gateway *g = open_gw(&o);
+  esg_gateway_lines_opts lo = ESG_GATEWAY_LINES_OPTS_INIT;
+  lo.max_line = strlen(at);
+  esg_gateway_source src;
+  CHECK_RC(ESG_OK, esg_gateway_source_lines(&src, path, -1, &lo));
+  CHECK_RC(ESG_OK, esg_gateway_run(g, &src));
+  src.close(src.ud);
+  esg_gateway_stats st = stats_of(g);
+  CHECK(st.received == 3 && st.delivered == 2 && st.faults == 1);
+  CHECK_STR(k.out[0], at);
+  CHECK_STR(k.out[1], EV("l3", ""));
+  char want[160];
+  snprintf(want, sizeof want, "a line of %zu bytes is over the limit of %zu: kept as its first %zu bytes", strlen(over),
+           strlen(at), strlen(at));
+  CHECK_CONTAINS(k.fault_error, want);
+  fault_seen fs = {0};
+  CHECK_RC(ESG_OK, esg_faults_list(s, each_fault, &fs));
+  CHECK(fs.n == 1 && strncmp(fs.event, over, strlen(at)) == 0 && strlen(fs.event) == strlen(at));
+  /* the limit cannot pass an event's, and the options follow the ABI rules */
+  lo.max_line = (size_t)ESG_EVENT_MAX_BYTES + 1;
+  CHECK_RC(ESG_EINVAL, esg_gateway_source_lines(&src, path, -1, &lo));
+  CHECK_CONTAINS(esg_errmsg(NULL), "ESG_EVENT_MAX_BYTES");
+  lo.size = 0;
+  CHECK_RC(ESG_EINVAL, esg_gateway_source_lines(&src, path, -1, &lo));
+  CHECK_RC(ESG_EINVAL, esg_gateway_source_lines(&src, NULL, -1, NULL));
+  esg_gateway_close(g);
+  esg_store_close(s);
+  remove(path);
+}
+
 /* ------------------------------------------- what the Lua runner needs -- */
 
 static int claim_ok;
@@ -1061,6 +1104,7 @@ int main(void) {
     RUN(test_store_closed_first);
     RUN(test_resync_sources);
     RUN(test_long_lines);
+    RUN(test_line_limit);
     RUN(test_event_user_slot);
     RUN(test_outbox_same_bytes_after_cancel);
     RUN(test_outbox_after_kill);

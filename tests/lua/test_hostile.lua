@@ -148,6 +148,23 @@ spec_runs("a name whose __concat loops",
 spec_runs("an error object whose __tostring loops, at the top level",
           "error(setmetatable({}, { __tostring = function() while true do end end }))", 2)
 
+-- --max-line: a longer line is a stored fault (kept as its first max-line bytes), the run goes on
+do
+  local script = dir .. "/ml.lua"
+  T.write(script, "return { idempotence = false }")
+  local big = ev("big", { x = ("y"):rep(5000) })
+  T.write(dir .. "/ml.jsonl", ev("m1") .. "\n" .. big .. "\n" .. ev("m2") .. "\n")
+  local rc, out, err = T.sh(q(ESG) .. " run " .. q(script) .. " -i " .. q(dir .. "/ml.jsonl") .. " --db " ..
+                            q(dir .. "/ml.db") .. " --max-line 1000 </dev/null")
+  T.ok(rc == 1 and select(2, out:gsub("\n", "")) == 2, "--max-line: the lines around it are delivered")
+  T.ok(err:find(("a line of %d bytes is over the limit of 1000"):format(#big), 1, true), "--max-line: the fault says so")
+  local _, fo = T.sh(q(ESG) .. " faults list --json --db " .. q(dir .. "/ml.db"))
+  T.eq(#(esg.json.decode(fo:match("^[^\n]+")).event), 1000, "--max-line: the stored event is its first 1000 bytes")
+  rc, _, err = T.sh(q(ESG) .. " run " .. q(script) .. " -i " .. q(dir .. "/ml.jsonl") .. " --db " .. q(dir .. "/ml2.db") ..
+                    " --max-line 2000000 </dev/null")
+  T.ok(rc == 2 and err:find("--max-line is at most " .. esg.EVENT_MAX_BYTES, 1, true), "--max-line: over an event's limit is refused")
+end
+
 -- the memory limit: C memory made for the script counts; a hoarding script fails fast
 escapes("JSON encoding a huge value", "local t = {} for i = 1, 400000 do t[i] = ('x'):rep(60) end; esg.json.encode({ t, t, t, t })",
         "not enough memory", "--memory 24", "local esg = require 'esg'")

@@ -973,3 +973,31 @@ def test_fault_records_name_the_source_and_the_note(store, tmp_path):
     first, second = store.faults()
     assert first.error.split("\n")[1] == "at line 1 of %s (gateway gateway)" % src
     assert second.error.split("\n")[1] == "at line 1 (script s.py, run 1)"
+
+
+def test_max_line_makes_a_longer_line_a_stored_fault(store, tmp_path):
+    at = b'{"id":"at","type":"t","timestamp":1,"x":"' + b"0" * 100 + b'"}'
+    over = b'{"id":"over","type":"t","timestamp":1,"x":"' + b"0" * 300 + b'"}'
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(at + b"\n" + over + b"\n" + line(3) + b"\n")
+    out = []
+    gw = esg.Gateway(store, max_line=len(at), sink=esg.sink.callback(lambda o, ctx: out.append(o)))
+    st = gw.run(str(src))
+    gw.close()
+    assert st["received"] == 3 and st["delivered"] == 2 and st["faults"] == 1
+    [f] = store.faults()
+    assert f.stage == "parse" and f.event == over[:len(at)]
+    assert "a line of %d bytes is over the limit of %d" % (len(over), len(at)) in f.error
+    with pytest.raises(ValueError, match="max_line"):
+        esg.Gateway(store, max_line=esg.EVENT_MAX_BYTES + 1)
+
+
+def test_python_m_esg_run_max_line(tmp_path):
+    script, src, db = tmp_path / "g.py", tmp_path / "in.jsonl", tmp_path / "g.db"
+    script.write_text("gateway = dict(idempotence=False)\n")
+    src.write_bytes(line(1) + b"\n" + b'{"id":"big","type":"t","timestamp":1,"x":"' + b"y" * 5000 + b'"}\n' + line(2) + b"\n")
+    r = esg_cmd("run", str(script), "-i", str(src), "--db", str(db), "--max-line", "1000")
+    assert r.returncode == 1, r.stderr
+    assert b"over the limit of 1000" in r.stderr and r.stdout.count(b"\n") == 2
+    r = esg_cmd("run", str(script), "-i", str(src), "--db", str(db), "--max-line", str(esg.EVENT_MAX_BYTES + 1))
+    assert r.returncode == 2 and b"--max-line" in r.stderr

@@ -234,6 +234,17 @@ ESG_API int esg_gateway_source_jsonl(esg_gateway_source *out, const char *path);
 /** The same over an open fd (not closed by the source); a pipe or socket may pause. */
 ESG_API int esg_gateway_source_fd(esg_gateway_source *out, int fd);
 
+/** Options of a JSON lines source: start from ESG_GATEWAY_LINES_OPTS_INIT. */
+typedef struct esg_gateway_lines_opts {
+  size_t size;                   /* sizeof(esg_gateway_lines_opts): start from ESG_GATEWAY_LINES_OPTS_INIT */
+  size_t max_line;               /* the longest line handed over whole, in bytes: a longer one is a parse fault
+                                    kept as its first 64 KiB (or max_line bytes if less); 0 = and at most
+                                    ESG_EVENT_MAX_BYTES, since no longer event parses */
+} esg_gateway_lines_opts;
+#define ESG_GATEWAY_LINES_OPTS_INIT {.size = sizeof(esg_gateway_lines_opts)}
+/** esg_gateway_source_jsonl(path), or esg_gateway_source_fd(fd) when path is NULL, with options (NULL: defaults). */
+ESG_API int esg_gateway_source_lines(esg_gateway_source *out, const char *path, int fd, const esg_gateway_lines_opts *o);
+
 /**
  * Opens a gateway on opts->store (borrowed). On failure *out is NULL and esg_errmsg(NULL)
  * names what is wrong. Closing the store first detaches the gateway: its deliveries are

@@ -12,14 +12,16 @@
 #include <unistd.h>
 #include "gateway_int.h"
 
-/* A line longer than an event may be (it could never parse) is not kept whole: its first
-   CUT bytes are, and it is hashed as it goes by, so any length ends as a fault record. */
+/* A line longer than the limit (at most an event's, ESG_EVENT_MAX_BYTES: a longer one could
+   never parse) is not kept whole: its first CUT bytes are (fewer if the limit is lower), and
+   it is hashed as it goes by, so any length ends as a fault record. */
 #define MAX_LINE ((size_t)ESG_EVENT_MAX_BYTES)
 #define CUT ((size_t)65536)
 
 typedef struct lines {
   int fd;
   bool own, eof;
+  size_t max, cut_max; /* the line limit, and how much of a longer line is kept */
   char *buf;
   size_t start, end, cap;
   /* the line too long being skipped */
@@ -41,7 +43,7 @@ static int too_long(lines *l, const char **data, size_t *len) {
   *len = l->cut_len;
   return esg__fail(NULL, ESG_ETOOBIG,
                    "a line of %zu bytes is over the limit of %zu: kept as its first %zu bytes (sha256 %s)", l->skipped,
-                   MAX_LINE, l->cut_len, hex);
+                   l->max, l->cut_len, hex);
 }
 
 static int lines_next(void *ud, const char **data, size_t *len) {
@@ -54,15 +56,17 @@ static int lines_next(void *ud, const char **data, size_t *len) {
       l->skipped += upto - l->start;
       l->start = nl ? upto + 1 : l->end;
       if (nl || l->eof) return too_long(l, data, len);
-    } else if (nl) {
+    } else if (nl && (size_t)(nl - (l->buf + l->start)) <= l->max) {
       *data = l->buf + l->start;
       *len = (size_t)(nl - *data);
       l->start += *len + 1;
       return ESG_OK;
-    } else if (l->end - l->start > MAX_LINE) { /* no newline within the limit: skip the rest */
-      l->cut_len = CUT;
-      if (!l->cut && !(l->cut = esg__malloc(CUT))) return esg__fail(NULL, ESG_ENOMEM, "out of memory reading the source");
-      memcpy(l->cut, l->buf + l->start, CUT);
+    } else if (nl || l->end - l->start > l->max) {
+      /* no newline within the limit: keep the first bytes, hash the whole line as it is skipped */
+      l->cut_len = l->cut_max;
+      if (!l->cut && !(l->cut = esg__malloc(l->cut_max)))
+        return esg__fail(NULL, ESG_ENOMEM, "out of memory reading the source");
+      memcpy(l->cut, l->buf + l->start, l->cut_max);
       esg__sha256_init(&l->sh);
       l->skipping = true;
       l->skipped = 0;
@@ -112,7 +116,7 @@ static void lines_close(void *ud) {
   esg__free(l);
 }
 
-static int open_lines(esg_gateway_source *out, int fd, bool own) {
+static int open_lines(esg_gateway_source *out, int fd, bool own, size_t max) {
   lines *l = esg__calloc(1, sizeof *l);
   if (!l) {
     if (own) close(fd);
@@ -120,25 +124,43 @@ static int open_lines(esg_gateway_source *out, int fd, bool own) {
   }
   l->fd = fd;
   l->own = own;
+  l->max = max;
+  l->cut_max = max < CUT ? max : CUT;
   *out = (esg_gateway_source){lines_next, lines_close, l, fd};
   return ESG_OK;
 }
 
-int esg_gateway_source_fd(esg_gateway_source *out, int fd) {
+int esg_gateway_source_lines(esg_gateway_source *out, const char *path, int fd, const esg_gateway_lines_opts *opts) {
   if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
   memset(out, 0, sizeof *out);
   out->fd = -1;
-  if (fd < 0) return esg__fail(NULL, ESG_EINVAL, "fd %d is not open", fd);
-  return open_lines(out, fd, false);
+  esg_gateway_lines_opts o = ESG_GATEWAY_LINES_OPTS_INIT;
+  if (opts) {
+    int rc = ESG__OPTS_COPY(NULL, esg_gateway_lines_opts, &o, opts);
+    if (rc != ESG_OK) return rc;
+  }
+  if (o.max_line > MAX_LINE)
+    return esg__fail(NULL, ESG_EINVAL, "max_line %zu is over %zu, the most an event may be (ESG_EVENT_MAX_BYTES)",
+                     o.max_line, MAX_LINE);
+  size_t max = o.max_line ? o.max_line : MAX_LINE;
+  if (!path) {
+    if (fd < 0) return esg__fail(NULL, ESG_EINVAL, "fd %d is not open", fd);
+    return open_lines(out, fd, false, max);
+  }
+  if (!*path) return esg__fail(NULL, ESG_EINVAL, "source path is empty");
+  if (strcmp(path, "-") == 0) return open_lines(out, 0, false, max);
+  int pfd = open(path, O_RDONLY | O_CLOEXEC);
+  if (pfd < 0) return esg__fail(NULL, ESG_EIO, "cannot open the source %s: %s", path, strerror(errno));
+  return open_lines(out, pfd, true, max);
 }
 
+int esg_gateway_source_fd(esg_gateway_source *out, int fd) { return esg_gateway_source_lines(out, NULL, fd, NULL); }
+
 int esg_gateway_source_jsonl(esg_gateway_source *out, const char *path) {
-  if (!out) return esg__fail(NULL, ESG_EINVAL, "out is NULL");
-  memset(out, 0, sizeof *out);
-  out->fd = -1;
-  if (!path || !*path) return esg__fail(NULL, ESG_EINVAL, "source path is NULL or empty");
-  if (strcmp(path, "-") == 0) return open_lines(out, 0, false);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return esg__fail(NULL, ESG_EIO, "cannot open the source %s: %s", path, strerror(errno));
-  return open_lines(out, fd, true);
+  if (out && !path) {
+    memset(out, 0, sizeof *out);
+    out->fd = -1;
+    return esg__fail(NULL, ESG_EINVAL, "source path is NULL");
+  }
+  return esg_gateway_source_lines(out, path, -1, NULL);
 }
