@@ -309,6 +309,12 @@ static int m_schema_version(lua_State *L) {
   return 1;
 }
 
+static int m_bytes_written(lua_State *L) {
+  lstore *ls = lesg_check_store(L, 1);
+  lua_pushinteger(L, (lua_Integer)esg_store_bytes_written(ls->s));
+  return 1;
+}
+
 static int m_path(lua_State *L) {
   lstore *ls = lesg_check_store(L, 1);
   lua_pushstring(L, ls->path);
@@ -1252,6 +1258,7 @@ static const luaL_Reg store_methods[] = {
     {"close", m_close},     {"isclosed", m_isclosed},
     {"now", m_now},         {"backend", m_backend},
     {"schema_version", m_schema_version},
+    {"bytes_written", m_bytes_written},
     {"path", m_path},       {"begin", m_begin},
     {"commit", m_commit},   {"rollback", m_rollback},
     {"flush", m_flush},     {"flush_due", m_flush_due},     {"batch", m_batch},

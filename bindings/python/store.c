@@ -365,6 +365,14 @@ static PyObject *store_get_schema(StoreObject *self, void *c) {
   return PyLong_FromLong(v);
 }
 
+static PyObject *store_get_bytes_written(StoreObject *self, void *c) {
+  (void)c;
+  if (esgpy_store_enter(self) < 0) return NULL;
+  uint64_t v = esg_store_bytes_written(self->s);
+  esgpy_store_leave(self);
+  return PyLong_FromUnsignedLongLong(v);
+}
+
 static PyObject *store_now(StoreObject *self, PyObject *unused) {
   (void)unused;
   if (esgpy_store_enter(self) < 0) return NULL;
@@ -991,6 +999,8 @@ static PyGetSetDef store_getset[] = {
     {"path", (getter)store_get_path, NULL, "the path the store was opened with", NULL},
     {"backend", (getter)store_get_backend, NULL, "the backend's name ('sqlite')", NULL},
     {"schema_version", (getter)store_get_schema, NULL, "the schema version of the open store", NULL},
+    {"bytes_written", (getter)store_get_bytes_written, NULL,
+     "bytes this handle has written to the store since it opened (0: not known; SQLite: its WAL frames)", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyType_Slot store_slots[] = {

@@ -139,10 +139,27 @@ local function resolve(path, base)
   return path
 end
 
-local function progress_line(name, c)
-  stderr:write(fmt("\r%s: received %d, delivered %d, duplicates %d, faults %d (%.1f s)\27[K", name, c.received,
-    c.delivered, c.duplicates, c.faults, c.elapsed))
-  stderr:flush()
+local function progress_text(name, c)
+  return fmt("%s: received %d, delivered %d, duplicates %d, faults %d (%.1f s)", name, c.received, c.delivered,
+    c.duplicates, c.faults, c.elapsed)
+end
+
+-- opts.progress: true, a line redrawn in place (a terminal); a number S, a plain line every
+-- S seconds (a pipe, a log, systemd). The reporter, and its last word at the end.
+local function progress_of(name, every)
+  if not every then return nil end
+  if every == true then
+    return function(c) stderr:write("\r", progress_text(name, c), "\27[K"); stderr:flush() end,
+      function(c) stderr:write("\r", progress_text(name, c), "\27[K\n") end
+  end
+  local next_at = every
+  return function(c)
+    if c.elapsed >= next_at then
+      stderr:write(progress_text(name, c), "\n")
+      stderr:flush()
+      next_at = c.elapsed + every
+    end
+  end, function() end
 end
 
 -- A run (or resubmission): its id, ctx, faults_list and the options of store:gateway for spec.
@@ -150,7 +167,7 @@ local function new_run(spec, opts, source)
   local store = assert(opts.store, "gateway: opts.store is required")
   local name = spec.name or "gateway"
   local r = { store = store, script = opts.script or spec.name or "gateway", source = source, faults_list = {},
-              extra = 0, started = now_ms(store), budget = opts.budget }
+              extra = 0, started = now_ms(store), budget = opts.budget, written = store:bytes_written() }
   r.id = uuid5(fmt("esg.run/%s/%d/%s/%s", r.script, r.started, tostring(r), tostring(random())))
   r.ctx = { store = store, name = spec.name, run = r.id, now = function() return store:now() end,
             log = function(...)
@@ -166,7 +183,7 @@ local function new_run(spec, opts, source)
   local o = { name = name, filter = spec.filter, transform = spec.transform, budget = opts.budget, ctx = r.ctx,
               max_line = opts.max_line,
               on_fault = r.on_fault, fault_note = fmt("script %s, run %s", r.script, r.id),
-              progress = opts.progress and function(c) progress_line(name, c) end }
+              progress = progress_of(name, opts.progress) }
   local idem, l = spec.idempotence, spec.latch
   o.no_idempotence = idem == false
   if type(idem) == "table" then
@@ -213,12 +230,14 @@ local function finish(r, gw, kind, spec, opts)
   local ok, cerr = gw:close()
   local c, store = gw:stats(), r.store
   c.received, c.faults = c.received + r.extra, c.faults + r.extra
-  if opts.progress then progress_line(spec.name or "gateway", c); stderr:write("\n") end
+  local _, last_word = progress_of(spec.name or "gateway", opts.progress)
+  if last_word then last_word(c) end
   if not ok then return nil, "cannot commit: " .. tostring(cerr) end
   if opts.fault_ttl then store:purge_faults(store:now() - opts.fault_ttl) end
   local fok, ferr = store:flush()
   if not fok then return nil, "cannot commit: " .. tostring(ferr) end
   c.faults_list, c.resync, c.run, c.source = r.faults_list, r.resync, r.id, r.source
+  c.bytes_written = store:bytes_written() - r.written
   local rec = { id = uuid5("esg.run/" .. r.id), type = M.RUN_TYPE, timestamp = now_ms(store), partitionKey = M.RUN_KEY,
                 run = { script = r.script, name = spec.name, source = r.source, started = r.started, elapsed = c.elapsed,
                         kind = kind } }

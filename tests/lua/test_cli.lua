@@ -73,6 +73,24 @@ T.eq(out, '{"seen":"a"}\n{"seen":"b"}\n', "sink output")
 T.match(err, "ident: 3 received", "summary: received")
 T.eq(count(err, "delivered"), 2, "summary: delivered")
 T.eq(count(err, "duplicates"), 1, "summary: duplicates")
+-- what the store wrote and what the commit mode trades, in the summary and in --help
+local per = tonumber(err:match("store writes +[%d.]+ %a+, (%d+) bytes per event"))
+T.ok(per and per > 1000, "summary: bytes written per event (each claim committed: whole pages) " .. tostring(per))
+T.ok(err:find("commits            each claim at once: a crash loses nothing (--group-commit S", 1, true),
+     "summary: the durable mode's trade")
+do
+  local lines = {}
+  for i = 1, 200 do lines[i] = ev("g" .. i) end
+  T.write(dir .. "/many.jsonl", table.concat(lines, "\n") .. "\n")
+  local grc, _, gerr = esgcmd("run " .. q(dir .. "/id.lua") .. " -i " .. q(dir .. "/many.jsonl") .. " --db " ..
+                              q(dir .. "/grouped.db") .. " --group-commit 0.5")
+  local gper = tonumber(gerr:match("store writes +[%d.]+ %a+, (%d+) bytes per event"))
+  T.ok(grc == 0 and gper and gper < per / 4, "summary: group commit writes less per event " .. tostring(gper))
+  T.ok(gerr:find("grouped, up to 0.5 s: a crash repeats the last 0.5 s of events (the sink may see them twice)", 1, true),
+       "summary: the grouped mode's trade")
+  local _, hout = esgcmd("run --help")
+  T.ok(hout:find("1/80 of the bytes", 1, true) and hout:find("may see up to", 1, true), "run --help: the trade")
+end
 T.eq(count(err, "echoes suppressed"), 0, "summary: echoes")
 T.eq(count(err, "stale"), 0, "summary: stale")
 T.eq(count(err, "faults"), 0, "summary: faults")

@@ -78,6 +78,13 @@ ESG_API const char *esg_store_backend(const esg_store *s);
 ESG_API int esg_store_schema_version(esg_store *s);
 
 /**
+ * The bytes this handle has written to the store since it was opened (0 if the backend
+ * cannot tell). SQLite: the WAL frames its commits appended (a page and a 24-byte header
+ * each; checkpoints copy them once more into the database file).
+ */
+ESG_API uint64_t esg_store_bytes_written(esg_store *s);
+
+/**
  * Batches: every call between esg_store_begin and esg_store_commit runs in one
  * transaction, durable only at commit; esg_store_rollback undoes them all.
  * Nesting is an error (ESG_ESTATE). An open group commit is flushed first.

@@ -92,6 +92,9 @@ typedef struct esg__backend {
   /* The store's identity for the process-wide single-flight registry of the cache:
      the same text for every handle on one database, "" for a private one. */
   const char *(*identity)(esg__be *b);
+  /* Bytes this handle has written to the store so far (0: not known): the write volume
+     that `esg run` reports per event. */
+  uint64_t (*bytes_written)(esg__be *b);
 
   /* ---- units of writes. A batch (esg_store_begin) holds every operation in one
      transaction until commit or rollback. Outside one, each operation is atomic by

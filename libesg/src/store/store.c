@@ -156,6 +156,11 @@ int esg_store_schema_version(esg_store *s) {
   return esg__enter_read(s) == ESG_OK ? s->be->schema_version(s->b) : -1;
 }
 
+uint64_t esg_store_bytes_written(esg_store *s) {
+  if (esg__enter_read(s) != ESG_OK) return 0;
+  return s->be->bytes_written ? s->be->bytes_written(s->b) : 0;
+}
+
 int64_t esg__token(esg_store *s) {
   /* xorshift64*: fast, and 63 random bits make a collision between owners negligible */
   uint64_t x = s->rng;

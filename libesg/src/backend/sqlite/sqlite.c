@@ -243,6 +243,21 @@ static int sq_schema_version(esg__sq *q) {
   return user_version(q, &v) == ESG_OK ? v : -1;
 }
 
+/* The WAL frames this connection's commits appended: each a page and a 24-byte header.
+   Checkpoints copy them once more into the database file (on the checkpoint thread). */
+static uint64_t sq_bytes_written(esg__sq *q) {
+  if (!q->page_size) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(q->db, "PRAGMA page_size", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+      q->page_size = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (!q->page_size) return 0;
+  }
+  int pages = 0, high = 0;
+  if (sqlite3_db_status(q->db, SQLITE_DBSTATUS_CACHE_WRITE, &pages, &high, 0) != SQLITE_OK) return 0;
+  return (uint64_t)pages * (uint64_t)(q->page_size + 24);
+}
+
 const esg__backend esg__sqlite_backend = {
     .version = ESG__BACKEND_VERSION,
     .name = "sqlite",
@@ -250,6 +265,7 @@ const esg__backend esg__sqlite_backend = {
     .close = sq_close,
     .schema_version = sq_schema_version,
     .identity = esg__sq_identity,
+    .bytes_written = sq_bytes_written,
     .begin = esg__sq_begin,
     .commit = esg__sq_commit,
     .rollback = esg__sq_rollback,

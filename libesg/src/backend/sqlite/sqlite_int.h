@@ -39,6 +39,7 @@ typedef struct esg__be {
   bool group_open;            /* a group's transaction is open */
   int group_n;                /* writes in the open group */
   int64_t group_started;
+  int page_size;              /* read once, for bytes_written */
   bool expect_seen;           /* the last claim found its key: try the read first (sqlite_claims.c) */
   bool snap_insert_first;     /* the last listed key was new: try an insert first (sqlite_resync.c) */
   esg__pend *pend;            /* claims pending in the open group (sqlite_pending.c) */
