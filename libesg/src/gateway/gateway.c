@@ -732,8 +732,7 @@ int esg_gateway_resubmit(esg_gateway *g, int64_t fault_id) {
     uint64_t busy = g->st.busy;
     rc = esg__gw_push(g, c.event.data ? c.event.data : "", c.event.len);
     if (g->resub.via_http && rc == ESG_OK) { /* the engine resubmitted the fault: it deletes or replaces it */
-      esg__gw_outbox_commit(g);
-      esg_egress_drain(g->egress);
+      esg__gw_drain(g);
       rc = g->resub.outcome == ESG_EGRESS_DELIVERED ? ESG_OK : ESG_ECALLBACK;
     } else if (rc == ESG_OK) {
       esg_fault_delete(g->s, fault_id);

@@ -100,6 +100,11 @@ int esg__gw_engine(esg_gateway *g, int fd, int timeout_ms, bool force);
 /* For an HTTP sink: the event's request stored by an earlier attempt, if any (e->stored,
    g->oreq). ESG_OK (found or not), or a fault's code with the text on the event. */
 int esg__gw_outbox_find(esg_gateway *g, esg_gateway_event *e);
+/* One turn of the loop (gateway_loop.c): commits the group if due, then lets the engine
+   deliver (or waits for fd, if >= 0) up to timeout_ms, at most until the group is due. */
+int esg__gw_turn(esg_gateway *g, int fd, int timeout_ms);
+/* Turns until no delivery is left (the outbox committed first). */
+int esg__gw_drain(esg_gateway *g);
 /* Commits the outbox rows of the open group, if any. */
 int esg__gw_outbox_commit(esg_gateway *g);
 /* Whether claim key is held by one of this gateway's deliveries in flight. */

@@ -2,7 +2,9 @@
  * The loop that owns timing. Between events, and while the source has nothing to give,
  * it delivers, retries after Retry-After and commits due groups: it sleeps until the
  * earliest of the group's deadline, the engine's next timer and the source's fd becoming
- * readable, never in a blocking read, so a pausing input stops nothing.
+ * readable, never in a blocking read, so a pausing input stops nothing. Every wait for
+ * deliveries (drain, a free slot) is made of its turns: a completion waits in the open
+ * group no longer than the group's delay, however long the other deliveries take.
  */
 #include <poll.h>
 #include "gateway_int.h"
@@ -23,9 +25,7 @@ static int group_wait(esg_gateway *g, int *wait_ms) {
   return ESG_OK;
 }
 
-/* One turn: what is due now, then a wait of up to timeout_ms for fd (if >= 0), a delivery
-   or a deadline. */
-static int turn(esg_gateway *g, int fd, int timeout_ms) {
+int esg__gw_turn(esg_gateway *g, int fd, int timeout_ms) {
   int wait = timeout_ms < MAX_WAIT_MS ? timeout_ms : MAX_WAIT_MS;
   int rc = group_wait(g, &wait);
   if (rc != ESG_OK) return rc;
@@ -40,16 +40,18 @@ static int turn(esg_gateway *g, int fd, int timeout_ms) {
 int esg_gateway_poll(esg_gateway *g, int timeout_ms) {
   int rc = esg__gw_enter(g, "esg_gateway_poll");
   if (rc != ESG_OK) return rc;
-  return turn(g, -1, timeout_ms < 0 ? 0 : timeout_ms);
+  return esg__gw_turn(g, -1, timeout_ms < 0 ? 0 : timeout_ms);
+}
+
+int esg__gw_drain(esg_gateway *g) {
+  int rc = esg__gw_outbox_commit(g);
+  while (rc == ESG_OK && g->egress && esg__egress_jobs(g->egress)) rc = esg__gw_turn(g, -1, MAX_WAIT_MS);
+  return rc;
 }
 
 int esg_gateway_drain(esg_gateway *g) {
   int rc = esg__gw_enter(g, "esg_gateway_drain");
-  if (rc != ESG_OK) return rc;
-  if ((rc = esg__gw_outbox_commit(g)) != ESG_OK) return rc;
-  rc = g->egress ? esg_egress_drain(g->egress) : ESG_OK;
-  if (rc != ESG_OK) return esg__fail(&g->err, rc, "%s", esg_errmsg(g->egress));
-  return ESG_OK;
+  return rc == ESG_OK ? esg__gw_drain(g) : rc;
 }
 
 int esg_gateway_run(esg_gateway *g, const esg_gateway_source *src) {
@@ -76,7 +78,7 @@ int esg_gateway_run(esg_gateway *g, const esg_gateway_source *src) {
     }
     if (rc == ESG_NOT_FOUND) break;
     if (rc != ESG_BUSY) return esg__fail(&g->err, rc, "the source failed: %s", esg_errmsg(NULL));
-    if ((rc = turn(g, src->fd, MAX_WAIT_MS)) != ESG_OK) return rc;
+    if ((rc = esg__gw_turn(g, src->fd, MAX_WAIT_MS)) != ESG_OK) return rc;
   }
   if ((rc = esg_gateway_drain(g)) != ESG_OK) return rc;
   rc = esg_store_flush(g->s);

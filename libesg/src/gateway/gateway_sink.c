@@ -105,16 +105,15 @@ int esg__gw_engine(esg_gateway *g, int fd, int timeout_ms, bool force) {
     int rc = esg__gw_outbox_commit(g);
     if (rc != ESG_OK) return rc;
   }
-  return esg__egress_wait(g->egress, fd, timeout_ms);
+  int rc = esg__egress_wait(g->egress, fd, timeout_ms);
+  return rc == ESG_OK ? ESG_OK : esg__fail(&g->err, rc, "%s", esg_errmsg(g->egress));
 }
 
-/* A free flight slot (1-based); the loop runs the engine until one frees. */
+/* A free flight slot (1-based); the loop turns (committing the outbox first, and due
+   groups) until one frees. */
 static size_t take_flight(esg_gateway *g) {
-  while (g->n_flights >= g->cap_flights) {
-    if (esg__gw_outbox_commit(g) != ESG_OK) return 0;
-    int rc = esg_egress_run(g->egress, 50);
-    if (rc < 0) return 0;
-  }
+  while (g->n_flights >= g->cap_flights)
+    if (esg__gw_turn(g, -1, 50) != ESG_OK) return 0;
   for (size_t i = 0; i < g->cap_flights; i++)
     if (!g->flights[i].key) return i + 1;
   return 0;
@@ -301,9 +300,9 @@ int esg__gw_sink_write(esg_gateway *g, esg_gateway_event *e, const char *key, in
 }
 
 void esg__gw_sink_close(esg_gateway *g) {
-  if (g->egress && g->s) esg__gw_outbox_commit(g);
+  if (g->egress && g->s) esg__gw_drain(g);
   if (g->egress) {
-    esg_egress_drain(g->egress);
+    esg_egress_drain(g->egress); /* what a failed commit left */
     esg_egress_close(g->egress);
     g->egress = NULL;
   }
