@@ -204,7 +204,10 @@ local function new_run(spec, opts, source)
     o.load = type(e.load) == "table" and assert(http_loader(e.load)) or e.load
   end
   local sink, base = spec.sink, opts.base
-  if opts.output and type(sink) ~= "function" then sink, base = M.sink.jsonl(opts.output), nil end
+  -- -o redirects a stdout or JSON lines sink only: an HTTP, event log or collect sink stays
+  if opts.output and (sink == nil or (type(sink) == "table" and sink.kind == "jsonl")) then
+    sink, base = M.sink.jsonl(opts.output), nil
+  end
   sink = sink or M.sink.stdout()
   if type(sink) == "function" then
     o.sink, o.write = "callback", sink

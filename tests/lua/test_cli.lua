@@ -73,6 +73,17 @@ T.eq(out, '{"seen":"a"}\n{"seen":"b"}\n', "sink output")
 T.match(err, "ident: 3 received", "summary: received")
 T.eq(count(err, "delivered"), 2, "summary: delivered")
 T.eq(count(err, "duplicates"), 1, "summary: duplicates")
+-- -o redirects a stdout/jsonl sink only: an event log sink stays where it is
+T.write(dir .. "/evlog.lua", [[
+local gateway = require "esg.gateway"
+return { name = "evlog", sink = gateway.sink.eventlog { key = "copies" } }]])
+do
+  local orc, oout = esgcmd("run " .. q(dir .. "/evlog.lua") .. " -i " .. q(dir .. "/in.jsonl") .. " -o " ..
+                           q(dir .. "/never.jsonl") .. " --db " .. q(dir .. "/evlog.db"))
+  T.ok(orc == 0 and oout == "" and T.read(dir .. "/never.jsonl") == nil, "-o leaves an event log sink alone")
+  local _, eout = esgcmd("events copies --db " .. q(dir .. "/evlog.db"))
+  T.ok(eout:find("a", 1, true) and eout:find("b", 1, true), "-o: the events went to the event log")
+end
 -- what the store wrote and what the commit mode trades, in the summary and in --help
 local per = tonumber(err:match("store writes +[%d.]+ %a+, (%d+) bytes per event"))
 T.ok(per and per > 1000, "summary: bytes written per event (each claim committed: whole pages) " .. tostring(per))
