@@ -562,7 +562,7 @@ static void raise_kept(lua_State *L) {
 /* ---------------------------------------------------------- sources -- */
 
 /* Every line of the caller's source (a file, a list or a function) passes here: the
-   progress callback runs at most every 0.2 s, checked every 64 lines. */
+   progress callback runs at most every 0.2 s. */
 static int source_next(void *ud, const char **data, size_t *len) {
   lgw *w = ud;
   lua_State *L = w->L;
@@ -594,7 +594,10 @@ static int source_next(void *ud, const char **data, size_t *len) {
     lua_pushfstring(L, "gw:run: line %I of the source is not a string", (LUAI_UACINT)(w->list_i ? w->list_i : w->lines + 1));
     state_set(L, S_ERROR);
   }
-  if (rc == ESG_OK && w->has[H_PROGRESS] && L && (++w->lines & 63) == 0) {
+  /* progress: at every line and while the source waits (the loop comes back at least every
+     0.2 s), so a slow pipeline or an idle input still shows life */
+  if ((rc == ESG_OK || rc == ESG_BUSY) && w->has[H_PROGRESS] && L) {
+    if (rc == ESG_OK) w->lines++;
     double t = mono();
     if (t - w->last_progress >= 0.2 && lua_checkstack(L, 4)) {
       w->last_progress = t;

@@ -711,8 +711,9 @@ static int src_turn(gw_source *s, const char **data, size_t *len) {
 static int src_next(void *ud, const char **data, size_t *len) {
   gw_source *s = ud;
   if (s->self->stop) return ESG_ECALLBACK;
-  /* the GIL every 64 lines is enough for Ctrl-C; at once after a wait */
-  if (s->iter || s->busy || (++s->n & 63) == 0) {
+  /* the GIL every 64 lines is enough for Ctrl-C; at once after a wait, and when progress is due
+     (a slow pipeline still shows life) */
+  if (s->iter || s->busy || (++s->n & 63) == 0 || (s->progress && mono() >= s->next_progress)) {
     PyGILState_STATE g = PyGILState_Ensure();
     int rc = src_turn(s, data, len);
     PyGILState_Release(g);

@@ -183,7 +183,7 @@ local function new_run(spec, opts, source)
   local o = { name = name, filter = spec.filter, transform = spec.transform, budget = opts.budget, ctx = r.ctx,
               max_line = opts.max_line,
               on_fault = r.on_fault, fault_note = fmt("script %s, run %s", r.script, r.id),
-              progress = progress_of(name, opts.progress) }
+              progress = progress_of(spec.name or r.script, opts.progress) }
   local idem, l = spec.idempotence, spec.latch
   o.no_idempotence = idem == false
   if type(idem) == "table" then
@@ -233,7 +233,7 @@ local function finish(r, gw, kind, spec, opts)
   local ok, cerr = gw:close()
   local c, store = gw:stats(), r.store
   c.received, c.faults = c.received + r.extra, c.faults + r.extra
-  local _, last_word = progress_of(spec.name or "gateway", opts.progress)
+  local _, last_word = progress_of(spec.name or r.script, opts.progress)
   if last_word then last_word(c) end
   if not ok then return nil, "cannot commit: " .. tostring(cerr) end
   if opts.fault_ttl then store:purge_faults(store:now() - opts.fault_ttl) end

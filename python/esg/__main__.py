@@ -130,6 +130,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     script = a.script
     if a.group_commit is not None and a.group_commit < 0:
         raise UsageError("--group-commit needs a number >= 0")
+    if a.progress is not None and a.progress <= 0:
+        raise UsageError("--progress needs a number of seconds > 0")
     if a.fault_ttl is not None and a.fault_ttl < 0:
         raise UsageError("--fault-ttl needs a number >= 0")
     if not 0 <= a.max_line <= esg.EVENT_MAX_BYTES:
@@ -169,7 +171,18 @@ def cmd_run(a: argparse.Namespace) -> int:
     t0 = time.monotonic()
     written0 = store.bytes_written
     progress = None
-    if not a.quiet and not a.no_progress and sys.stderr.isatty():
+    every = a.progress
+    terminal = every is None and not a.quiet and not a.no_progress and sys.stderr.isatty()
+    if every is not None and not a.no_progress:
+        next_at = [every]
+
+        def progress(c: Dict[str, Any]) -> None:
+            elapsed = time.monotonic() - t0
+            if elapsed >= next_at[0]:
+                sys.stderr.write(progress_line(name, c, elapsed).lstrip("\r").replace("\x1b[K", "") + "\n")
+                sys.stderr.flush()
+                next_at[0] = elapsed + every
+    elif terminal:
         def progress(c: Dict[str, Any]) -> None:
             sys.stderr.write(progress_line(name, c, time.monotonic() - t0))
             sys.stderr.flush()
@@ -184,7 +197,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             gw.close()
         c = gw.stats
         elapsed = time.monotonic() - t0
-        if progress:
+        if terminal:
             progress(c)
             sys.stderr.write("\n")
         if a.fault_ttl:
@@ -238,6 +251,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-line", metavar="BYTES", type=int, default=0,
                      help="a longer input line is a fault, stored as its first 64 KiB with its length and "
                           "SHA-256 (default and most: %d, an event's limit)" % esg.EVENT_MAX_BYTES)
+    run.add_argument("--progress", metavar="S", type=float, default=None,
+                     help="a plain progress line every S seconds, also when stderr is not a terminal (a pipe, "
+                          "a log, systemd); on a terminal the line is redrawn in place by default")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary")
     run.add_argument("--no-progress", action="store_true", help="no progress line")
     return ap

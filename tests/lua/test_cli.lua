@@ -73,6 +73,15 @@ T.eq(out, '{"seen":"a"}\n{"seen":"b"}\n', "sink output")
 T.match(err, "ident: 3 received", "summary: received")
 T.eq(count(err, "delivered"), 2, "summary: delivered")
 T.eq(count(err, "duplicates"), 1, "summary: duplicates")
+-- --progress S: plain lines while the input pauses, also when stderr is not a terminal
+do
+  local prc, _, perr = T.sh("(sleep 1; cat " .. q(dir .. "/in.jsonl") .. ") | " .. q(ESG) .. " run " ..
+                            q(dir .. "/id.lua") .. " --db " .. q(dir .. "/progress.db") .. " --progress 0.3")
+  local n = select(2, perr:gsub("ident: received %d+, delivered %d+, duplicates %d+, faults %d+ %([%d.]+ s%)\n", ""))
+  T.ok(prc == 0 and n >= 2 and not perr:find("\r", 1, true), "--progress: plain lines while waiting (" .. n .. ")")
+  prc, _, perr = esgcmd("run " .. q(dir .. "/id.lua") .. " -i " .. q(dir .. "/in.jsonl") .. " --progress 0")
+  T.ok(prc == 2 and perr:find("--progress needs", 1, true), "--progress 0 is refused")
+end
 -- -o redirects a stdout/jsonl sink only: an event log sink stays where it is
 T.write(dir .. "/evlog.lua", [[
 local gateway = require "esg.gateway"

@@ -1019,3 +1019,19 @@ def test_python_m_esg_run_group_commit_summary(tmp_path):
     assert 0 < per < 1000, err  # grouped: many claims share each page written
     assert "  commits            grouped, up to 0.5 s: a crash repeats the last 0.5 s of events " \
            "(the sink may see them twice)" in err
+
+
+def test_python_m_esg_run_progress_when_not_a_terminal(tmp_path):
+    import subprocess
+    import sys
+    script, db = tmp_path / "g.py", tmp_path / "g.db"
+    script.write_text("gateway = dict(name='prog')\n")
+    pkg = os.path.dirname(os.path.dirname(esg.__file__))
+    p = subprocess.Popen([sys.executable, "-m", "esg", "run", str(script), "--db", str(db), "--progress", "0.3"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(os.environ, PYTHONPATH=pkg))
+    time.sleep(1.0)  # the input pauses: the progress lines still come
+    out, err = p.communicate(line(1) + b"\n", timeout=30)
+    assert p.returncode == 0, err
+    lines = re.findall(rb"prog: received \d+, delivered \d+, duplicates \d+, faults \d+ \([\d.]+ s\)\n", err)
+    assert len(lines) >= 2 and b"\r" not in err, err
