@@ -76,6 +76,9 @@ int esgpy_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObj
 const char *esgpy_str(PyObject *obj, const char *what, Py_ssize_t *len);
 /* Seconds (int or float) to milliseconds; -1 with an exception on error. */
 int esgpy_seconds_ms(PyObject *obj, const char *what, int64_t *ms);
+/* The same for a duration that must be positive (a lease, a ttl): InvalidArgumentError in
+   seconds, the caller's unit, naming what. */
+int esgpy_positive_seconds_ms(esgpy_state *st, PyObject *obj, const char *what, int64_t *ms);
 /* An integer argument (not bool); OverflowError naming it beyond int64. */
 int esgpy_int64(PyObject *obj, const char *what, int64_t *out);
 /* A real number argument (int or float, not bool) as a double; errors name it. 0 or -1. */

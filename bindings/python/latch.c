@@ -53,7 +53,7 @@ static PyObject *latch_call(PyObject *op, const char *fname, PyObject *const *ar
   const char *key = esgpy_str(a[0], "key", NULL), *side = key ? esgpy_str(a[1], "side", NULL) : NULL;
   if (!side) return NULL;
   int64_t ttl = 300000;
-  if (kind == 0 && a[4] && a[4] != Py_None && esgpy_seconds_ms(a[4], "ttl", &ttl) < 0) return NULL;
+  if (kind == 0 && a[4] && a[4] != Py_None && esgpy_positive_seconds_ms(st, a[4], "ttl", &ttl) < 0) return NULL;
   char buf[65];
   const char *hash;
   if (latch_hash(st, a[2] ? a[2] : Py_None, a[3] ? a[3] : Py_None, buf, &hash) < 0) return NULL;

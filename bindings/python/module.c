@@ -140,6 +140,16 @@ int esgpy_seconds_ms(PyObject *obj, const char *what, int64_t *ms) {
   return 0;
 }
 
+int esgpy_positive_seconds_ms(esgpy_state *st, PyObject *obj, const char *what, int64_t *ms) {
+  if (esgpy_seconds_ms(obj, what, ms) < 0) return -1;
+  if (*ms > 0) return 0;
+  /* said in seconds, the caller's unit, before libesg would say it in milliseconds */
+  PyObject *r = PyObject_Repr(obj);
+  if (r) PyErr_Format(st->errors[-ESG_EINVAL], "%s must be at least 0.001 s (got %U s)", what, r);
+  Py_XDECREF(r);
+  return -1;
+}
+
 int esgpy_int64(PyObject *obj, const char *what, int64_t *out) {
   if (PyBool_Check(obj) || !PyLong_Check(obj)) {
     PyErr_Format(PyExc_TypeError, "%s must be int, not %.100s", what, Py_TYPE(obj)->tp_name);

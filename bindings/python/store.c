@@ -498,8 +498,8 @@ static PyObject *do_claim(StoreObject *self, const char *fname, PyObject *const 
   const char *key = esgpy_str(a[0], "key", NULL);
   if (!key) return NULL;
   int64_t lease = 30000, ttl = 3600000, wait_ms = 10000;
-  if (a[2] && esgpy_seconds_ms(a[2], "lease", &lease) < 0) return NULL;
-  if (a[3] && esgpy_seconds_ms(a[3], "ttl", &ttl) < 0) return NULL;
+  if (a[2] && esgpy_positive_seconds_ms(STATE(self), a[2], "lease", &lease) < 0) return NULL;
+  if (a[3] && esgpy_positive_seconds_ms(STATE(self), a[3], "ttl", &ttl) < 0) return NULL;
   if (wait && a[4] && esgpy_seconds_ms(a[4], "wait", &wait_ms) < 0) return NULL;
   uint8_t hash[ESG_HASH_MAX];
   size_t hash_len;
@@ -572,7 +572,7 @@ static PyObject *store_extend(StoreObject *self, PyObject *const *args, Py_ssize
   const char *key = esgpy_str(a[0], "key", NULL);
   int64_t token, lease = 30000;
   if (!key || esgpy_int64(a[1], "token", &token) < 0) return NULL;
-  if (a[2] && esgpy_seconds_ms(a[2], "lease", &lease) < 0) return NULL;
+  if (a[2] && esgpy_positive_seconds_ms(STATE(self), a[2], "lease", &lease) < 0) return NULL;
   if (esgpy_store_enter(self) < 0) return NULL;
   int rc;
   Py_BEGIN_ALLOW_THREADS

@@ -161,3 +161,15 @@ def test_bad_arguments(store):
         store.claim("k" * 2000)
     # nothing was claimed by the failed calls
     assert store.claim("k").status == "new"
+
+
+def test_duration_errors_are_in_seconds(store):
+    # the caller's unit: seconds, as given (libesg itself would say milliseconds)
+    with pytest.raises(esg.InvalidArgumentError, match=r"lease must be at least 0.001 s \(got -1 s\)"):
+        store.claim("k", b"x", lease=-1)
+    with pytest.raises(esg.InvalidArgumentError, match=r"ttl must be at least 0.001 s \(got 0 s\)"):
+        store.claim("k", b"x", ttl=0)
+    with pytest.raises(esg.InvalidArgumentError, match=r"got 0.0001 s"):
+        store.claim("k", b"x", lease=0.0001)
+    with pytest.raises(esg.InvalidArgumentError, match=r"ttl must be at least 0.001 s \(got -5 s\)"):
+        store.latch("k", "crm", {"a": 1}, ttl=-5)
