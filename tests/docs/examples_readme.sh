@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every examples/*/ directory (but examples/python, which is rewritten elsewhere) has a
+# Every examples/*/ directory has a
 # README.md, and the README's first fenced shell block (```sh, shell, bash or console)
 # names files that exist. A word of that block is taken for a file when it is a relative
 # path with a "/" (a VAR=value word: its value); it is looked up from the top of the
@@ -31,7 +31,6 @@ check() { # examples/NAME -> prints what is wrong, nothing when right
 
 for dir in "$src"/examples/*/; do
   name=$(basename "$dir")
-  [ "$name" = python ] && continue
   problems=$(check "examples/$name")
   if [ -z "$problems" ]; then
     echo "ok   examples/$name/README.md"

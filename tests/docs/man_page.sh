@@ -26,7 +26,7 @@ elif command -v mandoc >/dev/null; then
   [ -z "$out" ] && ok "mandoc -Tlint finds no warning" || fail "mandoc -Tlint: $out"
 else
   echo "note: neither groff nor mandoc is installed: only a minimal check of the page's form"
-  head -5 "$page" | grep -q '^\.TH ESG 1 ' && ok "starts with .TH ESG 1" || fail "no .TH ESG 1 line near the top"
+  grep -q '^\.TH ESG 1 ' <(head -5 "$page") && ok "starts with .TH ESG 1" || fail "no .TH ESG 1 line near the top"
 fi
 
 # the source with roff's escapes for '-', fonts and zero-width spaces taken out
@@ -34,9 +34,9 @@ text=$(sed -e 's/\\-/-/g' -e 's/\\f[BIRP]//g' -e 's/\\&//g' -e 's/\\e/\\/g' "$pa
 
 # 2. the sections
 for sh in NAME SYNOPSIS DESCRIPTION COMMANDS OPTIONS ENVIRONMENT "EXIT STATUS" FILES EXAMPLES "SEE ALSO"; do
-  printf '%s\n' "$text" | grep -Eq "^\.SH \"?$sh\"?\$" && ok "section $sh" || fail "no section $sh"
+  grep -Eq "^\.SH \"?$sh\"?\$" <<<"$text" && ok "section $sh" || fail "no section $sh"
 done
-printf '%s\n' "$text" | grep -q 'ESG_DB' && ok "ESG_DB is documented" || fail "ESG_DB is not documented"
+grep -q 'ESG_DB' <<<"$text" && ok "ESG_DB is documented" || fail "ESG_DB is not documented"
 
 # The subsections ".SS "esg CMD ..."" of CMD, under COMMANDS and OPTIONS.
 subsections() {
@@ -57,8 +57,8 @@ options_of() {
 }
 has_option() { # TEXT OPTION ("--allow-" from "--allow-*" matches as a prefix)
   case $2 in
-    *-) printf '%s\n' "$1" | grep -qF -- "$2" ;;
-    *) printf '%s\n' "$1" | grep -qE -- "(^|[^A-Za-z0-9-])$2([^A-Za-z0-9-]|\$)" ;;
+    *-) grep -qF -- "$2" <<<"$1" ;;
+    *) grep -qE -- "(^|[^A-Za-z0-9-])$2([^A-Za-z0-9-]|\$)" <<<"$1" ;;
   esac
 }
 
@@ -68,7 +68,7 @@ commands=$(printf '%s\n' "$main" | awk '/^commands:/ { f = 1; next } f && /^[[:s
 [ -n "$commands" ] && ok "esg --help lists commands: $(echo $commands)" || fail "no commands found in esg --help"
 for cmd in $commands; do
   sub=$(subsections "$cmd")
-  if ! printf '%s\n' "$sub" | grep -q '^\.SS'; then
+  if ! grep -q '^\.SS' <<<"$sub"; then
     fail "esg $cmd: no subsection .SS \"esg $cmd ...\" under COMMANDS"
     continue
   fi
