@@ -332,6 +332,28 @@ local function load_gateway(cmd, script, opts)
   return store, spec, { budget = budget, max_line = max_line, group = group }
 end
 
+-- The progress line: redrawn in place on a terminal (every = true), or a plain line every
+-- `every` seconds (a pipe, a log, systemd). The reporter and its last word at the end.
+local function progress_of(name, every)
+  if not every then return nil end
+  local function text(c)
+    return fmt("%s: received %d, delivered %d, duplicates %d, faults %d (%.1f s)", name, c.received, c.delivered,
+      c.duplicates, c.faults, c.elapsed)
+  end
+  if every == true then
+    return function(c) io_stderr:write("\r", text(c), "\27[K"); io_stderr:flush() end,
+      function(c) io_stderr:write("\r", text(c), "\27[K\n") end
+  end
+  local next_at = every
+  return function(c)
+    if c.elapsed >= next_at then
+      io_stderr:write(text(c), "\n")
+      io_stderr:flush()
+      next_at = c.elapsed + every
+    end
+  end, nil
+end
+
 local function cmd_run(args)
   local opts, pos = parse_cmd("run", args, RUN_OPTS, RUN_ALIASES)
   if not opts then return pos end
@@ -342,10 +364,11 @@ local function cmd_run(args)
   if not store then return spec end
   local every = opts.progress and number_opt(opts, "progress", 0)
   if every == 0 then return usage_error("run", "--progress needs a number of seconds > 0") end
-  local progress = not opts["no-progress"] and (every or (not opts.quiet and host and host.isatty(2)))
+  local progress, progress_done = progress_of(spec.name or script,
+    not opts["no-progress"] and (every or (not opts.quiet and host and host.isatty(2))))
   local c, err = gateway_run(spec, {
     store = store, input = opts.input, output = opts.output, base = dirname(script),
-    script = script, budget = set.budget, max_line = set.max_line, progress = progress, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
+    script = script, budget = set.budget, max_line = set.max_line, progress = progress, progress_done = progress_done, fault_ttl = fault_ttl > 0 and fault_ttl or nil,
   })
   store:close()
   if not c then

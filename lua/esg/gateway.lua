@@ -6,12 +6,11 @@ docs/lua.md "Gateways") and runs it; the pipeline itself runs in C:
 
 docs/gateway.md describes the table, each step, faults and resubmission. What stays
 here is Lua's: the descriptors, the check of a table, the options of store:gateway,
-resync and replay sources, the progress line, the run record of `esg stats`.
+the run record of `esg stats`; resync and replay sources are esg.resync's.
 ]]
 local esg = require "esg"
--- The esg command's host (loaded before the sandbox hides it): a source's script code runs
--- under the budget, deadline and memory limit as the steps do. Elsewhere: plain pcall.
-local has_host, host = pcall(require, "esg.host")
+local sandbox = require "esg.sandbox"
+local resync = require "esg.resync"
 -- Everything the runner uses, taken now: a script may change any global or library table
 -- (ipairs = nil, string.format = nil) and the runner must go on regardless. Strings are
 -- handled with these functions, never with methods (s:find), which go through the string
@@ -20,25 +19,8 @@ local type, pairs, ipairs, next, tostring, error, pcall, assert = type, pairs, i
 local fmt, sub, find = string.format, string.sub, string.find
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local floor, random, stderr = math.floor, math.random, io.stderr
-local json_encode, sha256, uuid5, http_loader = esg.json.encode, esg.sha256, esg.uuid5, esg.http_loader
-
--- Calls f(...) as script code: true, results | false, message.
-local function script_call(budget, f, ...)
-  if not has_host then return pcall(f, ...) end
-  local r = pack(host.pcall(budget or 0, f, ...))
-  return unpack(r, 1, r[1] and r.n or 2)
-end
-
--- A script's value as text for a message, without running its code outside a budget: an
--- error object's __tostring runs as script code (under the budget), other values by type.
-local function text_of(v, budget)
-  local t = type(v)
-  if t == "string" then return v end
-  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
-  local ok, s = script_call(budget or 1000000, tostring, v)
-  if ok and type(s) == "string" then return s end
-  return "(a " .. t .. " whose __tostring failed)"
-end
+local uuid5, http_loader = esg.uuid5, esg.http_loader
+local text_of = sandbox.text_of
 
 local M = { RUN_TYPE = "esg.run", RUN_KEY = "esg.runs", RESUBMIT_PREFIX = "esg.resubmit/", text_of = text_of }
 M.COUNTERS = { "received", "delivered", "duplicates", "echoes", "stale", "faults", "filtered", "dropped", "busy",
@@ -139,29 +121,6 @@ local function resolve(path, base)
   return path
 end
 
-local function progress_text(name, c)
-  return fmt("%s: received %d, delivered %d, duplicates %d, faults %d (%.1f s)", name, c.received, c.delivered,
-    c.duplicates, c.faults, c.elapsed)
-end
-
--- opts.progress: true, a line redrawn in place (a terminal); a number S, a plain line every
--- S seconds (a pipe, a log, systemd). The reporter, and its last word at the end.
-local function progress_of(name, every)
-  if not every then return nil end
-  if every == true then
-    return function(c) stderr:write("\r", progress_text(name, c), "\27[K"); stderr:flush() end,
-      function(c) stderr:write("\r", progress_text(name, c), "\27[K\n") end
-  end
-  local next_at = every
-  return function(c)
-    if c.elapsed >= next_at then
-      stderr:write(progress_text(name, c), "\n")
-      stderr:flush()
-      next_at = c.elapsed + every
-    end
-  end, function() end
-end
-
 -- A run (or resubmission): its id, ctx, faults_list and the options of store:gateway for spec.
 local function new_run(spec, opts, source)
   local store = assert(opts.store, "gateway: opts.store is required")
@@ -183,7 +142,7 @@ local function new_run(spec, opts, source)
   local o = { name = name, filter = spec.filter, transform = spec.transform, budget = opts.budget, ctx = r.ctx,
               max_line = opts.max_line,
               on_fault = r.on_fault, fault_note = fmt("script %s, run %s", r.script, r.id),
-              progress = progress_of(spec.name or r.script, opts.progress) }
+              progress = opts.progress }
   local idem, l = spec.idempotence, spec.latch
   o.no_idempotence = idem == false
   if type(idem) == "table" then
@@ -233,8 +192,7 @@ local function finish(r, gw, kind, spec, opts)
   local ok, cerr = gw:close()
   local c, store = gw:stats(), r.store
   c.received, c.faults = c.received + r.extra, c.faults + r.extra
-  local _, last_word = progress_of(spec.name or r.script, opts.progress)
-  if last_word then last_word(c) end
+  if opts.progress_done then opts.progress_done(c) end
   if not ok then return nil, "cannot commit: " .. tostring(cerr) end
   if opts.fault_ttl then store:purge_faults(store:now() - opts.fault_ttl) end
   local fok, ferr = store:flush()
@@ -250,82 +208,18 @@ local function finish(r, gw, kind, spec, opts)
   return c
 end
 
--- A listing entry the snapshot refused: a fault of stage "resync" (no event to run).
-local function resync_fault(r, key, msg)
-  local line = json_encode { key = text_of(key, r.budget) }
-  local event_id = "unparsed:" .. sub(sha256(line), 1, 16)
-  local id = r.store:fault_record { event_id = event_id, stage = "resync", event = line,
-                                    error = fmt("%s\nat %s (script %s, run %s)", msg, r.source, r.script, r.id) }
-  r.extra = r.extra + 1
-  r.on_fault { id = id, stage = "resync", error = msg, event_id = event_id }
-end
-
--- Runs a resync or replay source: each event goes through the gateway inside the transaction recording it.
-local function drive(r, gw, desc)
-  local store, o = r.store, desc.opts
-  local function feed(rec) assert(gw:feed(rec.json)) end
-  if desc.kind == "snapshot" then
-    local sn, err = store:snapshot(o.source, { type = o.type, entity_field = o.entity_field, log_ttl = o.log_ttl,
-                                               batch = 1, sink = feed })
-    if not sn then return nil, err end
-    -- a listing that fails stops the snapshot before finish: a half listing would delete the rest
-    local ok, it, state, key = script_call(r.budget, o.listing, r.ctx)
-    local lerr = not ok and it
-    while ok do
-      local content
-      ok, key, content = script_call(r.budget, it, state, key)
-      if not ok then lerr = key end
-      if not ok or key == nil then break end
-      local added, aerr = sn:add(key, content)
-      if not added then resync_fault(r, key, text_of(aerr)) end
-    end
-    if not ok then
-      sn:close()
-      return nil, fmt("snapshot %s: the listing failed: %s", o.source, text_of(lerr, r.budget))
-    end
-    local st, ferr = sn:finish()
-    sn:close()
-    r.resync = st
-    return st, ferr
-  elseif desc.kind == "cursor" then
-    local fetch, ctx = o.fetch, r.ctx
-    local function guarded(cursor)
-      local r2 = pack(script_call(r.budget, fetch, cursor, ctx))
-      if not r2[1] then return nil, text_of(r2[2], r.budget) end
-      return unpack(r2, 2, r2.n)
-    end
-    local ok, st, err = pcall(store.cursor_run, store, o.name, o.source, guarded,
-      { sink = feed, entity_field = o.entity_field, log_ttl = o.log_ttl, max_pages = o.max_pages })
-    if not ok then return nil, fmt("cursor %s: %s", o.name, text_of(st)) end
-    r.resync = st
-    return st, err
-  end
-  return store:replay(o, feed)
-end
-
-local NEEDS = { snapshot = { source = "string", listing = "function", _ = "source and listing" },
-                cursor = { name = "string", source = "string", fetch = "function", _ = "name, source and fetch" } }
-
 -- The source's name in fault records and the run record, and what gw:run takes (nil: drive it).
 local function source_of(desc, base)
-  local k, o, need = desc.kind, desc.opts, NEEDS[desc.kind]
+  local k = desc.kind
   if k == "lines" then return "lines", desc.lines end
-  if k == "replay" then return "replay" end
-  if need then
-    for f, t in pairs(need) do
-      if f ~= "_" and (type(o) ~= "table" or type(o[f]) ~= t) then
-        return nil, "gateway.source." .. k .. " needs " .. need._
-      end
-    end
-    return k .. " " .. (k == "cursor" and o.name or o.source)
-  end
+  if resync.drives(k) then return resync.name(desc) end
   if desc.path == nil or desc.path == "-" then return "stdin", "-" end
   local path = resolve(desc.path, base)
   return path, path
 end
 
--- Runs a pipeline (opts: store, input, output, base, script, budget, max_line, progress, fault_ttl,
--- on_fault, run_ttl): the counters (M.COUNTERS, elapsed, faults_list, resync, run, source) or nil, message.
+-- Runs a pipeline (opts: store, input, output, base, script, budget, max_line, progress(stats) and
+-- progress_done(stats), fault_ttl, on_fault, run_ttl): the counters (M.COUNTERS, elapsed, faults_list, resync, run, source) or nil, message.
 function M.run(spec, opts)
   spec = M.check(spec)
   local desc, base = spec.source, opts.base
@@ -340,7 +234,7 @@ function M.run(spec, opts)
   local gw, err = r.store:gateway(o)
   if not gw then return nil, err end
   local ok, rerr
-  if input then ok, rerr = gw:run(input) else ok, rerr = drive(r, gw, desc) end
+  if input then ok, rerr = gw:run(input) else ok, rerr = resync.drive(r, gw, desc) end
   if not ok and find(text_of(rerr), "^cannot open the source") then gw:close(); return nil, rerr end -- no run
   local c, ferr = finish(r, gw, "run", spec, opts)
   if not ok then return nil, rerr end

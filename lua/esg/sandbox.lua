@@ -11,8 +11,34 @@ module loaded afterwards; the runner captured what it needs before. allow:
 Always: the debug library is reduced to debug.traceback (it could lift the
 instruction budget or reach the runner's upvalues), and esg.host (the budget
 and memory controls) is out of reach.
+
+call(budget, f, ...) and text_of(v) are how the runner calls script code outside the
+C gateway's steps (a source's listing, an error object's __tostring): under the
+budget, the deadline and the memory limit, as the steps are.
 ]]
 local M = {}
+-- The esg command's host (taken before apply hides it); elsewhere (plain Lua) calls are plain pcalls.
+local has_host, host = pcall(require, "esg.host")
+local type, tostring, pcall = type, tostring, pcall
+local pack, unpack = table.pack, table.unpack
+
+-- Calls f(...) as script code: true, results | false, message.
+function M.call(budget, f, ...)
+  if not has_host then return pcall(f, ...) end
+  local r = pack(host.pcall(budget or 0, f, ...))
+  return unpack(r, 1, r[1] and r.n or 2)
+end
+
+-- A script's value as text for a message, without running its code outside a budget: an
+-- error object's __tostring runs as script code (under the budget), other values by type.
+function M.text_of(v, budget)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  local ok, s = M.call(budget or 1000000, tostring, v)
+  if ok and type(s) == "string" then return s end
+  return "(a " .. t .. " whose __tostring failed)"
+end
 
 local function denied(name, flag)
   return function()
@@ -90,8 +116,7 @@ function M.apply(allow)
   -- The budget's holes: Lua runs a message handler called for an error raised by the
   -- budget's hook, and every __gc finaliser, with hooks off, so an endless loop there
   -- would never end; a coroutine made before an arming would run without the hook.
-  local okh, host = pcall(require, "esg.host")
-  if okh and type(host) == "table" then
+  if has_host and type(host) == "table" then
     local xpcall_, exhausted = xpcall, host.exhausted
     xpcall = function(f, handler, ...)
       return xpcall_(f, function(...)
