@@ -435,6 +435,15 @@ static void test_too_large(void) {
   raw_read(fd, buf, sizeof buf, 5000, &closed);
   CHECK(strncmp(buf, "HTTP/1.1 413", 12) == 0);
   close(fd);
+  /* headers past header_max: refused by the server (431), which goes on */
+  fd = raw_connect(sv.port);
+  static char hreq[40000];
+  k = snprintf(hreq, sizeof hreq, "POST " ROUTE " HTTP/1.1\r\nHost: x\r\nX-Big: %0*d\r\n\r\n", 30000, 7);
+  send(fd, hreq, (size_t)k, MSG_NOSIGNAL);
+  raw_read(fd, buf, sizeof buf, 5000, &closed);
+  CHECK(strncmp(buf, "HTTP/1.1 431", 12) == 0 || strncmp(buf, "HTTP/1.1 413", 12) == 0);
+  if (strncmp(buf, "HTTP/1.1 4", 10) != 0) fprintf(stderr, "headers too large: got \"%.40s\"\n", buf);
+  close(fd);
   /* exactly at the limit is fine */
   big[1023] = ']';
   CHECK(post_as(H, sv.port, ROUTE, SECRET, "max", TS, big, 1024, NULL).status == 200);
@@ -683,6 +692,27 @@ static void test_slow_client(void) {
   shut(&sv);
 }
 
+/* connections_max: never more connections open at once (libmicrohttpd leaves the rest
+   in the backlog, or lets idle ones go for new ones); once they go, new ones are served. */
+static void test_connection_limit(void) {
+  server sv;
+  esg_ingress_opts o = ESG_INGRESS_OPTS_INIT;
+  o.connections_max = 3;
+  TU_REQUIRE(serve(&sv, tu_store("conns"), 0, &o) == ESG_OK, "cannot serve");
+  int fds[6];
+  for (int i = 0; i < 6; i++) fds[i] = raw_connect(sv.port);
+  usleep(200000);
+  resp r = get(H, sv.port, "/metrics"); /* on a seventh */
+  const char *at = strstr(r.body, "\nesg_ingress_connections ");
+  int n = at ? atoi(at + 25) : -1;
+  if (n < 1 || n > 3) fprintf(stderr, "connections: %d\n", n);
+  CHECK(n >= 1 && n <= 3); /* the others wait in the backlog, or were let go */
+  for (int i = 0; i < 6; i++) close(fds[i]);
+  usleep(100000);
+  CHECK(post(H, sv.port, "l-1", "{}").status == 200);
+  shut(&sv);
+}
+
 /* --------------------------------------------------------------- SIGKILL -- */
 
 /* A child serves (group commit), clients post and record every 2xx, the child is
@@ -825,6 +855,7 @@ int main(void) {
     RUN(test_kill);
   }
   RUN(test_slow_client);
+  RUN(test_connection_limit);
   curl_easy_cleanup(H);
   curl_global_cleanup();
   return tu_done();
