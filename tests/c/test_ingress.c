@@ -312,6 +312,7 @@ static size_t raw_read(int fd, char *buf, size_t cap, int timeout_ms, bool *clos
 
 static CURL *H; /* the main thread's client */
 
+
 /* A signed webhook is stored as an envelope: deterministic id, raw body byte for byte. */
 static void test_signed(void) {
   server sv;
@@ -485,13 +486,18 @@ typedef struct client {
   int *shared;
 } client;
 
+/* Webhook i of the load: its id and body. */
+static void webhook(int i, char id[32], char body[160]) {
+  snprintf(id, 32, "w-%d", i);
+  snprintf(body, 160, "{\"type\":\"thing-updated\",\"thing\":{\"id\":%d,\"pad\":\"%060d\"}}", i, i);
+}
+
 static void *client_run(void *p) {
   client *c = p;
   CURL *h = curl_easy_init();
   for (int i = c->first; i < c->first + c->n; i++) {
     char id[32], body[160];
-    snprintf(id, sizeof id, "w-%d", i);
-    snprintf(body, sizeof body, "{\"type\":\"thing-updated\",\"thing\":{\"id\":%d,\"pad\":\"%060d\"}}", i, i);
+    webhook(i, id, body);
     resp r = post(h, c->port, id, body);
     if (r.status == 200) {
       c->ok++;
@@ -693,11 +699,12 @@ static void test_slow_client(void) {
 }
 
 /* connections_max: never more connections open at once (libmicrohttpd leaves the rest
-   in the backlog, or lets idle ones go for new ones); once they go, new ones are served. */
+   in the backlog); as they go (here: cut, idle), the waiting ones are served. */
 static void test_connection_limit(void) {
   server sv;
   esg_ingress_opts o = ESG_INGRESS_OPTS_INIT;
   o.connections_max = 3;
+  o.request_timeout_ms = 1000; /* the idle ones are cut soon, and the waiting ones get in */
   TU_REQUIRE(serve(&sv, tu_store("conns"), 0, &o) == ESG_OK, "cannot serve");
   int fds[6];
   for (int i = 0; i < 6; i++) fds[i] = raw_connect(sv.port);
@@ -774,6 +781,23 @@ static void test_kill(void) {
   CHECK(acks >= 600);
   CHECK(missing == 0);
   esg_store_close(s);
+  /* served again on the store: every acknowledged webhook, redelivered, is a duplicate */
+  server sv;
+  if (serve(&sv, path, 5, NULL) != ESG_OK) {
+    CHECK(!"cannot serve again");
+    return;
+  }
+  int dups = 0;
+  for (int i = 0; i < T * 1000; i++) {
+    if (!acked[i]) continue;
+    char id[32], body[160];
+    webhook(i, id, body);
+    resp r = post(H, sv.port, id, body);
+    dups += r.status == 200 && strstr(r.body, "\"duplicate\"") != NULL;
+  }
+  CHECK(dups == acks);
+  CHECK(transforms() == 0);
+  shut(&sv);
   (void)N;
 }
 
