@@ -618,12 +618,13 @@ static bool metrics_show(int port, const char *text) {
   return false;
 }
 
-/* A full queue: 503 with Retry-After at once, while the gateway is busy; the queued
-   ones are answered once it goes on; then a graceful stop. */
+/* A full queue (by count or by bytes): 503 with Retry-After at once, while the gateway
+   is busy; the queued ones are answered once it goes on; then a graceful stop. */
 static void test_backpressure_and_stop(void) {
   server sv;
   esg_ingress_opts o = ESG_INGRESS_OPTS_INIT;
   o.queue_max = 2;
+  o.queue_bytes_max = 16 * 1024;
   o.retry_after_s = 7;
   TU_REQUIRE(serve(&sv, tu_store("backpressure"), 0, &o) == ESG_OK, "cannot serve");
   bg a, b, c;
@@ -632,9 +633,18 @@ static void test_backpressure_and_stop(void) {
   while (!C.blocked) pthread_cond_wait(&C.cv, &C.mu); /* the gateway is inside a's transform */
   pthread_mutex_unlock(&C.mu);
   bg_post(&b, sv.port, "b-b", "{}");
+  CHECK(metrics_show(sv.port, "esg_ingress_queue_depth 1\n"));
+  /* past queue_bytes_max: 503 though the count has room */
+  static char big[20001];
+  memset(big, ' ', 20000);
+  big[0] = '[';
+  big[19999] = ']';
+  resp r = post_as(H, sv.port, ROUTE, SECRET, "b-big", TS, big, 20000, NULL);
+  CHECK(r.status == 503);
+  CHECK_STR(r.retry_after, "7");
   bg_post(&c, sv.port, "b-c", "{}");
   CHECK(metrics_show(sv.port, "esg_ingress_queue_depth 2\n"));
-  resp r = post(H, sv.port, "b-d", "{}");
+  r = post(H, sv.port, "b-d", "{}"); /* past queue_max */
   CHECK(r.status == 503);
   CHECK_STR(r.retry_after, "7");
   CHECK(get(H, sv.port, "/healthz").status == 200); /* the server answers while the gateway is busy */
@@ -656,6 +666,7 @@ static void test_backpressure_and_stop(void) {
   esg_ingress_close(sv.ing);
   sv.ing = NULL;
   CHECK(stored(sv.s, "b-a").n == 1 && stored(sv.s, "b-c").n == 1 && stored(sv.s, "b-d").n == 0);
+  CHECK(stored(sv.s, "b-big").n == 0);
   shut(&sv);
 }
 

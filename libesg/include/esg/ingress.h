@@ -57,6 +57,7 @@ typedef struct esg_ingress_opts {
   int request_timeout_ms;        /* a connection has this long to send each whole request (from its
                                     start or its previous answer): slower ones are cut; 0 = 10000 */
   unsigned queue_max;            /* requests waiting for the gateway; more: 503; 0 = 1024 */
+  size_t queue_bytes_max;        /* and the bytes of their envelopes; more: 503; 0 = 64 MiB */
   int retry_after_s;             /* the Retry-After of a 503; 0 = 1 */
   int no_keepalive;              /* non-zero: every answer closes its connection */
   esg_clock_fn clock;            /* the webhook timestamps' clock; NULL = esg_clock_real */

@@ -17,6 +17,7 @@ static int check_opts(esg_ingress_opts *o) {
   if (!o->connections_max) o->connections_max = 256;
   if (!o->request_timeout_ms) o->request_timeout_ms = 10000;
   if (!o->queue_max) o->queue_max = 1024;
+  if (!o->queue_bytes_max) o->queue_bytes_max = 64 * 1024 * 1024;
   if (!o->retry_after_s) o->retry_after_s = 1;
   if (!o->clock) o->clock = esg_clock_real;
   if (o->body_max > ESG_INGRESS_BODY_MAX)

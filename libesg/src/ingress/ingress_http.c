@@ -135,7 +135,7 @@ static enum MHD_Result on_body_done(esg_ingress *ing, struct MHD_Connection *c, 
   }
   pthread_mutex_lock(&ing->mu);
   bool refused = ing->closed || atomic_load(&ing->stop);
-  bool full = ing->qlen >= ing->o.queue_max;
+  bool full = ing->qlen >= ing->o.queue_max || ing->qbytes + r->env_len > ing->o.queue_bytes_max;
   if (!refused && !full) {
     /* suspended before the gateway's thread can see it, so its resume cannot come first */
     MHD_suspend_connection(c);
@@ -145,6 +145,7 @@ static enum MHD_Result on_body_done(esg_ingress *ing, struct MHD_Connection *c, 
     else ing->qhead = r;
     ing->qtail = r;
     ing->qlen++;
+    ing->qbytes += r->env_len;
   }
   pthread_mutex_unlock(&ing->mu);
   if (refused) {

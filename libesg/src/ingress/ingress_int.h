@@ -96,6 +96,7 @@ struct esg_ingress {
   pthread_mutex_t mu;            /* guards what follows */
   esg__req *qhead, *qtail;       /* waiting for the gateway */
   unsigned qlen;
+  size_t qbytes;                 /* of their envelopes */
   bool closed;                   /* stopping and the queue was found empty: refuse the rest */
   unsigned answering;            /* answers decided, their requests not yet over */
   uint64_t by_status[ESG__ST_N];

@@ -93,6 +93,7 @@ static int src_next(void *ud, const char **data, size_t *len) {
     ing->qhead = r->next;
     if (!ing->qhead) ing->qtail = NULL;
     ing->qlen--;
+    ing->qbytes -= r->env_len;
   } else if (atomic_load(&ing->stop)) {
     ing->closed = true; /* from now on the server refuses what comes */
   }
@@ -138,6 +139,7 @@ void esg__ingress_refuse_all(esg_ingress *ing) {
   esg__req *q = ing->qhead;
   ing->qhead = ing->qtail = NULL;
   ing->qlen = 0;
+  ing->qbytes = 0;
   ing->closed = true;
   pthread_mutex_unlock(&ing->mu);
   static const char busy[] = "{\"error\":\"the gateway stopped\"}";
