@@ -474,6 +474,18 @@ static void test_endpoints(void) {
   CHECK_CONTAINS(r.body, "esg_ingress_queue_depth 0\n");
   CHECK(get(H, sv.port, "/metrics").status == 200);
   CHECK(request(H, "POST", sv.port, "/healthz", NULL, "x", 1).status == 405);
+  /* keep-alive: two requests on one connection, both answered, the connection kept */
+  int fd = raw_connect(sv.port);
+  const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int i = 0; i < 2; i++) {
+    char buf[1024];
+    bool closed;
+    CHECK(send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req));
+    raw_read(fd, buf, sizeof buf, 5000, &closed);
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+    CHECK(strstr(buf, "Connection: close") == NULL);
+  }
+  close(fd);
   shut(&sv);
 }
 

@@ -104,7 +104,10 @@ static const esg__route *find_route(const esg_ingress *ing, const char *url) {
 /* The headers are in: the answers that need no body. */
 static enum MHD_Result on_headers(esg_ingress *ing, struct MHD_Connection *c, esg__req *r, const char *url,
                                   const char *method) {
-  if (strcmp(url, "/healthz") == 0 || strcmp(url, "/metrics") == 0) return get_endpoint(ing, c, r, url, method);
+  if (strcmp(url, "/healthz") == 0 || strcmp(url, "/metrics") == 0) {
+    r->endpoint = true; /* answered once the request is read: an answer before closes the connection */
+    return MHD_YES;
+  }
   r->close = true; /* until the body is read: an early answer leaves it unread */
   if (!(r->route = find_route(ing, url))) return answer_now(ing, c, r, 404, "no such route", false);
   if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
@@ -174,6 +177,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return on_headers(ing, c, r, url, method);
   }
   if (r->status) return answer_json(ing, c, r); /* resumed by the gateway's thread with its answer */
+  if (r->endpoint) {
+    if (!*upload_size) return get_endpoint(ing, c, r, url, method);
+    *upload_size = 0; /* a body sent to them is read and dropped */
+    return MHD_YES;
+  }
   if (*upload_size) {
     if (!r->too_big && r->body.len + *upload_size > ing->o.body_max) {
       r->too_big = true; /* a chunked body past the limit: the rest is read and dropped */

@@ -50,6 +50,7 @@ typedef struct esg__req {
   int64_t t0_us;                 /* headers read (monotonic): the latency's start */
   esg__buf body;
   bool too_big;
+  bool endpoint;                 /* /healthz or /metrics: answered once the request is read */
   bool suspended;                /* with the gateway (queued, running, waiting for a commit) */
   char *env;                     /* the envelope */
   size_t env_len;
