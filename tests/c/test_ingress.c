@@ -78,6 +78,9 @@ typedef struct server {
   int port;
 } server;
 
+/* The busy timeout of the stores serve() opens (0: the default). */
+static int busy_ms;
+
 static void *run_thread(void *p) {
   server *sv = p;
   esg_gateway_source src;
@@ -98,6 +101,7 @@ static int serve(server *sv, const char *uri, int group_ms, const esg_ingress_op
   esg_store_opts so = ESG_STORE_OPTS_INIT;
   so.group_commit_ms = group_ms;
   so.group_commit_max = group_ms ? 100000 : 0; /* commits come from the ingress, or the delay */
+  so.busy_timeout_ms = busy_ms;
   int rc = esg_store_open(&sv->s, uri, &so);
   if (rc != ESG_OK) {
     fprintf(stderr, "store %s: %s\n", uri, esg_errmsg(NULL));
@@ -682,6 +686,34 @@ static void test_backpressure_and_stop(void) {
   shut(&sv);
 }
 
+/* A store that cannot take the event (another handle holds its write lock past the
+   busy timeout): 503 with Retry-After, nothing acknowledged, and the same webhook is
+   taken once the store is free again. */
+static void test_store_locked(void) {
+  TU_REQUIRE(tu_store_shared(), TU_NOT_SHARED);
+  const char *uri = tu_store("locked");
+  server sv;
+  busy_ms = 100;
+  int rc = serve(&sv, uri, 0, NULL);
+  busy_ms = 0;
+  TU_REQUIRE(rc == ESG_OK, "cannot serve");
+  esg_store *other = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&other, uri, NULL));
+  CHECK_RC(ESG_OK, esg_store_begin(other)); /* holds the write lock */
+  CHECK_RC(ESG_OK, esg_fault_record(other, &(esg_fault){.event_id = "x", .stage = "t", .error = "e"}, NULL));
+  resp r = post(H, sv.port, "k-1", "{}");
+  CHECK(r.status == 503);
+  CHECK_STR(r.retry_after, "1");
+  CHECK(transforms() == 0);
+  CHECK_RC(ESG_OK, esg_store_rollback(other));
+  r = post(H, sv.port, "k-1", "{}");
+  CHECK(r.status == 200);
+  CHECK_CONTAINS(r.body, "\"accepted\"");
+  CHECK(stored(other, "k-1").n == 1);
+  esg_store_close(other);
+  shut(&sv);
+}
+
 /* A client sending one byte a second is cut at the request timeout, and holds no one
    else up meanwhile. */
 static void test_slow_client(void) {
@@ -899,6 +931,7 @@ int main(void) {
     RUN(test_concurrent);
     RUN(test_ack_after_commit);
     RUN(test_backpressure_and_stop);
+    RUN(test_store_locked);
     RUN(test_kill);
   }
   RUN(test_slow_client);
