@@ -243,10 +243,8 @@ static resp post(CURL *h, int port, const char *id, const char *body) {
 static resp get(CURL *h, int port, const char *path) { return request(h, "GET", port, path, NULL, NULL, 0); }
 
 /* The event id of webhook id (as the route "acme" makes it). */
-static const char *event_id(const char *wid, char out[37]) {
-  char name[300];
-  int n = snprintf(name, sizeof name, "acme/%s", wid);
-  esg_uuid5(ESG_UUID_NS_EVENT, name, (size_t)n, out);
+static const char *event_id(const char *wid, char out[300]) {
+  snprintf(out, 300, "acme:%s", wid);
   return out;
 }
 
@@ -265,7 +263,7 @@ static int found_cb(void *ud, const esg_stored_event *ev) {
 /* The stored envelope of webhook wid in s ("" when absent). */
 static found stored(esg_store *s, const char *wid) {
   found f = {0, ""};
-  char id[37];
+  char id[300];
   esg_event_get(s, event_id(wid, id), found_cb, &f);
   return f;
 }
@@ -325,7 +323,7 @@ static void test_signed(void) {
                      "\"n\": 1}\n}\n";
   resp r = post(H, sv.port, "msg_1", body);
   CHECK(r.status == 200);
-  char id[37];
+  char id[300];
   event_id("msg_1", id);
   CHECK_CONTAINS(r.body, "\"accepted\"");
   CHECK_CONTAINS(r.body, id);
@@ -335,14 +333,19 @@ static void test_signed(void) {
   esg_webhook_sign(SECRET, "msg_3", TS, "[1]", 3, good, sizeof good);
   snprintf(two, sizeof two, "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= %s", good);
   CHECK(post_as(H, sv.port, ROUTE, NULL, "msg_3", TS, "[1]", 3, two).status == 200);
+  /* a webhook id that JSON must escape: the event id keeps it as sent */
+  r = post(H, sv.port, "m\"q\\", "{}");
+  CHECK(r.status == 200);
+  CHECK_CONTAINS(r.body, "\"id\":\"acme:m\\\"q\\\\\"");
   /* within the tolerance either way */
   CHECK(post_as(H, sv.port, ROUTE, SECRET, "msg_4", TS - 300, "{}", 2, NULL).status == 200);
   CHECK(post_as(H, sv.port, ROUTE, SECRET, "msg_5", TS + 300, "{}", 2, NULL).status == 200);
-  CHECK(transforms() == 5);
+  CHECK(transforms() == 6);
   stop(&sv);
+  CHECK(stored(sv.s, "m\"q\\").n == 1);
   found f = stored(sv.s, "msg_1");
   CHECK(f.n == 1);
-  char head[200];
+  char head[400];
   snprintf(head, sizeof head, "{\"id\":\"%s\",\"type\":\"invoice.paid\",\"timestamp\":%lld000,", id, (long long)TS);
   CHECK(strncmp(f.json, head, strlen(head)) == 0);
   CHECK_CONTAINS(f.json, "\"tags\":{\"source\":\"acme\"}");
@@ -891,6 +894,9 @@ static void test_api(void) {
   CHECK_RC(ESG_EINVAL, esg_ingress_start(ing)); /* no route */
   const char *good[] = {SECRET};
   r.secrets = good;
+  r.source = "a:b"; /* ':' ends the source in event ids */
+  CHECK_RC(ESG_EINVAL, esg_ingress_route_add(ing, &r));
+  r.source = NULL;
   CHECK_RC(ESG_OK, esg_ingress_route_add(ing, &r));
   CHECK_RC(ESG_EINVAL, esg_ingress_route_add(ing, &r)); /* twice */
   CHECK_RC(ESG_EINVAL, esg_ingress_start(ing));         /* "localhost" is not ADDRESS:PORT */

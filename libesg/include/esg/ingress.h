@@ -34,8 +34,8 @@ typedef enum esg_ingress_scheme {
 typedef struct esg_ingress_route {
   size_t size;                   /* sizeof(esg_ingress_route): start from ESG_INGRESS_ROUTE_INIT */
   const char *path;              /* required: the exact path, e.g. "/hooks/acme"; POST only */
-  const char *source;            /* the source's name (in the event id and tags); NULL = the path
-                                    without its leading '/' */
+  const char *source;            /* the source's name: event ids are "SOURCE:WEBHOOK-ID" (1 to 256
+                                    bytes, no ':'); NULL = the path without its leading '/' */
   esg_ingress_scheme scheme;
   const char *const *secrets;    /* required: the accepted secrets (several during a rotation) */
   size_t n_secrets;

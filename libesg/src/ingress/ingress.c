@@ -83,8 +83,11 @@ int esg_ingress_route_add(esg_ingress *ing, const esg_ingress_route *route) {
   if (!r.secrets || !r.n_secrets) return esg__fail(&ing->err, ESG_EINVAL, "route %s needs secrets", r.path);
   if (r.tolerance_s < 0) return esg__fail(&ing->err, ESG_EINVAL, "route %s: tolerance_s is negative", r.path);
   const char *source = r.source ? r.source : r.path + 1;
-  if (!source[0] || esg__utf8_invalid_at(source, strlen(source)) != strlen(source))
-    return esg__fail(&ing->err, ESG_EINVAL, "route %s needs a source name (UTF-8, not empty)", r.path);
+  size_t slen = strlen(source);
+  if (!slen || slen > ESG__NAME_MAX || strchr(source, ':') || esg__utf8_invalid_at(source, slen) != slen)
+    return esg__fail(&ing->err, ESG_EINVAL,
+                     "route %s: the source name must be UTF-8, 1 to %d bytes, without ':' (it starts the event ids)",
+                     r.path, ESG__NAME_MAX);
   const char *type = r.type ? r.type : "webhook-received";
   if (!type[0] || esg__utf8_invalid_at(type, strlen(type)) != strlen(type))
     return esg__fail(&ing->err, ESG_EINVAL, "route %s: type must be UTF-8, not empty", r.path);

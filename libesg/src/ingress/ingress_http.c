@@ -222,6 +222,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
   }
   esg__buf_free(&r->body);
   esg__free(r->env);
+  esg__free(r->id_json);
   esg__free(r);
 }
 

@@ -39,6 +39,11 @@ typedef struct esg__conn {
   int64_t deadline_us;           /* monotonic; 0 = none (its request is with the gateway) */
 } esg__conn;
 
+/* Room for an answer: its status words and the event id (source and webhook id, each
+   at most ESG__NAME_MAX bytes, as a JSON string: up to 6 bytes per byte escaped). */
+#define ESG__NAME_MAX 256
+#define ESG__ANSWER_MAX (6 * (2 * ESG__NAME_MAX + 1) + 128)
+
 /* One request, from its headers to its answer. Freed by the server thread when MHD
    says the request is over, which cannot happen while its connection is suspended,
    that is while the gateway's thread holds it. */
@@ -55,10 +60,10 @@ typedef struct esg__req {
   char *env;                     /* the envelope */
   size_t env_len;
   uint8_t hash[32];              /* SHA-256 of the body: the payload the webhook id is claimed with */
-  char id[37];                   /* the event id */
+  char *id_json;                 /* the event id as a JSON string (quotes included), for the answer */
   /* the answer */
   int status;                    /* 0 until decided */
-  char answer[160];              /* the body of the answer (JSON) */
+  char answer[ESG__ANSWER_MAX];  /* the body of the answer (JSON) */
   bool retry_after;
   bool close;                    /* Connection: close */
 } esg__req;
@@ -130,7 +135,7 @@ void esg__ingress_answer(esg_ingress *ing, esg__req *r, int status, const char *
 void esg__ingress_refuse_all(esg_ingress *ing);
 
 /* The route's checks and the envelope (ingress_envelope.c), on the server thread: 0 with
-   r->env, r->id and r->hash set, or an HTTP status with r->answer saying why. */
+   r->env, r->id_json and r->hash set, or an HTTP status with r->answer saying why. */
 int esg__ingress_envelope(esg_ingress *ing, esg__req *r, const char *wid, const char *wts, const char *wsig,
                           const char *content_type);
 

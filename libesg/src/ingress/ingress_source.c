@@ -61,19 +61,19 @@ static void finish(esg_ingress *ing) {
   esg__gw_ack_last(ing->g, &a);
   esg_gateway_stats st;
   esg_gateway_get_stats(ing->g, &st);
-  char answer[160];
+  char answer[ESG__ANSWER_MAX];
   if (a.rc == ESG_BUSY) {
     esg__ingress_answer(ing, r, 503, "{\"error\":\"in progress elsewhere\"}", true);
   } else if (a.rc == ESG_ECALLBACK && a.claim == ESG_EMISMATCH) {
     esg__ingress_answer(ing, r, 409, "{\"error\":\"this webhook id came before with another body\"}", false);
   } else if (a.rc == ESG_ECALLBACK && a.fault > 0) { /* stored as a fault record, for resubmission */
-    snprintf(answer, sizeof answer, "{\"status\":\"fault\",\"id\":\"%s\",\"fault\":%lld}", r->id, (long long)a.fault);
+    snprintf(answer, sizeof answer, "{\"status\":\"fault\",\"id\":%s,\"fault\":%lld}", r->id_json, (long long)a.fault);
     wait_commit(ing, r, 202, answer);
   } else if (a.rc != ESG_OK) {
     esg__ingress_answer(ing, r, 503, "{\"error\":\"the event could not be stored\"}", true);
   } else {
-    snprintf(answer, sizeof answer, "{\"status\":\"%s\",\"id\":\"%s\"}",
-             st.duplicates > ing->dup_before ? "duplicate" : "accepted", r->id);
+    snprintf(answer, sizeof answer, "{\"status\":\"%s\",\"id\":%s}",
+             st.duplicates > ing->dup_before ? "duplicate" : "accepted", r->id_json);
     wait_commit(ing, r, 200, answer);
   }
 }
