@@ -859,6 +859,63 @@ static void test_kill(void) {
   (void)N;
 }
 
+/* SIGTERM to a serving process whose handler calls esg_ingress_stop (async-signal-
+   safe): the run ends by itself, the process exits 0, what was acknowledged is stored. */
+static esg_ingress *term_ing;
+static void on_term(int sig) {
+  (void)sig;
+  esg_ingress_stop(term_ing);
+}
+
+static void test_sigterm(void) {
+  TU_REQUIRE(tu_store_shared(), TU_NOT_KEPT);
+  const char *uri = tu_store("term");
+  char path[512];
+  snprintf(path, sizeof path, "%s", uri);
+  int pfd[2];
+  CHECK(pipe(pfd) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(pfd[0]);
+    server sv;
+    int rc = serve(&sv, path, 5, NULL);
+    term_ing = sv.ing;
+    signal(SIGTERM, on_term);
+    int port = rc == ESG_OK ? sv.port : -1;
+    if (write(pfd[1], &port, sizeof port) != sizeof port || rc != ESG_OK) _exit(3);
+    pthread_join(sv.th, NULL);
+    int run_rc = sv.run_rc;
+    esg_ingress_close(sv.ing);
+    esg_gateway_close(sv.g);
+    _exit(run_rc == ESG_OK && esg_store_close(sv.s) == ESG_OK ? 0 : 1);
+  }
+  close(pfd[1]);
+  int port = -1;
+  CHECK(read(pfd[0], &port, sizeof port) == sizeof port);
+  close(pfd[0]);
+  int ok = 0;
+  for (int i = 0; port > 0 && i < 10; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "t-%d", i);
+    ok += post(H, port, id, "{}").status == 200;
+  }
+  CHECK(ok == 10);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, NULL));
+  int n = 0;
+  for (int i = 0; i < 10; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "t-%d", i);
+    n += stored(s, id).n;
+  }
+  CHECK(n == 10);
+  esg_store_close(s);
+}
+
 /* ------------------------------------------------------------------- API -- */
 
 static void test_api(void) {
@@ -939,6 +996,7 @@ int main(void) {
     RUN(test_backpressure_and_stop);
     RUN(test_store_locked);
     RUN(test_kill);
+    RUN(test_sigterm);
   }
   RUN(test_slow_client);
   RUN(test_connection_limit);
