@@ -12,7 +12,7 @@ CMAKE_FLAGS ?=
 
 # The Debian packages each target needs, and no more: make demo installs only the build's.
 DEB_PACKAGES = cmake make gcc pkg-config libsqlite3-dev libcurl4-openssl-dev libcjson-dev \
-	liblua5.4-dev lua5.4 python3-dev libssl-dev
+	liblua5.4-dev lua5.4 python3-dev libssl-dev libmicrohttpd-dev
 # make test: pytest, and what the pip install test needs (a venv with Debian's setuptools, build).
 TEST_DEB_PACKAGES = python3-pytest python3-venv python3-pip python3-setuptools python3-wheel python3-build
 BENCH_DEB_PACKAGES = nginx wrk

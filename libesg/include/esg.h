@@ -22,5 +22,6 @@
 #include "esg/resync.h"
 #include "esg/egress.h"
 #include "esg/gateway.h"
+#include "esg/ingress.h"
 
 #endif

@@ -32,6 +32,8 @@ static void test_inits(void) {
   CHECK_INIT(esg_http_loader_opts, ESG_HTTP_LOADER_OPTS_INIT);
   CHECK_INIT(esg_resync_opts, ESG_RESYNC_OPTS_INIT);
   CHECK_INIT(esg_allocator, ESG_ALLOCATOR_INIT);
+  CHECK_INIT(esg_ingress_opts, ESG_INGRESS_OPTS_INIT);
+  CHECK_INIT(esg_ingress_route, ESG_INGRESS_ROUTE_INIT);
 }
 
 static void test_store_opts_sizes(void) {

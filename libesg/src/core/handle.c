@@ -24,6 +24,7 @@ static bool is_handle(const esg__err *err) {
   case ESG__H_LOADER:
   case ESG__H_SNAPSHOT:
   case ESG__H_GATEWAY:
+  case ESG__H_INGRESS:
     return true;
   }
   return false;
@@ -33,8 +34,8 @@ const char *esg_errmsg(const void *handle) {
   if (!handle) return esg__tls_err()->msg;
   const esg__err *err = handle;
   if (!is_handle(err))
-    return "esg_errmsg: not an open libesg handle (a store, cache, egress engine, HTTP loader, snapshot or "
-           "gateway); "
+    return "esg_errmsg: not an open libesg handle (a store, cache, egress engine, HTTP loader, snapshot, "
+           "gateway or ingress); "
            "errors of calls without one are in esg_errmsg(NULL)";
   return err->msg;
 }

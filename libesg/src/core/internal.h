@@ -23,6 +23,7 @@ enum {
   ESG__H_LOADER = 0x4553474c,   /* "ESGL" */
   ESG__H_SNAPSHOT = 0x45534750, /* "ESGP" */
   ESG__H_GATEWAY = 0x45534757,  /* "ESGW" */
+  ESG__H_INGRESS = 0x45534749,  /* "ESGI" */
 };
 void esg__handle_init(esg__err *err, uint32_t kind);
 void esg__handle_end(esg__err *err);

@@ -332,6 +332,7 @@ static int record_fault(esg_gateway *g, const char *stage, const char *msg, cons
   f.event_len = e->line_len;
   int64_t id = 0;
   int rc = esg_fault_record(g->s, &f, &id);
+  g->last_fault = id;
   if (text != small) esg__free(text);
   if (rc == ESG_OK && g->resub.id) esg_fault_delete(g->s, g->resub.id); /* the new record replaces it */
   g->st.faults++;
@@ -562,8 +563,8 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
     size_t klen = 0;
     if (o->key && STEP(g, o->key(o->ud, e, &k, &klen)) < 0) return step_fault(g, "idempotence", rc_, NULL, 0);
     k = k ? k : esg_event_id(e->ev);
-    const void *hash = o->no_hash ? NULL : esg_event_hash(e->ev);
-    size_t hlen = o->no_hash ? 0 : 32;
+    const void *hash = o->no_hash ? NULL : g->src_hash ? g->src_hash : esg_event_hash(e->ev);
+    size_t hlen = o->no_hash ? 0 : g->src_hash ? g->src_hash_len : 32;
     if (o->hash && !o->no_hash) {
       const char *h = NULL;
       if (STEP(g, o->hash(o->ud, e, &h, &hlen)) < 0) return step_fault(g, "idempotence", rc_, NULL, 0);
@@ -572,6 +573,7 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
     }
     esg_claim_info ci;
     rc = esg_claim(g->s, k, hash, hlen, g->lease, g->ttl, &ci);
+    g->last_claim = rc;
     if (rc == ESG_DUPLICATE && g->resub.id && names_fault(ci.result, ci.result_len)) {
       rc = ESG_OK; /* not done yet: the event goes on without owning the claim */
     } else if (rc == ESG_DUPLICATE) {
@@ -675,8 +677,11 @@ static int run_event(esg_gateway *g, const char *json, size_t len) {
 }
 
 int esg__gw_push(esg_gateway *g, const char *json, size_t len) {
-  if (blank(json, &len)) return ESG_OK;
-  int rc = run_event(g, json, len);
+  g->last_claim = 0;
+  g->last_fault = 0;
+  int rc = blank(json, &len) ? ESG_OK : run_event(g, json, len);
+  g->src_hash = NULL; /* one event's only */
+  g->last_rc = rc;
   esg_event_free(g->cur.ev);
   g->cur.ev = NULL;
   drop_user(&g->cur);

@@ -71,6 +71,12 @@ struct esg_gateway {
     bool via_http;        /* handed to the engine, which deletes or replaces the fault */
   } resub;
   bool in_step;           /* a step is running: the gateway's own calls are refused */
+  /* for a source that answers for each event (the HTTP ingress; gateway_ack.c) */
+  const void *src_hash;   /* the next event's payload hash in place of its bytes' (one shot) */
+  size_t src_hash_len;
+  int last_rc;            /* what the last event's run returned */
+  int last_claim;         /* its claim's answer (0 before the claim step) */
+  int64_t last_fault;     /* the id its fault record got (0: none) */
 };
 
 /* The stages, as fault records name them. */
