@@ -170,6 +170,10 @@ static void group_due_while_waiting(int takeover) {
     int64_t t0 = httpd_now_ms();
     while (query(path, "SELECT count(*) FROM esg_outbox", NULL) < N_HOLD && httpd_now_ms() - t0 < 10000) usleep(5000);
     CHECK(query(path, "SELECT count(*) FROM esg_outbox", NULL) == N_HOLD);
+    /* and its first fast request on the wire, so that it, not the takeover's, meets the
+       rule that never answers (on a loaded machine the kill could come before it) */
+    while (!got(h, "/fast", "f-2") && httpd_now_ms() - t0 < 10000) usleep(2000);
+    CHECK(got(h, "/fast", "f-2"));
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     int64_t until = query(path, "SELECT max(lease_until) FROM esg_claims", NULL); /* the store's clock: real time */
