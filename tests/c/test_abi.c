@@ -34,6 +34,7 @@ static void test_inits(void) {
   CHECK_INIT(esg_allocator, ESG_ALLOCATOR_INIT);
   CHECK_INIT(esg_ingress_opts, ESG_INGRESS_OPTS_INIT);
   CHECK_INIT(esg_ingress_route, ESG_INGRESS_ROUTE_INIT);
+  CHECK_INIT(esg_gateway_lines_opts, ESG_GATEWAY_LINES_OPTS_INIT);
 }
 
 static void test_store_opts_sizes(void) {

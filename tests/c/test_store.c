@@ -84,6 +84,41 @@ static void test_open(void) {
 }
 
 /* Opening SQLite: a folder that is not there, ":memory:", a file that is not a database. */
+/* esg_store_bytes_written: what a handle's commits appended to the WAL (0 before any, and
+   for a private in-memory store, which writes no file); each commit on its own writes
+   whole pages, a group shares them. */
+static int64_t claim_complete_n(esg_store *s, const char *prefix, int n) {
+  uint64_t b0 = esg_store_bytes_written(s);
+  char key[64];
+  for (int i = 0; i < n; i++) {
+    snprintf(key, sizeof key, "%s%d", prefix, i);
+    esg_claim_info ci;
+    CHECK_RC(ESG_NEW, esg_claim(s, key, NULL, 0, 30000, 3600000, &ci));
+    CHECK_RC(ESG_OK, esg_complete(s, key, ci.token, NULL, 0));
+  }
+  CHECK_RC(ESG_OK, esg_store_flush(s));
+  return (int64_t)(esg_store_bytes_written(s) - b0);
+}
+
+static void test_bytes_written(void) {
+  esg_store *s = NULL;
+  CHECK_RC(ESG_OK, esg_store_open(&s, ":memory:", NULL));
+  CHECK(claim_complete_n(s, "m", 10) == 0);
+  esg_store_close(s);
+  const char *path = tu_path("bytes.db");
+  remove(path);
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, NULL));
+  int64_t each = claim_complete_n(s, "d", 100);
+  CHECK(each >= 100 * 4096); /* a page at least per commit */
+  esg_store_close(s);
+  esg_store_opts o = ESG_STORE_OPTS_INIT;
+  o.group_commit_ms = 60000;
+  CHECK_RC(ESG_OK, esg_store_open(&s, path, &o));
+  int64_t grouped = claim_complete_n(s, "g", 100);
+  CHECK(grouped > 0 && grouped * 10 < each);
+  esg_store_close(s);
+}
+
 static void test_open_sqlite(void) {
   esg_store *s = NULL;
   CHECK_RC(ESG_ESTORE, esg_store_open(&s, "/nonexistent-dir/x.db", NULL));
@@ -832,6 +867,7 @@ int main(void) {
   }
   TU_SQLITE { /* the file, its write-ahead log and checkpoints, fork of a connection */
     RUN(test_open_sqlite);
+    RUN(test_bytes_written);
     RUN(test_schema_newer);
     RUN(test_hostile_files);
     RUN(test_wal_bounded);

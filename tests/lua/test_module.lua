@@ -12,6 +12,10 @@ T.match(esg.strerror("EMISMATCH"), "different payload", "strerror by name")
 T.match(esg.strerror(-1), "invalid", "strerror by number")
 T.raises(function() esg.strerror("NOPE") end, "unknown status", "strerror unknown name raises")
 T.ok(type(esg.now()) == "number" and esg.now() > 1.6e9, "now is seconds")
+T.ok(math.type(esg.KEY_MAX) == "integer" and esg.KEY_MAX > 0, "KEY_MAX")
+T.eq(esg.EVENT_MAX_BYTES, 1048576, "EVENT_MAX_BYTES")
+T.ok(esg.parse(esg.json.encode { id = ("k"):rep(esg.KEY_MAX + 1), type = "t", timestamp = 1 }) == nil,
+     "an id one byte past KEY_MAX is refused")
 
 -- JSON
 local json = esg.json
