@@ -778,6 +778,45 @@ static void test_connection_limit(void) {
   shut(&sv);
 }
 
+/* SIGTERM to a serving process whose handler calls esg_ingress_stop (async-signal-
+   safe): the run ends by itself. */
+static esg_ingress *term_ing;
+static void on_term(int sig) {
+  (void)sig;
+  esg_ingress_stop(term_ing);
+}
+
+/* A child process serving the store at path (group commit); *port is its port (-1 if it
+   could not start). stop_on_term: SIGTERM stops it, and it exits 0 once the run ended
+   and everything closed cleanly; else it serves until killed. */
+static pid_t fork_server(const char *path, int stop_on_term, int *port) {
+  int pfd[2];
+  CHECK(pipe(pfd) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(pfd[0]);
+    server sv;
+    int rc = serve(&sv, path, 5, NULL);
+    if (stop_on_term) {
+      term_ing = sv.ing;
+      signal(SIGTERM, on_term);
+    }
+    int p = rc == ESG_OK ? sv.port : -1;
+    if (write(pfd[1], &p, sizeof p) != sizeof p || rc != ESG_OK) _exit(3);
+    pthread_join(sv.th, NULL); /* until killed, or stopped */
+    if (!stop_on_term) _exit(2);
+    int run_rc = sv.run_rc;
+    esg_ingress_close(sv.ing);
+    esg_gateway_close(sv.g);
+    _exit(run_rc == ESG_OK && esg_store_close(sv.s) == ESG_OK ? 0 : 1);
+  }
+  close(pfd[1]);
+  *port = -1;
+  CHECK(read(pfd[0], port, sizeof *port) == sizeof *port);
+  close(pfd[0]);
+  return pid;
+}
+
 /* --------------------------------------------------------------- SIGKILL -- */
 
 /* A child serves (group commit), clients post and record every 2xx, the child is
@@ -787,22 +826,8 @@ static void test_kill(void) {
   const char *uri = tu_store("kill");
   char path[512];
   snprintf(path, sizeof path, "%s", uri);
-  int pfd[2];
-  CHECK(pipe(pfd) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(pfd[0]);
-    server sv;
-    int rc = serve(&sv, path, 5, NULL);
-    int port = rc == ESG_OK ? sv.port : -1;
-    if (write(pfd[1], &port, sizeof port) != sizeof port) _exit(3);
-    if (rc == ESG_OK) pthread_join(sv.th, NULL); /* until killed */
-    _exit(2);
-  }
-  close(pfd[1]);
   int port = -1;
-  CHECK(read(pfd[0], &port, sizeof port) == sizeof port);
-  close(pfd[0]);
+  pid_t pid = fork_server(path, 0, &port);
   if (port <= 0) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -859,40 +884,16 @@ static void test_kill(void) {
   (void)N;
 }
 
-/* SIGTERM to a serving process whose handler calls esg_ingress_stop (async-signal-
-   safe): the run ends by itself, the process exits 0, what was acknowledged is stored. */
-static esg_ingress *term_ing;
-static void on_term(int sig) {
-  (void)sig;
-  esg_ingress_stop(term_ing);
-}
+/* SIGTERM to a serving process: the run ends by itself, the process exits 0, what was
+   acknowledged is stored. */
 
 static void test_sigterm(void) {
   TU_REQUIRE(tu_store_shared(), TU_NOT_KEPT);
   const char *uri = tu_store("term");
   char path[512];
   snprintf(path, sizeof path, "%s", uri);
-  int pfd[2];
-  CHECK(pipe(pfd) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(pfd[0]);
-    server sv;
-    int rc = serve(&sv, path, 5, NULL);
-    term_ing = sv.ing;
-    signal(SIGTERM, on_term);
-    int port = rc == ESG_OK ? sv.port : -1;
-    if (write(pfd[1], &port, sizeof port) != sizeof port || rc != ESG_OK) _exit(3);
-    pthread_join(sv.th, NULL);
-    int run_rc = sv.run_rc;
-    esg_ingress_close(sv.ing);
-    esg_gateway_close(sv.g);
-    _exit(run_rc == ESG_OK && esg_store_close(sv.s) == ESG_OK ? 0 : 1);
-  }
-  close(pfd[1]);
   int port = -1;
-  CHECK(read(pfd[0], &port, sizeof port) == sizeof port);
-  close(pfd[0]);
+  pid_t pid = fork_server(path, 1, &port);
   int ok = 0;
   for (int i = 0; port > 0 && i < 10; i++) {
     char id[32];
